@@ -1,0 +1,44 @@
+//! # warren-core: the broker's domain, pure and deterministic
+//!
+//! Nothing here does I/O, spawns a task or reads a clock: every function takes its
+//! inputs and returns its outcome, so the same code serves the single-node server
+//! today and a replicated state machine tomorrow, and is unit-tested without sockets.
+//!
+//! ## Layout
+//! - [`reply_code`]: AMQP reply codes, split into channel and connection level.
+//! - [`error`]: [`AmqpError`], the one error type of the domain, carrying its reply code.
+//! - [`message`]: [`Message`], a published message packed into one shared buffer.
+//! - [`exchange`]: exchange definitions and one routing index per type
+//!   (direct hash map, fanout list, topic trie, headers matcher).
+//! - [`binding`]: the binding table entry and its destination.
+//! - [`queue`]: queue definitions with their argument checks ([`queue::args`]) and
+//!   [`queue::QueueState`], the ready list / unacked set / consumers of one queue.
+//! - [`confirms`]: publisher-confirm bookkeeping for one channel.
+//! - [`vhost`]: [`vhost::VHost`], the metadata of a virtual host (exchanges, queues,
+//!   bindings) with declare/delete/bind/unbind and `route`.
+//!
+//! It must not depend on tokio, RocksDB, or the wire codec: field tables come from
+//! `amq-protocol-types`, and that is the only protocol type it knows.
+
+pub mod binding;
+pub mod confirms;
+pub mod error;
+pub mod exchange;
+pub mod message;
+pub mod queue;
+pub mod reply_code;
+pub mod vhost;
+
+pub use error::AmqpError;
+pub use message::Message;
+pub use reply_code::ReplyCode;
+
+/// Field tables (arguments, headers) are the protocol's own type.
+pub use amq_protocol_types::{AMQPValue, FieldTable};
+
+/// Names of exchanges and queues are shared by many messages and indexes;
+/// an `Arc<str>` clones with one atomic increment.
+pub type Name = std::sync::Arc<str>;
+
+/// Identifies a queue for its whole life on this node (store keys, actor registry).
+pub type QueueId = u64;

@@ -1,0 +1,357 @@
+//! The contents of one queue: ready messages, unacked messages, consumers.
+//!
+//! This is the rabbit_fifo of Warren: pure state with the dispatch rule in one
+//! place. The runtime (a queue actor today, a replicated state machine later)
+//! feeds it publishes, acks and consumer changes, and asks it for deliveries.
+//!
+//! Order: ready messages are kept in publish order (`seq`). A requeued message
+//! goes back to its original position, so unacked messages of a closed channel
+//! reappear in their original order ahead of newer ones, as in RabbitMQ.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::{AmqpError, Message, Name};
+
+/// A queue-local sequence number, increasing in publish order.
+pub type Seq = u64;
+
+/// A consumer's node-unique id, chosen by the runtime.
+pub type ConsumerId = u64;
+
+/// Identifies a channel on this node: (connection id, channel number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelKey {
+    /// The connection's node-unique id.
+    pub conn: u64,
+    /// The channel number within the connection.
+    pub channel: u16,
+}
+
+/// A message in the queue.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Position in the queue.
+    pub seq: Seq,
+    /// The message.
+    pub msg: Message,
+    /// Delivered before (and requeued, or recovered after a restart).
+    pub redelivered: bool,
+}
+
+/// What a consumer asked for in `basic.consume` (plus the channel's prefetch).
+#[derive(Clone, Debug)]
+pub struct ConsumerSpec {
+    /// Node-unique id.
+    pub id: ConsumerId,
+    /// The consumer tag (unique within its channel).
+    pub tag: Name,
+    /// The channel it belongs to.
+    pub channel: ChannelKey,
+    /// Per-consumer prefetch count; 0 is unlimited.
+    pub prefetch: u32,
+    /// Auto-ack: messages are settled when sent.
+    pub no_ack: bool,
+    /// `exclusive` flag of `basic.consume`.
+    pub exclusive: bool,
+    /// `x-priority`; higher is served first.
+    pub priority: i32,
+}
+
+#[derive(Debug)]
+struct Consumer {
+    spec: ConsumerSpec,
+    unacked: u32,
+}
+
+impl Consumer {
+    fn has_credit(&self) -> bool {
+        self.spec.no_ack || self.spec.prefetch == 0 || self.unacked < self.spec.prefetch
+    }
+}
+
+#[derive(Debug)]
+struct Unacked {
+    entry: Entry,
+    channel: ChannelKey,
+    consumer: Option<ConsumerId>,
+}
+
+/// A message handed to a consumer.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// Who gets it.
+    pub consumer: ConsumerId,
+    /// The consumer's channel.
+    pub channel: ChannelKey,
+    /// The consumer tag to put in `basic.deliver`.
+    pub tag: Name,
+    /// Whether it needs an ack (false: already settled).
+    pub needs_ack: bool,
+    /// The message and its position.
+    pub entry: Entry,
+}
+
+/// Ready list, unacked set and consumers of one queue.
+#[derive(Debug, Default)]
+pub struct QueueState {
+    ready: VecDeque<Entry>,
+    unacked: HashMap<Seq, Unacked>,
+    consumers: Vec<Consumer>,
+    next_consumer: usize,
+    next_seq: Seq,
+    ready_bytes: usize,
+    unacked_bytes: usize,
+}
+
+impl QueueState {
+    /// An empty queue whose first message gets seq 1.
+    pub fn new() -> Self {
+        Self {
+            next_seq: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Appends a published message; returns its seq.
+    pub fn publish(&mut self, msg: Message) -> Seq {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.ready_bytes += msg.memory_size();
+        self.ready.push_back(Entry {
+            seq,
+            msg,
+            redelivered: false,
+        });
+        seq
+    }
+
+    /// Restores a message recovered from disk. Recovered messages must come in
+    /// seq order; they are marked redelivered because they may have been
+    /// delivered before the restart.
+    pub fn recover(&mut self, seq: Seq, msg: Message) {
+        self.next_seq = self.next_seq.max(seq + 1);
+        self.ready_bytes += msg.memory_size();
+        self.ready.push_back(Entry {
+            seq,
+            msg,
+            redelivered: true,
+        });
+    }
+
+    /// Messages ready for delivery.
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Messages delivered and not yet acked.
+    pub fn unacked_len(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// Number of consumers.
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.len()
+    }
+
+    /// Bytes held by the queue's messages (see [`Message::memory_size`]).
+    pub fn memory_bytes(&self) -> usize {
+        self.ready_bytes + self.unacked_bytes
+    }
+
+    /// True when `id` is a consumer of this queue.
+    pub fn has_consumer(&self, id: ConsumerId) -> bool {
+        self.consumers.iter().any(|c| c.spec.id == id)
+    }
+
+    /// Adds a consumer. An exclusive consumer needs a queue without consumers,
+    /// and nobody may join a queue with an exclusive consumer (403, as RabbitMQ).
+    pub fn consume(&mut self, spec: ConsumerSpec, queue: &str, vhost: &str) -> Result<(), AmqpError> {
+        if (spec.exclusive && !self.consumers.is_empty())
+            || self.consumers.iter().any(|c| c.spec.exclusive)
+        {
+            return Err(AmqpError::access_refused(format!(
+                "queue '{queue}' in vhost '{vhost}' in exclusive use"
+            )));
+        }
+        self.consumers.push(Consumer { spec, unacked: 0 });
+        Ok(())
+    }
+
+    /// Removes a consumer; its unacked messages stay unacked (owned by its
+    /// channel), as in RabbitMQ. Returns false when it was not a consumer.
+    pub fn cancel(&mut self, id: ConsumerId) -> bool {
+        let before = self.consumers.len();
+        self.consumers.retain(|c| c.spec.id != id);
+        for u in self.unacked.values_mut() {
+            if u.consumer == Some(id) {
+                u.consumer = None;
+            }
+        }
+        before != self.consumers.len()
+    }
+
+    /// The next delivery, if a consumer has credit and a message is ready.
+    ///
+    /// `gate` lets the runtime veto a consumer for reasons the queue cannot see
+    /// (the channel's global prefetch, a connection that is behind on writing).
+    /// Among consumers with credit, the highest `x-priority` wins; among equals,
+    /// round-robin.
+    pub fn next_delivery(&mut self, gate: &mut impl FnMut(&ConsumerSpec) -> bool) -> Option<Delivery> {
+        if self.ready.is_empty() || self.consumers.is_empty() {
+            return None;
+        }
+        let n = self.consumers.len();
+        let mut best: Option<(usize, i32)> = None;
+        for k in 0..n {
+            let i = (self.next_consumer + k) % n;
+            let c = &self.consumers[i];
+            if best.is_some_and(|(_, p)| c.spec.priority <= p) {
+                continue;
+            }
+            if c.has_credit() && gate(&c.spec) {
+                best = Some((i, c.spec.priority));
+            }
+        }
+        let (i, _) = best?;
+        self.next_consumer = (i + 1) % n;
+        let entry = self.ready.pop_front()?;
+        let size = entry.msg.memory_size();
+        self.ready_bytes -= size;
+        let c = &mut self.consumers[i];
+        let delivery = Delivery {
+            consumer: c.spec.id,
+            channel: c.spec.channel,
+            tag: c.spec.tag.clone(),
+            needs_ack: !c.spec.no_ack,
+            entry: entry.clone(),
+        };
+        if !c.spec.no_ack {
+            c.unacked += 1;
+            self.unacked_bytes += size;
+            self.unacked.insert(
+                entry.seq,
+                Unacked {
+                    entry,
+                    channel: c.spec.channel,
+                    consumer: Some(c.spec.id),
+                },
+            );
+        }
+        Some(delivery)
+    }
+
+    /// `basic.get`: the first ready message, moved to unacked unless `no_ack`.
+    pub fn get(&mut self, channel: ChannelKey, no_ack: bool) -> Option<Entry> {
+        let entry = self.ready.pop_front()?;
+        let size = entry.msg.memory_size();
+        self.ready_bytes -= size;
+        if !no_ack {
+            self.unacked_bytes += size;
+            self.unacked.insert(
+                entry.seq,
+                Unacked {
+                    entry: entry.clone(),
+                    channel,
+                    consumer: None,
+                },
+            );
+        }
+        Some(entry)
+    }
+
+    fn take_unacked(&mut self, channel: ChannelKey, seq: Seq) -> Option<Entry> {
+        match self.unacked.get(&seq) {
+            Some(u) if u.channel == channel => {}
+            _ => return None,
+        }
+        let u = self.unacked.remove(&seq)?;
+        self.unacked_bytes -= u.entry.msg.memory_size();
+        if let Some(id) = u.consumer
+            && let Some(c) = self.consumers.iter_mut().find(|c| c.spec.id == id)
+        {
+            c.unacked = c.unacked.saturating_sub(1);
+        }
+        Some(u.entry)
+    }
+
+    /// Settles messages (ack, or reject/nack without requeue). Returns the
+    /// removed entries so the runtime can delete persisted copies.
+    pub fn settle(&mut self, channel: ChannelKey, seqs: &[Seq]) -> Vec<Entry> {
+        seqs.iter()
+            .filter_map(|&s| self.take_unacked(channel, s))
+            .collect()
+    }
+
+    /// Puts unacked messages back at their original positions, marked redelivered.
+    pub fn requeue(&mut self, channel: ChannelKey, seqs: &[Seq]) {
+        let mut back: Vec<Entry> = seqs
+            .iter()
+            .filter_map(|&s| self.take_unacked(channel, s))
+            .collect();
+        back.sort_by_key(|e| e.seq);
+        self.restore(back);
+    }
+
+    fn restore(&mut self, back: Vec<Entry>) {
+        for mut e in back.into_iter().rev() {
+            e.redelivered = true;
+            self.ready_bytes += e.msg.memory_size();
+            // Usually all requeued seqs precede every ready one: O(1) at the front.
+            if self.ready.front().is_none_or(|f| e.seq < f.seq) {
+                self.ready.push_front(e);
+            } else {
+                let pos = self.ready.partition_point(|r| r.seq < e.seq);
+                self.ready.insert(pos, e);
+            }
+        }
+    }
+
+    /// A channel closed: its consumers go and its unacked messages are
+    /// requeued in their original order. Returns the removed consumers' ids.
+    pub fn channel_closed(&mut self, channel: ChannelKey) -> Vec<ConsumerId> {
+        let gone: Vec<ConsumerId> = self
+            .consumers
+            .iter()
+            .filter(|c| c.spec.channel == channel)
+            .map(|c| c.spec.id)
+            .collect();
+        self.consumers.retain(|c| c.spec.channel != channel);
+        if self.next_consumer >= self.consumers.len() {
+            self.next_consumer = 0;
+        }
+        let mut seqs: Vec<Seq> = self
+            .unacked
+            .iter()
+            .filter(|(_, u)| u.channel == channel)
+            .map(|(s, _)| *s)
+            .collect();
+        seqs.sort_unstable();
+        self.requeue(channel, &seqs);
+        gone
+    }
+
+    /// Drops every ready message (unacked ones stay, as in RabbitMQ);
+    /// returns them so persisted copies can be deleted.
+    pub fn purge(&mut self) -> Vec<Entry> {
+        self.ready_bytes = 0;
+        self.ready.drain(..).collect()
+    }
+
+    /// Consumers' specs, for cancel notifications when the queue goes away.
+    pub fn consumers(&self) -> impl Iterator<Item = &ConsumerSpec> {
+        self.consumers.iter().map(|c| &c.spec)
+    }
+
+    /// Every message still held (ready and unacked), for deletion of the queue.
+    pub fn drain_all(&mut self) -> Vec<Entry> {
+        let mut all: Vec<Entry> = self.ready.drain(..).collect();
+        all.extend(self.unacked.drain().map(|(_, u)| u.entry));
+        self.ready_bytes = 0;
+        self.unacked_bytes = 0;
+        all
+    }
+}
+
+#[cfg(test)]
+#[path = "state_test.rs"]
+mod tests;

@@ -1,0 +1,159 @@
+use super::*;
+use crate::message::MessageFlags;
+
+fn msg(body: &str) -> Message {
+    Message::new("".into(), "q", &[0, 0], [body.as_bytes()], MessageFlags::default())
+}
+
+fn ch(n: u16) -> ChannelKey {
+    ChannelKey { conn: 1, channel: n }
+}
+
+fn spec(id: ConsumerId, channel: u16, prefetch: u32) -> ConsumerSpec {
+    ConsumerSpec {
+        id,
+        tag: format!("ctag{id}").into(),
+        channel: ch(channel),
+        prefetch,
+        no_ack: false,
+        exclusive: false,
+        priority: 0,
+    }
+}
+
+fn drain(q: &mut QueueState) -> Vec<(ConsumerId, String, bool)> {
+    let mut out = vec![];
+    while let Some(d) = q.next_delivery(&mut |_| true) {
+        out.push((
+            d.consumer,
+            String::from_utf8_lossy(d.entry.msg.body()).into_owned(),
+            d.entry.redelivered,
+        ));
+    }
+    out
+}
+
+#[test]
+fn round_robin_between_consumers() {
+    let mut q = QueueState::new();
+    q.consume(spec(1, 1, 0), "q", "/").expect("consume");
+    q.consume(spec(2, 2, 0), "q", "/").expect("consume");
+    for i in 0..4 {
+        q.publish(msg(&i.to_string()));
+    }
+    let got: Vec<ConsumerId> = drain(&mut q).into_iter().map(|d| d.0).collect();
+    assert_eq!(got, vec![1, 2, 1, 2]);
+}
+
+#[test]
+fn prefetch_limits_unacked_and_ack_frees_credit() {
+    let mut q = QueueState::new();
+    q.consume(spec(1, 1, 1), "q", "/").expect("consume");
+    let s1 = q.publish(msg("a"));
+    q.publish(msg("b"));
+    assert_eq!(drain(&mut q).len(), 1);
+    assert_eq!(q.ready_len(), 1);
+    assert_eq!(q.settle(ch(1), &[s1]).len(), 1);
+    assert_eq!(drain(&mut q), vec![(1, "b".into(), false)]);
+}
+
+#[test]
+fn busy_consumer_skipped_for_fair_dispatch() {
+    let mut q = QueueState::new();
+    q.consume(spec(1, 1, 1), "q", "/").expect("consume");
+    q.consume(spec(2, 2, 1), "q", "/").expect("consume");
+    let s1 = q.publish(msg("a"));
+    q.publish(msg("b"));
+    q.publish(msg("c"));
+    assert_eq!(drain(&mut q).len(), 2);
+    q.settle(ch(1), &[s1]);
+    assert_eq!(drain(&mut q), vec![(1, "c".into(), false)]);
+}
+
+#[test]
+fn closed_channel_requeues_in_original_order() {
+    let mut q = QueueState::new();
+    q.consume(spec(1, 1, 0), "q", "/").expect("consume");
+    for b in ["a", "b", "c"] {
+        q.publish(msg(b));
+    }
+    assert_eq!(drain(&mut q).len(), 3);
+    q.publish(msg("d"));
+    assert_eq!(q.channel_closed(ch(1)), vec![1]);
+    assert_eq!(q.consumer_count(), 0);
+    q.consume(spec(2, 2, 0), "q", "/").expect("consume");
+    let got = drain(&mut q);
+    assert_eq!(
+        got,
+        vec![
+            (2, "a".into(), true),
+            (2, "b".into(), true),
+            (2, "c".into(), true),
+            (2, "d".into(), false)
+        ]
+    );
+}
+
+#[test]
+fn requeue_of_a_middle_message_restores_its_position() {
+    let mut q = QueueState::new();
+    q.consume(spec(1, 1, 2), "q", "/").expect("consume");
+    let seqs: Vec<Seq> = ["a", "b", "c", "d"].iter().map(|b| q.publish(msg(b))).collect();
+    drain(&mut q); // a, b delivered
+    q.settle(ch(1), &[seqs[0]]);
+    // c delivered now; requeue b: it goes before d.
+    drain(&mut q);
+    q.requeue(ch(1), &[seqs[1]]);
+    q.cancel(1);
+    let got: Vec<String> = std::iter::from_fn(|| q.get(ch(1), true))
+        .map(|e| String::from_utf8_lossy(e.msg.body()).into_owned())
+        .collect();
+    assert_eq!(got, vec!["b", "d"]);
+}
+
+#[test]
+fn exclusive_consumer_rules() {
+    let mut q = QueueState::new();
+    let mut ex = spec(1, 1, 0);
+    ex.exclusive = true;
+    q.consume(ex.clone(), "q", "/").expect("first exclusive");
+    let e = q.consume(spec(2, 2, 0), "q", "/").expect_err("locked");
+    assert_eq!(e.code, crate::ReplyCode::AccessRefused);
+    q.cancel(1);
+    q.consume(spec(2, 2, 0), "q", "/").expect("free again");
+    let e = q.consume(ex, "q", "/").expect_err("not alone");
+    assert_eq!(e.code, crate::ReplyCode::AccessRefused);
+}
+
+#[test]
+fn priority_consumers_first_and_gate_respected() {
+    let mut q = QueueState::new();
+    q.consume(spec(1, 1, 0), "q", "/").expect("consume");
+    let mut high = spec(2, 2, 1);
+    high.priority = 10;
+    q.consume(high, "q", "/").expect("consume");
+    q.publish(msg("a"));
+    q.publish(msg("b"));
+    q.publish(msg("c"));
+    // The high-priority consumer takes one (prefetch 1), the rest go to consumer 1
+    // except when the gate vetoes it.
+    let d = q.next_delivery(&mut |_| true).expect("delivery");
+    assert_eq!(d.consumer, 2);
+    assert!(q.next_delivery(&mut |c| c.id != 1).is_none());
+    assert_eq!(q.next_delivery(&mut |_| true).map(|d| d.consumer), Some(1));
+}
+
+#[test]
+fn settle_ignores_other_channels_and_memory_is_tracked() {
+    let mut q = QueueState::new();
+    q.consume(spec(1, 1, 0), "q", "/").expect("consume");
+    let s = q.publish(msg("a"));
+    let size = q.memory_bytes();
+    assert!(size > 0);
+    drain(&mut q);
+    assert_eq!(q.memory_bytes(), size);
+    assert!(q.settle(ch(2), &[s]).is_empty());
+    assert_eq!(q.settle(ch(1), &[s]).len(), 1);
+    assert_eq!(q.memory_bytes(), 0);
+    assert_eq!(q.unacked_len(), 0);
+}
