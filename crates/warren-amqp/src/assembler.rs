@@ -34,6 +34,8 @@ pub enum Command {
     Content(Box<Content>),
 }
 
+// Boxing the body state would allocate per message; one per channel exists.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Default)]
 enum State {
     #[default]
@@ -150,7 +152,10 @@ mod tests {
     use super::*;
 
     fn publish() -> Frame {
-        Frame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish::default())))
+        Frame::Method(
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish::default())),
+        )
     }
 
     fn header(size: u64) -> Frame {
@@ -170,13 +175,24 @@ mod tests {
         let mut a = Assembler::default();
         assert!(a.feed(publish(), 100).expect("ok").is_none());
         assert!(a.feed(header(5), 100).expect("ok").is_none());
-        assert!(a.feed(Frame::Body(1, Bytes::from_static(b"he")), 100).expect("ok").is_none());
-        match a.feed(Frame::Body(1, Bytes::from_static(b"llo")), 100).expect("ok") {
+        assert!(
+            a.feed(Frame::Body(1, Bytes::from_static(b"he")), 100)
+                .expect("ok")
+                .is_none()
+        );
+        match a
+            .feed(Frame::Body(1, Bytes::from_static(b"llo")), 100)
+            .expect("ok")
+        {
             Some(Command::Content(c)) => assert_eq!(c.body.concat(), b"hello"),
             other => panic!("unexpected {other:?}"),
         }
         assert!(!a.in_content());
-        match a.feed(publish(), 100).and_then(|_| a.feed(header(0), 100)).expect("ok") {
+        match a
+            .feed(publish(), 100)
+            .and_then(|_| a.feed(header(0), 100))
+            .expect("ok")
+        {
             Some(Command::Content(c)) => assert!(c.body.is_empty()),
             other => panic!("unexpected {other:?}"),
         }
@@ -185,18 +201,34 @@ mod tests {
     #[test]
     fn out_of_order_content_is_rejected() {
         let mut a = Assembler::default();
-        assert_eq!(a.feed(header(1), 100).expect_err("no method").reply_code(), 505);
+        assert_eq!(
+            a.feed(header(1), 100).expect_err("no method").reply_code(),
+            505
+        );
         let mut a = Assembler::default();
         a.feed(publish(), 100).expect("ok");
-        let close = Frame::Method(1, AMQPClass::Channel(channel::AMQPMethod::Close(Default::default())));
-        assert_eq!(a.feed(close, 100).expect_err("method mid-content").reply_code(), 505);
+        let close = Frame::Method(
+            1,
+            AMQPClass::Channel(channel::AMQPMethod::Close(Default::default())),
+        );
+        assert_eq!(
+            a.feed(close, 100)
+                .expect_err("method mid-content")
+                .reply_code(),
+            505
+        );
         let mut a = Assembler::default();
         a.feed(publish(), 100).expect("ok");
         a.feed(header(2), 100).expect("ok");
-        let e = a.feed(Frame::Body(1, Bytes::from_static(b"abc")), 100).expect_err("too long");
+        let e = a
+            .feed(Frame::Body(1, Bytes::from_static(b"abc")), 100)
+            .expect_err("too long");
         assert_eq!(e.reply_code(), 501);
         let mut a = Assembler::default();
         a.feed(publish(), 100).expect("ok");
-        assert_eq!(a.feed(header(101), 100).expect_err("too big").reply_code(), 501);
+        assert_eq!(
+            a.feed(header(101), 100).expect_err("too big").reply_code(),
+            501
+        );
     }
 }

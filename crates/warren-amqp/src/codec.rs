@@ -35,6 +35,10 @@ pub struct ContentHeader {
 }
 
 /// One incoming frame.
+///
+/// The header variant is large (parsed properties); boxing it would cost an
+/// allocation per message, and frames only live for one move into the assembler.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Frame {
     /// A method frame.
@@ -91,7 +95,10 @@ impl Decoder for FrameDecoder {
         let kind = src[0];
         let channel = u16::from_be_bytes([src[1], src[2]]);
         let size = u32::from_be_bytes([src[3], src[4], src[5], src[6]]);
-        if !matches!(kind, FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT) {
+        if !matches!(
+            kind,
+            FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
+        ) {
             return Err(FrameError::UnknownType(kind));
         }
         let total = u64::from(size) + u64::from(FRAME_OVERHEAD);
@@ -125,14 +132,22 @@ impl Decoder for FrameDecoder {
 
 fn parse_method(channel: u16, payload: &[u8]) -> Result<Frame, FrameError> {
     let (class, method) = match payload {
-        [c0, c1, m0, m1, ..] => (u16::from_be_bytes([*c0, *c1]), u16::from_be_bytes([*m0, *m1])),
-        _ => return Err(FrameError::Syntax { class: 0, method: 0 }),
+        [c0, c1, m0, m1, ..] => (
+            u16::from_be_bytes([*c0, *c1]),
+            u16::from_be_bytes([*m0, *m1]),
+        ),
+        _ => {
+            return Err(FrameError::Syntax {
+                class: 0,
+                method: 0,
+            });
+        }
     };
     if !methods::is_known(class, method) {
         return Err(FrameError::UnknownMethod { class, method });
     }
     match parse_class(payload) {
-        Ok((rest, parsed)) if rest.is_empty() => Ok(Frame::Method(channel, parsed)),
+        Ok(([], parsed)) => Ok(Frame::Method(channel, parsed)),
         _ => Err(FrameError::Syntax { class, method }),
     }
 }
@@ -167,7 +182,9 @@ mod tests {
     use super::*;
 
     fn bytes_of(f: &AMQPFrame) -> Vec<u8> {
-        gen_frame(f)(WriteContext::from(Vec::new())).expect("gen").write
+        gen_frame(f)(WriteContext::from(Vec::new()))
+            .expect("gen")
+            .write
     }
 
     #[test]
@@ -199,7 +216,9 @@ mod tests {
             }
         }
         assert_eq!(frames.len(), 3);
-        assert!(matches!(&frames[0], Frame::Method(3, AMQPClass::Queue(queue::AMQPMethod::Declare(d))) if d.queue.as_str() == "q"));
+        assert!(
+            matches!(&frames[0], Frame::Method(3, AMQPClass::Queue(queue::AMQPMethod::Declare(d))) if d.queue.as_str() == "q")
+        );
         match &frames[1] {
             Frame::Header(3, h) => {
                 assert_eq!(h.body_size, 5);
@@ -215,7 +234,9 @@ mod tests {
     fn rejects_bad_frames_with_rabbitmq_codes() {
         let mut dec = FrameDecoder::new(4096);
         let err = |bytes: &[u8], dec: &mut FrameDecoder| {
-            dec.decode(&mut BytesMut::from(bytes)).expect_err("must fail").reply_code()
+            dec.decode(&mut BytesMut::from(bytes))
+                .expect_err("must fail")
+                .reply_code()
         };
         // Oversized: rejected from the header alone.
         assert_eq!(err(&[3, 0, 1, 0, 1, 0, 0], &mut dec), 501);
@@ -223,9 +244,15 @@ mod tests {
         assert_eq!(err(&[8, 0, 0, 0, 0, 0, 0, 0x00], &mut dec), 501);
         assert_eq!(err(&[8, 0, 1, 0, 0, 0, 0, 0xCE], &mut dec), 501);
         // class 60 method 99: unknown.
-        assert_eq!(err(&[1, 0, 1, 0, 0, 0, 4, 0, 60, 0, 99, 0xCE], &mut dec), 540);
+        assert_eq!(
+            err(&[1, 0, 1, 0, 0, 0, 4, 0, 60, 0, 99, 0xCE], &mut dec),
+            540
+        );
         // queue.declare with truncated arguments.
-        assert_eq!(err(&[1, 0, 1, 0, 0, 0, 5, 0, 50, 0, 10, 0, 0xCE], &mut dec), 502);
+        assert_eq!(
+            err(&[1, 0, 1, 0, 0, 0, 5, 0, 50, 0, 10, 0, 0xCE], &mut dec),
+            502
+        );
         // header too short to parse.
         assert_eq!(err(&[2, 0, 1, 0, 0, 0, 2, 0, 60, 0xCE], &mut dec), 501);
     }

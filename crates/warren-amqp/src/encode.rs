@@ -119,15 +119,30 @@ pub fn get_ok(
 }
 
 /// `basic.ack` (publisher confirm) from the server.
-pub fn ack(out: &mut Vec<u8>, channel: u16, delivery_tag: u64, multiple: bool) -> Result<(), EncodeError> {
+pub fn ack(
+    out: &mut Vec<u8>,
+    channel: u16,
+    delivery_tag: u64,
+    multiple: bool,
+) -> Result<(), EncodeError> {
     run(
         out,
-        method_frame(channel, 60, 80, tuple((gen_long_long_uint(delivery_tag), gen_boolean(multiple)))),
+        method_frame(
+            channel,
+            60,
+            80,
+            tuple((gen_long_long_uint(delivery_tag), gen_boolean(multiple))),
+        ),
     )
 }
 
 /// `basic.nack` (negative publisher confirm) from the server.
-pub fn nack(out: &mut Vec<u8>, channel: u16, delivery_tag: u64, multiple: bool) -> Result<(), EncodeError> {
+pub fn nack(
+    out: &mut Vec<u8>,
+    channel: u16,
+    delivery_tag: u64,
+    multiple: bool,
+) -> Result<(), EncodeError> {
     // multiple is bit 0, requeue bit 1 (always false from a server).
     run(
         out,
@@ -135,7 +150,10 @@ pub fn nack(out: &mut Vec<u8>, channel: u16, delivery_tag: u64, multiple: bool) 
             channel,
             60,
             120,
-            tuple((gen_long_long_uint(delivery_tag), gen_short_short_uint(u8::from(multiple)))),
+            tuple((
+                gen_long_long_uint(delivery_tag),
+                gen_short_short_uint(u8::from(multiple)),
+            )),
         ),
     )
 }
@@ -182,7 +200,9 @@ mod tests {
     use super::*;
 
     fn generated(f: AMQPFrame) -> Vec<u8> {
-        gen_frame(&f)(WriteContext::from(Vec::new())).expect("gen").write
+        gen_frame(&f)(WriteContext::from(Vec::new()))
+            .expect("gen")
+            .write
     }
 
     #[test]
@@ -223,7 +243,10 @@ mod tests {
             out,
             generated(AMQPFrame::Method(
                 2,
-                AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: 5, multiple: true }))
+                AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                    delivery_tag: 5,
+                    multiple: true
+                }))
             ))
         );
         let mut out = vec![];

@@ -4,14 +4,33 @@
 /// True for every method id the 0-9-1 specification defines.
 pub fn is_known(class: u16, method: u16) -> bool {
     match class {
-        10 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51 | 60 | 61 | 70 | 71),
+        10 => matches!(
+            method,
+            10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51 | 60 | 61 | 70 | 71
+        ),
         20 => matches!(method, 10 | 11 | 20 | 21 | 40 | 41),
         30 => matches!(method, 10 | 11),
         40 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 51),
         50 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51),
         60 => matches!(
             method,
-            10 | 11 | 20 | 21 | 30 | 31 | 40 | 50 | 60 | 70 | 71 | 72 | 80 | 90 | 100 | 110 | 111 | 120
+            10 | 11
+                | 20
+                | 21
+                | 30
+                | 31
+                | 40
+                | 50
+                | 60
+                | 70
+                | 71
+                | 72
+                | 80
+                | 90
+                | 100
+                | 110
+                | 111
+                | 120
         ),
         85 => matches!(method, 10 | 11),
         90 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31),

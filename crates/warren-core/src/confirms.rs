@@ -144,7 +144,14 @@ mod tests {
         c.settle(d, true);
         assert!(take(&mut c).is_empty(), "order kept: 3 waits for 1");
         c.settle(a, true);
-        assert_eq!(take(&mut c), vec![ConfirmReply { tag: d, multiple: true, ack: true }]);
+        assert_eq!(
+            take(&mut c),
+            vec![ConfirmReply {
+                tag: d,
+                multiple: true,
+                ack: true
+            }]
+        );
         assert_eq!(b, 2);
         assert!(c.is_idle());
     }
@@ -159,9 +166,21 @@ mod tests {
         assert_eq!(
             take(&mut c),
             vec![
-                ConfirmReply { tag: 1, multiple: false, ack: true },
-                ConfirmReply { tag: 2, multiple: false, ack: false },
-                ConfirmReply { tag: 3, multiple: false, ack: true },
+                ConfirmReply {
+                    tag: 1,
+                    multiple: false,
+                    ack: true
+                },
+                ConfirmReply {
+                    tag: 2,
+                    multiple: false,
+                    ack: false
+                },
+                ConfirmReply {
+                    tag: 3,
+                    multiple: false,
+                    ack: true
+                },
             ]
         );
     }

@@ -17,12 +17,18 @@ pub struct AmqpError {
 impl AmqpError {
     /// An error with the given code and detail text.
     pub fn new(code: ReplyCode, text: impl Into<String>) -> Self {
-        Self { code, text: text.into() }
+        Self {
+            code,
+            text: text.into(),
+        }
     }
 
     /// 404 `no <kind> '<name>' in vhost '<vhost>'`.
     pub fn not_found(kind: &str, name: &str, vhost: &str) -> Self {
-        Self::new(ReplyCode::NotFound, format!("no {kind} '{name}' in vhost '{vhost}'"))
+        Self::new(
+            ReplyCode::NotFound,
+            format!("no {kind} '{name}' in vhost '{vhost}'"),
+        )
     }
 
     /// 406 with the given text.

@@ -148,10 +148,12 @@ mod tests {
         assert_eq!(m.raw_properties(), &[0x10, 0x00, 2]);
         assert_eq!(m.body(), b"hello");
         let (data, rk, props) = m.packed();
-        let back = Message::from_packed("ex".into(), data.clone(), rk, props, m.flags())
-            .expect("valid");
+        let back =
+            Message::from_packed("ex".into(), data.clone(), rk, props, m.flags()).expect("valid");
         assert_eq!(back.body(), b"hello");
         assert!(back.persistent);
-        assert!(Message::from_packed("ex".into(), Bytes::from_static(b"ab"), 3, 0, m.flags()).is_none());
+        assert!(
+            Message::from_packed("ex".into(), Bytes::from_static(b"ab"), 3, 0, m.flags()).is_none()
+        );
     }
 }

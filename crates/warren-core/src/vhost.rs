@@ -62,6 +62,8 @@ pub struct QueueDeclare<'a> {
     pub arguments: &'a FieldTable,
     /// The declaring connection.
     pub owner: ConnectionId,
+    /// The server chose the name (`amq.gen-...`), so the reserved prefix is allowed.
+    pub server_named: bool,
 }
 
 /// Side effects of a removal, for the runtime to persist.
@@ -126,7 +128,8 @@ impl VHost {
 
     fn insert_exchange(&mut self, def: ExchangeDef) {
         let index = RoutingIndex::new(def.kind);
-        self.exchanges.insert(def.name.clone(), ExchangeEntry { def, index });
+        self.exchanges
+            .insert(def.name.clone(), ExchangeEntry { def, index });
     }
 
     /// An exchange by name.
@@ -161,7 +164,10 @@ impl VHost {
     /// A queue that `conn` may use: it exists and is not another connection's
     /// exclusive queue (405, as RabbitMQ).
     pub fn queue_for(&self, name: &str, conn: ConnectionId) -> Result<&QueueDef, AmqpError> {
-        let q = self.queues.get(name).ok_or_else(|| self.not_found("queue", name))?;
+        let q = self
+            .queues
+            .get(name)
+            .ok_or_else(|| self.not_found("queue", name))?;
         if q.exclusive_owner.is_some_and(|o| o != conn) {
             return Err(self.locked(name));
         }
@@ -199,7 +205,10 @@ impl VHost {
         }
         let kind = ExchangeKind::parse(d.kind)?;
         if let Some(ae) = d.arguments.inner().get("alternate-exchange")
-            && !matches!(ae, crate::AMQPValue::LongString(_) | crate::AMQPValue::ShortString(_))
+            && !matches!(
+                ae,
+                crate::AMQPValue::LongString(_) | crate::AMQPValue::ShortString(_)
+            )
         {
             return Err(AmqpError::precondition(format!(
                 "invalid arg 'alternate-exchange' for exchange '{}' in vhost '{}': {{unacceptable_type,{ae:?}}}",
@@ -221,7 +230,11 @@ impl VHost {
                 return mismatch("durable", d.durable.to_string(), e.durable.to_string());
             }
             if e.auto_delete != d.auto_delete {
-                return mismatch("auto_delete", d.auto_delete.to_string(), e.auto_delete.to_string());
+                return mismatch(
+                    "auto_delete",
+                    d.auto_delete.to_string(),
+                    e.auto_delete.to_string(),
+                );
             }
             if e.internal != d.internal {
                 return mismatch("internal", d.internal.to_string(), e.internal.to_string());
@@ -321,7 +334,7 @@ impl VHost {
         if d.passive {
             return Err(self.not_found("queue", d.name));
         }
-        if d.name.starts_with("amq.") {
+        if d.name.starts_with("amq.") && !d.server_named {
             return Err(AmqpError::access_refused(format!(
                 "queue name '{}' contains reserved prefix 'amq.*'",
                 d.name
@@ -350,7 +363,10 @@ impl VHost {
     /// without bindings). Emptiness and usage checks are the runtime's, which
     /// knows the queue's contents.
     pub fn delete_queue(&mut self, name: &str) -> Result<(QueueDef, Removed), AmqpError> {
-        let q = self.queues.remove(name).ok_or_else(|| self.not_found("queue", name))?;
+        let q = self
+            .queues
+            .remove(name)
+            .ok_or_else(|| self.not_found("queue", name))?;
         let mut removed = Removed::default();
         self.remove_bindings_to(DestinationKind::Queue, name, &mut removed);
         Ok((q, removed))
@@ -390,7 +406,10 @@ impl VHost {
             return;
         }
         self.bindings.remove(source);
-        let auto = self.exchanges.get(source).is_some_and(|e| e.def.auto_delete);
+        let auto = self
+            .exchanges
+            .get(source)
+            .is_some_and(|e| e.def.auto_delete);
         if auto && let Some(e) = self.exchanges.remove(source) {
             removed.exchanges.push(e.def);
             self.remove_bindings_to(DestinationKind::Exchange, source, removed);
@@ -398,7 +417,8 @@ impl VHost {
     }
 
     fn check_bindable(&self, b: &Binding, conn: ConnectionId) -> Result<Target, AmqpError> {
-        if b.source.is_empty() || (b.kind == DestinationKind::Exchange && b.destination.is_empty()) {
+        if b.source.is_empty() || (b.kind == DestinationKind::Exchange && b.destination.is_empty())
+        {
             return Err(AmqpError::access_refused(
                 "operation not permitted on the default exchange",
             ));
@@ -440,7 +460,10 @@ impl VHost {
     /// Restores a binding from storage; bindings whose ends are gone are dropped.
     pub fn restore_binding(&mut self, b: Binding) -> bool {
         let target = match b.kind {
-            DestinationKind::Queue => self.queues.get(&*b.destination).map(|q| Target::Queue(q.id)),
+            DestinationKind::Queue => self
+                .queues
+                .get(&*b.destination)
+                .map(|q| Target::Queue(q.id)),
             DestinationKind::Exchange => self
                 .exchanges
                 .contains_key(&*b.destination)
@@ -449,7 +472,10 @@ impl VHost {
         match (target, self.exchanges.get_mut(&*b.source)) {
             (Some(t), Some(e)) => {
                 e.index.add(&b.routing_key, &b.arguments, t.clone());
-                self.bindings.entry(b.source.clone()).or_default().push((b, t));
+                self.bindings
+                    .entry(b.source.clone())
+                    .or_default()
+                    .push((b, t));
                 true
             }
             _ => false,

@@ -24,6 +24,7 @@ fn q<'a>(name: &'a str, args: &'a FieldTable) -> QueueDeclare<'a> {
         auto_delete: false,
         arguments: args,
         owner: 1,
+        server_named: false,
     }
 }
 
@@ -54,25 +55,47 @@ fn predeclared_and_reserved() {
     for (name, _) in PREDECLARED {
         assert!(v.exchange(name).is_some());
     }
-    let e = v.declare_exchange(&ex("amq.foo", "direct", &none)).expect_err("reserved");
+    let e = v
+        .declare_exchange(&ex("amq.foo", "direct", &none))
+        .expect_err("reserved");
     assert_eq!(e.code, ReplyCode::AccessRefused);
-    let e = v.declare_queue(&q("amq.q", &none), 1).expect_err("reserved");
+    let e = v
+        .declare_queue(&q("amq.q", &none), 1)
+        .expect_err("reserved");
     assert_eq!(e.code, ReplyCode::AccessRefused);
-    let e = v.declare_exchange(&ex("x", "nonsense", &none)).expect_err("type");
+    let e = v
+        .declare_exchange(&ex("x", "nonsense", &none))
+        .expect_err("type");
     assert_eq!(e.code, ReplyCode::PreconditionFailed);
     let mut passive = ex("missing", "direct", &none);
     passive.passive = true;
-    assert_eq!(v.declare_exchange(&passive).expect_err("404").code, ReplyCode::NotFound);
-    assert_eq!(v.delete_exchange("amq.direct", false).expect_err("403").code, ReplyCode::AccessRefused);
+    assert_eq!(
+        v.declare_exchange(&passive).expect_err("404").code,
+        ReplyCode::NotFound
+    );
+    assert_eq!(
+        v.delete_exchange("amq.direct", false)
+            .expect_err("403")
+            .code,
+        ReplyCode::AccessRefused
+    );
 }
 
 #[test]
 fn redeclare_must_be_equivalent() {
     let mut v = VHost::new("/");
     let none = FieldTable::default();
-    assert!(v.declare_exchange(&ex("logs", "fanout", &none)).expect("new"));
-    assert!(!v.declare_exchange(&ex("logs", "fanout", &none)).expect("same"));
-    let e = v.declare_exchange(&ex("logs", "direct", &none)).expect_err("type differs");
+    assert!(
+        v.declare_exchange(&ex("logs", "fanout", &none))
+            .expect("new")
+    );
+    assert!(
+        !v.declare_exchange(&ex("logs", "fanout", &none))
+            .expect("same")
+    );
+    let e = v
+        .declare_exchange(&ex("logs", "direct", &none))
+        .expect_err("type differs");
     assert_eq!(e.code, ReplyCode::PreconditionFailed);
     assert!(e.text.contains("inequivalent arg 'type'"), "{}", e.text);
 
@@ -85,7 +108,9 @@ fn redeclare_must_be_equivalent() {
     assert!(e.text.contains("inequivalent arg 'durable'"), "{}", e.text);
     let mut ttl = FieldTable::default();
     ttl.insert("x-message-ttl".into(), AMQPValue::LongInt(10));
-    let e = v.declare_queue(&q("task_queue", &ttl), 2).expect_err("args differ");
+    let e = v
+        .declare_queue(&q("task_queue", &ttl), 2)
+        .expect_err("args differ");
     assert_eq!(e.code, ReplyCode::PreconditionFailed);
 }
 
@@ -98,8 +123,14 @@ fn exclusive_queues_are_locked_to_their_connection() {
     v.declare_queue(&d, 1).expect("declare");
     let mut other = d.clone();
     other.owner = 2;
-    assert_eq!(v.declare_queue(&other, 2).expect_err("locked").code, ReplyCode::ResourceLocked);
-    assert_eq!(v.queue_for("mine", 2).expect_err("locked").code, ReplyCode::ResourceLocked);
+    assert_eq!(
+        v.declare_queue(&other, 2).expect_err("locked").code,
+        ReplyCode::ResourceLocked
+    );
+    assert_eq!(
+        v.queue_for("mine", 2).expect_err("locked").code,
+        ReplyCode::ResourceLocked
+    );
     assert!(v.queue_for("mine", 1).is_ok());
     assert_eq!(v.exclusive_queues_of(1), vec![Name::from("mine")]);
 }
@@ -109,13 +140,15 @@ fn routes_each_exchange_type() {
     let mut v = VHost::new("/");
     let none = FieldTable::default();
     for name in ["a", "b", "c"] {
-        v.declare_queue(&q(name, &none), name.as_bytes()[0] as u64).expect("queue");
+        v.declare_queue(&q(name, &none), name.as_bytes()[0] as u64)
+            .expect("queue");
     }
     let (a, b, c) = (b'a' as u64, b'b' as u64, b'c' as u64);
     assert_eq!(route(&v, "", "a"), vec![a]);
     assert!(route(&v, "", "zz").is_empty());
 
-    v.declare_exchange(&ex("direct_logs", "direct", &none)).expect("ex");
+    v.declare_exchange(&ex("direct_logs", "direct", &none))
+        .expect("ex");
     for sev in ["info", "warning", "error"] {
         bind(&mut v, "a", "direct_logs", sev);
     }
@@ -124,12 +157,14 @@ fn routes_each_exchange_type() {
     assert_eq!(route(&v, "direct_logs", "error"), vec![a, b]);
     assert!(route(&v, "direct_logs", "debug").is_empty());
 
-    v.declare_exchange(&ex("logs", "fanout", &none)).expect("ex");
+    v.declare_exchange(&ex("logs", "fanout", &none))
+        .expect("ex");
     bind(&mut v, "a", "logs", "");
     bind(&mut v, "c", "logs", "ignored");
     assert_eq!(route(&v, "logs", "anything"), vec![a, c]);
 
-    v.declare_exchange(&ex("topic_logs", "topic", &none)).expect("ex");
+    v.declare_exchange(&ex("topic_logs", "topic", &none))
+        .expect("ex");
     bind(&mut v, "a", "topic_logs", "*.critical");
     bind(&mut v, "b", "topic_logs", "kern.*");
     bind(&mut v, "c", "topic_logs", "#");
@@ -154,7 +189,8 @@ fn routes_each_exchange_type() {
     let mut headers = FieldTable::default();
     headers.insert("format".into(), AMQPValue::LongString("pdf".into()));
     let mut out = SmallVec::new();
-    v.route("amq.headers", "", Some(&headers), &mut out).expect("route");
+    v.route("amq.headers", "", Some(&headers), &mut out)
+        .expect("route");
     assert_eq!(out.as_slice(), &[b]);
 }
 
@@ -170,16 +206,40 @@ fn binding_errors() {
         routing_key: "k".into(),
         arguments: FieldTable::default(),
     };
-    assert_eq!(v.bind(b("", "a"), 1).expect_err("default").code, ReplyCode::AccessRefused);
-    assert_eq!(v.bind(b("nope", "a"), 1).expect_err("no ex").code, ReplyCode::NotFound);
-    assert_eq!(v.bind(b("amq.direct", "nope"), 1).expect_err("no q").code, ReplyCode::NotFound);
+    assert_eq!(
+        v.bind(b("", "a"), 1).expect_err("default").code,
+        ReplyCode::AccessRefused
+    );
+    assert_eq!(
+        v.bind(b("nope", "a"), 1).expect_err("no ex").code,
+        ReplyCode::NotFound
+    );
+    assert_eq!(
+        v.bind(b("amq.direct", "nope"), 1).expect_err("no q").code,
+        ReplyCode::NotFound
+    );
     assert!(v.bind(b("amq.direct", "a"), 1).expect("bind"));
     assert!(!v.bind(b("amq.direct", "a"), 1).expect("idempotent"));
-    assert_eq!(v.unbind(&b("amq.direct", "a"), 1).expect("unbind").bindings.len(), 1);
-    assert!(v.unbind(&b("amq.direct", "a"), 1).expect("again").bindings.is_empty());
+    assert_eq!(
+        v.unbind(&b("amq.direct", "a"), 1)
+            .expect("unbind")
+            .bindings
+            .len(),
+        1
+    );
+    assert!(
+        v.unbind(&b("amq.direct", "a"), 1)
+            .expect("again")
+            .bindings
+            .is_empty()
+    );
     let mut bad = b("amq.headers", "a");
-    bad.arguments.insert("x-match".into(), AMQPValue::LongString("most".into()));
-    assert_eq!(v.bind(bad, 1).expect_err("x-match").code, ReplyCode::PreconditionFailed);
+    bad.arguments
+        .insert("x-match".into(), AMQPValue::LongString("most".into()));
+    assert_eq!(
+        v.bind(bad, 1).expect_err("x-match").code,
+        ReplyCode::PreconditionFailed
+    );
 }
 
 #[test]
@@ -191,8 +251,12 @@ fn alternate_and_exchange_to_exchange() {
     v.declare_exchange(&ex("ae", "fanout", &none)).expect("ae");
     bind(&mut v, "unrouted", "ae", "");
     let mut args = FieldTable::default();
-    args.insert("alternate-exchange".into(), AMQPValue::LongString("ae".into()));
-    v.declare_exchange(&ex("main", "direct", &args)).expect("main");
+    args.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString("ae".into()),
+    );
+    v.declare_exchange(&ex("main", "direct", &args))
+        .expect("main");
     bind(&mut v, "routed", "main", "k");
     assert_eq!(route(&v, "main", "k"), vec![8]);
     assert_eq!(route(&v, "main", "other"), vec![7]);
@@ -232,7 +296,11 @@ fn deletes_cascade() {
     );
     let (_, removed) = v.delete_queue("a").expect("delete");
     assert_eq!(removed.bindings.len(), 1);
-    assert_eq!(removed.exchanges.len(), 1, "auto-delete exchange went with its last binding");
+    assert_eq!(
+        removed.exchanges.len(),
+        1,
+        "auto-delete exchange went with its last binding"
+    );
     assert!(v.exchange("auto").is_none());
     assert!(route(&v, "", "a").is_empty());
 }

@@ -174,8 +174,16 @@ mod tests {
 
     #[test]
     fn all_and_any() {
-        let args = table(&[("x-match", s("all")), ("a", s("1")), ("b", AMQPValue::LongInt(2))]);
-        let hit = table(&[("a", s("1")), ("b", AMQPValue::ShortShortUInt(2)), ("c", s("z"))]);
+        let args = table(&[
+            ("x-match", s("all")),
+            ("a", s("1")),
+            ("b", AMQPValue::LongInt(2)),
+        ]);
+        let hit = table(&[
+            ("a", s("1")),
+            ("b", AMQPValue::ShortShortUInt(2)),
+            ("c", s("z")),
+        ]);
         let miss = table(&[("a", s("1"))]);
         assert!(matches(XMatch::All, &args, Some(&hit)));
         assert!(!matches(XMatch::All, &args, Some(&miss)));
@@ -190,8 +198,14 @@ mod tests {
     fn x_keys_only_with_x() {
         let args = table(&[("x-k", s("v"))]);
         let hdr = table(&[("x-k", s("v"))]);
-        assert!(matches(XMatch::All, &args, None), "no considered keys: all matches");
-        assert!(!matches(XMatch::Any, &args, Some(&hdr)), "no considered keys: any fails");
+        assert!(
+            matches(XMatch::All, &args, None),
+            "no considered keys: all matches"
+        );
+        assert!(
+            !matches(XMatch::Any, &args, Some(&hdr)),
+            "no considered keys: any fails"
+        );
         assert!(matches(XMatch::AllWithX, &args, Some(&hdr)));
         assert!(matches(XMatch::AnyWithX, &args, Some(&hdr)));
     }
@@ -199,8 +213,15 @@ mod tests {
     #[test]
     fn void_matches_presence_and_xmatch_validated() {
         let args = table(&[("a", AMQPValue::Void)]);
-        assert!(matches(XMatch::All, &args, Some(&table(&[("a", s("anything"))]))));
+        assert!(matches(
+            XMatch::All,
+            &args,
+            Some(&table(&[("a", s("anything"))]))
+        ));
         assert!(XMatch::from_args(&table(&[("x-match", s("some"))])).is_err());
-        assert_eq!(XMatch::from_args(&table(&[("x-match", s("any-with-x"))])), Ok(XMatch::AnyWithX));
+        assert_eq!(
+            XMatch::from_args(&table(&[("x-match", s("any-with-x"))])),
+            Ok(XMatch::AnyWithX)
+        );
     }
 }

@@ -26,7 +26,10 @@ struct Node {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.words.is_empty() && self.star.is_none() && self.hash.is_none() && self.targets.is_empty()
+        self.words.is_empty()
+            && self.star.is_none()
+            && self.hash.is_none()
+            && self.targets.is_empty()
     }
 }
 

@@ -96,7 +96,10 @@ impl QueueArgs {
                 }
                 "x-overflow" => {
                     let v = string(key, value, invalid)?;
-                    if !matches!(v.as_str(), "drop-head" | "reject-publish" | "reject-publish-dlx") {
+                    if !matches!(
+                        v.as_str(),
+                        "drop-head" | "reject-publish" | "reject-publish-dlx"
+                    ) {
                         return Err(invalid(key, format!("{{unknown_overflow_value,{v}}}")));
                     }
                     out.overflow = Some(v);
@@ -192,7 +195,10 @@ pub fn check_equivalent(
 fn show(v: Option<&AMQPValue>) -> String {
     match v {
         None => "none".into(),
-        Some(AMQPValue::LongString(s)) => format!("the value '{}' of type 'longstr'", String::from_utf8_lossy(s.as_bytes())),
+        Some(AMQPValue::LongString(s)) => format!(
+            "the value '{}' of type 'longstr'",
+            String::from_utf8_lossy(s.as_bytes())
+        ),
         Some(other) => format!("{other:?}"),
     }
 }
@@ -215,14 +221,37 @@ mod tests {
                 .message_ttl,
             Some(500)
         );
-        let e = QueueArgs::parse(&one("x-message-ttl", AMQPValue::LongString("5".into())), "q", "/")
-            .expect_err("string ttl");
+        let e = QueueArgs::parse(
+            &one("x-message-ttl", AMQPValue::LongString("5".into())),
+            "q",
+            "/",
+        )
+        .expect_err("string ttl");
         assert_eq!(e.code, crate::ReplyCode::PreconditionFailed);
         assert!(QueueArgs::parse(&one("x-expires", AMQPValue::LongInt(0)), "q", "/").is_err());
         assert!(QueueArgs::parse(&one("x-max-length", AMQPValue::LongInt(-1)), "q", "/").is_err());
-        assert!(QueueArgs::parse(&one("x-max-priority", AMQPValue::LongInt(256)), "q", "/").is_err());
-        assert!(QueueArgs::parse(&one("x-single-active-consumer", AMQPValue::LongInt(1)), "q", "/").is_err());
-        assert!(QueueArgs::parse(&one("x-dead-letter-routing-key", AMQPValue::LongString("k".into())), "q", "/").is_err());
+        assert!(
+            QueueArgs::parse(&one("x-max-priority", AMQPValue::LongInt(256)), "q", "/").is_err()
+        );
+        assert!(
+            QueueArgs::parse(
+                &one("x-single-active-consumer", AMQPValue::LongInt(1)),
+                "q",
+                "/"
+            )
+            .is_err()
+        );
+        assert!(
+            QueueArgs::parse(
+                &one(
+                    "x-dead-letter-routing-key",
+                    AMQPValue::LongString("k".into())
+                ),
+                "q",
+                "/"
+            )
+            .is_err()
+        );
         assert!(QueueArgs::parse(&one("x-unknown", AMQPValue::Boolean(true)), "q", "/").is_ok());
     }
 
@@ -232,6 +261,14 @@ mod tests {
         let b = one("x-message-ttl", AMQPValue::ShortShortUInt(5));
         assert!(check_equivalent(&a, &b, "q", "/").is_ok());
         assert!(check_equivalent(&a, &FieldTable::default(), "q", "/").is_err());
-        assert!(check_equivalent(&FieldTable::default(), &one("x-other", AMQPValue::Void), "q", "/").is_ok());
+        assert!(
+            check_equivalent(
+                &FieldTable::default(),
+                &one("x-other", AMQPValue::Void),
+                "q",
+                "/"
+            )
+            .is_ok()
+        );
     }
 }

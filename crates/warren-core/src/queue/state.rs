@@ -10,6 +10,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use smallvec::SmallVec;
+
 use crate::{AmqpError, Message, Name};
 
 /// A queue-local sequence number, increasing in publish order.
@@ -165,7 +167,12 @@ impl QueueState {
 
     /// Adds a consumer. An exclusive consumer needs a queue without consumers,
     /// and nobody may join a queue with an exclusive consumer (403, as RabbitMQ).
-    pub fn consume(&mut self, spec: ConsumerSpec, queue: &str, vhost: &str) -> Result<(), AmqpError> {
+    pub fn consume(
+        &mut self,
+        spec: ConsumerSpec,
+        queue: &str,
+        vhost: &str,
+    ) -> Result<(), AmqpError> {
         if (spec.exclusive && !self.consumers.is_empty())
             || self.consumers.iter().any(|c| c.spec.exclusive)
         {
@@ -194,25 +201,26 @@ impl QueueState {
     ///
     /// `gate` lets the runtime veto a consumer for reasons the queue cannot see
     /// (the channel's global prefetch, a connection that is behind on writing).
-    /// Among consumers with credit, the highest `x-priority` wins; among equals,
-    /// round-robin.
-    pub fn next_delivery(&mut self, gate: &mut impl FnMut(&ConsumerSpec) -> bool) -> Option<Delivery> {
+    /// It is asked about candidates in the order they would be served and the
+    /// first it accepts gets the message, so a gate that reserves credit reserves
+    /// it exactly once. Order: highest `x-priority` first, round-robin among equals.
+    pub fn next_delivery(
+        &mut self,
+        gate: &mut impl FnMut(&ConsumerSpec) -> bool,
+    ) -> Option<Delivery> {
         if self.ready.is_empty() || self.consumers.is_empty() {
             return None;
         }
         let n = self.consumers.len();
-        let mut best: Option<(usize, i32)> = None;
-        for k in 0..n {
-            let i = (self.next_consumer + k) % n;
-            let c = &self.consumers[i];
-            if best.is_some_and(|(_, p)| c.spec.priority <= p) {
-                continue;
-            }
-            if c.has_credit() && gate(&c.spec) {
-                best = Some((i, c.spec.priority));
-            }
-        }
-        let (i, _) = best?;
+        let mut candidates: SmallVec<[usize; 16]> = (0..n)
+            .map(|k| (self.next_consumer + k) % n)
+            .filter(|&i| self.consumers[i].has_credit())
+            .collect();
+        // Stable: keeps round-robin order among consumers of equal priority.
+        candidates.sort_by_key(|&i| std::cmp::Reverse(self.consumers[i].spec.priority));
+        let i = candidates
+            .into_iter()
+            .find(|&i| gate(&self.consumers[i].spec))?;
         self.next_consumer = (i + 1) % n;
         let entry = self.ready.pop_front()?;
         let size = entry.msg.memory_size();

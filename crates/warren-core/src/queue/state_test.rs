@@ -2,11 +2,20 @@ use super::*;
 use crate::message::MessageFlags;
 
 fn msg(body: &str) -> Message {
-    Message::new("".into(), "q", &[0, 0], [body.as_bytes()], MessageFlags::default())
+    Message::new(
+        "".into(),
+        "q",
+        &[0, 0],
+        [body.as_bytes()],
+        MessageFlags::default(),
+    )
 }
 
 fn ch(n: u16) -> ChannelKey {
-    ChannelKey { conn: 1, channel: n }
+    ChannelKey {
+        conn: 1,
+        channel: n,
+    }
 }
 
 fn spec(id: ConsumerId, channel: u16, prefetch: u32) -> ConsumerSpec {
@@ -98,7 +107,10 @@ fn closed_channel_requeues_in_original_order() {
 fn requeue_of_a_middle_message_restores_its_position() {
     let mut q = QueueState::new();
     q.consume(spec(1, 1, 2), "q", "/").expect("consume");
-    let seqs: Vec<Seq> = ["a", "b", "c", "d"].iter().map(|b| q.publish(msg(b))).collect();
+    let seqs: Vec<Seq> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|b| q.publish(msg(b)))
+        .collect();
     drain(&mut q); // a, b delivered
     q.settle(ch(1), &[seqs[0]]);
     // c delivered now; requeue b: it goes before d.

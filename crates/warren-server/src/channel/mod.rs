@@ -1,0 +1,240 @@
+//! A channel: the per-channel state and the dispatch of its methods.
+//!
+//! One flat `match` maps each method to its handler (LavinMQ's
+//! `process_frame`); the handlers live in files by concept:
+//! [`publish`] (routing, mandatory returns), [`consume`] (consumers,
+//! deliveries, acks, get, qos), [`declare`] (exchanges, queues, bindings),
+//! [`modes`] (confirm and tx modes).
+//!
+//! Handlers return `AmqpError`; the connection turns a channel-level code into
+//! `channel.close` and a connection-level one into `connection.close`.
+
+mod consume;
+mod declare;
+mod modes;
+mod publish;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, exchange, queue, tx};
+use warren_amqp::{Command, encode};
+use warren_core::confirms::{ConfirmReply, Confirms};
+use warren_core::queue::{ChannelKey, ConsumerId};
+use warren_core::{AmqpError, Name, QueueId, ReplyCode};
+
+use crate::connection::ctx::ConnCtx;
+use crate::flow::ChannelCredit;
+use crate::queue_actor::{QueueHandle, QueueMsg};
+
+pub use modes::Mode;
+
+/// An unacked delivery of this channel.
+#[derive(Clone, Copy, Debug)]
+struct Unacked {
+    queue: QueueId,
+    seq: u64,
+    /// Delivered to a consumer (counts against the channel's prefetch credit);
+    /// false for `basic.get`.
+    via_consumer: bool,
+}
+
+#[derive(Debug)]
+struct ChannelConsumer {
+    id: ConsumerId,
+    queue: QueueHandle,
+}
+
+/// A channel of a connection.
+#[derive(Debug)]
+pub struct Channel {
+    /// Channel number.
+    pub id: u16,
+    key: ChannelKey,
+    /// Content assembly state.
+    pub assembler: warren_amqp::Assembler,
+    /// We sent `channel.close` and wait for `close-ok`.
+    pub closing: bool,
+    mode: Mode,
+    confirms: Confirms,
+    next_tag: u64,
+    unacked: BTreeMap<u64, Unacked>,
+    consumers: HashMap<Name, ChannelConsumer>,
+    /// `basic.qos` prefetch for consumers created from now on.
+    prefetch: u16,
+    credit: Arc<ChannelCredit>,
+    /// The last queue declared, for the empty-name shortcut.
+    last_queue: Option<Name>,
+    /// Queues this channel consumed or got from (told when it closes).
+    queues_used: HashMap<QueueId, QueueHandle>,
+    /// Confirms changed since their replies were last written.
+    confirms_dirty: bool,
+    tx: modes::TxBuffer,
+}
+
+/// Reply with a method on this channel.
+pub(crate) fn reply(ctx: &mut ConnCtx, channel: u16, class: AMQPClass) -> Result<(), AmqpError> {
+    encode::method(&mut ctx.out, channel, class)
+        .map_err(|e| AmqpError::new(ReplyCode::InternalError, e.to_string()))
+}
+
+impl Channel {
+    /// A freshly opened channel.
+    pub fn new(id: u16, conn: u64) -> Self {
+        Self {
+            id,
+            key: ChannelKey { conn, channel: id },
+            assembler: Default::default(),
+            closing: false,
+            mode: Mode::Normal,
+            confirms: Confirms::default(),
+            next_tag: 1,
+            unacked: BTreeMap::new(),
+            consumers: HashMap::new(),
+            prefetch: 0,
+            credit: Arc::new(ChannelCredit::default()),
+            last_queue: None,
+            queues_used: HashMap::new(),
+            confirms_dirty: false,
+            tx: Default::default(),
+        }
+    }
+
+    /// Handles one assembled command.
+    pub async fn handle(&mut self, cmd: Command, ctx: &mut ConnCtx) -> Result<(), AmqpError> {
+        let m = match cmd {
+            Command::Content(c) => return self.publish(*c, ctx),
+            Command::Method(m) => m,
+        };
+        // Acks ride in the burst; anything else may observe queue state.
+        if !matches!(
+            m,
+            AMQPClass::Basic(
+                basic::AMQPMethod::Ack(_)
+                    | basic::AMQPMethod::Nack(_)
+                    | basic::AMQPMethod::Reject(_)
+            )
+        ) {
+            ctx.flush().await;
+        }
+        let ch = self.id;
+        use AMQPClass as C;
+        match m {
+            C::Channel(channel::AMQPMethod::Flow(f)) => self.flow(f.active, ctx),
+            C::Exchange(exchange::AMQPMethod::Declare(d)) => self.exchange_declare(d, ctx).await,
+            C::Exchange(exchange::AMQPMethod::Delete(d)) => self.exchange_delete(d, ctx).await,
+            C::Exchange(exchange::AMQPMethod::Bind(b)) => self.exchange_bind(b, ctx).await,
+            C::Exchange(exchange::AMQPMethod::Unbind(b)) => self.exchange_unbind(b, ctx).await,
+            C::Queue(queue::AMQPMethod::Declare(d)) => self.queue_declare(d, ctx).await,
+            C::Queue(queue::AMQPMethod::Bind(b)) => self.queue_bind(b, ctx).await,
+            C::Queue(queue::AMQPMethod::Unbind(b)) => self.queue_unbind(b, ctx).await,
+            C::Queue(queue::AMQPMethod::Purge(p)) => self.queue_purge(p, ctx).await,
+            C::Queue(queue::AMQPMethod::Delete(d)) => self.queue_delete(d, ctx).await,
+            C::Basic(basic::AMQPMethod::Qos(q)) => self.qos(q, ctx),
+            C::Basic(basic::AMQPMethod::Consume(c)) => self.consume(c, ctx).await,
+            C::Basic(basic::AMQPMethod::Cancel(c)) => self.cancel(c, ctx).await,
+            C::Basic(basic::AMQPMethod::Get(g)) => self.get(g, ctx).await,
+            C::Basic(basic::AMQPMethod::Ack(a)) => self.ack(a.delivery_tag, a.multiple, None, ctx),
+            C::Basic(basic::AMQPMethod::Nack(n)) => {
+                self.ack(n.delivery_tag, n.multiple, Some(n.requeue), ctx)
+            }
+            C::Basic(basic::AMQPMethod::Reject(r)) => {
+                self.ack(r.delivery_tag, false, Some(r.requeue), ctx)
+            }
+            C::Basic(basic::AMQPMethod::Recover(r)) => self.recover(r.requeue, true, ctx),
+            C::Basic(basic::AMQPMethod::RecoverAsync(r)) => self.recover(r.requeue, false, ctx),
+            C::Confirm(confirm::AMQPMethod::Select(s)) => self.confirm_select(s.nowait, ctx),
+            C::Tx(tx::AMQPMethod::Select(_)) => self.tx_select(ctx),
+            C::Tx(tx::AMQPMethod::Commit(_)) => self.tx_commit(ctx).await,
+            C::Tx(tx::AMQPMethod::Rollback(_)) => self.tx_rollback(ctx),
+            C::Access(amq_protocol::protocol::access::AMQPMethod::Request(_)) => reply(
+                ctx,
+                ch,
+                C::Access(amq_protocol::protocol::access::AMQPMethod::RequestOk(
+                    amq_protocol::protocol::access::RequestOk {},
+                )),
+            ),
+            other => Err(AmqpError::new(
+                ReplyCode::CommandInvalid,
+                format!(
+                    "unexpected method {}.{} on channel {ch}",
+                    other.get_amqp_class_id(),
+                    other.get_amqp_method_id()
+                ),
+            )),
+        }
+    }
+
+    fn flow(&mut self, active: bool, ctx: &mut ConnCtx) -> Result<(), AmqpError> {
+        self.credit.set_paused(!active);
+        if active {
+            self.wake_queues();
+        }
+        reply(
+            ctx,
+            self.id,
+            AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active })),
+        )
+    }
+
+    fn wake_queues(&self) {
+        for c in self.consumers.values() {
+            let _ = c.queue.tx.try_send(QueueMsg::Wake);
+        }
+    }
+
+    /// Resolves the empty queue name to the channel's last declared queue.
+    fn queue_name(&self, name: &str) -> Result<Name, AmqpError> {
+        if !name.is_empty() {
+            return Ok(name.into());
+        }
+        self.last_queue
+            .clone()
+            .ok_or_else(|| AmqpError::new(ReplyCode::NotFound, "no previously declared queue"))
+    }
+
+    /// The channel is closing (either side): its consumers go and its unacked
+    /// messages return to their queues, in their original order.
+    pub async fn cleanup(&mut self, ctx: &mut ConnCtx) {
+        // Acks already received are applied before the requeue.
+        ctx.flush().await;
+        for (_, h) in self.queues_used.drain() {
+            let _ = h.tx.send(QueueMsg::ChannelClosed(self.key)).await;
+        }
+        self.consumers.clear();
+        self.unacked.clear();
+        self.tx = Default::default();
+    }
+
+    /// Writes confirm replies that became ready (or completes a pending commit).
+    pub fn write_confirms(&mut self, ctx: &mut ConnCtx, scratch: &mut Vec<ConfirmReply>) {
+        if !self.confirms_dirty {
+            return;
+        }
+        self.confirms_dirty = false;
+        scratch.clear();
+        self.confirms.take_replies(scratch);
+        match self.mode {
+            Mode::Confirm => {
+                for r in scratch.iter() {
+                    let res = if r.ack {
+                        encode::ack(&mut ctx.out, self.id, r.tag, r.multiple)
+                    } else {
+                        encode::nack(&mut ctx.out, self.id, r.tag, r.multiple)
+                    };
+                    if let Err(e) = res {
+                        tracing::error!(cause = %e, "could not encode a confirm");
+                    }
+                }
+            }
+            Mode::Tx => self.maybe_commit_ok(ctx),
+            Mode::Normal => {}
+        }
+    }
+
+    /// A durable write finished for publish `seq`.
+    pub fn on_persisted(&mut self, seq: u64, ok: bool) {
+        self.confirms.settle(seq, ok);
+        self.confirms_dirty = true;
+    }
+}

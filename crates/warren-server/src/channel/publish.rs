@@ -1,0 +1,142 @@
+//! `basic.publish`: validate, route, hand to queues, return if unroutable.
+
+use amq_protocol::protocol::{AMQPClass, basic};
+use smallvec::SmallVec;
+use warren_amqp::{Content, encode};
+use warren_core::message::MessageFlags;
+use warren_core::{AmqpError, Message, Name, QueueId, ReplyCode};
+
+use super::{Channel, Mode, reply};
+use crate::connection::ctx::{ConnCtx, PendingPublish};
+
+impl Channel {
+    pub(super) fn publish(&mut self, c: Content, ctx: &mut ConnCtx) -> Result<(), AmqpError> {
+        if c.method.immediate {
+            // RabbitMQ dropped `immediate` in 3.0 and refuses it the same way.
+            return Err(AmqpError::new(ReplyCode::NotImplemented, "immediate=true"));
+        }
+        if let Some(uid) = c.header.properties.user_id()
+            && uid.as_str() != ctx.user
+        {
+            return Err(AmqpError::precondition(format!(
+                "user_id property set to '{}' but authenticated user was '{}'",
+                uid.as_str(),
+                ctx.user
+            )));
+        }
+        ctx.has_published = true;
+        if self.mode == Mode::Tx {
+            self.tx.publishes.push(c);
+            return Ok(());
+        }
+        self.route(c, ctx)
+    }
+
+    /// Routes one message and adds it to the burst of each target queue.
+    pub(super) fn route(&mut self, c: Content, ctx: &mut ConnCtx) -> Result<(), AmqpError> {
+        let props = &c.header.properties;
+        let persistent = *props.delivery_mode() == Some(2);
+        let flags = MessageFlags {
+            persistent,
+            priority: props.priority().unwrap_or(0),
+        };
+        let exchange = c.method.exchange.as_str();
+        let routing_key = c.method.routing_key.as_str();
+        let mut ids: SmallVec<[QueueId; 4]> = SmallVec::new();
+        let mut durable: SmallVec<[bool; 4]> = SmallVec::new();
+        let exchange_name: Name;
+        {
+            let st = ctx.broker.read();
+            st.vhost
+                .route(exchange, routing_key, props.headers().as_ref(), &mut ids)?;
+            exchange_name = st
+                .vhost
+                .exchange(exchange)
+                .map(|e| e.name.clone())
+                .unwrap_or_else(|| "".into());
+            ids.retain(|id| {
+                if let Some(p) = ctx.publishes.get(id) {
+                    durable.push(p.handle.durable);
+                    return true;
+                }
+                match st.queues.get(id) {
+                    Some(h) => {
+                        durable.push(h.durable);
+                        ctx.publishes.insert(
+                            *id,
+                            PendingPublish {
+                                handle: h.clone(),
+                                items: Vec::new(),
+                            },
+                        );
+                        true
+                    }
+                    None => false,
+                }
+            });
+        }
+        let msg = Message::new(
+            exchange_name,
+            routing_key,
+            &c.header.raw_properties,
+            c.body.iter().map(|b| &b[..]),
+            flags,
+        );
+        let waits = if persistent {
+            durable.iter().filter(|d| **d).count() as u32
+        } else {
+            0
+        };
+        let seq = match self.mode {
+            Mode::Confirm | Mode::Tx => {
+                self.confirms_dirty = true;
+                Some(self.confirms.publish(waits))
+            }
+            Mode::Normal => None,
+        };
+        if ids.is_empty() {
+            if c.method.mandatory {
+                self.basic_return(&msg, exchange, routing_key, ctx)?;
+            }
+            return Ok(());
+        }
+        for (id, d) in ids.iter().zip(durable) {
+            if let Some(p) = ctx.publishes.get_mut(id) {
+                let confirm = if persistent && d {
+                    seq.map(|s| (self.id, s))
+                } else {
+                    None
+                };
+                p.items.push((msg.clone(), confirm));
+            }
+        }
+        Ok(())
+    }
+
+    fn basic_return(
+        &mut self,
+        msg: &Message,
+        exchange: &str,
+        routing_key: &str,
+        ctx: &mut ConnCtx,
+    ) -> Result<(), AmqpError> {
+        reply(
+            ctx,
+            self.id,
+            AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                reply_code: ReplyCode::NoRoute.code(),
+                reply_text: "NO_ROUTE".into(),
+                exchange: exchange.into(),
+                routing_key: routing_key.into(),
+            })),
+        )?;
+        encode::content(
+            &mut ctx.out,
+            self.id,
+            msg.raw_properties(),
+            msg.body(),
+            ctx.frame_max,
+        )
+        .map_err(|e| AmqpError::new(ReplyCode::InternalError, e.to_string()))
+    }
+}

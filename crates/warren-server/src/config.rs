@@ -1,0 +1,291 @@
+//! Configuration: typed, defaulted, layered and validated once at start.
+//!
+//! Each setting comes from, in order of precedence: a command-line flag, its
+//! `WARREN_*` environment variable (both through clap), the TOML file given by
+//! `--config`, the default. A node with no configuration at all is a working
+//! single node: AMQP on 0.0.0.0:5672, data in `./data`, user guest/guest.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// AMQP heartbeat the server proposes, in seconds (RabbitMQ's default).
+pub const DEFAULT_HEARTBEAT: u16 = 60;
+/// Largest frame, overhead included (RabbitMQ's default).
+pub const DEFAULT_FRAME_MAX: u32 = 131_072;
+/// Most channels per connection (RabbitMQ's default).
+pub const DEFAULT_CHANNEL_MAX: u16 = 2047;
+/// Largest message body (RabbitMQ's classic `max_message_size`, 128 MiB).
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 128 << 20;
+/// Fraction of RAM messages may hold before publishers are blocked
+/// (RabbitMQ's classic `vm_memory_high_watermark`).
+pub const DEFAULT_WATERMARK: f64 = 0.4;
+
+/// The `warren server` flags (each also an environment variable).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ServerArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "WARREN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address for AMQP clients [default: 0.0.0.0:5672].
+    #[arg(long, env = "WARREN_AMQP_LISTEN")]
+    pub amqp_listen: Option<String>,
+    /// Directory for the node's data [default: ./data].
+    #[arg(long, env = "WARREN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log level or tracing filter (RUST_LOG wins when set) [default: info].
+    #[arg(long, env = "WARREN_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Memory messages may hold before publishers are blocked: a fraction of
+    /// RAM (0.4) or a size (512MiB, 2GB, 1000000) [default: 0.4].
+    #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK")]
+    pub memory_high_watermark: Option<String>,
+    /// Heartbeat interval proposed to clients, seconds; 0 disables [default: 60].
+    #[arg(long, env = "WARREN_HEARTBEAT")]
+    pub heartbeat: Option<u16>,
+    /// Largest frame clients may negotiate [default: 131072].
+    #[arg(long, env = "WARREN_FRAME_MAX")]
+    pub frame_max: Option<u32>,
+    /// Most channels per connection [default: 2047].
+    #[arg(long, env = "WARREN_CHANNEL_MAX")]
+    pub channel_max: Option<u16>,
+}
+
+/// A user allowed to log in.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// Password (plain text in the file; this is a development default).
+    pub password: String,
+}
+
+/// The TOML file's shape: the same settings as the flags, plus users.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    amqp_listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    log_level: Option<String>,
+    memory_high_watermark: Option<toml::Value>,
+    heartbeat: Option<u16>,
+    frame_max: Option<u32>,
+    channel_max: Option<u16>,
+    max_message_size: Option<u64>,
+    #[serde(default)]
+    users: Vec<User>,
+}
+
+/// The memory limit for messages.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Watermark {
+    /// A fraction of the machine's (or cgroup's) memory.
+    Fraction(f64),
+    /// An absolute number of bytes.
+    Bytes(u64),
+}
+
+impl Watermark {
+    /// Parses `0.4`, `512MiB`, `2GB`, `1000000`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(f) = s.parse::<f64>()
+            && s.contains('.')
+        {
+            if f > 0.0 && f <= 1.0 {
+                return Ok(Self::Fraction(f));
+            }
+            return Err(format!("memory watermark fraction {f} must be in (0, 1]"));
+        }
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("bad memory watermark '{s}'"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1000,
+            "kib" | "k" => 1 << 10,
+            "mb" => 1_000_000,
+            "mib" | "m" => 1 << 20,
+            "gb" => 1_000_000_000,
+            "gib" | "g" => 1 << 30,
+            other => return Err(format!("unknown size unit '{other}'")),
+        };
+        Ok(Self::Bytes(n.saturating_mul(mult)))
+    }
+
+    /// The limit in bytes, given the memory available to the process.
+    pub fn bytes(self, total_memory: u64) -> u64 {
+        match self {
+            Self::Fraction(f) => (total_memory as f64 * f) as u64,
+            Self::Bytes(b) => b,
+        }
+    }
+}
+
+/// The resolved configuration of a node.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where AMQP clients connect.
+    pub amqp_listen: SocketAddr,
+    /// Where data lives.
+    pub data_dir: PathBuf,
+    /// Tracing filter.
+    pub log_level: String,
+    /// Memory limit for messages.
+    pub memory_high_watermark: Watermark,
+    /// Proposed heartbeat, seconds.
+    pub heartbeat: u16,
+    /// Largest frame.
+    pub frame_max: u32,
+    /// Most channels per connection.
+    pub channel_max: u16,
+    /// Largest message body.
+    pub max_message_size: u64,
+    /// Users; `guest` may log in only from loopback, as in RabbitMQ.
+    pub users: Vec<User>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            amqp_listen: SocketAddr::from(([0, 0, 0, 0], 5672)),
+            data_dir: PathBuf::from("data"),
+            log_level: "info".into(),
+            memory_high_watermark: Watermark::Fraction(DEFAULT_WATERMARK),
+            heartbeat: DEFAULT_HEARTBEAT,
+            frame_max: DEFAULT_FRAME_MAX,
+            channel_max: DEFAULT_CHANNEL_MAX,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            users: vec![User {
+                name: "guest".into(),
+                password: "guest".into(),
+            }],
+        }
+    }
+}
+
+impl Config {
+    /// Resolves flags/env over the file over defaults, then validates.
+    pub fn resolve(args: &ServerArgs) -> Result<Self, String> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let mut c = Config::default();
+        if let Some(a) = args.amqp_listen.clone().or(file.amqp_listen) {
+            c.amqp_listen = a
+                .parse()
+                .map_err(|e| format!("bad --amqp-listen '{a}': {e}"))?;
+        }
+        if let Some(d) = args.data_dir.clone().or(file.data_dir) {
+            c.data_dir = d;
+        }
+        if let Some(l) = args.log_level.clone().or(file.log_level) {
+            c.log_level = l;
+        }
+        let wm = match (&args.memory_high_watermark, file.memory_high_watermark) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(toml::Value::String(s))) => Some(s),
+            (None, Some(toml::Value::Float(f))) => Some(format!("{f:?}")),
+            (None, Some(toml::Value::Integer(i))) => Some(i.to_string()),
+            (None, Some(other)) => return Err(format!("bad memory-high-watermark {other}")),
+            (None, None) => None,
+        };
+        if let Some(w) = wm {
+            c.memory_high_watermark = Watermark::parse(&w)?;
+        }
+        if let Some(h) = args.heartbeat.or(file.heartbeat) {
+            c.heartbeat = h;
+        }
+        if let Some(f) = args.frame_max.or(file.frame_max) {
+            c.frame_max = f;
+        }
+        if let Some(ch) = args.channel_max.or(file.channel_max) {
+            c.channel_max = ch;
+        }
+        if let Some(m) = file.max_message_size {
+            c.max_message_size = m;
+        }
+        if !file.users.is_empty() {
+            c.users = file.users;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks relations between settings.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.frame_max < warren_amqp::FRAME_MIN_SIZE {
+            return Err(format!(
+                "frame-max {} is below the protocol minimum {}",
+                self.frame_max,
+                warren_amqp::FRAME_MIN_SIZE
+            ));
+        }
+        if self.channel_max == 0 {
+            return Err("channel-max must be at least 1".into());
+        }
+        if self.users.is_empty() {
+            return Err("at least one user is needed".into());
+        }
+        Ok(())
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_config() {
+        let c = Config::resolve(&ServerArgs::default()).expect("defaults");
+        assert_eq!(c.amqp_listen.to_string(), "0.0.0.0:5672");
+        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert_eq!(c.memory_high_watermark, Watermark::Fraction(0.4));
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("warren.toml");
+        std::fs::write(
+            &path,
+            "amqp-listen = \"127.0.0.1:1\"\ndata-dir = \"/x\"\nmemory-high-watermark = \"64MiB\"\n[[users]]\nname = \"a\"\npassword = \"b\"\n",
+        )
+        .expect("write");
+        let args = ServerArgs {
+            config: Some(path),
+            amqp_listen: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args).expect("resolve");
+        assert_eq!(c.amqp_listen.to_string(), "127.0.0.1:2");
+        assert_eq!(c.data_dir, PathBuf::from("/x"));
+        assert_eq!(c.memory_high_watermark, Watermark::Bytes(64 << 20));
+        assert_eq!(
+            c.users,
+            vec![User {
+                name: "a".into(),
+                password: "b".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn watermark_forms() {
+        assert_eq!(Watermark::parse("0.4"), Ok(Watermark::Fraction(0.4)));
+        assert_eq!(Watermark::parse("2GB"), Ok(Watermark::Bytes(2_000_000_000)));
+        assert_eq!(Watermark::parse("1000"), Ok(Watermark::Bytes(1000)));
+        assert!(Watermark::parse("1.5").is_err());
+        assert!(Watermark::parse("12XB").is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! What a connection's channels share: the write buffer, the broker, and the
+//! burst of queue operations waiting to be sent.
+//!
+//! Publishes and settles are collected per queue while the frames of one read
+//! are processed, then sent as one mailbox message per queue ([`ConnCtx::flush`]):
+//! a queue wakes once per burst of a connection, not once per message. Any
+//! method that could observe queue state (a get, a declare, a delete...) flushes
+//! first, so ordering as seen by the client is preserved.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use warren_core::queue::ChannelKey;
+use warren_core::{Message, QueueId};
+
+use super::events::{ConnEvent, ConnTx};
+use super::handshake::ClientCaps;
+use crate::broker::Broker;
+use crate::queue_actor::{PublishBatch, QueueHandle, QueueMsg};
+
+/// Publishes of the current burst for one queue.
+#[derive(Debug)]
+pub struct PendingPublish {
+    /// The queue.
+    pub handle: QueueHandle,
+    /// Messages with their confirm (channel, seq), if the publisher waits on this queue.
+    pub items: Vec<(Message, Option<(u16, u64)>)>,
+}
+
+/// Shared state of one connection.
+#[derive(Debug)]
+pub struct ConnCtx {
+    /// Node-unique connection id (owner of exclusive queues).
+    pub id: u64,
+    /// The node.
+    pub broker: Arc<Broker>,
+    /// Authenticated user.
+    pub user: String,
+    /// Negotiated frame size.
+    pub frame_max: u32,
+    /// Outgoing bytes, written with one syscall per wake-up.
+    pub out: Vec<u8>,
+    /// This connection's event sender (given to queues).
+    pub events: ConnTx,
+    /// What the client understands.
+    pub caps: ClientCaps,
+    /// Set once the client has published: only publishers are blocked on memory.
+    pub has_published: bool,
+    /// Publishes of the current burst, by queue.
+    pub publishes: HashMap<QueueId, PendingPublish>,
+    /// Settles of the current burst, by (queue, channel, requeue).
+    pub settles: HashMap<(QueueId, ChannelKey, bool), (QueueHandle, Vec<u64>)>,
+}
+
+impl ConnCtx {
+    /// Queues a settle (ack, reject, requeue) for the end of the burst.
+    pub fn settle(&mut self, handle: &QueueHandle, channel: ChannelKey, seq: u64, requeue: bool) {
+        self.settles
+            .entry((handle.id, channel, requeue))
+            .or_insert_with(|| (handle.clone(), Vec::new()))
+            .1
+            .push(seq);
+    }
+
+    /// Sends the burst's publishes and settles, one mailbox message per queue.
+    /// Waits while a queue's mailbox is full: that is the backpressure that
+    /// eventually stops this connection from reading its socket.
+    pub async fn flush(&mut self) {
+        let settles: Vec<_> = self.settles.drain().collect();
+        for ((_, channel, requeue), (handle, seqs)) in settles {
+            // A queue that is gone has nothing left to settle.
+            let _ = handle
+                .tx
+                .send(QueueMsg::Settle {
+                    channel,
+                    seqs,
+                    requeue,
+                })
+                .await;
+        }
+        self.send_publishes().await;
+    }
+
+    /// True when nothing waits to be sent to queues.
+    pub fn is_flushed(&self) -> bool {
+        self.publishes.is_empty() && self.settles.is_empty()
+    }
+
+    async fn send_publishes(&mut self) {
+        for (_, p) in self.publishes.drain() {
+            let batch = PublishBatch {
+                from: Some((self.id, self.events.clone())),
+                items: p.items,
+            };
+            if let Err(tokio::sync::mpsc::error::SendError(QueueMsg::Publish(b))) =
+                p.handle.tx.send(QueueMsg::Publish(batch)).await
+            {
+                // The queue was deleted after routing: the message is dropped
+                // and its publisher released, as RabbitMQ does.
+                let confirms: Vec<(u16, u64)> = b.items.iter().filter_map(|(_, c)| *c).collect();
+                if !confirms.is_empty() {
+                    let _ = self
+                        .events
+                        .send(ConnEvent::Persisted { confirms, ok: true });
+                }
+            }
+        }
+    }
+}

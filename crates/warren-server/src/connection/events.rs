@@ -1,0 +1,54 @@
+//! What queues (and the store writer) send to a connection.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use warren_core::{Message, Name, QueueId};
+
+use crate::flow::ConsumerFlow;
+
+/// Sends events to one connection. Unbounded by type, bounded by credit: see
+/// [`crate::flow`].
+pub type ConnTx = mpsc::UnboundedSender<ConnEvent>;
+
+/// A message for one of the connection's consumers.
+#[derive(Debug)]
+pub struct DeliverEvent {
+    /// Channel number.
+    pub channel: u16,
+    /// Consumer tag.
+    pub tag: Name,
+    /// The queue it comes from (for acks).
+    pub queue: QueueId,
+    /// Its seq in that queue.
+    pub seq: u64,
+    /// False for auto-ack consumers.
+    pub needs_ack: bool,
+    /// Delivered before.
+    pub redelivered: bool,
+    /// The message.
+    pub msg: Message,
+    /// The consumer's credit, released once the delivery is written.
+    pub flow: Arc<ConsumerFlow>,
+}
+
+/// An event for a connection.
+#[derive(Debug)]
+pub enum ConnEvent {
+    /// A delivery.
+    Deliver(DeliverEvent),
+    /// Durable writes finished for these (channel, confirm seq) pairs.
+    Persisted {
+        /// (channel, publish seq)
+        confirms: Vec<(u16, u64)>,
+        /// False: the write failed, nack them.
+        ok: bool,
+    },
+    /// The queue of a consumer went away: send `basic.cancel`.
+    Cancelled {
+        /// Channel number.
+        channel: u16,
+        /// Consumer tag.
+        tag: Name,
+    },
+}

@@ -1,0 +1,126 @@
+//! Credit between queues and the connections that consume from them.
+//!
+//! A queue must never wait on a connection (a slow client would stall every
+//! other consumer of the queue), so deliveries travel over an unbounded channel,
+//! and what bounds them is credit:
+//!
+//! - [`ConsumerFlow`]: deliveries handed to a connection but not yet encoded into
+//!   its write buffer, per consumer, at most [`DELIVERY_WINDOW`]. The connection
+//!   stops taking events while its write buffer is full, so a client that does
+//!   not read leaves its messages in the queue, not in the broker's buffers.
+//!   This is RabbitMQ's `credit_flow` between queue and channel.
+//! - [`ChannelCredit`]: unacked messages of a channel, against `basic.qos` with
+//!   `global=true` (RabbitMQ's reading: a limit shared by the channel's
+//!   consumers), and the channel's `channel.flow` switch.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use tokio::sync::mpsc;
+
+use crate::queue_actor::QueueMsg;
+
+/// Most deliveries in flight from a queue to one consumer's connection.
+pub const DELIVERY_WINDOW: u32 = 512;
+
+/// Per-consumer delivery credit.
+#[derive(Debug)]
+pub struct ConsumerFlow {
+    outstanding: AtomicU32,
+    starved: AtomicBool,
+    wake: mpsc::Sender<QueueMsg>,
+}
+
+impl ConsumerFlow {
+    /// Credit for a consumer of the queue whose mailbox is `wake`.
+    pub fn new(wake: mpsc::Sender<QueueMsg>) -> Self {
+        Self {
+            outstanding: AtomicU32::new(0),
+            starved: AtomicBool::new(false),
+            wake,
+        }
+    }
+
+    /// Queue side: takes one credit, or marks the consumer starved.
+    pub fn try_acquire(&self) -> bool {
+        if self.outstanding.load(Ordering::Acquire) >= DELIVERY_WINDOW {
+            self.starved.store(true, Ordering::Release);
+            // Re-check: the connection may have drained between load and store.
+            if self.outstanding.load(Ordering::Acquire) >= DELIVERY_WINDOW {
+                return false;
+            }
+            self.starved.store(false, Ordering::Release);
+        }
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// Connection side: one delivery was written (or dropped). Wakes the queue
+    /// once half the window is free again, if it had found the consumer starved.
+    pub fn release(&self) {
+        let prev = self.outstanding.fetch_sub(1, Ordering::AcqRel);
+        if prev <= DELIVERY_WINDOW / 2 + 1 && self.starved.swap(false, Ordering::AcqRel) {
+            let _ = self.wake.try_send(QueueMsg::Wake);
+        }
+    }
+}
+
+/// A channel's shared prefetch credit and flow switch.
+#[derive(Debug, Default)]
+pub struct ChannelCredit {
+    limit: AtomicU32,
+    unacked: AtomicU32,
+    paused: AtomicBool,
+}
+
+impl ChannelCredit {
+    /// Sets the channel-wide prefetch (0: unlimited).
+    pub fn set_limit(&self, limit: u32) {
+        self.limit.store(limit, Ordering::Release);
+    }
+
+    /// `channel.flow`: pauses or resumes deliveries to the channel.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+    }
+
+    /// Whether deliveries may go to this channel at all.
+    pub fn active(&self) -> bool {
+        !self.paused.load(Ordering::Acquire)
+    }
+
+    /// Queue side: takes one unacked slot for an ack-mode delivery.
+    pub fn try_acquire(&self) -> bool {
+        let limit = self.limit.load(Ordering::Acquire);
+        let mut cur = self.unacked.load(Ordering::Acquire);
+        loop {
+            if limit != 0 && cur >= limit {
+                return false;
+            }
+            match self.unacked.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Channel side: `n` unacked messages were settled. Returns true when the
+    /// channel was at its limit, so its queues should be woken.
+    pub fn release(&self, n: u32) -> bool {
+        if n == 0 {
+            return false;
+        }
+        let prev = self
+            .unacked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            })
+            .unwrap_or(0);
+        let limit = self.limit.load(Ordering::Acquire);
+        limit != 0 && prev >= limit
+    }
+}

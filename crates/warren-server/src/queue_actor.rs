@@ -1,0 +1,498 @@
+//! The classic-queue actor: one task owns one queue's [`QueueState`].
+//!
+//! Everything that touches a queue's contents arrives in its bounded mailbox,
+//! so the state needs no lock and a publisher that outruns the queue waits on
+//! the mailbox (backpressure up to its socket). The actor wakes once per burst:
+//! it handles every message already queued, submits the burst's disk writes as
+//! one request to the group-commit writer, then dispatches to consumers.
+//!
+//! Persistence: a persistent message in a durable queue is written before its
+//! confirm is released (the writer's completion sends `Persisted` to the
+//! publishing connection). Settling such a message deletes it; the delete rides
+//! in the next batch without its own sync (losing it in a crash only means a
+//! redelivery, never a loss).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::{mpsc, oneshot};
+use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec, Entry, QueueDef, QueueState};
+use warren_core::{AmqpError, Message, Name, QueueId};
+use warren_store::{Op, Writer};
+
+use crate::broker::Broker;
+use crate::connection::events::{ConnEvent, ConnTx, DeliverEvent};
+use crate::flow::{ChannelCredit, ConsumerFlow};
+use crate::memory::Memory;
+
+/// Mailbox depth of a queue, in messages (each may carry a batch).
+const MAILBOX: usize = 256;
+/// Most mailbox messages handled before dispatching and writing.
+const MAX_BURST: usize = 256;
+
+/// A queue's address: cheap to clone, held by the registry and by channels.
+#[derive(Clone, Debug)]
+pub struct QueueHandle {
+    /// Node-local id.
+    pub id: QueueId,
+    /// Name.
+    pub name: Name,
+    /// Durable: persistent messages are written to disk.
+    pub durable: bool,
+    /// Mailbox.
+    pub tx: mpsc::Sender<QueueMsg>,
+}
+
+/// Messages from one connection for one queue.
+#[derive(Debug)]
+pub struct PublishBatch {
+    /// The publishing connection (for confirms), with its id.
+    pub from: Option<(u64, ConnTx)>,
+    /// Each message with its confirm (channel, seq) when the publisher waits
+    /// for this queue to write it.
+    pub items: Vec<(Message, Option<(u16, u64)>)>,
+}
+
+/// How a queue reaches one consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumerLink {
+    /// The consumer's connection.
+    pub out: ConnTx,
+    /// Per-consumer delivery credit.
+    pub flow: Arc<ConsumerFlow>,
+    /// The channel's prefetch credit and flow switch.
+    pub credit: Arc<ChannelCredit>,
+}
+
+/// Result of `basic.get`: the entry and how many messages remain ready.
+pub type GetReply = Option<(Entry, u32)>;
+
+/// The mailbox protocol of a queue.
+#[derive(Debug)]
+pub enum QueueMsg {
+    /// Publishes.
+    Publish(PublishBatch),
+    /// `basic.consume`.
+    Consume {
+        /// The consumer.
+        spec: ConsumerSpec,
+        /// How to reach it.
+        link: ConsumerLink,
+        /// Ok, or 403 for exclusivity conflicts.
+        reply: oneshot::Sender<Result<(), AmqpError>>,
+    },
+    /// `basic.cancel`.
+    Cancel {
+        /// The consumer.
+        consumer: ConsumerId,
+        /// Answered once the consumer is gone.
+        reply: Option<oneshot::Sender<()>>,
+    },
+    /// Ack (`requeue == false` also serves reject/nack without requeue) or requeue.
+    Settle {
+        /// The channel the messages were delivered on.
+        channel: ChannelKey,
+        /// Their seqs.
+        seqs: Vec<u64>,
+        /// Put them back instead of removing them.
+        requeue: bool,
+    },
+    /// A channel closed: drop its consumers, requeue its unacked messages.
+    ChannelClosed(ChannelKey),
+    /// `basic.get`.
+    Get {
+        /// The channel asking.
+        channel: ChannelKey,
+        /// Settle on delivery.
+        no_ack: bool,
+        /// The answer.
+        reply: oneshot::Sender<GetReply>,
+    },
+    /// `queue.purge`: answers with the number of messages removed.
+    Purge(oneshot::Sender<u32>),
+    /// Message and consumer counts.
+    Status(oneshot::Sender<(u32, u32)>),
+    /// `queue.delete`: checks the conditions, then stops the actor.
+    Delete {
+        /// Refuse while it has consumers.
+        if_unused: bool,
+        /// Refuse while it has ready messages.
+        if_empty: bool,
+        /// Number of messages deleted, or the 406.
+        reply: oneshot::Sender<Result<u32, AmqpError>>,
+    },
+    /// Credit came back somewhere: try to dispatch.
+    Wake,
+}
+
+/// Confirms of one connection waiting for a burst's sync: (conn id, conn, [(channel, seq)]).
+type PendingConfirms = (u64, ConnTx, Vec<(u16, u64)>);
+
+struct QueueActor {
+    def: QueueDef,
+    vhost: Name,
+    state: QueueState,
+    rx: mpsc::Receiver<QueueMsg>,
+    links: HashMap<ConsumerId, ConsumerLink>,
+    writer: Writer,
+    memory: Arc<Memory>,
+    broker: Weak<Broker>,
+    /// Disk operations of the current burst.
+    ops: Vec<Op>,
+    ops_need_sync: bool,
+    /// Confirms released when the burst's writes are durable, per connection.
+    confirms: Vec<PendingConfirms>,
+    accounted: usize,
+    had_consumers: bool,
+    deleted: bool,
+}
+
+/// Starts the actor of a queue, with messages recovered from disk.
+pub fn spawn(
+    def: QueueDef,
+    vhost: Name,
+    recovered: Vec<(u64, Message)>,
+    writer: Writer,
+    memory: Arc<Memory>,
+    broker: Weak<Broker>,
+) -> QueueHandle {
+    let (tx, rx) = mpsc::channel(MAILBOX);
+    let handle = QueueHandle {
+        id: def.id,
+        name: def.name.clone(),
+        durable: def.durable,
+        tx,
+    };
+    let mut state = QueueState::new();
+    for (seq, msg) in recovered {
+        state.recover(seq, msg);
+    }
+    let actor = QueueActor {
+        def,
+        vhost,
+        state,
+        rx,
+        links: HashMap::new(),
+        writer,
+        memory,
+        broker,
+        ops: Vec::new(),
+        ops_need_sync: false,
+        confirms: Vec::new(),
+        accounted: 0,
+        had_consumers: false,
+        deleted: false,
+    };
+    tokio::spawn(actor.run());
+    handle
+}
+
+impl QueueActor {
+    fn persists(&self, msg: &Message) -> bool {
+        self.def.durable && msg.persistent
+    }
+
+    async fn run(mut self) {
+        self.account();
+        while let Some(first) = self.rx.recv().await {
+            self.handle(first);
+            let mut n = 1;
+            while n < MAX_BURST && !self.deleted {
+                match self.rx.try_recv() {
+                    Ok(m) => self.handle(m),
+                    Err(_) => break,
+                }
+                n += 1;
+            }
+            if !self.deleted {
+                self.dispatch();
+            }
+            self.flush().await;
+            self.account();
+            if self.deleted {
+                self.drain_after_delete().await;
+                return;
+            }
+        }
+    }
+
+    /// Applies the change in held bytes to the node's memory monitor.
+    fn account(&mut self) {
+        let now = self.state.memory_bytes();
+        self.memory.adjust(now as i64 - self.accounted as i64);
+        self.accounted = now;
+    }
+
+    fn handle(&mut self, msg: QueueMsg) {
+        match msg {
+            QueueMsg::Publish(batch) => self.publish(batch),
+            QueueMsg::Consume { spec, link, reply } => {
+                let id = spec.id;
+                let r = self.state.consume(spec, &self.def.name, &self.vhost);
+                if r.is_ok() {
+                    self.links.insert(id, link);
+                    self.had_consumers = true;
+                }
+                let _ = reply.send(r);
+            }
+            QueueMsg::Cancel { consumer, reply } => {
+                self.state.cancel(consumer);
+                self.links.remove(&consumer);
+                if let Some(r) = reply {
+                    let _ = r.send(());
+                }
+                self.maybe_auto_delete();
+            }
+            QueueMsg::Settle {
+                channel,
+                seqs,
+                requeue,
+            } => {
+                if requeue {
+                    self.state.requeue(channel, &seqs);
+                } else {
+                    let gone = self.state.settle(channel, &seqs);
+                    self.forget(gone);
+                }
+            }
+            QueueMsg::ChannelClosed(channel) => {
+                for id in self.state.channel_closed(channel) {
+                    self.links.remove(&id);
+                }
+                self.maybe_auto_delete();
+            }
+            QueueMsg::Get {
+                channel,
+                no_ack,
+                reply,
+            } => {
+                let got = self.state.get(channel, no_ack);
+                if no_ack && let Some(e) = &got {
+                    self.forget(vec![e.clone()]);
+                }
+                let remaining = self.state.ready_len() as u32;
+                let _ = reply.send(got.map(|e| (e, remaining)));
+            }
+            QueueMsg::Purge(reply) => {
+                let gone = self.state.purge();
+                let n = gone.len() as u32;
+                self.forget(gone);
+                let _ = reply.send(n);
+            }
+            QueueMsg::Status(reply) => {
+                let _ = reply.send((
+                    self.state.ready_len() as u32,
+                    self.state.consumer_count() as u32,
+                ));
+            }
+            QueueMsg::Delete {
+                if_unused,
+                if_empty,
+                reply,
+            } => {
+                if if_unused && self.state.consumer_count() > 0 {
+                    let _ = reply.send(Err(AmqpError::precondition(format!(
+                        "queue '{}' in vhost '{}' in use",
+                        self.def.name, self.vhost
+                    ))));
+                } else if if_empty && self.state.ready_len() > 0 {
+                    let _ = reply.send(Err(AmqpError::precondition(format!(
+                        "queue '{}' in vhost '{}' is not empty",
+                        self.def.name, self.vhost
+                    ))));
+                } else {
+                    let _ = reply.send(Ok(self.state.ready_len() as u32));
+                    self.delete();
+                }
+            }
+            QueueMsg::Wake => {}
+        }
+    }
+
+    fn publish(&mut self, batch: PublishBatch) {
+        let mut confirmed = Vec::new();
+        for (msg, confirm) in batch.items {
+            let persist = self.persists(&msg);
+            let seq = self.state.publish(msg.clone());
+            if persist {
+                self.ops.push(Op::PutMessage {
+                    queue: self.def.id,
+                    seq,
+                    msg,
+                });
+                self.ops_need_sync = true;
+            }
+            if let Some(c) = confirm {
+                confirmed.push(c);
+            }
+        }
+        if confirmed.is_empty() {
+            return;
+        }
+        let Some((conn, tx)) = batch.from else {
+            return;
+        };
+        match self.confirms.iter_mut().find(|(id, _, _)| *id == conn) {
+            Some((_, _, list)) => list.extend(confirmed),
+            None => self.confirms.push((conn, tx, confirmed)),
+        }
+    }
+
+    /// Messages that left the queue for good: delete their disk copies.
+    fn forget(&mut self, gone: Vec<Entry>) {
+        for e in gone {
+            if self.persists(&e.msg) {
+                self.ops.push(Op::DeleteMessage {
+                    queue: self.def.id,
+                    seq: e.seq,
+                });
+            }
+        }
+    }
+
+    fn dispatch(&mut self) {
+        let links = &self.links;
+        let mut gate = |spec: &ConsumerSpec| {
+            let Some(link) = links.get(&spec.id) else {
+                return false;
+            };
+            if !link.credit.active() {
+                return false;
+            }
+            if !spec.no_ack && !link.credit.try_acquire() {
+                return false;
+            }
+            if !link.flow.try_acquire() {
+                if !spec.no_ack {
+                    link.credit.release(1);
+                }
+                return false;
+            }
+            true
+        };
+        let mut settled = Vec::new();
+        while let Some(d) = self.state.next_delivery(&mut gate) {
+            let Some(link) = links.get(&d.consumer) else {
+                continue;
+            };
+            if !d.needs_ack {
+                settled.push(d.entry.clone());
+            }
+            let ev = ConnEvent::Deliver(DeliverEvent {
+                channel: d.channel.channel,
+                tag: d.tag,
+                queue: self.def.id,
+                seq: d.entry.seq,
+                needs_ack: d.needs_ack,
+                redelivered: d.entry.redelivered,
+                msg: d.entry.msg,
+                flow: link.flow.clone(),
+            });
+            // A closed connection's channels are cleaned up by their own
+            // ChannelClosed; an unacked delivery is requeued then.
+            let _ = link.out.send(ev);
+        }
+        self.forget(settled);
+    }
+
+    /// Submits the burst's disk writes; confirms follow the sync.
+    async fn flush(&mut self) {
+        if self.ops.is_empty() && self.confirms.is_empty() {
+            return;
+        }
+        let ops = std::mem::take(&mut self.ops);
+        let sync = std::mem::replace(&mut self.ops_need_sync, false);
+        let confirms = std::mem::take(&mut self.confirms);
+        let done: Option<warren_store::WriteDone> = if confirms.is_empty() {
+            None
+        } else {
+            Some(Box::new(move |r| release_confirms(confirms, r.is_ok())))
+        };
+        if let Err(e) = self.writer.submit(ops, sync, done).await {
+            tracing::error!(queue = %self.def.name, cause = %e, "store writer unavailable");
+        }
+    }
+
+    fn maybe_auto_delete(&mut self) {
+        if self.def.auto_delete && self.had_consumers && self.state.consumer_count() == 0 {
+            self.delete();
+            if let Some(b) = self.broker.upgrade() {
+                let (name, id) = (self.def.name.clone(), self.def.id);
+                tokio::spawn(async move { b.forget_queue(&name, id).await });
+            }
+        }
+    }
+
+    /// Stops the queue: consumers are told, messages and their disk copies go.
+    fn delete(&mut self) {
+        self.deleted = true;
+        for spec in self.state.consumers() {
+            if let Some(link) = self.links.get(&spec.id) {
+                let _ = link.out.send(ConnEvent::Cancelled {
+                    channel: spec.channel.channel,
+                    tag: spec.tag.clone(),
+                });
+            }
+        }
+        self.links.clear();
+        self.state.drain_all();
+        if self.def.durable {
+            self.ops.push(Op::DeleteQueue(self.def.id));
+        }
+        self.rx.close();
+    }
+
+    /// After deletion: answer what is still in the mailbox as a missing queue would.
+    async fn drain_after_delete(&mut self) {
+        let mut to: Vec<(ConnTx, Vec<(u16, u64)>)> = Vec::new();
+        while let Ok(m) = self.rx.try_recv() {
+            match m {
+                QueueMsg::Publish(b) => {
+                    let list: Vec<(u16, u64)> = b.items.iter().filter_map(|(_, c)| *c).collect();
+                    if let Some((_, tx)) = b.from
+                        && !list.is_empty()
+                    {
+                        to.push((tx, list));
+                    }
+                }
+                QueueMsg::Consume { reply, .. } => {
+                    let _ = reply.send(Err(AmqpError::not_found(
+                        "queue",
+                        &self.def.name,
+                        &self.vhost,
+                    )));
+                }
+                QueueMsg::Cancel { reply: Some(r), .. } => {
+                    let _ = r.send(());
+                }
+                QueueMsg::Get { reply, .. } => {
+                    let _ = reply.send(None);
+                }
+                QueueMsg::Purge(r) => {
+                    let _ = r.send(0);
+                }
+                QueueMsg::Status(r) => {
+                    let _ = r.send((0, 0));
+                }
+                QueueMsg::Delete { reply, .. } => {
+                    let _ = reply.send(Ok(0));
+                }
+                _ => {}
+            }
+        }
+        // Messages routed to a queue that was being deleted are dropped, and
+        // their publishers are released (RabbitMQ confirms them too).
+        for (tx, list) in to {
+            let _ = tx.send(ConnEvent::Persisted {
+                confirms: list,
+                ok: true,
+            });
+        }
+    }
+}
+
+fn release_confirms(confirms: Vec<PendingConfirms>, ok: bool) {
+    for (_, tx, list) in confirms {
+        let _ = tx.send(ConnEvent::Persisted { confirms: list, ok });
+    }
+}

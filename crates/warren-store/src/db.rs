@@ -1,0 +1,151 @@
+//! Opening the node's RocksDB and reading it back at start.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options};
+use warren_core::binding::Binding;
+use warren_core::exchange::ExchangeDef;
+use warren_core::queue::QueueDef;
+use warren_core::{Message, QueueId};
+
+use crate::{StoreError, codec, keys};
+
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_MESSAGES: &str = "messages";
+
+pub(crate) type Db = rocksdb::DB;
+
+/// The node's store. Reads happen here; writes go through the [`crate::Writer`].
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Db>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+/// Durable metadata found at start, per vhost.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// (vhost, exchange)
+    pub exchanges: Vec<(String, ExchangeDef)>,
+    /// (vhost, queue)
+    pub queues: Vec<(String, QueueDef)>,
+    /// (vhost, binding)
+    pub bindings: Vec<(String, Binding)>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Rocks(format!("{}: {e}", dir.display())))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(DBCompressionType::Lz4);
+        // Queues are written and deleted soon after: keep memtables moderate and
+        // let the WAL, not flushes, carry durability.
+        opts.set_write_buffer_size(64 << 20);
+        opts.set_max_total_wal_size(256 << 20);
+        opts.set_keep_log_file_num(4);
+        let cfs = [CF_META, CF_MESSAGES].map(|n| {
+            let mut o = Options::default();
+            o.set_compression_type(DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(n, o)
+        });
+        let db = Db::open_cf_descriptors(&opts, dir, cfs)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Reads every durable exchange, queue and binding.
+    pub fn recover(&self) -> Result<Recovered, StoreError> {
+        let cf = self
+            .db
+            .cf_handle(CF_META)
+            .ok_or(StoreError::Rocks("no meta cf".into()))?;
+        let mut out = Recovered::default();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item?;
+            match k.first() {
+                Some(&keys::EXCHANGE) | Some(&keys::QUEUE) => {
+                    let rest = &k[1..];
+                    let vhost = rest
+                        .iter()
+                        .position(|b| *b == 0)
+                        .and_then(|p| std::str::from_utf8(&rest[..p]).ok())
+                        .ok_or_else(|| StoreError::Corrupt("entity key".into()))?
+                        .to_owned();
+                    if k[0] == keys::EXCHANGE {
+                        out.exchanges.push((vhost, codec::decode_exchange(&v)?));
+                    } else {
+                        let q = codec::decode_queue(&v, &vhost)?;
+                        out.queues.push((vhost, q));
+                    }
+                }
+                Some(&keys::BINDING) => out.bindings.push(codec::decode_binding_key(&k)?),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` with every stored message of `queue`, in seq order.
+    pub fn for_each_message(
+        &self,
+        queue: QueueId,
+        mut f: impl FnMut(u64, Message),
+    ) -> Result<usize, StoreError> {
+        let cf = self
+            .db
+            .cf_handle(CF_MESSAGES)
+            .ok_or(StoreError::Rocks("no messages cf".into()))?;
+        let (start, _) = keys::queue_range(queue);
+        let mut n = 0;
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
+        {
+            let (k, v) = item?;
+            match keys::parse_message(&k) {
+                Some((q, seq)) if q == queue => {
+                    f(seq, codec::decode_message(&v)?);
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        Ok(n)
+    }
+
+    /// Starts the group-commit writer thread.
+    pub fn start_writer(&self) -> crate::Writer {
+        crate::Writer::start(self.db.clone())
+    }
+
+    /// The highest queue id used by any stored message or queue record, so new
+    /// ids never collide with old ones.
+    pub fn max_queue_id(&self, recovered: &Recovered) -> Result<QueueId, StoreError> {
+        let mut max = recovered
+            .queues
+            .iter()
+            .map(|(_, q)| q.id)
+            .max()
+            .unwrap_or(0);
+        let cf = self
+            .db
+            .cf_handle(CF_MESSAGES)
+            .ok_or(StoreError::Rocks("no messages cf".into()))?;
+        if let Some(item) = self.db.iterator_cf(cf, IteratorMode::End).next() {
+            let (k, _) = item?;
+            if let Some((q, _)) = keys::parse_message(&k) {
+                max = max.max(q);
+            }
+        }
+        Ok(max)
+    }
+}
