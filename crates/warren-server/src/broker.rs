@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
 use warren_core::binding::{Binding, DestinationKind};
 use warren_core::queue::{ConnectionId, QueueDef};
 use warren_core::vhost::{ExchangeDeclare, PREDECLARED, QueueDeclare, Removed, VHost};
@@ -47,6 +48,8 @@ pub struct Broker {
     next_queue: AtomicU64,
     next_conn: AtomicU64,
     next_consumer: AtomicU64,
+    /// The queue actors' tasks.
+    tasks: TaskTracker,
     me: Weak<Broker>,
 }
 
@@ -93,6 +96,7 @@ impl Broker {
             watermark_bytes = high,
             "recovered metadata"
         );
+        let tasks = TaskTracker::new();
         let broker = Arc::new_cyclic(|me: &Weak<Broker>| {
             let mut queues = HashMap::new();
             for (def, msgs) in to_start {
@@ -104,6 +108,7 @@ impl Broker {
                     writer.clone(),
                     memory.clone(),
                     me.clone(),
+                    &tasks,
                 );
                 if n > 0 {
                     tracing::info!(queue = %h.name, messages = n, "recovered queue");
@@ -118,6 +123,7 @@ impl Broker {
                 next_queue: AtomicU64::new(max_id + 1),
                 next_conn: AtomicU64::new(1),
                 next_consumer: AtomicU64::new(1),
+                tasks,
                 me: me.clone(),
             }
         });
@@ -208,6 +214,7 @@ impl Broker {
                     self.writer.clone(),
                     self.memory.clone(),
                     self.me.clone(),
+                    &self.tasks,
                 );
                 st.queues.insert(def.id, h.clone());
                 h
@@ -344,6 +351,20 @@ impl Broker {
         let mut ops = Vec::new();
         Self::removal_ops(&removed, &mut ops);
         self.persist(ops).await
+    }
+
+    /// Stops every queue actor, then writes everything pending and closes the
+    /// store. Called last in a graceful shutdown, once connections are gone.
+    pub async fn stop(&self) {
+        let handles: Vec<QueueHandle> = self.write().queues.drain().map(|(_, h)| h).collect();
+        for h in handles {
+            let _ = h.tx.send(QueueMsg::Stop).await;
+        }
+        self.tasks.close();
+        self.tasks.wait().await;
+        if let Err(e) = self.writer.close().await {
+            tracing::error!(cause = %e, "final storage flush failed");
+        }
     }
 
     /// Exclusive queues of a connection that is closing.

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec, Entry, QueueDef, QueueState};
 use warren_core::{AmqpError, Message, Name, QueueId};
 use warren_store::{Op, Writer};
@@ -123,6 +124,8 @@ pub enum QueueMsg {
     },
     /// Credit came back somewhere: try to dispatch.
     Wake,
+    /// The node is stopping: exit (messages stay on disk if durable).
+    Stop,
 }
 
 /// Confirms of one connection waiting for a burst's sync: (conn id, conn, [(channel, seq)]).
@@ -145,6 +148,7 @@ struct QueueActor {
     accounted: usize,
     had_consumers: bool,
     deleted: bool,
+    stopped: bool,
 }
 
 /// Starts the actor of a queue, with messages recovered from disk.
@@ -155,6 +159,7 @@ pub fn spawn(
     writer: Writer,
     memory: Arc<Memory>,
     broker: Weak<Broker>,
+    tasks: &TaskTracker,
 ) -> QueueHandle {
     let (tx, rx) = mpsc::channel(MAILBOX);
     let handle = QueueHandle {
@@ -182,8 +187,9 @@ pub fn spawn(
         accounted: 0,
         had_consumers: false,
         deleted: false,
+        stopped: false,
     };
-    tokio::spawn(actor.run());
+    tasks.spawn(actor.run());
     handle
 }
 
@@ -197,20 +203,25 @@ impl QueueActor {
         while let Some(first) = self.rx.recv().await {
             self.handle(first);
             let mut n = 1;
-            while n < MAX_BURST && !self.deleted {
+            while n < MAX_BURST && !self.deleted && !self.stopped {
                 match self.rx.try_recv() {
                     Ok(m) => self.handle(m),
                     Err(_) => break,
                 }
                 n += 1;
             }
-            if !self.deleted {
+            if !self.deleted && !self.stopped {
                 self.dispatch();
             }
             self.flush().await;
             self.account();
             if self.deleted {
                 self.drain_after_delete().await;
+                return;
+            }
+            if self.stopped {
+                // Messages held in memory leave the node's accounting.
+                self.memory.adjust(-(self.accounted as i64));
                 return;
             }
         }
@@ -306,6 +317,7 @@ impl QueueActor {
                 }
             }
             QueueMsg::Wake => {}
+            QueueMsg::Stop => self.stopped = true,
         }
     }
 

@@ -67,9 +67,7 @@ impl Server {
         {
             tracing::warn!("connections did not close in time");
         }
-        if let Err(e) = self.broker.writer.write_sync(Vec::new()).await {
-            tracing::error!(cause = %e, "final storage flush failed");
-        }
+        self.broker.stop().await;
         tracing::info!("stopped");
     }
 }

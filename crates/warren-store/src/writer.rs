@@ -60,6 +60,8 @@ struct Request {
     ops: Vec<Op>,
     sync: bool,
     done: Option<WriteDone>,
+    /// Last request: the thread exits after it, closing the database.
+    stop: bool,
 }
 
 /// Counters of the writer, for metrics and tests.
@@ -114,7 +116,12 @@ impl Writer {
         done: Option<WriteDone>,
     ) -> Result<(), StoreError> {
         self.tx
-            .send(Request { ops, sync, done })
+            .send(Request {
+                ops,
+                sync,
+                done,
+                stop: false,
+            })
             .await
             .map_err(|_| StoreError::Stopped)
     }
@@ -138,27 +145,43 @@ impl Writer {
         &self.stats
     }
 
-    /// Stops the writer after it has written everything queued so far. Other
-    /// clones of this handle must be dropped for the thread to see the end.
-    pub fn shutdown(self) {
+    /// Writes and syncs everything queued so far, then stops the thread, which
+    /// closes the database. Later submits fail with [`StoreError::Stopped`].
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request {
+                ops: Vec::new(),
+                sync: true,
+                done: Some(Box::new(move |r| {
+                    let _ = tx.send(r);
+                })),
+                stop: true,
+            })
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        let result = rx.await.map_err(|_| StoreError::Stopped)?;
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
-        drop(self.tx);
         if let Some(t) = thread {
-            let _ = t.join();
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
+        result
     }
 }
 
 fn run(db: Arc<Db>, mut rx: mpsc::Receiver<Request>, stats: Arc<WriterStats>) {
     let mut scratch = Vec::with_capacity(4096);
     let mut reqs: Vec<Request> = Vec::new();
+    let mut stopping = false;
     while let Some(first) = rx.blocking_recv() {
         let mut n_ops = first.ops.len();
+        stopping |= first.stop;
         reqs.push(first);
-        while n_ops < MAX_BATCH_OPS {
+        while n_ops < MAX_BATCH_OPS && !stopping {
             match rx.try_recv() {
                 Ok(r) => {
                     n_ops += r.ops.len();
+                    stopping |= r.stop;
                     reqs.push(r);
                 }
                 Err(_) => break,
@@ -179,7 +202,11 @@ fn run(db: Arc<Db>, mut rx: mpsc::Receiver<Request>, stats: Arc<WriterStats>) {
                 done(result.clone());
             }
         }
+        if stopping {
+            break;
+        }
     }
+    drop(db);
 }
 
 fn write(
@@ -273,7 +300,12 @@ mod tests {
                 .expect("delete");
             let syncs = w.stats().syncs.load(Ordering::Relaxed);
             assert!(syncs <= 201, "at most one sync per request: {syncs}");
-            w.shutdown();
+            w.close().await.expect("close");
+            assert!(
+                w.write_sync(vec![]).await.is_err(),
+                "closed writer refuses work"
+            );
+            drop(store);
         }
         let store = Store::open(dir.path()).expect("reopen");
         let mut seen = vec![];
@@ -288,6 +320,6 @@ mod tests {
             .await
             .expect("range delete");
         assert_eq!(store.for_each_message(7, |_, _| {}).expect("scan"), 0);
-        w.shutdown();
+        w.close().await.expect("close");
     }
 }

@@ -1,0 +1,330 @@
+//! Consumers, acknowledgements, prefetch, get, returns and cancels.
+
+mod common;
+
+use common::*;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, message::BasicReturnMessage};
+
+async fn consume(ch: &lapin::Channel, q: &str, tag: &str, no_ack: bool) -> lapin::Consumer {
+    ch.basic_consume(
+        q.into(),
+        tag.into(),
+        BasicConsumeOptions {
+            no_ack,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("consume")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_messages_return_in_order_when_the_channel_closes() {
+    let s = TestServer::start().await;
+    let c = s.connect().await;
+    let ch = c.create_channel().await.expect("ch");
+    declare(&ch, "q").await.expect("declare");
+    for i in 0..5 {
+        publish(&ch, "", "q", format!("m{i}").as_bytes()).await;
+    }
+    let mut cons = consume(&ch, "q", "c1", false).await;
+    let mut first = vec![];
+    for _ in 0..5 {
+        let d = next(&mut cons).await;
+        assert!(!d.redelivered);
+        first.push(d);
+    }
+    // Ack the second only; close the channel with the rest unacked.
+    first[1].ack(BasicAckOptions::default()).await.expect("ack");
+    ch.close(200, "bye".into()).await.expect("close");
+    let ch2 = c.create_channel().await.expect("ch");
+    let mut cons2 = consume(&ch2, "q", "c2", false).await;
+    let mut got = vec![];
+    for _ in 0..4 {
+        let d = next(&mut cons2).await;
+        assert!(d.redelivered, "requeued messages are marked redelivered");
+        got.push(String::from_utf8(d.data.clone()).expect("utf8"));
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    assert_eq!(got, vec!["m0", "m2", "m3", "m4"]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nack_reject_and_recover() {
+    let s = TestServer::start().await;
+    let (_c, ch) = s.channel().await;
+    declare(&ch, "q").await.expect("declare");
+    publish(&ch, "", "q", b"a").await;
+    publish(&ch, "", "q", b"b").await;
+    let m = get_one(&ch, "q", false).await;
+    assert_eq!(m.delivery.data, b"a");
+    m.delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .expect("nack");
+    let m = get_one(&ch, "q", false).await;
+    assert_eq!(
+        (m.delivery.data.as_slice(), m.delivery.redelivered),
+        (&b"a"[..], true)
+    );
+    m.delivery
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .expect("reject drops");
+    let m = get_one(&ch, "q", false).await;
+    assert_eq!(m.delivery.data, b"b");
+    assert_eq!(m.message_count, 0);
+    ch.basic_recover(BasicRecoverOptions { requeue: true })
+        .await
+        .expect("recover");
+    let m = get_one(&ch, "q", true).await;
+    assert_eq!(
+        (m.delivery.data.as_slice(), m.delivery.redelivered),
+        (&b"b"[..], true)
+    );
+    assert!(
+        ch.basic_get("q".into(), BasicGetOptions::default())
+            .await
+            .expect("get")
+            .is_none(),
+        "get-empty"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_delivery_tag_is_406_and_double_ack_too() {
+    let s = TestServer::start().await;
+    let (c, ch) = s.channel().await;
+    let e_ch = c.create_channel().await.expect("ch");
+    e_ch.basic_ack(99, BasicAckOptions::default())
+        .await
+        .expect("sent");
+    wait_until("406 closes the channel", || async {
+        !e_ch.status().connected()
+    })
+    .await;
+    declare(&ch, "q").await.expect("declare");
+    publish(&ch, "", "q", b"a").await;
+    let m = get_one(&ch, "q", false).await;
+    ch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default())
+        .await
+        .expect("ack");
+    ch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default())
+        .await
+        .expect("sent");
+    wait_until("double ack closes the channel", || async {
+        !ch.status().connected()
+    })
+    .await;
+    assert!(c.status().connected());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_per_consumer_and_global() {
+    let s = TestServer::start().await;
+    let (_c, ch) = s.channel().await;
+    declare(&ch, "q").await.expect("declare");
+    for i in 0..6 {
+        publish(&ch, "", "q", &[i]).await;
+    }
+    ch.basic_qos(2, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut cons = consume(&ch, "q", "c", false).await;
+    let a = next(&mut cons).await;
+    let _b = next(&mut cons).await;
+    // Two unacked: nothing more arrives until one is acked.
+    assert!(
+        tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            futures::StreamExt::next(&mut cons)
+        )
+        .await
+        .is_err()
+    );
+    a.ack(BasicAckOptions::default()).await.expect("ack");
+    let _c3 = next(&mut cons).await;
+
+    // Global: a limit of 1 shared by two consumers on another channel.
+    let (_c2, ch2) = s.channel().await;
+    declare(&ch2, "g").await.expect("declare");
+    for i in 0..4 {
+        publish(&ch2, "", "g", &[i]).await;
+    }
+    ch2.basic_qos(1, BasicQosOptions { global: true })
+        .await
+        .expect("qos");
+    let mut g1 = consume(&ch2, "g", "g1", false).await;
+    let mut g2 = consume(&ch2, "g", "g2", false).await;
+    let first = tokio::select! { d = async { next(&mut g1).await } => d, d = async { next(&mut g2).await } => d };
+    let none = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+        tokio::select! { d = futures::StreamExt::next(&mut g1) => d, d = futures::StreamExt::next(&mut g2) => d }
+    })
+    .await;
+    assert!(
+        none.is_err(),
+        "channel-wide limit of 1 holds across consumers"
+    );
+    first.ack(BasicAckOptions::default()).await.expect("ack");
+    let _second = tokio::select! { d = async { next(&mut g1).await } => d, d = async { next(&mut g2).await } => d };
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mandatory_unroutable_is_returned_before_the_confirm() {
+    let s = TestServer::start().await;
+    let (_c, ch) = s.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm");
+    let confirm = ch
+        .basic_publish(
+            "amq.direct".into(),
+            "nobody".into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            b"lost?",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    let returned: Option<BasicReturnMessage> = confirm.take_message();
+    let r = returned.expect("basic.return arrived before the ack");
+    assert_eq!(r.reply_code, 312);
+    assert_eq!(r.reply_text.as_str(), "NO_ROUTE");
+    assert_eq!(r.delivery.data, b"lost?");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_queue_cancels_its_consumers() {
+    let s = TestServer::start().await;
+    let (_c, ch) = s.channel().await;
+    declare(&ch, "q").await.expect("declare");
+    let mut cons = consume(&ch, "q", "c", false).await;
+    let (_c2, ch2) = s.channel().await;
+    ch2.queue_delete("q".into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+    let end = tokio::time::timeout(DEADLINE, futures::StreamExt::next(&mut cons))
+        .await
+        .expect("in time");
+    assert!(
+        end.is_none(),
+        "server-sent basic.cancel ends the consumer stream"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_consumer_tag_reuse_and_priorities() {
+    let s = TestServer::start().await;
+    let c = s.connect().await;
+    let ch = c.create_channel().await.expect("ch");
+    declare(&ch, "q").await.expect("declare");
+    // lapin cancels a consumer when its handle is dropped: keep it.
+    let _ex = ch
+        .basic_consume(
+            "q".into(),
+            "ex".into(),
+            BasicConsumeOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("exclusive");
+    let ch2 = c.create_channel().await.expect("ch");
+    let e = ch2
+        .basic_consume(
+            "q".into(),
+            "other".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect_err("403");
+    assert_eq!(code(&e), Some(403));
+
+    let ch3 = c.create_channel().await.expect("ch");
+    declare(&ch3, "p").await.expect("declare");
+    let mut low = consume(&ch3, "p", "low", true).await;
+    let mut args = FieldTable::default();
+    args.insert("x-priority".into(), AMQPValue::LongInt(10));
+    let mut high = ch3
+        .basic_consume(
+            "p".into(),
+            "high".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .expect("priority consumer");
+    for i in 0..3 {
+        publish(&ch3, "", "p", &[i]).await;
+    }
+    for _ in 0..3 {
+        next(&mut high).await;
+    }
+    assert!(
+        tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            futures::StreamExt::next(&mut low)
+        )
+        .await
+        .is_err()
+    );
+
+    // Reusing a consumer tag on the same channel is a 530 connection error.
+    let ch4 = c.create_channel().await.expect("ch");
+    declare(&ch4, "r").await.expect("declare");
+    let _same = consume(&ch4, "r", "same", true).await;
+    let _ = ch4
+        .basic_consume(
+            "r".into(),
+            "same".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    wait_until("connection closed", || async { !c.status().connected() }).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_between_two_consumers() {
+    let s = TestServer::start().await;
+    let (_c, ch) = s.channel().await;
+    declare(&ch, "rr").await.expect("declare");
+    let mut a = consume(&ch, "rr", "a", true).await;
+    let mut b = consume(&ch, "rr", "b", true).await;
+    for i in 0..10u8 {
+        publish(&ch, "", "rr", &[i]).await;
+    }
+    let mut got_a = vec![];
+    let mut got_b = vec![];
+    for _ in 0..5 {
+        got_a.push(next(&mut a).await.data[0]);
+        got_b.push(next(&mut b).await.data[0]);
+    }
+    assert_eq!(got_a, vec![0, 2, 4, 6, 8]);
+    assert_eq!(got_b, vec![1, 3, 5, 7, 9]);
+    s.stop().await;
+}

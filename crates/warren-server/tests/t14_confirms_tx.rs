@@ -1,0 +1,114 @@
+//! Publisher confirms and transactions.
+
+mod common;
+
+use common::*;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Confirmation};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirms_for_transient_and_persistent_messages() {
+    let s = TestServer::start().await;
+    let (_c, ch) = s.channel().await;
+    ch.queue_declare(
+        "d".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("select");
+    let mut pending = vec![];
+    for i in 0..500u32 {
+        let props = if i % 2 == 0 {
+            BasicProperties::default().with_delivery_mode(2)
+        } else {
+            BasicProperties::default()
+        };
+        pending.push(
+            ch.basic_publish(
+                "".into(),
+                "d".into(),
+                BasicPublishOptions::default(),
+                &i.to_be_bytes(),
+                props,
+            )
+            .await
+            .expect("publish"),
+        );
+    }
+    for p in pending {
+        assert!(matches!(p.await.expect("confirm"), Confirmation::Ack(_)));
+    }
+    let q = ch
+        .queue_declare(
+            "d".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("passive");
+    assert_eq!(q.message_count(), 500);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_commit_and_rollback() {
+    let s = TestServer::start().await;
+    let c = s.connect().await;
+    let ch = c.create_channel().await.expect("ch");
+    declare(&ch, "t").await.expect("declare");
+    ch.tx_select().await.expect("select");
+    publish(&ch, "", "t", b"rolled back").await;
+    ch.tx_rollback().await.expect("rollback");
+    publish(&ch, "", "t", b"committed").await;
+    let reader = c.create_channel().await.expect("ch");
+    assert!(
+        reader
+            .basic_get("t".into(), BasicGetOptions::default())
+            .await
+            .expect("get")
+            .is_none(),
+        "nothing before commit"
+    );
+    ch.tx_commit().await.expect("commit");
+    let m = get_one(&reader, "t", true).await;
+    assert_eq!(m.delivery.data, b"committed");
+    assert_eq!(m.message_count, 0);
+
+    // Acks inside a transaction apply at commit.
+    publish(&reader, "", "t", b"acked in tx").await;
+    let m = get_one(&ch, "t", false).await;
+    ch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default())
+        .await
+        .expect("ack");
+    ch.tx_rollback().await.expect("rollback drops the ack");
+    ch.basic_recover(BasicRecoverOptions { requeue: true })
+        .await
+        .expect("recover");
+    let again = get_one(&ch, "t", false).await;
+    assert_eq!(again.delivery.data, b"acked in tx");
+    ch.basic_ack(again.delivery.delivery_tag, BasicAckOptions::default())
+        .await
+        .expect("ack");
+    ch.tx_commit().await.expect("commit");
+
+    let e = ch
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect_err("tx -> confirm");
+    assert_eq!(code(&e), Some(406));
+    let plain = c.create_channel().await.expect("ch");
+    let e = plain.tx_commit().await.expect_err("not transactional");
+    assert_eq!(code(&e), Some(406));
+    s.stop().await;
+}

@@ -1,0 +1,233 @@
+//! Memory: the high watermark blocks a fast publisher and releases it as a
+//! slow consumer drains; message and connection footprints stay within budget.
+//! Measured on a real `warren` process from /proc.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+use amq_protocol::protocol::{AMQPClass, basic};
+use common::process::Process;
+use common::raw::{Raw, bytes, method};
+use common::*;
+use futures::StreamExt;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties, Event};
+use tokio::io::AsyncWriteExt;
+
+const MIB: u64 = 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermark_blocks_a_fast_publisher_and_nothing_is_lost() {
+    let p = Process::spawn(&["--memory-high-watermark", "8MiB"]).await;
+    const N: u32 = 60_000;
+    const SIZE: usize = 4096; // 240 MiB published in all, 30x the watermark
+    let publisher = Connection::connect(&p.uri(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let consumer = Connection::connect(&p.uri(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let pch = publisher.create_channel().await.expect("ch");
+    declare(&pch, "wm").await.expect("declare");
+
+    let blocked = Arc::new(AtomicBool::new(false));
+    let unblocked_after_block = Arc::new(AtomicBool::new(false));
+    {
+        let mut events = publisher.events_listener();
+        let (b, u) = (blocked.clone(), unblocked_after_block.clone());
+        tokio::spawn(async move {
+            while let Some(ev) = events.next().await {
+                match ev {
+                    Event::ConnectionBlocked(_) => b.store(true, Ordering::SeqCst),
+                    Event::ConnectionUnblocked if b.load(Ordering::SeqCst) => {
+                        u.store(true, Ordering::SeqCst)
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    // The consumer is slow until the publisher has been blocked, then fast.
+    let received = Arc::new(AtomicU64::new(0));
+    let cch = consumer.create_channel().await.expect("ch");
+    cch.basic_qos(200, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut cons = cch
+        .basic_consume(
+            "wm".into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let drain = {
+        let (received, blocked) = (received.clone(), blocked.clone());
+        tokio::spawn(async move {
+            let mut seen = vec![false; N as usize];
+            while received.load(Ordering::SeqCst) < N as u64 {
+                let d = tokio::time::timeout(DEADLINE * 3, cons.next())
+                    .await
+                    .expect("deliveries keep coming")
+                    .expect("open")
+                    .expect("delivery");
+                let i = u32::from_be_bytes(d.data[..4].try_into().expect("4 bytes"));
+                assert!(!seen[i as usize], "message {i} delivered twice");
+                seen[i as usize] = true;
+                if !blocked.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                d.ack(BasicAckOptions::default()).await.expect("ack");
+                received.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+
+    let max_rss = Arc::new(AtomicU64::new(0));
+    let sampling = {
+        let (max_rss, pid) = (max_rss.clone(), p.child.id());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    && let Some(kb) = s
+                        .lines()
+                        .find(|l| l.starts_with("VmRSS:"))
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .and_then(|k| k.parse::<u64>().ok())
+                {
+                    max_rss.fetch_max(kb * 1024, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    let mut body = vec![7u8; SIZE];
+    for i in 0..N {
+        body[..4].copy_from_slice(&i.to_be_bytes());
+        pch.basic_publish(
+            "".into(),
+            "wm".into(),
+            BasicPublishOptions::default(),
+            &body,
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish");
+    }
+    tokio::time::timeout(Duration::from_secs(120), drain)
+        .await
+        .expect("drained in time")
+        .expect("consumer task");
+    sampling.abort();
+    let peak = max_rss.load(Ordering::SeqCst);
+    println!(
+        "watermark test: peak broker RSS {} MiB for {} MiB published",
+        peak / MIB,
+        N as u64 * SIZE as u64 / MIB
+    );
+    assert_eq!(received.load(Ordering::SeqCst), N as u64);
+    assert!(
+        blocked.load(Ordering::SeqCst),
+        "publisher received connection.blocked"
+    );
+    assert!(
+        unblocked_after_block.load(Ordering::SeqCst),
+        "publisher received connection.unblocked"
+    );
+    assert!(peak < 120 * MIB, "broker RSS peaked at {} MiB", peak / MIB);
+}
+
+/// Pre-encoded publish frames of `n` messages of `size` bytes to `queue`.
+fn publishes(queue: &str, n: usize, size: usize) -> Vec<u8> {
+    let one = [
+        method(
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: "".into(),
+                routing_key: queue.into(),
+                mandatory: false,
+                immediate: false,
+            })),
+        ),
+        bytes(&AMQPFrame::Header(
+            1,
+            AMQPContentHeader {
+                class_id: 60,
+                body_size: size as u64,
+                properties: Default::default(),
+            },
+        )),
+        bytes(&AMQPFrame::Body(1, vec![b'x'; size])),
+    ]
+    .concat();
+    one.repeat(n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_million_small_messages_fit_in_300_mib() {
+    let p = Process::spawn(&[]).await;
+    let (c, ch) = {
+        let c = Connection::connect(&p.uri(), ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let ch = c.create_channel().await.expect("ch");
+        (c, ch)
+    };
+    declare(&ch, "million").await.expect("declare");
+    let before = p.rss();
+    let mut raw = Raw::open(p.addr, 0).await;
+    let chunk = publishes("million", 10_000, 100);
+    for _ in 0..100 {
+        raw.stream.write_all(&chunk).await.expect("write");
+    }
+    wait_until("1M messages queued", || async {
+        ch.queue_declare(
+            "million".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map(|q| q.message_count())
+        .unwrap_or(0)
+            == 1_000_000
+    })
+    .await;
+    let rss = p.rss();
+    println!(
+        "1M x 100 B transient messages: broker RSS {} MiB (before: {} MiB)",
+        rss / MIB,
+        before / MIB
+    );
+    assert!(rss <= 300 * MIB, "RSS {} MiB", rss / MIB);
+    drop(raw);
+    c.close(200, "ok".into()).await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_connections_fit_in_100_mib() {
+    let p = Process::spawn(&[]).await;
+    let before = p.rss();
+    let mut conns = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        conns.push(Raw::open(p.addr, 0).await);
+    }
+    let rss = p.rss();
+    println!(
+        "1000 idle connections with a channel each: broker RSS {} MiB (before: {} MiB)",
+        rss / MIB,
+        before / MIB
+    );
+    assert!(rss <= 100 * MIB, "RSS {} MiB", rss / MIB);
+    drop(conns);
+}
