@@ -48,6 +48,7 @@ pub struct Broker {
     next_queue: AtomicU64,
     next_conn: AtomicU64,
     next_consumer: AtomicU64,
+    next_channel: AtomicU64,
     /// The queue actors' tasks.
     tasks: TaskTracker,
     me: Weak<Broker>,
@@ -123,6 +124,7 @@ impl Broker {
                 next_queue: AtomicU64::new(max_id + 1),
                 next_conn: AtomicU64::new(1),
                 next_consumer: AtomicU64::new(1),
+                next_channel: AtomicU64::new(1),
                 tasks,
                 me: me.clone(),
             }
@@ -142,6 +144,11 @@ impl Broker {
     /// A fresh connection id.
     pub fn next_connection_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A fresh id for an opening of a channel.
+    pub fn next_channel_id(&self) -> u64 {
+        self.next_channel.fetch_add(1, Ordering::Relaxed)
     }
 
     /// A fresh consumer id.

@@ -51,7 +51,7 @@ pub struct PublishBatch {
     pub from: Option<(u64, ConnTx)>,
     /// Each message with its confirm (channel, seq) when the publisher waits
     /// for this queue to write it.
-    pub items: Vec<(Message, Option<(u16, u64)>)>,
+    pub items: Vec<(Message, Option<(ChannelKey, u64)>)>,
 }
 
 /// How a queue reaches one consumer.
@@ -129,7 +129,7 @@ pub enum QueueMsg {
 }
 
 /// Confirms of one connection waiting for a burst's sync: (conn id, conn, [(channel, seq)]).
-type PendingConfirms = (u64, ConnTx, Vec<(u16, u64)>);
+type PendingConfirms = (u64, ConnTx, Vec<(ChannelKey, u64)>);
 
 struct QueueActor {
     def: QueueDef,
@@ -391,7 +391,7 @@ impl QueueActor {
                 settled.push(d.entry.clone());
             }
             let ev = ConnEvent::Deliver(DeliverEvent {
-                channel: d.channel.channel,
+                channel: d.channel,
                 tag: d.tag,
                 queue: self.def.id,
                 seq: d.entry.seq,
@@ -441,7 +441,7 @@ impl QueueActor {
         for spec in self.state.consumers() {
             if let Some(link) = self.links.get(&spec.id) {
                 let _ = link.out.send(ConnEvent::Cancelled {
-                    channel: spec.channel.channel,
+                    channel: spec.channel,
                     tag: spec.tag.clone(),
                 });
             }
@@ -456,11 +456,12 @@ impl QueueActor {
 
     /// After deletion: answer what is still in the mailbox as a missing queue would.
     async fn drain_after_delete(&mut self) {
-        let mut to: Vec<(ConnTx, Vec<(u16, u64)>)> = Vec::new();
+        let mut to: Vec<(ConnTx, Vec<(ChannelKey, u64)>)> = Vec::new();
         while let Ok(m) = self.rx.try_recv() {
             match m {
                 QueueMsg::Publish(b) => {
-                    let list: Vec<(u16, u64)> = b.items.iter().filter_map(|(_, c)| *c).collect();
+                    let list: Vec<(ChannelKey, u64)> =
+                        b.items.iter().filter_map(|(_, c)| *c).collect();
                     if let Some((_, tx)) = b.from
                         && !list.is_empty()
                     {

@@ -168,3 +168,17 @@ async fn immediate_publish_is_a_540_connection_error() {
     let _ = e;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqplain_login_works() {
+    let s = TestServer::start().await;
+    let c = s
+        .connect_uri(&format!(
+            "amqp://guest:guest@{}/%2f?auth_mechanism=amqplain",
+            s.addr()
+        ))
+        .await;
+    let ch = c.create_channel().await.expect("channel");
+    declare(&ch, "x").await.expect("declare");
+    s.stop().await;
+}

@@ -328,3 +328,58 @@ async fn round_robin_between_two_consumers() {
     assert_eq!(got_b, vec![1, 3, 5, 7, 9]);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_flow_pauses_and_resumes_deliveries() {
+    let s = TestServer::start().await;
+    let (_c, ch) = s.channel().await;
+    declare(&ch, "f").await.expect("declare");
+    let mut cons = consume(&ch, "f", "c", true).await;
+    ch.channel_flow(ChannelFlowOptions { active: false })
+        .await
+        .expect("flow off");
+    publish(&ch, "", "f", b"held").await;
+    assert!(
+        tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            futures::StreamExt::next(&mut cons)
+        )
+        .await
+        .is_err(),
+        "no delivery while flow is off"
+    );
+    ch.channel_flow(ChannelFlowOptions { active: true })
+        .await
+        .expect("flow on");
+    assert_eq!(next(&mut cons).await.data, b"held");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiple_ack_and_nack() {
+    let s = TestServer::start().await;
+    let (_c, ch) = s.channel().await;
+    declare(&ch, "m").await.expect("declare");
+    for i in 0..6u8 {
+        publish(&ch, "", "m", &[i]).await;
+    }
+    let mut cons = consume(&ch, "m", "c", false).await;
+    let mut ds = vec![];
+    for _ in 0..6 {
+        ds.push(next(&mut cons).await);
+    }
+    ds[2]
+        .ack(BasicAckOptions { multiple: true })
+        .await
+        .expect("ack 0..=2");
+    ds[4]
+        .nack(BasicNackOptions {
+            multiple: true,
+            requeue: true,
+        })
+        .await
+        .expect("nack 3..=4");
+    let again: Vec<u8> = vec![next(&mut cons).await.data[0], next(&mut cons).await.data[0]];
+    assert_eq!(again, vec![3, 4]);
+    s.stop().await;
+}

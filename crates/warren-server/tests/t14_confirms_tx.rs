@@ -112,3 +112,69 @@ async fn transactions_commit_and_rollback() {
     assert_eq!(code(&e), Some(406));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_confirms_share_fsyncs() {
+    let s = TestServer::start().await;
+    let broker = s.server.as_ref().expect("running").broker.clone();
+    let syncs_before = broker
+        .writer
+        .stats()
+        .syncs
+        .load(std::sync::atomic::Ordering::Relaxed);
+    const PUBLISHERS: usize = 4;
+    const EACH: u32 = 500;
+    let mut tasks = vec![];
+    for p in 0..PUBLISHERS {
+        let (c, ch) = s.channel().await;
+        ch.queue_declare(
+            "gc".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("select");
+        tasks.push(tokio::spawn(async move {
+            let mut pending = vec![];
+            for i in 0..EACH {
+                pending.push(
+                    ch.basic_publish(
+                        "".into(),
+                        "gc".into(),
+                        BasicPublishOptions::default(),
+                        format!("{p}-{i}").as_bytes(),
+                        BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await
+                    .expect("publish"),
+                );
+            }
+            for c in pending {
+                assert!(c.await.expect("confirm").is_ack());
+            }
+            drop(c);
+        }));
+    }
+    for t in tasks {
+        t.await.expect("publisher");
+    }
+    let syncs = broker
+        .writer
+        .stats()
+        .syncs
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - syncs_before;
+    let messages = PUBLISHERS as u64 * EACH as u64;
+    println!("{messages} persistent messages confirmed with {syncs} WAL syncs");
+    assert!(
+        syncs * 4 < messages,
+        "group commit: {syncs} syncs for {messages} messages"
+    );
+    s.stop().await;
+}

@@ -206,3 +206,54 @@ async fn channel_close_handshake_and_frames_after_close_are_ignored() {
     ));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_secret_is_accepted() {
+    use amq_protocol::protocol::connection;
+    let s = TestServer::start().await;
+    let mut r = Raw::open(s.addr(), 0).await;
+    r.send(&method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(
+            connection::UpdateSecret {
+                new_secret: "token".into(),
+                reason: "refresh".into(),
+            },
+        )),
+    ))
+    .await;
+    assert!(matches!(
+        r.frame().await,
+        Some(AMQPFrame::Method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(_))
+        ))
+    ));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_close_gets_close_ok_and_the_socket_ends() {
+    use amq_protocol::protocol::connection;
+    let s = TestServer::start().await;
+    let mut r = Raw::open(s.addr(), 0).await;
+    r.send(&method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: 200,
+            reply_text: "bye".into(),
+            class_id: 0,
+            method_id: 0,
+        })),
+    ))
+    .await;
+    assert!(matches!(
+        r.frame().await,
+        Some(AMQPFrame::Method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))
+        ))
+    ));
+    assert!(r.frame().await.is_none(), "socket closed after close-ok");
+    s.stop().await;
+}

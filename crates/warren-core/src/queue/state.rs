@@ -20,11 +20,13 @@ pub type Seq = u64;
 /// A consumer's node-unique id, chosen by the runtime.
 pub type ConsumerId = u64;
 
-/// Identifies a channel on this node: (connection id, channel number).
+/// Identifies one opening of a channel on this node. A channel number that is
+/// closed and opened again gets a new `id`, so nothing addressed to the old
+/// channel (a delivery, a confirm) can reach the new one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelKey {
-    /// The connection's node-unique id.
-    pub conn: u64,
+    /// Node-unique id of this opening of the channel.
+    pub id: u64,
     /// The channel number within the connection.
     pub channel: u16,
 }

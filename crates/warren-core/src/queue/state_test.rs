@@ -12,10 +12,7 @@ fn msg(body: &str) -> Message {
 }
 
 fn ch(n: u16) -> ChannelKey {
-    ChannelKey {
-        conn: 1,
-        channel: n,
-    }
+    ChannelKey { id: 1, channel: n }
 }
 
 fn spec(id: ConsumerId, channel: u16, prefetch: u32) -> ConsumerSpec {

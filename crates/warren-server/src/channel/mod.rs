@@ -79,11 +79,14 @@ pub(crate) fn reply(ctx: &mut ConnCtx, channel: u16, class: AMQPClass) -> Result
 }
 
 impl Channel {
-    /// A freshly opened channel.
-    pub fn new(id: u16, conn: u64) -> Self {
+    /// A freshly opened channel; `key_id` is node-unique for this opening.
+    pub fn new(id: u16, key_id: u64) -> Self {
         Self {
             id,
-            key: ChannelKey { conn, channel: id },
+            key: ChannelKey {
+                id: key_id,
+                channel: id,
+            },
             assembler: Default::default(),
             closing: false,
             mode: Mode::Normal,
@@ -98,6 +101,11 @@ impl Channel {
             confirms_dirty: false,
             tx: Default::default(),
         }
+    }
+
+    /// This opening of the channel.
+    pub fn key(&self) -> ChannelKey {
+        self.key
     }
 
     /// Handles one assembled command.

@@ -103,7 +103,7 @@ impl Channel {
         for (id, d) in ids.iter().zip(durable) {
             if let Some(p) = ctx.publishes.get_mut(id) {
                 let confirm = if persistent && d {
-                    seq.map(|s| (self.id, s))
+                    seq.map(|s| (self.key, s))
                 } else {
                     None
                 };

@@ -24,7 +24,7 @@ pub struct PendingPublish {
     /// The queue.
     pub handle: QueueHandle,
     /// Messages with their confirm (channel, seq), if the publisher waits on this queue.
-    pub items: Vec<(Message, Option<(u16, u64)>)>,
+    pub items: Vec<(Message, Option<(ChannelKey, u64)>)>,
 }
 
 /// Shared state of one connection.
@@ -97,7 +97,8 @@ impl ConnCtx {
             {
                 // The queue was deleted after routing: the message is dropped
                 // and its publisher released, as RabbitMQ does.
-                let confirms: Vec<(u16, u64)> = b.items.iter().filter_map(|(_, c)| *c).collect();
+                let confirms: Vec<(ChannelKey, u64)> =
+                    b.items.iter().filter_map(|(_, c)| *c).collect();
                 if !confirms.is_empty() {
                     let _ = self
                         .events

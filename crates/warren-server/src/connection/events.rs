@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use warren_core::queue::ChannelKey;
 use warren_core::{Message, Name, QueueId};
 
 use crate::flow::ConsumerFlow;
@@ -14,8 +15,8 @@ pub type ConnTx = mpsc::UnboundedSender<ConnEvent>;
 /// A message for one of the connection's consumers.
 #[derive(Debug)]
 pub struct DeliverEvent {
-    /// Channel number.
-    pub channel: u16,
+    /// The consumer's channel (number and opening).
+    pub channel: ChannelKey,
     /// Consumer tag.
     pub tag: Name,
     /// The queue it comes from (for acks).
@@ -40,14 +41,14 @@ pub enum ConnEvent {
     /// Durable writes finished for these (channel, confirm seq) pairs.
     Persisted {
         /// (channel, publish seq)
-        confirms: Vec<(u16, u64)>,
+        confirms: Vec<(ChannelKey, u64)>,
         /// False: the write failed, nack them.
         ok: bool,
     },
     /// The queue of a consumer went away: send `basic.cancel`.
     Cancelled {
-        /// Channel number.
-        channel: u16,
+        /// The consumer's channel.
+        channel: ChannelKey,
         /// Consumer tag.
         tag: Name,
     },

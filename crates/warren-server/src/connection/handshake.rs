@@ -175,6 +175,27 @@ fn credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)> {
     }
 }
 
+/// RabbitMQ's rules: known user, right password, and `guest` only from a
+/// loopback address (its `loopback_users` default).
+fn login_allowed(
+    config: &Config,
+    user: &str,
+    pass: &str,
+    peer: SocketAddr,
+) -> Result<(), &'static str> {
+    if !config
+        .users
+        .iter()
+        .any(|u| u.name == user && u.password == pass)
+    {
+        return Err("invalid credentials");
+    }
+    if user == "guest" && !peer.ip().is_loopback() {
+        return Err("user 'guest' can only connect via localhost");
+    }
+    Ok(())
+}
+
 fn capabilities(props: &FieldTable) -> ClientCaps {
     let Some(AMQPValue::FieldTable(c)) = props.inner().get("capabilities") else {
         return ClientCaps::default();
@@ -254,16 +275,8 @@ pub async fn run(
     let Some((user, pass)) = credentials(mechanism, ok.response.as_bytes()) else {
         return Err(io.refuse(403, refused, 10, 11).await);
     };
-    let known = config
-        .users
-        .iter()
-        .any(|u| u.name == user && u.password == pass);
-    if !known {
-        tracing::warn!(%peer, user, "login refused: invalid credentials");
-        return Err(io.refuse(403, refused, 10, 11).await);
-    }
-    if user == "guest" && !peer.ip().is_loopback() {
-        tracing::warn!(%peer, "login refused: user 'guest' can only connect via localhost");
+    if let Err(why) = login_allowed(config, &user, &pass, peer) {
+        tracing::warn!(%peer, user, why, "login refused");
         return Err(io.refuse(403, refused, 10, 11).await);
     }
     let caps = capabilities(&ok.client_properties);
@@ -384,6 +397,24 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_only_from_loopback() {
+        let c = Config::default();
+        let local: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let local6: SocketAddr = "[::1]:1".parse().expect("addr");
+        let remote: SocketAddr = "10.1.2.3:1".parse().expect("addr");
+        assert_eq!(login_allowed(&c, "guest", "guest", local), Ok(()));
+        assert_eq!(login_allowed(&c, "guest", "guest", local6), Ok(()));
+        assert!(login_allowed(&c, "guest", "guest", remote).is_err());
+        assert!(login_allowed(&c, "guest", "wrong", local).is_err());
+        let mut c = Config::default();
+        c.users.push(crate::config::User {
+            name: "app".into(),
+            password: "pw".into(),
+        });
+        assert_eq!(login_allowed(&c, "app", "pw", remote), Ok(()));
+    }
 
     #[test]
     fn parses_sasl_responses() {

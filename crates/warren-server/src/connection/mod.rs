@@ -344,19 +344,25 @@ impl Connection {
 
     fn on_event(&mut self, ev: ConnEvent) {
         match ev {
-            ConnEvent::Deliver(d) => match self.channels.get_mut(&d.channel) {
-                Some(ch) => ch.on_deliver(d, &mut self.ctx),
-                None => d.flow.release(),
+            // Events for an earlier opening of a channel number are stale:
+            // the queue requeued that channel's messages when it closed.
+            ConnEvent::Deliver(d) => match self.channels.get_mut(&d.channel.channel) {
+                Some(ch) if ch.key() == d.channel => ch.on_deliver(d, &mut self.ctx),
+                _ => d.flow.release(),
             },
             ConnEvent::Persisted { confirms, ok } => {
-                for (ch, seq) in confirms {
-                    if let Some(c) = self.channels.get_mut(&ch) {
+                for (key, seq) in confirms {
+                    if let Some(c) = self.channels.get_mut(&key.channel)
+                        && c.key() == key
+                    {
                         c.on_persisted(seq, ok);
                     }
                 }
             }
             ConnEvent::Cancelled { channel, tag } => {
-                if let Some(c) = self.channels.get_mut(&channel) {
+                if let Some(c) = self.channels.get_mut(&channel.channel)
+                    && c.key() == channel
+                {
                     c.on_cancelled(tag, &mut self.ctx);
                 }
             }
@@ -463,7 +469,8 @@ impl Connection {
                             10,
                         ));
                     }
-                    self.channels.insert(ch, Channel::new(ch, self.ctx.id));
+                    self.channels
+                        .insert(ch, Channel::new(ch, self.ctx.broker.next_channel_id()));
                     let _ = encode::method(
                         &mut self.ctx.out,
                         ch,
