@@ -27,3 +27,39 @@ def test_sigterm_closes_clients_with_320_and_keeps_confirmed_messages(node):
     bodies = [ch.basic_get("kept", auto_ack=True)[2] for _ in range(100)]
     assert bodies == [f"m{i}".encode() for i in range(100)]
     conn.close()
+
+
+def _start(tmp_path, args, env_extra):
+    import os
+    import subprocess
+    from conftest import WARREN, wait_for
+    data = tmp_path / "envdata"
+    env = dict(os.environ, **env_extra)
+    proc = subprocess.Popen([WARREN, "server", *args], env=env,
+                            stdout=open(tmp_path / "env.log", "ab"), stderr=subprocess.STDOUT)
+    addr_file = data / "amqp.addr"
+
+    def ready():
+        assert proc.poll() is None, (tmp_path / "env.log").read_text()
+        return addr_file.exists() and addr_file.read_text().strip()
+    addr = wait_for("warren to listen", ready)
+    return proc, int(addr.rsplit(":", 1)[1])
+
+
+def test_options_from_environment_and_toml_file(tmp_path):
+    config = tmp_path / "warren.toml"
+    config.write_text('heartbeat = 7\n[[users]]\nname = "app"\npassword = "s3cret"\n')
+    proc, port = _start(tmp_path, ["--config", str(config)], {
+        "WARREN_AMQP_LISTEN": "127.0.0.1:0",
+        "WARREN_DATA_DIR": str(tmp_path / "envdata"),
+    })
+    try:
+        creds = pika.PlainCredentials("app", "s3cret")
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port, credentials=creds))
+        assert conn._impl.params.heartbeat == 7, "heartbeat from the file was negotiated"
+        conn.close()
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))  # guest is not configured
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=DEADLINE) == 0

@@ -44,12 +44,25 @@ def test_2_unacked_message_of_a_dead_worker_goes_to_another(node, run):
 def test_3_durable_queue_and_persistent_messages_survive_kill9(node, run):
     for i in range(3):
         run("new_task.py", f"task{i}").finish()
+    # A durable exchange and binding declared just before the crash survive too.
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.port))
+    ch = conn.channel()
+    ch.exchange_declare("durable_x", "direct", durable=True)
+    ch.queue_bind("task_queue", "durable_x", routing_key="k")
     node.kill9()
     node.start()
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.port))
+    ch = conn.channel()
+    ch.exchange_declare("durable_x", "direct", passive=True)
+    conn.close()
     w = run("worker.py")
     lines = w.wait_line(" [x] Done", count=3)
     assert [l for l in received(lines)] == [
         " [x] Received b'task0'", " [x] Received b'task1'", " [x] Received b'task2'"]
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.port))
+    conn.channel().basic_publish("durable_x", "k", b"via-binding")
+    conn.close()
+    w.wait_line("Received b'via-binding'")
 
 
 def test_3_redeclare_with_other_parameters_is_406(node, run):

@@ -257,3 +257,46 @@ async fn client_close_gets_close_ok_and_the_socket_ends() {
     assert!(r.frame().await.is_none(), "socket closed after close-ok");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tune_limits_are_enforced() {
+    use amq_protocol::protocol::{channel, connection};
+    let s = TestServer::start().await;
+    // A client asking for more than we offer is refused with 530.
+    for (channel_max, frame_max) in [(2047u16, 200_000u32), (3000, 131_072), (2047, 1024)] {
+        let mut r = Raw::connect(s.addr()).await;
+        r.send(b"AMQP\x00\x00\x09\x01").await;
+        r.frame().await;
+        r.send(&method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties: Default::default(),
+                mechanism: "PLAIN".into(),
+                response: "\0guest\0guest".into(),
+                locale: "en_US".into(),
+            })),
+        ))
+        .await;
+        r.frame().await;
+        r.send(&method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
+                channel_max,
+                frame_max,
+                heartbeat: 0,
+            })),
+        ))
+        .await;
+        let (code, text) = r.expect_connection_close().await;
+        assert_eq!(code, 530, "{channel_max}/{frame_max}: {text}");
+    }
+    // Channel numbers above the negotiated maximum are refused.
+    let mut r = Raw::open(s.addr(), 0).await;
+    r.send(&method(
+        2048,
+        AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+    ))
+    .await;
+    assert_eq!(r.expect_connection_close().await.0, 530);
+    s.stop().await;
+}
