@@ -1,0 +1,347 @@
+//! One benchmark run: topology, producers, consumers, progress, summary.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+
+use crate::args::{Args, Mode};
+use crate::stats::{Stats, Summary};
+
+/// How long consumers keep going after the producers stop, waiting for the
+/// messages still in flight, once nothing arrives for this long.
+const SETTLE_IDLE: Duration = Duration::from_secs(2);
+/// Upper bound on that wait.
+const SETTLE_MAX: Duration = Duration::from_secs(30);
+
+async fn connect(uri: &str) -> Result<Connection> {
+    Connection::connect(uri, ConnectionProperties::default())
+        .await
+        .with_context(|| format!("connecting to {uri}"))
+}
+
+fn queue_arguments(args: &Args) -> FieldTable {
+    let mut t = FieldTable::default();
+    if let Some(qt) = &args.queue_type {
+        t.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(qt.as_str().into()),
+        );
+    }
+    for kv in &args.queue_args {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let value = if let Ok(i) = v.parse::<i64>() {
+            AMQPValue::LongLongInt(i)
+        } else if let Ok(b) = v.parse::<bool>() {
+            AMQPValue::Boolean(b)
+        } else {
+            AMQPValue::LongString(v.into())
+        };
+        t.insert(k.into(), value);
+    }
+    t
+}
+
+fn routing_key(args: &Args, queue: &str) -> String {
+    match (args.exchange.as_str(), args.exchange_type.as_str()) {
+        (_, "fanout") => String::new(),
+        _ => queue.to_owned(),
+    }
+}
+
+/// Declares the queues (and the exchange with its bindings).
+async fn topology(args: &Args) -> Result<()> {
+    let conn = connect(args.uri(0)).await?;
+    let ch = conn.create_channel().await?;
+    for q in args.queue_names() {
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                durable: args.durable,
+                ..Default::default()
+            },
+            queue_arguments(args),
+        )
+        .await
+        .with_context(|| format!("declaring queue {q}"))?;
+    }
+    if !args.exchange.is_empty() {
+        if !args.exchange.starts_with("amq.") {
+            let kind = match args.exchange_type.as_str() {
+                "fanout" => ExchangeKind::Fanout,
+                "topic" => ExchangeKind::Topic,
+                "headers" => ExchangeKind::Headers,
+                _ => ExchangeKind::Direct,
+            };
+            ch.exchange_declare(
+                args.exchange.as_str().into(),
+                kind,
+                ExchangeDeclareOptions {
+                    durable: args.durable,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .context("declaring the exchange")?;
+        }
+        for q in args.queue_names() {
+            ch.queue_bind(
+                q.as_str().into(),
+                args.exchange.as_str().into(),
+                routing_key(args, &q).as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .context("binding")?;
+        }
+    }
+    conn.close(200, "topology done".into()).await?;
+    Ok(())
+}
+
+async fn producer(
+    n: usize,
+    args: Arc<Args>,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let conn = connect(args.uri(n)).await?;
+    let ch = conn.create_channel().await?;
+    if args.confirm > 0 {
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    }
+    let queues = args.queue_names();
+    let key = routing_key(&args, &queues[n % queues.len()]);
+    let props = if args.persistent {
+        BasicProperties::default().with_delivery_mode(2)
+    } else {
+        BasicProperties::default()
+    };
+    let mut body = vec![0u8; args.size];
+    let mut pending = VecDeque::with_capacity(args.confirm);
+    let interval = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
+    let mut next_at = tokio::time::Instant::now();
+    let mut seq: u64 = 0;
+    while !stop.load(Ordering::Relaxed) && (args.count == 0 || seq < args.count) {
+        if let Some(i) = interval {
+            tokio::time::sleep_until(next_at).await;
+            next_at += i;
+        }
+        let sent_ns = stats.now_ns();
+        body[..8].copy_from_slice(&sent_ns.to_be_bytes());
+        body[8..16].copy_from_slice(&seq.to_be_bytes());
+        let confirm = ch
+            .basic_publish(
+                args.exchange.as_str().into(),
+                key.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                props.clone(),
+            )
+            .await?;
+        stats.on_sent();
+        seq += 1;
+        if args.confirm > 0 {
+            pending.push_back((sent_ns, confirm));
+            while pending.len() >= args.confirm {
+                settle(&mut pending, &stats).await?;
+            }
+        }
+    }
+    while !pending.is_empty() {
+        settle(&mut pending, &stats).await?;
+    }
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
+
+async fn settle(
+    pending: &mut VecDeque<(u64, lapin::PublisherConfirm)>,
+    stats: &Stats,
+) -> Result<()> {
+    if let Some((sent_ns, c)) = pending.pop_front() {
+        let confirmation = c.await?;
+        stats.on_confirm(sent_ns, confirmation.is_ack());
+    }
+    Ok(())
+}
+
+async fn consumer(
+    n: usize,
+    args: Arc<Args>,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let conn = connect(args.uri(n + args.producers)).await?;
+    let ch = conn.create_channel().await?;
+    if args.prefetch > 0 {
+        ch.basic_qos(args.prefetch, BasicQosOptions::default())
+            .await?;
+    }
+    let queues = args.queue_names();
+    let mut consumer = ch
+        .basic_consume(
+            queues[n % queues.len()].as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: args.auto_ack,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let mut unacked = 0u32;
+    let mut last_tag = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let next = tokio::time::timeout(Duration::from_millis(100), consumer.next()).await;
+        let delivery = match next {
+            Err(_) => continue,
+            Ok(None) => break,
+            Ok(Some(d)) => d?,
+        };
+        let sent_ns = delivery
+            .data
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        stats.on_received(sent_ns);
+        if !args.auto_ack {
+            unacked += 1;
+            last_tag = delivery.delivery_tag;
+            if unacked >= args.multi_ack {
+                ack(&ch, last_tag).await?;
+                unacked = 0;
+            }
+        }
+    }
+    if unacked > 0 {
+        ack(&ch, last_tag).await?;
+    }
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
+
+async fn ack(ch: &Channel, tag: u64) -> Result<()> {
+    ch.basic_ack(tag, BasicAckOptions { multiple: true })
+        .await?;
+    Ok(())
+}
+
+/// Runs the benchmark described by `args` and returns its summary.
+pub async fn run(args: Args) -> Result<Summary> {
+    args.validate().map_err(anyhow::Error::msg)?;
+    topology(&args).await?;
+    let args = Arc::new(args);
+    let stats = Arc::new(Stats::new());
+    let stop_producers = Arc::new(AtomicBool::new(false));
+    let stop_consumers = Arc::new(AtomicBool::new(false));
+    let (producers, consumers) = args.active();
+
+    let mut consumer_tasks = Vec::new();
+    for n in 0..consumers {
+        consumer_tasks.push(tokio::spawn(consumer(
+            n,
+            args.clone(),
+            stats.clone(),
+            stop_consumers.clone(),
+        )));
+    }
+    let mut producer_tasks = Vec::new();
+    for n in 0..producers {
+        producer_tasks.push(tokio::spawn(producer(
+            n,
+            args.clone(),
+            stats.clone(),
+            stop_producers.clone(),
+        )));
+    }
+
+    let started = Instant::now();
+    let deadline = args.time_limit().map(|d| started + d);
+    let reporter = {
+        let (stats, quiet) = (stats.clone(), args.quiet);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            let (mut s0, mut c0, mut r0) = (0, 0, 0);
+            loop {
+                tick.tick().await;
+                let (s, c, r) = (
+                    stats.sent.load(Ordering::Relaxed),
+                    stats.confirmed.load(Ordering::Relaxed),
+                    stats.received.load(Ordering::Relaxed),
+                );
+                let w = stats.take_window();
+                if !quiet {
+                    eprintln!(
+                        "time {:>4}s  sent {:>8} msg/s  confirmed {:>8} msg/s  received {:>8} msg/s  latency p50 {:.2} ms p99 {:.2} ms",
+                        stats.start.elapsed().as_secs(),
+                        s - s0,
+                        c - c0,
+                        r - r0,
+                        w.p50 as f64 / 1000.0,
+                        w.p99 as f64 / 1000.0
+                    );
+                }
+                (s0, c0, r0) = (s, c, r);
+            }
+        })
+    };
+
+    // Producers run until their count or the deadline.
+    let past_deadline = || deadline.is_some_and(|d| Instant::now() >= d);
+    while !producer_tasks.iter().all(|t| t.is_finished()) && !past_deadline() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_producers.store(true, Ordering::Relaxed);
+    for t in producer_tasks {
+        t.await.context("producer task")??;
+    }
+
+    // Consumers run until what was published arrived (or, consume-only, until
+    // the count is reached), then until nothing more arrives.
+    if consumers > 0 {
+        let settle_start = Instant::now();
+        let mut last = stats.received.load(Ordering::Relaxed);
+        let mut idle_since = Instant::now();
+        loop {
+            let received = stats.received.load(Ordering::Relaxed);
+            let sent = stats.sent.load(Ordering::Relaxed);
+            if received != last {
+                last = received;
+                idle_since = Instant::now();
+            }
+            let done = match args.mode {
+                Mode::Consume => (args.count > 0 && received >= args.count) || past_deadline(),
+                _ => received >= sent && producers > 0 && args.exchange_type != "fanout",
+            };
+            let idle = idle_since.elapsed() >= SETTLE_IDLE
+                && (args.mode != Mode::Consume || received > 0 || past_deadline());
+            if done || idle || (args.mode != Mode::Consume && settle_start.elapsed() >= SETTLE_MAX)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop_consumers.store(true, Ordering::Relaxed);
+        for t in consumer_tasks {
+            t.await.context("consumer task")??;
+        }
+    }
+    reporter.abort();
+    let summary = stats.summary();
+    let json = serde_json::to_string(&summary)?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(summary)
+}
