@@ -1,0 +1,272 @@
+"""Drives bench/compare.sh: starts both brokers, runs the scenarios, writes the table.
+
+Each broker runs on loopback with its own data directory under the output
+directory and is stopped at the end, whatever happens."""
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WARREN = ROOT / "target" / "release" / "warren"
+BENCH = ROOT / "target" / "release" / "warren-bench"
+RMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+WARREN_PORT, RMQ_PORT = 5801, 5802
+
+COMMON = ["--prefetch", "1000", "--multi-ack", "100"]
+SCENARIOS = {
+    1: ("transient 100 B, 1→1, no confirms",
+        ["--size", "100", "--duration", "15"] + COMMON),
+    2: ("persistent 1 KiB, confirms window 100, 1→1",
+        ["--size", "1024", "--persistent", "--durable", "--confirm", "100", "--duration", "15"] + COMMON),
+    3: ("persistent 1 KiB, confirm window 1",
+        ["--size", "1024", "--persistent", "--durable", "--confirm", "1", "--duration", "10"] + COMMON),
+    4: ("fan-in: 10 producers → 2 consumers, durable queue, confirms 100",
+        ["--producers", "10", "--consumers", "2", "--size", "1024", "--persistent", "--durable",
+         "--confirm", "100", "--duration", "15"] + COMMON),
+    5: ("fanout to 10 queues, 100 B transient",
+        ["--exchange", "fanout-{tag}", "--exchange-type", "fanout", "--queues", "10", "--consumers", "10",
+         "--size", "100", "--duration", "15"] + COMMON),
+    6: ("1,000 connections with a consumer each, 100 msg/s",
+        ["--consumers", "1000", "--rate", "100", "--size", "100", "--duration", "20"] + COMMON),
+}
+
+
+def wait_port(port, timeout=60):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+def rss_of(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class Sampler:
+    """Peak RSS of a process, sampled every 100 ms."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_of(self.pid))
+            self._stop.wait(0.1)
+
+    def stop(self):
+        self._stop.set()
+        self._t.join()
+        return self.peak
+
+
+class Warren:
+    name = "warren"
+
+    def __init__(self, out):
+        self.data = out / "warren-data"
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [str(WARREN), "server", "--amqp-listen", f"127.0.0.1:{WARREN_PORT}", "--data-dir", str(self.data)],
+            stdout=open(self.data.parent / "warren.log", "ab"), stderr=subprocess.STDOUT,
+            env=dict(os.environ, RUST_LOG="warn"))
+        wait_port(WARREN_PORT)
+
+    def pid(self):
+        return self.proc.pid
+
+    def uri(self):
+        return f"amqp://guest:guest@127.0.0.1:{WARREN_PORT}/%2f"
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class RabbitMQ:
+    name = "rabbitmq"
+
+    def __init__(self, out):
+        self.home = out / "rabbitmq"
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "enabled_plugins").write_text("[].\n")
+        (self.home / "rabbitmq.conf").write_text("loopback_users.guest = true\n")
+        self.env = dict(
+            os.environ, HOME=str(self.home), RABBITMQ_NODENAME="warrenbench@localhost",
+            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1", RABBITMQ_NODE_PORT=str(RMQ_PORT),
+            RABBITMQ_DIST_PORT=str(RMQ_PORT + 20000), RABBITMQ_MNESIA_BASE=str(self.home / "mnesia"),
+            RABBITMQ_LOG_BASE=str(self.home / "log"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(self.home / "enabled_plugins"),
+            RABBITMQ_CONFIG_FILE=str(self.home / "rabbitmq"), RABBITMQ_PID_FILE=str(self.home / "pid"))
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen([str(RMQ_BIN / "rabbitmq-server")], env=self.env,
+                                     stdout=open(self.home / "out.log", "ab"), stderr=subprocess.STDOUT)
+        wait_port(RMQ_PORT, timeout=120)
+
+    def pid(self):
+        return int((self.home / "pid").read_text().strip())
+
+    def uri(self):
+        return f"amqp://guest:guest@127.0.0.1:{RMQ_PORT}/%2f"
+
+    def stop(self):
+        subprocess.run([str(RMQ_BIN / "rabbitmqctl"), "-n", "warrenbench@localhost", "stop"], env=self.env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        if self.proc:
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def bench(broker, args, tag):
+    """One warren-bench run with RSS sampling; returns (summary, peak rss, rss before)."""
+    before = rss_of(broker.pid())
+    sampler = Sampler(broker.pid())
+    args = [a.replace("{tag}", tag) for a in args]
+    out = subprocess.run([str(BENCH), "--uri", broker.uri(), "--quiet", "--queue", tag, *args],
+                         capture_output=True, text=True, timeout=1800)
+    peak = sampler.stop()
+    if out.returncode != 0:
+        raise RuntimeError(f"{broker.name} {tag}: warren-bench failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1]), peak, before
+
+
+def fsync_latency_us(directory, n=200):
+    fd, path = tempfile.mkstemp(dir=directory)
+    samples = []
+    try:
+        for _ in range(n):
+            os.write(fd, b"x" * 4096)
+            t = time.perf_counter()
+            os.fsync(fd)
+            samples.append((time.perf_counter() - t) * 1e6)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return statistics.median(samples)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--scenarios", default="1,2,3,4,5,6,7")
+    ap.add_argument("--backlog", type=int, default=1_000_000, help="messages in scenario 7")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    opts = ap.parse_args()
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="warren-compare-"))
+    chosen = [int(s) for s in opts.scenarios.split(",")]
+    brokers = [Warren(work), RabbitMQ(work)]
+    results = {b.name: {s: [] for s in chosen} for b in brokers}
+    try:
+        for b in brokers:
+            b.start()
+        for rnd in range(opts.rounds):
+            order = brokers if rnd % 2 == 0 else list(reversed(brokers))
+            for s in chosen:
+                for b in order:
+                    tag = f"s{s}-r{rnd}"
+                    if s == 7:
+                        pub, peak1, before = bench(b, ["--mode", "publish", "--count", str(opts.backlog), "--duration", "0",
+                                                       "--size", "1024", "--persistent", "--durable", "--confirm", "100"], tag)
+                        con, peak2, _ = bench(b, ["--mode", "consume", "--count", str(opts.backlog), "--duration", "600",
+                                                  "--size", "1024", "--durable"] + COMMON, tag)
+                        r = {"publish_rate": pub["publish_rate"], "consume_rate": con["consume_rate"],
+                             "latency_us": con["latency_us"], "peak_rss": max(peak1, peak2), "rss_before": before}
+                    else:
+                        summary, peak, before = bench(b, SCENARIOS[s][1], tag)
+                        r = dict(summary, peak_rss=peak, rss_before=before)
+                    results[b.name][s].append(r)
+                    print(f"round {rnd + 1} scenario {s} {b.name}: consume {r['consume_rate']:.0f} msg/s, "
+                          f"p99 {r['latency_us']['p99'] / 1000:.2f} ms, peak RSS {r['peak_rss'] >> 20} MiB", flush=True)
+    finally:
+        for b in brokers:
+            b.stop()
+    fsync = fsync_latency_us(work)
+    write_report(out, results, chosen, fsync, opts)
+
+
+def med(rs, key):
+    return statistics.median(k(r) for r in rs for k in [key])
+
+
+def write_report(out, results, chosen, fsync, opts):
+    rows, table = [], []
+    for s in chosen:
+        w, r = results["warren"][s], results["rabbitmq"][s]
+        rate = lambda r_: r_["consume_rate"]
+        p99 = lambda r_: r_["latency_us"]["p99"] / 1000
+        rss = lambda r_: r_["peak_rss"] / 2**20
+        row = {
+            "scenario": s,
+            "title": SCENARIOS[s][0] if s in SCENARIOS else f"backlog of {opts.backlog} persistent 1 KiB",
+            "warren_msgs": med(w, rate), "rabbitmq_msgs": med(r, rate),
+            "warren_p99_ms": med(w, p99), "rabbitmq_p99_ms": med(r, p99),
+            "warren_rss_mib": med(w, rss), "rabbitmq_rss_mib": med(r, rss),
+        }
+        row["ratio"] = row["warren_msgs"] / row["rabbitmq_msgs"] if row["rabbitmq_msgs"] else float("nan")
+        if s == 7:
+            row["warren_publish_msgs"] = med(w, lambda r_: r_["publish_rate"])
+            row["rabbitmq_publish_msgs"] = med(r, lambda r_: r_["publish_rate"])
+        if s == 6:
+            row["warren_kib_per_conn"] = med(w, lambda r_: (r_["peak_rss"] - r_["rss_before"]) / 1024 / 1000)
+            row["rabbitmq_kib_per_conn"] = med(r, lambda r_: (r_["peak_rss"] - r_["rss_before"]) / 1024 / 1000)
+        rows.append(row)
+        table.append(
+            f"| {s} | {row['title']} | {row['warren_msgs']:.0f} | {row['rabbitmq_msgs']:.0f} | {row['ratio']:.2f} | "
+            f"{row['warren_p99_ms']:.2f} | {row['rabbitmq_p99_ms']:.2f} | {row['warren_rss_mib']:.0f} | {row['rabbitmq_rss_mib']:.0f} |")
+    md = [
+        f"Rounds: {opts.rounds} (median shown). Disk fsync latency (4 KiB write + fsync, median): {fsync:.0f} µs. "
+        f"CPUs: {os.cpu_count()}.",
+        "",
+        "| # | scenario | Warren msg/s | RabbitMQ msg/s | ratio | Warren p99 ms | RabbitMQ p99 ms | Warren peak RSS MiB | RabbitMQ peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *table,
+    ]
+    for row in rows:
+        if "warren_publish_msgs" in row:
+            md.append(f"\nScenario 7 publish rates: Warren {row['warren_publish_msgs']:.0f} msg/s, "
+                      f"RabbitMQ {row['rabbitmq_publish_msgs']:.0f} msg/s.")
+        if "warren_kib_per_conn" in row:
+            md.append(f"\nScenario 6 RSS per connection: Warren {row['warren_kib_per_conn']:.1f} KiB, "
+                      f"RabbitMQ {row['rabbitmq_kib_per_conn']:.1f} KiB.")
+    text = "\n".join(md) + "\n"
+    (out / "compare.md").write_text(text)
+    (out / "compare.json").write_text(json.dumps({"fsync_us": fsync, "rounds": opts.rounds, "rows": rows,
+                                                  "raw": results}, indent=2))
+    print(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
