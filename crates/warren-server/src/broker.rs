@@ -21,7 +21,7 @@ use warren_store::{Op, Store, StoreError, Writer, codec, keys};
 
 use crate::config::Config;
 use crate::memory::{Memory, total_memory};
-use crate::queue_actor::{self, QueueHandle, QueueMsg};
+use crate::queue_actor::{self, QueueEnv, QueueHandle, QueueMsg};
 
 /// The only vhost until vhosts are manageable.
 pub const DEFAULT_VHOST: &str = "/";
@@ -49,9 +49,8 @@ pub struct Broker {
     next_conn: AtomicU64,
     next_consumer: AtomicU64,
     next_channel: AtomicU64,
-    /// The queue actors' tasks.
-    tasks: TaskTracker,
-    me: Weak<Broker>,
+    /// What queue actors are started with (their tasks are tracked there).
+    env: QueueEnv,
 }
 
 fn internal(e: StoreError) -> AmqpError {
@@ -78,10 +77,8 @@ impl Broker {
             if vh != DEFAULT_VHOST {
                 continue;
             }
-            let mut msgs = Vec::new();
-            store.for_each_message(q.id, |seq, m| msgs.push((seq, m)))?;
             vhost.restore_queue(q.clone());
-            to_start.push((q, msgs));
+            to_start.push(q);
         }
         let mut dropped = 0;
         for (vh, b) in recovered.bindings {
@@ -99,21 +96,16 @@ impl Broker {
         );
         let tasks = TaskTracker::new();
         let broker = Arc::new_cyclic(|me: &Weak<Broker>| {
+            let env = QueueEnv {
+                writer: writer.clone(),
+                store,
+                memory: memory.clone(),
+                broker: me.clone(),
+                tasks,
+            };
             let mut queues = HashMap::new();
-            for (def, msgs) in to_start {
-                let n = msgs.len();
-                let h = queue_actor::spawn(
-                    def,
-                    DEFAULT_VHOST.into(),
-                    msgs,
-                    writer.clone(),
-                    memory.clone(),
-                    me.clone(),
-                    &tasks,
-                );
-                if n > 0 {
-                    tracing::info!(queue = %h.name, messages = n, "recovered queue");
-                }
+            for def in to_start {
+                let h = queue_actor::spawn(def, DEFAULT_VHOST.into(), true, &env);
                 queues.insert(h.id, h);
             }
             Broker {
@@ -125,8 +117,7 @@ impl Broker {
                 next_conn: AtomicU64::new(1),
                 next_consumer: AtomicU64::new(1),
                 next_channel: AtomicU64::new(1),
-                tasks,
-                me: me.clone(),
+                env,
             }
         });
         Ok(broker)
@@ -214,15 +205,7 @@ impl Broker {
             let id = self.next_queue.fetch_add(1, Ordering::Relaxed);
             let (def, created) = st.vhost.declare_queue(d, id)?;
             let handle = if created {
-                let h = queue_actor::spawn(
-                    def.clone(),
-                    DEFAULT_VHOST.into(),
-                    Vec::new(),
-                    self.writer.clone(),
-                    self.memory.clone(),
-                    self.me.clone(),
-                    &self.tasks,
-                );
+                let h = queue_actor::spawn(def.clone(), DEFAULT_VHOST.into(), false, &self.env);
                 st.queues.insert(def.id, h.clone());
                 h
             } else {
@@ -367,8 +350,8 @@ impl Broker {
         for h in handles {
             let _ = h.tx.send(QueueMsg::Stop).await;
         }
-        self.tasks.close();
-        self.tasks.wait().await;
+        self.env.tasks.close();
+        self.env.tasks.wait().await;
         if let Err(e) = self.writer.close().await {
             tracing::error!(cause = %e, "final storage flush failed");
         }

@@ -13,13 +13,14 @@
 //! redelivery, never a loss).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec, Entry, QueueDef, QueueState};
 use warren_core::{AmqpError, Message, Name, QueueId};
-use warren_store::{Op, Writer};
+use warren_store::{Op, Store, Writer};
 
 use crate::broker::Broker;
 use crate::connection::events::{ConnEvent, ConnTx, DeliverEvent};
@@ -28,6 +29,13 @@ use crate::memory::Memory;
 
 /// Mailbox depth of a queue, in messages (each may carry a batch).
 const MAILBOX: usize = 256;
+/// Bytes of ready message bodies a durable queue keeps in memory; past it,
+/// persistent messages are read back from disk when their turn comes.
+pub const PAGE_BUDGET: usize = 8 << 20;
+/// Page in when fewer ready messages than this are in memory...
+const PAGE_LOW: usize = 512;
+/// ...this many at a time.
+const PAGE_BATCH: usize = 2048;
 /// Most mailbox messages handled before dispatching and writing.
 const MAX_BURST: usize = 256;
 
@@ -138,8 +146,13 @@ struct QueueActor {
     rx: mpsc::Receiver<QueueMsg>,
     links: HashMap<ConsumerId, ConsumerLink>,
     writer: Writer,
+    store: Store,
     memory: Arc<Memory>,
     broker: Weak<Broker>,
+    /// Highest seq whose write has completed (set by the writer's completion).
+    durable_upto: Arc<AtomicU64>,
+    /// Highest seq put in the current burst.
+    burst_max_put: u64,
     /// Disk operations of the current burst.
     ops: Vec<Op>,
     ops_need_sync: bool,
@@ -151,16 +164,24 @@ struct QueueActor {
     stopped: bool,
 }
 
-/// Starts the actor of a queue, with messages recovered from disk.
-pub fn spawn(
-    def: QueueDef,
-    vhost: Name,
-    recovered: Vec<(u64, Message)>,
-    writer: Writer,
-    memory: Arc<Memory>,
-    broker: Weak<Broker>,
-    tasks: &TaskTracker,
-) -> QueueHandle {
+/// What a queue actor needs from the node.
+#[derive(Clone, Debug)]
+pub struct QueueEnv {
+    /// The group-commit writer.
+    pub writer: Writer,
+    /// Reads (recovery, paging).
+    pub store: Store,
+    /// Memory accounting.
+    pub memory: Arc<Memory>,
+    /// For auto-delete.
+    pub broker: Weak<Broker>,
+    /// Where the actor's task is tracked.
+    pub tasks: TaskTracker,
+}
+
+/// Starts the actor of a queue; a durable queue first recovers its messages
+/// from disk (bodies only up to the page budget).
+pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &QueueEnv) -> QueueHandle {
     let (tx, rx) = mpsc::channel(MAILBOX);
     let handle = QueueHandle {
         id: def.id,
@@ -169,8 +190,21 @@ pub fn spawn(
         tx,
     };
     let mut state = QueueState::new();
-    for (seq, msg) in recovered {
-        state.recover(seq, msg);
+    let mut durable_upto = 0;
+    if def.durable {
+        state.set_page_budget(PAGE_BUDGET);
+    }
+    if recover {
+        let result = env.store.for_each_message(def.id, |seq, msg| {
+            let keep = !state.over_budget();
+            state.recover(seq, keep.then_some(msg));
+            durable_upto = seq;
+        });
+        match result {
+            Ok(n) if n > 0 => tracing::info!(queue = %def.name, messages = n, "recovered queue"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(queue = %def.name, cause = %e, "could not recover messages"),
+        }
     }
     let actor = QueueActor {
         def,
@@ -178,9 +212,12 @@ pub fn spawn(
         state,
         rx,
         links: HashMap::new(),
-        writer,
-        memory,
-        broker,
+        writer: env.writer.clone(),
+        store: env.store.clone(),
+        memory: env.memory.clone(),
+        broker: env.broker.clone(),
+        durable_upto: Arc::new(AtomicU64::new(durable_upto)),
+        burst_max_put: 0,
         ops: Vec::new(),
         ops_need_sync: false,
         confirms: Vec::new(),
@@ -189,7 +226,7 @@ pub fn spawn(
         deleted: false,
         stopped: false,
     };
-    tasks.spawn(actor.run());
+    env.tasks.spawn(actor.run());
     handle
 }
 
@@ -211,6 +248,12 @@ impl QueueActor {
                 n += 1;
             }
             if !self.deleted && !self.stopped {
+                let upto = self.durable_upto.load(Ordering::Acquire);
+                let durable = self.def.durable;
+                self.state.unpin(upto, |m| durable && m.persistent);
+                if self.state.consumer_count() > 0 {
+                    self.page_in();
+                }
                 self.dispatch();
             }
             self.flush().await;
@@ -277,6 +320,7 @@ impl QueueActor {
                 no_ack,
                 reply,
             } => {
+                self.page_in();
                 let got = self.state.get(channel, no_ack);
                 if no_ack && let Some(e) = &got {
                     self.forget(vec![e.clone()]);
@@ -285,9 +329,17 @@ impl QueueActor {
                 let _ = reply.send(got.map(|e| (e, remaining)));
             }
             QueueMsg::Purge(reply) => {
-                let gone = self.state.purge();
-                let n = gone.len() as u32;
+                let (gone, paged) = self.state.purge();
+                let n = (gone.len() + paged.len()) as u32;
                 self.forget(gone);
+                if self.def.durable {
+                    let id = self.def.id;
+                    self.ops.extend(
+                        paged
+                            .into_iter()
+                            .map(|seq| Op::DeleteMessage { queue: id, seq }),
+                    );
+                }
                 let _ = reply.send(n);
             }
             QueueMsg::Status(reply) => {
@@ -333,6 +385,7 @@ impl QueueActor {
                     msg,
                 });
                 self.ops_need_sync = true;
+                self.burst_max_put = seq;
             }
             if let Some(c) = confirm {
                 confirmed.push(c);
@@ -358,6 +411,33 @@ impl QueueActor {
                     queue: self.def.id,
                     seq: e.seq,
                 });
+            }
+        }
+    }
+
+    /// Reads paged message bodies back when the in-memory head runs short.
+    /// The reads hit RocksDB's memtable or block cache for a recent backlog;
+    /// they run in `block_in_place` so other tasks keep their worker thread.
+    fn page_in(&mut self) {
+        if !self.state.needs_page_in(PAGE_LOW) {
+            return;
+        }
+        let want = self.state.paged_to_read(PAGE_BATCH);
+        let read = if want.is_empty() {
+            Ok(Default::default())
+        } else {
+            let (store, id) = (&self.store, self.def.id);
+            tokio::task::block_in_place(|| store.read_messages(id, &want))
+        };
+        match read {
+            Ok(read) => {
+                let missing = self.state.page_in(PAGE_BATCH, read);
+                if !missing.is_empty() {
+                    tracing::error!(queue = %self.def.name, count = missing.len(), "paged messages missing from disk");
+                }
+            }
+            Err(e) => {
+                tracing::error!(queue = %self.def.name, cause = %e, "could not page messages in")
             }
         }
     }
@@ -415,10 +495,19 @@ impl QueueActor {
         let ops = std::mem::take(&mut self.ops);
         let sync = std::mem::replace(&mut self.ops_need_sync, false);
         let confirms = std::mem::take(&mut self.confirms);
-        let done: Option<warren_store::WriteDone> = if confirms.is_empty() {
+        let max_put = std::mem::take(&mut self.burst_max_put);
+        let durable_upto = self.durable_upto.clone();
+        let done: Option<warren_store::WriteDone> = if confirms.is_empty() && max_put == 0 {
             None
         } else {
-            Some(Box::new(move |r| release_confirms(confirms, r.is_ok())))
+            Some(Box::new(move |r| {
+                if r.is_ok() && max_put > 0 {
+                    // The writer completes requests in order: everything this
+                    // queue put up to `max_put` is durable now.
+                    durable_upto.fetch_max(max_put, Ordering::AcqRel);
+                }
+                release_confirms(confirms, r.is_ok());
+            }))
         };
         if let Err(e) = self.writer.submit(ops, sync, done).await {
             tracing::error!(queue = %self.def.name, cause = %e, "store writer unavailable");

@@ -1,5 +1,6 @@
 //! Opening the node's RocksDB and reading it back at start.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -120,6 +121,39 @@ impl Store {
             }
         }
         Ok(n)
+    }
+
+    /// Reads the messages of `queue` with the given seqs (ascending), for
+    /// paging bodies back into memory. Seqs not on disk are absent from the result.
+    pub fn read_messages(
+        &self,
+        queue: QueueId,
+        seqs: &[u64],
+    ) -> Result<BTreeMap<u64, Message>, StoreError> {
+        let mut out = BTreeMap::new();
+        let (Some(first), Some(last)) = (seqs.first(), seqs.last()) else {
+            return Ok(out);
+        };
+        let cf = self
+            .db
+            .cf_handle(CF_MESSAGES)
+            .ok_or(StoreError::Rocks("no messages cf".into()))?;
+        let start = keys::message(queue, *first);
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
+        {
+            let (k, v) = item?;
+            match keys::parse_message(&k) {
+                Some((q, seq)) if q == queue && seq <= *last => {
+                    if seqs.binary_search(&seq).is_ok() {
+                        out.insert(seq, codec::decode_message(&v)?);
+                    }
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     /// Starts the group-commit writer thread.

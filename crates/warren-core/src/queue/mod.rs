@@ -1,11 +1,13 @@
 //! Queues: their definition (metadata side) and their contents (state side).
 //!
 //! - [`args`]: the `x-` arguments RabbitMQ type-checks, parsed once at declare.
+//! - [`paged`]: the part of the ready list whose bodies are only on disk.
 //! - [`state`]: [`QueueState`], ready messages, unacked messages and consumers
 //!   of one queue, with the dispatch rule (priority, then round-robin, within
 //!   prefetch credit).
 
 pub mod args;
+pub mod paged;
 pub mod state;
 
 pub use args::QueueArgs;

@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 
 use smallvec::SmallVec;
 
+use super::paged::PagedTail;
 use crate::{AmqpError, Message, Name};
 
 /// A queue-local sequence number, increasing in publish order.
@@ -99,6 +100,10 @@ pub struct Delivery {
 #[derive(Debug, Default)]
 pub struct QueueState {
     ready: VecDeque<Entry>,
+    /// Ready messages past the memory budget (see [`PagedTail`]).
+    paged: PagedTail,
+    /// Bytes of ready bodies kept in memory before new ones are paged.
+    budget: usize,
     unacked: HashMap<Seq, Unacked>,
     consumers: Vec<Consumer>,
     next_consumer: usize,
@@ -112,14 +117,27 @@ impl QueueState {
     pub fn new() -> Self {
         Self {
             next_seq: 1,
+            budget: usize::MAX,
             ..Default::default()
         }
+    }
+
+    /// Limits the bytes of ready bodies held in memory. Past it, new messages
+    /// join the paged tail: their bodies are kept only until the runtime says
+    /// they are on disk ([`QueueState::unpin`]), then read back on demand. Only
+    /// a queue whose messages are written to disk should get a budget.
+    pub fn set_page_budget(&mut self, bytes: usize) {
+        self.budget = bytes;
     }
 
     /// Appends a published message; returns its seq.
     pub fn publish(&mut self, msg: Message) -> Seq {
         let seq = self.next_seq;
         self.next_seq += 1;
+        if !self.paged.is_empty() || self.ready_bytes > self.budget {
+            self.paged.push_pinned(seq, msg, false);
+            return seq;
+        }
         self.ready_bytes += msg.memory_size();
         self.ready.push_back(Entry {
             seq,
@@ -131,20 +149,74 @@ impl QueueState {
 
     /// Restores a message recovered from disk. Recovered messages must come in
     /// seq order; they are marked redelivered because they may have been
-    /// delivered before the restart.
-    pub fn recover(&mut self, seq: Seq, msg: Message) {
+    /// delivered before the restart. Past the budget only the seq is kept
+    /// (pass `None` to skip reading the body at all).
+    pub fn recover(&mut self, seq: Seq, msg: Option<Message>) {
         self.next_seq = self.next_seq.max(seq + 1);
-        self.ready_bytes += msg.memory_size();
-        self.ready.push_back(Entry {
-            seq,
-            msg,
-            redelivered: true,
-        });
+        match msg {
+            Some(msg) if self.paged.is_empty() && self.ready_bytes <= self.budget => {
+                self.ready_bytes += msg.memory_size();
+                self.ready.push_back(Entry {
+                    seq,
+                    msg,
+                    redelivered: true,
+                });
+            }
+            _ => self.paged.push_on_disk(seq, true),
+        }
     }
 
-    /// Messages ready for delivery.
+    /// True when recovery should stop reading bodies (the budget is spent).
+    pub fn over_budget(&self) -> bool {
+        !self.paged.is_empty() || self.ready_bytes > self.budget
+    }
+
+    /// Messages ready for delivery (in memory or paged).
     pub fn ready_len(&self) -> usize {
-        self.ready.len()
+        self.ready.len() + self.paged.len()
+    }
+
+    /// Drops the bodies of paged messages with seq <= `durable_upto` for which
+    /// `on_disk` holds: their writes have completed and they can be read back.
+    pub fn unpin(&mut self, durable_upto: Seq, on_disk: impl Fn(&Message) -> bool) {
+        self.paged.unpin(durable_upto, on_disk);
+    }
+
+    /// True when the in-memory head has fewer than `low` messages and a paged
+    /// tail exists: the runtime should call [`QueueState::page_in`].
+    pub fn needs_page_in(&self, low: usize) -> bool {
+        !self.paged.is_empty() && self.ready.len() < low
+    }
+
+    /// Seqs among the next `batch` paged messages whose bodies must be read
+    /// from disk (the others are pinned in memory).
+    pub fn paged_to_read(&self, batch: usize) -> Vec<Seq> {
+        self.paged.to_read(batch)
+    }
+
+    /// Moves up to `batch` paged messages into the in-memory head, bodies from
+    /// the pins or from `read`. Returns seqs that could not be found (a fault the
+    /// runtime should report; they are dropped from the queue).
+    pub fn page_in(
+        &mut self,
+        batch: usize,
+        read: std::collections::BTreeMap<Seq, Message>,
+    ) -> Vec<Seq> {
+        let (loaded, missing) = self.paged.take(batch, read);
+        for (seq, msg, redelivered) in loaded {
+            self.ready_bytes += msg.memory_size();
+            self.ready.push_back(Entry {
+                seq,
+                msg,
+                redelivered,
+            });
+        }
+        missing
+    }
+
+    /// Messages of the paged tail (their bodies are on disk or pinned).
+    pub fn paged_len(&self) -> usize {
+        self.paged.len()
     }
 
     /// Messages delivered and not yet acked.
@@ -159,7 +231,7 @@ impl QueueState {
 
     /// Bytes held by the queue's messages (see [`Message::memory_size`]).
     pub fn memory_bytes(&self) -> usize {
-        self.ready_bytes + self.unacked_bytes
+        self.ready_bytes + self.unacked_bytes + self.paged.memory_bytes()
     }
 
     /// True when `id` is a consumer of this queue.
@@ -341,10 +413,11 @@ impl QueueState {
     }
 
     /// Drops every ready message (unacked ones stay, as in RabbitMQ);
-    /// returns them so persisted copies can be deleted.
-    pub fn purge(&mut self) -> Vec<Entry> {
+    /// returns the in-memory ones and the paged seqs so persisted copies can
+    /// be deleted.
+    pub fn purge(&mut self) -> (Vec<Entry>, Vec<Seq>) {
         self.ready_bytes = 0;
-        self.ready.drain(..).collect()
+        (self.ready.drain(..).collect(), self.paged.drain())
     }
 
     /// Consumers' specs, for cancel notifications when the queue goes away.
@@ -354,6 +427,7 @@ impl QueueState {
 
     /// Every message still held (ready and unacked), for deletion of the queue.
     pub fn drain_all(&mut self) -> Vec<Entry> {
+        self.paged.drain();
         let mut all: Vec<Entry> = self.ready.drain(..).collect();
         all.extend(self.unacked.drain().map(|(_, u)| u.entry));
         self.ready_bytes = 0;

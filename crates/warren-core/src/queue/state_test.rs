@@ -166,3 +166,79 @@ fn settle_ignores_other_channels_and_memory_is_tracked() {
     assert_eq!(q.memory_bytes(), 0);
     assert_eq!(q.unacked_len(), 0);
 }
+
+fn persistent(body: &str) -> Message {
+    Message::new(
+        "".into(),
+        "q",
+        &[0, 0],
+        [body.as_bytes()],
+        MessageFlags {
+            persistent: true,
+            priority: 0,
+        },
+    )
+}
+
+#[test]
+fn paging_keeps_order_and_bounds_memory() {
+    let mut q = QueueState::new();
+    let one = persistent("m0").memory_size();
+    q.set_page_budget(one * 2);
+    let seqs: Vec<Seq> = (0..10)
+        .map(|i| q.publish(persistent(&format!("m{i}"))))
+        .collect();
+    assert_eq!(q.ready_len(), 10);
+    assert!(
+        q.paged_len() >= 7,
+        "past the budget messages are paged: {}",
+        q.paged_len()
+    );
+    let pinned = q.memory_bytes();
+    // Writes up to seq 6 completed: their bodies leave memory.
+    q.unpin(seqs[6], |m| m.persistent);
+    assert!(q.memory_bytes() < pinned);
+    q.consume(spec(1, 1, 0), "q", "/").expect("consume");
+    let mut got = vec![];
+    loop {
+        got.extend(drain(&mut q).into_iter().map(|d| d.1));
+        if !q.needs_page_in(4) {
+            break;
+        }
+        // The runtime reads what is not pinned from its store.
+        let want = q.paged_to_read(3);
+        let read = want
+            .iter()
+            .map(|s| (*s, persistent(&format!("m{}", s - 1))))
+            .collect();
+        assert!(q.page_in(3, read).is_empty());
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, expected);
+    assert_eq!(q.ready_len(), 0);
+}
+
+#[test]
+fn recovery_past_the_budget_keeps_seqs_only_and_purge_returns_them() {
+    let mut q = QueueState::new();
+    q.set_page_budget(persistent("x").memory_size());
+    for s in 1..=5 {
+        let body = if q.over_budget() {
+            None
+        } else {
+            Some(persistent("x"))
+        };
+        q.recover(s, body);
+    }
+    assert_eq!(q.ready_len(), 5);
+    assert_eq!(q.paged_to_read(10), vec![3, 4, 5]);
+    let (entries, paged) = q.purge();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(paged, vec![3, 4, 5]);
+    assert_eq!(q.ready_len(), 0);
+    assert_eq!(
+        q.publish(persistent("y")),
+        6,
+        "seqs continue after recovery"
+    );
+}

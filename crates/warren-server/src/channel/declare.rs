@@ -1,6 +1,7 @@
 //! Exchanges, queues and bindings: the channel side of the metadata methods.
 
 use amq_protocol::protocol::{AMQPClass, exchange, queue};
+use amq_protocol::types::FieldTable;
 use warren_core::binding::{Binding, DestinationKind};
 use warren_core::vhost::{ExchangeDeclare, QueueDeclare};
 use warren_core::{AmqpError, Name};
@@ -8,6 +9,22 @@ use warren_core::{AmqpError, Name};
 use super::consume::generated_name;
 use super::{Channel, reply};
 use crate::connection::ctx::ConnCtx;
+
+fn binding(
+    source: &str,
+    destination: Name,
+    kind: DestinationKind,
+    key: &str,
+    arguments: FieldTable,
+) -> Binding {
+    Binding {
+        source: source.into(),
+        destination,
+        kind,
+        routing_key: key.to_owned(),
+        arguments,
+    }
+}
 
 impl Channel {
     pub(super) async fn exchange_declare(
@@ -65,13 +82,13 @@ impl Channel {
         b: exchange::Bind,
         ctx: &mut ConnCtx,
     ) -> Result<(), AmqpError> {
-        let binding = Binding {
-            source: b.source.as_str().into(),
-            destination: b.destination.as_str().into(),
-            kind: DestinationKind::Exchange,
-            routing_key: b.routing_key.as_str().to_owned(),
-            arguments: b.arguments,
-        };
+        let binding = binding(
+            b.source.as_str(),
+            b.destination.as_str().into(),
+            DestinationKind::Exchange,
+            b.routing_key.as_str(),
+            b.arguments,
+        );
         ctx.broker.bind(binding, ctx.id).await?;
         if b.nowait {
             return Ok(());
@@ -88,13 +105,13 @@ impl Channel {
         b: exchange::Unbind,
         ctx: &mut ConnCtx,
     ) -> Result<(), AmqpError> {
-        let binding = Binding {
-            source: b.source.as_str().into(),
-            destination: b.destination.as_str().into(),
-            kind: DestinationKind::Exchange,
-            routing_key: b.routing_key.as_str().to_owned(),
-            arguments: b.arguments,
-        };
+        let binding = binding(
+            b.source.as_str(),
+            b.destination.as_str().into(),
+            DestinationKind::Exchange,
+            b.routing_key.as_str(),
+            b.arguments,
+        );
         ctx.broker.unbind(&binding, ctx.id).await?;
         if b.nowait {
             return Ok(());
@@ -150,13 +167,13 @@ impl Channel {
         b: queue::Bind,
         ctx: &mut ConnCtx,
     ) -> Result<(), AmqpError> {
-        let binding = Binding {
-            source: b.exchange.as_str().into(),
-            destination: self.queue_name(b.queue.as_str())?,
-            kind: DestinationKind::Queue,
-            routing_key: b.routing_key.as_str().to_owned(),
-            arguments: b.arguments,
-        };
+        let binding = binding(
+            b.exchange.as_str(),
+            self.queue_name(b.queue.as_str())?,
+            DestinationKind::Queue,
+            b.routing_key.as_str(),
+            b.arguments,
+        );
         ctx.broker.bind(binding, ctx.id).await?;
         if b.nowait {
             return Ok(());
@@ -173,13 +190,13 @@ impl Channel {
         b: queue::Unbind,
         ctx: &mut ConnCtx,
     ) -> Result<(), AmqpError> {
-        let binding = Binding {
-            source: b.exchange.as_str().into(),
-            destination: self.queue_name(b.queue.as_str())?,
-            kind: DestinationKind::Queue,
-            routing_key: b.routing_key.as_str().to_owned(),
-            arguments: b.arguments,
-        };
+        let binding = binding(
+            b.exchange.as_str(),
+            self.queue_name(b.queue.as_str())?,
+            DestinationKind::Queue,
+            b.routing_key.as_str(),
+            b.arguments,
+        );
         ctx.broker.unbind(&binding, ctx.id).await?;
         reply(
             ctx,
