@@ -37,6 +37,10 @@ pub struct Args {
     /// Publisher confirms with this many messages in flight per producer (0: off).
     #[arg(long, default_value_t = 0)]
     pub confirm: usize,
+    /// Publishes each producer hands to the client library before waiting for
+    /// the oldest to be written (1: one at a time, like most applications).
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
     /// Queue name prefix.
     #[arg(long, default_value = "bench")]
     pub queue: String,
@@ -101,6 +105,9 @@ impl Args {
         }
         if self.duration == 0 && self.count == 0 {
             return Err("give --duration or --count".into());
+        }
+        if self.pipeline == 0 {
+            return Err("--pipeline must be at least 1".into());
         }
         if self.multi_ack == 0 {
             return Err("--multi-ack must be at least 1".into());
@@ -221,6 +228,7 @@ mod tests {
         assert!(parse(&["--duration", "0"]).validate().is_err());
         assert!(parse(&["--queue-arg", "nokey"]).validate().is_err());
         assert!(parse(&["--multi-ack", "0"]).validate().is_err());
+        assert!(parse(&["--pipeline", "0"]).validate().is_err());
         assert!(Args::try_parse_from(["warren-bench", "--mode", "sideways"]).is_err());
     }
 }

@@ -1,6 +1,8 @@
 //! One benchmark run: topology, producers, consumers, progress, summary.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -107,6 +109,14 @@ async fn topology(args: &Args) -> Result<()> {
     Ok(())
 }
 
+type Publishing = Pin<Box<dyn Future<Output = lapin::Result<lapin::PublisherConfirm>> + Send>>;
+
+/// A publish handed to lapin: either already written or still being written.
+enum InFlight {
+    Written(lapin::Result<lapin::PublisherConfirm>),
+    Writing(Publishing),
+}
+
 async fn producer(
     n: usize,
     args: Arc<Args>,
@@ -125,8 +135,10 @@ async fn producer(
     } else {
         BasicProperties::default()
     };
-    let mut body = vec![0u8; args.size];
     let mut pending = VecDeque::with_capacity(args.confirm);
+    // Publishes handed to lapin but not yet written (with their publish time).
+    let mut writing: VecDeque<(u64, InFlight)> = VecDeque::with_capacity(args.pipeline);
+    let waker = futures::task::noop_waker();
     let interval = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
     let mut next_at = tokio::time::Instant::now();
     let mut seq: u64 = 0;
@@ -136,30 +148,78 @@ async fn producer(
             next_at += i;
         }
         let sent_ns = stats.now_ns();
+        let mut body = vec![0u8; args.size];
         body[..8].copy_from_slice(&sent_ns.to_be_bytes());
         body[8..16].copy_from_slice(&seq.to_be_bytes());
-        let confirm = ch
-            .basic_publish(
-                args.exchange.as_str().into(),
-                key.as_str().into(),
+        let (ch2, exchange, key2, props2) = (
+            ch.clone(),
+            args.exchange.clone(),
+            key.clone(),
+            props.clone(),
+        );
+        let mut publishing: Publishing = Box::pin(async move {
+            ch2.basic_publish(
+                exchange.as_str().into(),
+                key2.as_str().into(),
                 BasicPublishOptions::default(),
                 &body,
-                props.clone(),
+                props2,
             )
-            .await?;
-        stats.on_sent();
+            .await
+        });
+        // The first poll hands the frames to lapin, in order; waiting for the
+        // write happens later, so up to --pipeline publishes share a syscall.
+        let state = match publishing
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker))
+        {
+            std::task::Poll::Ready(r) => InFlight::Written(r),
+            std::task::Poll::Pending => InFlight::Writing(publishing),
+        };
+        writing.push_back((sent_ns, state));
         seq += 1;
-        if args.confirm > 0 {
-            pending.push_back((sent_ns, confirm));
-            while pending.len() >= args.confirm {
-                settle(&mut pending, &stats).await?;
+        // At most --pipeline unwritten, and at most --confirm unconfirmed in all.
+        loop {
+            if writing.len() >= args.pipeline {
+                written(&mut writing, &mut pending, &args, &stats).await?;
+            } else if args.confirm > 0 && writing.len() + pending.len() >= args.confirm {
+                if pending.is_empty() {
+                    written(&mut writing, &mut pending, &args, &stats).await?;
+                } else {
+                    settle(&mut pending, &stats).await?;
+                }
+            } else {
+                break;
             }
         }
+    }
+    while !writing.is_empty() {
+        written(&mut writing, &mut pending, &args, &stats).await?;
     }
     while !pending.is_empty() {
         settle(&mut pending, &stats).await?;
     }
     conn.close(200, "done".into()).await?;
+    Ok(())
+}
+
+/// Waits for the oldest publish to be written; tracks its confirm.
+async fn written(
+    writing: &mut VecDeque<(u64, InFlight)>,
+    pending: &mut VecDeque<(u64, lapin::PublisherConfirm)>,
+    args: &Args,
+    stats: &Stats,
+) -> Result<()> {
+    if let Some((sent_ns, state)) = writing.pop_front() {
+        let confirm = match state {
+            InFlight::Written(r) => r?,
+            InFlight::Writing(publishing) => publishing.await?,
+        };
+        stats.on_sent();
+        if args.confirm > 0 {
+            pending.push_back((sent_ns, confirm));
+        }
+    }
     Ok(())
 }
 
