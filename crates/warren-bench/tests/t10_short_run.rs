@@ -42,6 +42,8 @@ async fn counts_agree_with_confirms_and_persistence() {
             "--durable",
             "--confirm",
             "50",
+            "--pipeline",
+            "16",
             "--size",
             "512",
             "--prefetch",
