@@ -22,6 +22,58 @@ use crate::queue_actor::QueueMsg;
 /// Most deliveries in flight from a queue to one consumer's connection.
 pub const DELIVERY_WINDOW: u32 = 512;
 
+/// A queue's signal to its publishers that consumers are falling behind.
+///
+/// Accepting messages faster than a queue's consumers take them only grows
+/// the backlog (and the latency of every message in it). While a queue that
+/// has consumers holds more than [`QueueFlow::HIGH`] ready messages it is
+/// *busy*: connections that publish to it pause reading their socket until
+/// it drains below half of that, or for at most [`QueueFlow::MAX_PAUSE`] at a
+/// time (so a connection that also consumes and acks on the same queue keeps
+/// making progress). This is the effect of RabbitMQ's credit flow between
+/// channel and queue. A queue without consumers is never busy: building a
+/// backlog is then the point, and the memory watermark bounds it.
+#[derive(Debug, Default)]
+pub struct QueueFlow {
+    busy: AtomicBool,
+    drained: tokio::sync::Notify,
+}
+
+impl QueueFlow {
+    /// Ready messages above which a consumed queue slows its publishers.
+    pub const HIGH: usize = 20_000;
+    /// Longest pause of a publishing connection per busy signal.
+    pub const MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+    /// Queue side: updates the signal from the queue's state.
+    pub fn update(&self, ready: usize, consumers: usize) {
+        let busy = self.busy.load(Ordering::Acquire);
+        if !busy && consumers > 0 && ready > Self::HIGH {
+            self.busy.store(true, Ordering::Release);
+        } else if busy && (consumers == 0 || ready <= Self::HIGH / 2) {
+            self.busy.store(false, Ordering::Release);
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Whether publishers should pause.
+    pub fn busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
+    }
+
+    /// Connection side: waits until the queue drained or `until` passed.
+    ///
+    /// The caller keeps `until` across wake-ups for other reasons, so that a
+    /// stream of unrelated events cannot stretch the pause.
+    pub async fn wait(&self, until: tokio::time::Instant) {
+        let drained = self.drained.notified();
+        if !self.busy() {
+            return;
+        }
+        let _ = tokio::time::timeout_at(until, drained).await;
+    }
+}
+
 /// Per-consumer delivery credit.
 #[derive(Debug)]
 pub struct ConsumerFlow {

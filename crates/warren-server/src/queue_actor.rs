@@ -24,7 +24,7 @@ use warren_store::{Op, Store, Writer};
 
 use crate::broker::Broker;
 use crate::connection::events::{ConnEvent, ConnTx, DeliverEvent};
-use crate::flow::{ChannelCredit, ConsumerFlow};
+use crate::flow::{ChannelCredit, ConsumerFlow, QueueFlow};
 use crate::memory::Memory;
 
 /// Mailbox depth of a queue, in messages (each may carry a batch).
@@ -50,6 +50,8 @@ pub struct QueueHandle {
     pub durable: bool,
     /// Mailbox.
     pub tx: mpsc::Sender<QueueMsg>,
+    /// Tells publishers when consumers fall behind.
+    pub flow: Arc<QueueFlow>,
 }
 
 /// Messages from one connection for one queue.
@@ -140,6 +142,7 @@ pub enum QueueMsg {
 type PendingConfirms = (u64, ConnTx, Vec<(ChannelKey, u64)>);
 
 struct QueueActor {
+    flow: Arc<QueueFlow>,
     def: QueueDef,
     vhost: Name,
     state: QueueState,
@@ -188,6 +191,7 @@ pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &QueueEnv) -> Queue
         name: def.name.clone(),
         durable: def.durable,
         tx,
+        flow: Arc::new(QueueFlow::default()),
     };
     let mut state = QueueState::new();
     let mut durable_upto = 0;
@@ -207,6 +211,7 @@ pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &QueueEnv) -> Queue
         }
     }
     let actor = QueueActor {
+        flow: handle.flow.clone(),
         def,
         vhost,
         state,
@@ -258,6 +263,8 @@ impl QueueActor {
             }
             self.flush().await;
             self.account();
+            self.flow
+                .update(self.state.ready_len(), self.state.consumer_count());
             if self.deleted {
                 self.drain_after_delete().await;
                 return;

@@ -16,6 +16,7 @@ use warren_core::{Message, QueueId};
 use super::events::{ConnEvent, ConnTx};
 use super::handshake::ClientCaps;
 use crate::broker::Broker;
+use crate::flow::QueueFlow;
 use crate::queue_actor::{PublishBatch, QueueHandle, QueueMsg};
 
 /// Publishes of the current burst for one queue.
@@ -50,6 +51,9 @@ pub struct ConnCtx {
     pub publishes: HashMap<QueueId, PendingPublish>,
     /// Settles of the current burst, by (queue, channel, requeue).
     pub settles: HashMap<(QueueId, ChannelKey, bool), (QueueHandle, Vec<u64>)>,
+    /// A queue this connection published to is busy: pause reading until it
+    /// drains or until the deadline.
+    pub throttled_by: Option<(Arc<QueueFlow>, tokio::time::Instant)>,
 }
 
 impl ConnCtx {
@@ -88,6 +92,10 @@ impl ConnCtx {
 
     async fn send_publishes(&mut self) {
         for (_, p) in self.publishes.drain() {
+            if self.throttled_by.is_none() && p.handle.flow.busy() {
+                let until = tokio::time::Instant::now() + QueueFlow::MAX_PAUSE;
+                self.throttled_by = Some((p.handle.flow.clone(), until));
+            }
             let batch = PublishBatch {
                 from: Some((self.id, self.events.clone())),
                 items: p.items,

@@ -133,6 +133,7 @@ pub async fn serve(
             has_published: false,
             publishes: HashMap::new(),
             settles: HashMap::new(),
+            throttled_by: None,
         },
         events: rx,
         channel_max: n.channel_max,
@@ -177,7 +178,8 @@ impl Connection {
             let full = pending_out > OUT_HIGH;
             let mem_blocked =
                 *self.blocked.borrow() && self.ctx.has_published && self.closing.is_none();
-            let can_read = !full && !mem_blocked;
+            let throttled = self.ctx.throttled_by.clone();
+            let can_read = !full && !mem_blocked && throttled.is_none();
             let step = tokio::select! {
                 biased;
                 _ = token.cancelled(), if !shutting_down => {
@@ -212,7 +214,11 @@ impl Connection {
                     }
                     Err(e) => Err(Stop::Drop(format!("read failed: {e}"))),
                 },
-                _ = ticker.tick() => self.on_tick(can_read),
+                _ = async { if let Some((f, until)) = &throttled { f.wait(*until).await } }, if throttled.is_some() => {
+                    self.ctx.throttled_by = None;
+                    Ok(())
+                }
+                _ = ticker.tick() => self.on_tick(can_read || throttled.is_some()),
                 r = self.blocked.changed() => {
                     if r.is_ok() {
                         self.notify_blocked();
