@@ -231,3 +231,87 @@ async fn a_thousand_idle_connections_fit_in_100_mib() {
     assert!(rss <= 100 * MIB, "RSS {} MiB", rss / MIB);
     drop(conns);
 }
+
+/// A publisher far faster than the only consumer of its queue is slowed down to
+/// the consumer's pace (queue flow control): the backlog stays near the flow
+/// threshold instead of taking everything the publisher can write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumed_queue_slows_its_publisher() {
+    const PUBLISHED: usize = 150_000;
+    const CONSUME: u64 = 20_000;
+    let p = Process::spawn(&[]).await;
+    let c = Connection::connect(&p.uri(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = c.create_channel().await.expect("ch");
+    declare(&ch, "paced").await.expect("declare");
+    let cch = c.create_channel().await.expect("ch");
+    cch.basic_qos(50, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut cons = cch
+        .basic_consume(
+            "paced".into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let received = Arc::new(AtomicU64::new(0));
+    let slow = {
+        let received = received.clone();
+        tokio::spawn(async move {
+            while received.load(Ordering::SeqCst) < CONSUME {
+                let d = next(&mut cons).await;
+                d.ack(BasicAckOptions::default()).await.expect("ack");
+                // A slow consumer: about 10k messages a second at most.
+                if received.fetch_add(1, Ordering::SeqCst) % 10 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        })
+    };
+    let mut raw = Raw::open(p.addr, 0).await;
+    let publisher = tokio::spawn(async move {
+        let chunk = publishes("paced", 10_000, 100);
+        for _ in 0..PUBLISHED / 10_000 {
+            if raw.stream.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        raw
+    });
+    let mut peak = 0;
+    for _ in 0..3000 {
+        if received.load(Ordering::SeqCst) >= CONSUME {
+            break;
+        }
+        let ready = ch
+            .queue_declare(
+                "paced".into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("passive declare")
+            .message_count();
+        peak = peak.max(ready);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::timeout(DEADLINE, slow)
+        .await
+        .expect("consumer finished")
+        .expect("consumer task");
+    println!("peak backlog {peak} ready while {CONSUME} were consumed of {PUBLISHED} published");
+    assert!(peak > 0, "the backlog was observed");
+    assert!(
+        peak < 35_000,
+        "the publisher was not slowed down: {peak} ready"
+    );
+    publisher.abort();
+    c.close(200, "ok".into()).await.expect("close");
+}
