@@ -185,9 +185,17 @@ def main():
     ap.add_argument("--scenarios", default="1,2,3,4,5,6,7")
     ap.add_argument("--backlog", type=int, default=1_000_000, help="messages in scenario 7")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--from-json", help="only rewrite the report from an earlier compare.json")
     opts = ap.parse_args()
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
+    if opts.from_json:
+        saved = json.loads(Path(opts.from_json).read_text())
+        raw = {b: {int(s): rs for s, rs in by.items()} for b, by in saved["raw"].items()}
+        opts.rounds = saved["rounds"]
+        opts.backlog = saved.get("backlog", opts.backlog)
+        write_report(out, raw, sorted(raw["warren"]), saved["fsync_us"], opts)
+        return
     work = Path(tempfile.mkdtemp(prefix="warren-compare-"))
     chosen = [int(s) for s in opts.scenarios.split(",")]
     brokers = [Warren(work), RabbitMQ(work)]
@@ -246,6 +254,10 @@ def write_report(out, results, chosen, fsync, opts):
         if s == 7:
             row["warren_publish_msgs"] = med(w, lambda r_: r_["publish_rate"])
             row["rabbitmq_publish_msgs"] = med(r, lambda r_: r_["publish_rate"])
+        if s == 3:
+            c50 = lambda r_: r_["confirm_latency_us"]["p50"]
+            row["warren_confirm_p50_us"] = med(w, c50)
+            row["rabbitmq_confirm_p50_us"] = med(r, c50)
         if s == 6:
             row["warren_kib_per_conn"] = med(w, lambda r_: (r_["peak_rss"] - r_["rss_before"]) / 1024 / 1000)
             row["rabbitmq_kib_per_conn"] = med(r, lambda r_: (r_["peak_rss"] - r_["rss_before"]) / 1024 / 1000)
@@ -267,12 +279,16 @@ def write_report(out, results, chosen, fsync, opts):
         if "warren_publish_msgs" in row:
             md.append(f"\nScenario 7 publish rates: Warren {row['warren_publish_msgs']:.0f} msg/s, "
                       f"RabbitMQ {row['rabbitmq_publish_msgs']:.0f} msg/s.")
+        if "warren_confirm_p50_us" in row:
+            md.append(f"\nScenario 3 publish-to-confirm latency, median: Warren {row['warren_confirm_p50_us']:.0f} µs "
+                      f"({row['warren_confirm_p50_us'] / fsync:.2f}× fsync), RabbitMQ {row['rabbitmq_confirm_p50_us']:.0f} µs "
+                      f"({row['rabbitmq_confirm_p50_us'] / fsync:.2f}× fsync).")
         if "warren_kib_per_conn" in row:
             md.append(f"\nScenario 6 RSS per connection: Warren {row['warren_kib_per_conn']:.1f} KiB, "
                       f"RabbitMQ {row['rabbitmq_kib_per_conn']:.1f} KiB.")
     text = "\n".join(md) + "\n"
     (out / "compare.md").write_text(text)
-    (out / "compare.json").write_text(json.dumps({"fsync_us": fsync, "rounds": opts.rounds, "rows": rows,
+    (out / "compare.json").write_text(json.dumps({"fsync_us": fsync, "rounds": opts.rounds, "backlog": opts.backlog, "rows": rows,
                                                   "raw": results}, indent=2))
     print(text)
 

@@ -22,10 +22,22 @@ const SETTLE_IDLE: Duration = Duration::from_secs(2);
 /// Upper bound on that wait.
 const SETTLE_MAX: Duration = Duration::from_secs(30);
 
+/// Connections being opened at once. Opening a thousand lapin connections at
+/// the same moment stalled the client (its I/O threads and DNS helper pool), so
+/// they are opened a few at a time.
+static CONNECTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
+/// Bound on opening one connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn connect(uri: &str) -> Result<Connection> {
-    Connection::connect(uri, ConnectionProperties::default())
-        .await
-        .with_context(|| format!("connecting to {uri}"))
+    let _slot = CONNECTING.acquire().await?;
+    tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        Connection::connect(uri, ConnectionProperties::default()),
+    )
+    .await
+    .with_context(|| format!("connecting to {uri}: no answer in {CONNECT_TIMEOUT:?}"))?
+    .with_context(|| format!("connecting to {uri}"))
 }
 
 fn queue_arguments(args: &Args) -> FieldTable {
@@ -239,6 +251,7 @@ async fn consumer(
     args: Arc<Args>,
     stats: Arc<Stats>,
     stop: Arc<AtomicBool>,
+    ready: tokio::sync::mpsc::Sender<()>,
 ) -> Result<()> {
     let conn = connect(args.uri(n + args.producers)).await?;
     let ch = conn.create_channel().await?;
@@ -258,6 +271,8 @@ async fn consumer(
             FieldTable::default(),
         )
         .await?;
+    let _ = ready.send(()).await;
+    drop(ready);
     let mut unacked = 0u32;
     let mut last_tag = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -306,6 +321,9 @@ pub async fn run(args: Args) -> Result<Summary> {
     let stop_consumers = Arc::new(AtomicBool::new(false));
     let (producers, consumers) = args.active();
 
+    // Every consumer is subscribed before the first publish and the clock
+    // starts then (a consumer that fails drops its sender without a signal).
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(consumers.max(1));
     let mut consumer_tasks = Vec::new();
     for n in 0..consumers {
         consumer_tasks.push(tokio::spawn(consumer(
@@ -313,8 +331,18 @@ pub async fn run(args: Args) -> Result<Summary> {
             args.clone(),
             stats.clone(),
             stop_consumers.clone(),
+            ready_tx.clone(),
         )));
     }
+    drop(ready_tx);
+    while ready_rx.recv().await.is_some() {}
+    if let Some(failed) = consumer_tasks.iter().position(|t| t.is_finished()) {
+        consumer_tasks
+            .swap_remove(failed)
+            .await
+            .context("consumer task")??;
+    }
+    stats.restart_clock();
     let mut producer_tasks = Vec::new();
     for n in 0..producers {
         producer_tasks.push(tokio::spawn(producer(
@@ -344,7 +372,7 @@ pub async fn run(args: Args) -> Result<Summary> {
                 if !quiet {
                     eprintln!(
                         "time {:>4}s  sent {:>8} msg/s  confirmed {:>8} msg/s  received {:>8} msg/s  latency p50 {:.2} ms p99 {:.2} ms",
-                        stats.start.elapsed().as_secs(),
+                        stats.now_ns() / 1_000_000_000,
                         s - s0,
                         c - c0,
                         r - r0,

@@ -12,6 +12,8 @@ use serde::Serialize;
 pub struct Stats {
     /// Time zero: bodies carry nanoseconds since this instant.
     pub start: Instant,
+    /// Offset of the run's start from `start` (see [`Stats::restart_clock`]).
+    pub origin_ns: AtomicU64,
     /// Messages published.
     pub sent: AtomicU64,
     /// Messages confirmed (ack).
@@ -91,6 +93,7 @@ impl Stats {
     pub fn new() -> Self {
         Self {
             start: Instant::now(),
+            origin_ns: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             confirmed: AtomicU64::new(0),
             nacked: AtomicU64::new(0),
@@ -107,7 +110,15 @@ impl Stats {
 
     /// Nanoseconds since the start.
     pub fn now_ns(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
+        (self.start.elapsed().as_nanos() as u64)
+            .saturating_sub(self.origin_ns.load(Ordering::Relaxed))
+    }
+
+    /// Moves the start to now: the run begins once every connection is up,
+    /// so that opening a thousand connections does not count as run time.
+    pub fn restart_clock(&self) {
+        self.origin_ns
+            .store(self.start.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// A message was published.
@@ -169,7 +180,7 @@ impl Stats {
         let pct =
             |m: &Mutex<Histogram<u64>>| m.lock().map(|h| Percentiles::of(&h)).unwrap_or_default();
         Summary {
-            duration_s: self.start.elapsed().as_secs_f64(),
+            duration_s: secs(self.now_ns()),
             sent,
             confirmed,
             nacked: self.nacked.load(Ordering::Relaxed),
