@@ -16,6 +16,9 @@
 //! - [`confirms`]: publisher-confirm bookkeeping for one channel.
 //! - [`vhost`]: [`vhost::VHost`], the metadata of a virtual host (exchanges, queues,
 //!   bindings) with declare/delete/bind/unbind and `route`.
+//! - [`meta`]: [`meta::Command`], every change of metadata, applied by
+//!   [`meta::MetaState`] (every vhost, queue ids) deterministically: the state
+//!   machine of the cluster's metadata group.
 //!
 //! It must not depend on tokio, RocksDB, or the wire codec: field tables come from
 //! `amq-protocol-types`, and that is the only protocol type it knows.
@@ -25,6 +28,7 @@ pub mod confirms;
 pub mod error;
 pub mod exchange;
 pub mod message;
+pub mod meta;
 pub mod queue;
 pub mod reply_code;
 pub mod vhost;
