@@ -76,8 +76,10 @@ pub enum Command {
         vhost: Name,
         /// Name.
         name: Name,
-        /// The connection asking (an exclusive queue of another one is 405).
-        conn: ConnectionId,
+        /// The connection asking (an exclusive queue of another one is 405);
+        /// `None` when the broker itself deletes it (auto-delete, a closed
+        /// connection's exclusive queue).
+        conn: Option<ConnectionId>,
     },
     /// `queue.bind` / `exchange.bind`.
     Bind {
@@ -134,10 +136,17 @@ pub enum Outcome {
     Unbound(Removed),
 }
 
+/// The vhost every node starts with (RabbitMQ's default).
+pub const DEFAULT_VHOST: &str = "/";
+
 /// Every vhost's metadata, plus the queue id counter.
 #[derive(Debug)]
 pub struct MetaState {
-    vhosts: BTreeMap<Name, VHost>,
+    /// `/`, always present, so the hot path reaches it without a lookup that
+    /// could fail.
+    default: VHost,
+    /// Other vhosts by name (none can be created yet).
+    others: BTreeMap<Name, VHost>,
     next_queue_id: QueueId,
 }
 
@@ -150,17 +159,25 @@ impl Default for MetaState {
 impl MetaState {
     /// The default vhost `/` with its predeclared exchanges, no queues.
     pub fn new() -> Self {
-        let mut vhosts = BTreeMap::new();
-        vhosts.insert(Name::from("/"), VHost::new("/"));
         Self {
-            vhosts,
+            default: VHost::new(DEFAULT_VHOST),
+            others: BTreeMap::new(),
             next_queue_id: 1,
         }
     }
 
     /// A vhost by name.
     pub fn vhost(&self, name: &str) -> Option<&VHost> {
-        self.vhosts.get(name)
+        if name == DEFAULT_VHOST {
+            Some(&self.default)
+        } else {
+            self.others.get(name)
+        }
+    }
+
+    /// The default vhost `/`.
+    pub fn default_vhost(&self) -> &VHost {
+        &self.default
     }
 
     /// The id the next created queue gets.
@@ -169,7 +186,10 @@ impl MetaState {
     }
 
     fn vhost_mut(&mut self, name: &str) -> Result<&mut VHost, AmqpError> {
-        self.vhosts
+        if name == DEFAULT_VHOST {
+            return Ok(&mut self.default);
+        }
+        self.others
             .get_mut(name)
             .ok_or_else(|| AmqpError::new(ReplyCode::NotAllowed, format!("vhost {name} not found")))
     }
@@ -236,7 +256,9 @@ impl MetaState {
             }
             Command::DeleteQueue { vhost, name, conn } => {
                 let v = self.vhost_mut(vhost)?;
-                v.queue_for(name, *conn)?;
+                if let Some(conn) = conn {
+                    v.queue_for(name, *conn)?;
+                }
                 let (queue, removed) = v.delete_queue(name)?;
                 Ok(Outcome::QueuesDeleted(vec![(queue, canonical(removed))]))
             }
@@ -258,7 +280,7 @@ impl MetaState {
             }
             Command::DropConnection { conn } => {
                 let mut gone = Vec::new();
-                for v in self.vhosts.values_mut() {
+                for v in std::iter::once(&mut self.default).chain(self.others.values_mut()) {
                     // Sorted by name: the same order on every node.
                     for name in v.exclusive_queues_of(*conn) {
                         let (queue, removed) = v.delete_queue(&name)?;
@@ -276,7 +298,7 @@ impl MetaState {
             next_queue_id: self.next_queue_id,
             ..MetaSnapshot::default()
         };
-        for (name, v) in &self.vhosts {
+        for v in std::iter::once(&self.default).chain(self.others.values()) {
             let mut exchanges: Vec<ExchangeDef> = v.exchanges().cloned().collect();
             exchanges.sort_by(|a, b| a.name.cmp(&b.name));
             let mut queues: Vec<QueueDef> = v.queues().cloned().collect();
@@ -284,35 +306,47 @@ impl MetaState {
             let mut bindings: Vec<Binding> = v.bindings().cloned().collect();
             sort_bindings(&mut bindings);
             snap.vhosts.push(VHostSnapshot {
-                name: name.clone(),
+                name: v.name().into(),
                 exchanges,
                 queues,
                 bindings,
             });
         }
+        snap.vhosts.sort_by(|a, b| a.name.cmp(&b.name));
         snap
     }
 
     /// Rebuilds a state from its snapshot.
-    pub fn restore(snap: &MetaSnapshot) -> Self {
-        let mut vhosts = BTreeMap::new();
+    ///
+    /// Bindings whose ends are missing are dropped (a store written by an
+    /// older version may hold some); their number is returned.
+    pub fn restore(snap: &MetaSnapshot) -> (Self, usize) {
+        let mut state = Self {
+            next_queue_id: snap.next_queue_id.max(1),
+            ..Self::new()
+        };
+        let mut dropped = 0;
         for vs in &snap.vhosts {
             let mut v = VHost::new(&vs.name);
             for e in &vs.exchanges {
                 v.restore_exchange(e.clone());
             }
             for q in &vs.queues {
+                state.next_queue_id = state.next_queue_id.max(q.id + 1);
                 v.restore_queue(q.clone());
             }
             for b in &vs.bindings {
-                v.restore_binding(b.clone());
+                if !v.restore_binding(b.clone()) {
+                    dropped += 1;
+                }
             }
-            vhosts.insert(vs.name.clone(), v);
+            if &*vs.name == DEFAULT_VHOST {
+                state.default = v;
+            } else {
+                state.others.insert(vs.name.clone(), v);
+            }
         }
-        Self {
-            vhosts,
-            next_queue_id: snap.next_queue_id,
-        }
+        (state, dropped)
     }
 }
 

@@ -83,7 +83,7 @@ fn errors_are_decided_by_apply_and_change_nothing() {
         .apply(&Command::DeleteQueue {
             vhost: VHOST.into(),
             name: "q".into(),
-            conn: 2,
+            conn: Some(2),
         })
         .expect_err("locked");
     assert_eq!(err.code, ReplyCode::ResourceLocked);
@@ -158,7 +158,8 @@ fn a_snapshot_restores_the_same_state_and_routing() {
         m.apply(&cmd).expect("apply");
     }
     let snap = m.snapshot();
-    let restored = MetaState::restore(&snap);
+    let (restored, dropped) = MetaState::restore(&snap);
+    assert_eq!(dropped, 0);
     assert_eq!(restored.snapshot(), snap);
     let route = |m: &MetaState, key: &str| {
         let mut out = smallvec::SmallVec::new();
@@ -210,10 +211,12 @@ fn command() -> impl Strategy<Value = Command> {
                 server_named: q.starts_with("amq.gen"),
             }
         ),
-        (queue.clone(), conn.clone()).prop_map(|(q, conn)| Command::DeleteQueue {
-            vhost: VHOST.into(),
-            name: q.into(),
-            conn,
+        (queue.clone(), prop::option::of(conn.clone())).prop_map(|(q, conn)| {
+            Command::DeleteQueue {
+                vhost: VHOST.into(),
+                name: q.into(),
+                conn,
+            }
         }),
         (exchange.clone(), queue.clone(), key.clone(), conn.clone()).prop_map(|(e, q, k, c)| bind(
             e,
@@ -250,6 +253,8 @@ proptest! {
         }
         let snap = a.snapshot();
         prop_assert_eq!(&snap, &b.snapshot());
-        prop_assert_eq!(&MetaState::restore(&snap).snapshot(), &snap);
+        let (restored, dropped) = MetaState::restore(&snap);
+        prop_assert_eq!(dropped, 0);
+        prop_assert_eq!(&restored.snapshot(), &snap);
     }
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Wea
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 use warren_core::binding::{Binding, DestinationKind};
+use warren_core::meta::{Command, MetaSnapshot, MetaState, Outcome, VHostSnapshot};
 use warren_core::queue::{ConnectionId, QueueDef};
 use warren_core::vhost::{ExchangeDeclare, PREDECLARED, QueueDeclare, Removed, VHost};
 use warren_core::{AmqpError, Name, QueueId, ReplyCode};
@@ -24,15 +25,23 @@ use crate::memory::{Memory, total_memory};
 use crate::queue_actor::{self, QueueEnv, QueueHandle, QueueMsg};
 
 /// The only vhost until vhosts are manageable.
-pub const DEFAULT_VHOST: &str = "/";
+pub const DEFAULT_VHOST: &str = warren_core::meta::DEFAULT_VHOST;
 
 /// Metadata plus the actors of the queues it names.
 #[derive(Debug)]
 pub struct BrokerState {
-    /// Exchanges, queues, bindings.
-    pub vhost: VHost,
+    /// Exchanges, queues, bindings: every change goes through
+    /// [`MetaState::apply`], the state machine a cluster replicates.
+    pub meta: MetaState,
     /// Queue actors by id.
     pub queues: HashMap<QueueId, QueueHandle>,
+}
+
+impl BrokerState {
+    /// The default vhost's metadata (routing reads it).
+    pub fn vhost(&self) -> &VHost {
+        self.meta.default_vhost()
+    }
 }
 
 /// Shared by every connection and queue of the node.
@@ -45,12 +54,19 @@ pub struct Broker {
     pub writer: Writer,
     /// Memory held by messages, and the publisher block flag.
     pub memory: Arc<Memory>,
-    next_queue: AtomicU64,
     next_conn: AtomicU64,
     next_consumer: AtomicU64,
     next_channel: AtomicU64,
     /// What queue actors are started with (their tasks are tracked there).
     env: QueueEnv,
+}
+
+/// `MetaState::apply` answered a command with another command's outcome.
+fn unexpected() -> AmqpError {
+    AmqpError::new(
+        ReplyCode::InternalError,
+        "metadata state machine returned an unexpected outcome",
+    )
 }
 
 fn internal(e: StoreError) -> AmqpError {
@@ -66,30 +82,34 @@ impl Broker {
         let writer = store.start_writer();
         let high = config.memory_high_watermark.bytes(total_memory());
         let memory = Arc::new(Memory::new(high));
-        let mut vhost = VHost::new(DEFAULT_VHOST);
+        let mut snap = VHostSnapshot {
+            name: DEFAULT_VHOST.into(),
+            ..VHostSnapshot::default()
+        };
         for (vh, e) in recovered.exchanges {
             if vh == DEFAULT_VHOST && !PREDECLARED.iter().any(|(n, _)| *n == &*e.name) {
-                vhost.restore_exchange(e);
+                snap.exchanges.push(e);
             }
         }
-        let mut to_start = Vec::new();
         for (vh, q) in recovered.queues {
-            if vh != DEFAULT_VHOST {
-                continue;
+            if vh == DEFAULT_VHOST {
+                snap.queues.push(q);
             }
-            vhost.restore_queue(q.clone());
-            to_start.push(q);
         }
-        let mut dropped = 0;
         for (vh, b) in recovered.bindings {
-            if vh == DEFAULT_VHOST && !vhost.restore_binding(b) {
-                dropped += 1;
+            if vh == DEFAULT_VHOST {
+                snap.bindings.push(b);
             }
         }
+        let to_start = snap.queues.clone();
+        let (meta, dropped) = MetaState::restore(&MetaSnapshot {
+            vhosts: vec![snap],
+            next_queue_id: max_id + 1,
+        });
         tracing::info!(
-            exchanges = vhost.exchanges().count(),
+            exchanges = meta.default_vhost().exchanges().count(),
             queues = to_start.len(),
-            bindings = vhost.bindings().count(),
+            bindings = meta.default_vhost().bindings().count(),
             dropped_bindings = dropped,
             watermark_bytes = high,
             "recovered metadata"
@@ -110,10 +130,9 @@ impl Broker {
             }
             Broker {
                 config,
-                state: RwLock::new(BrokerState { vhost, queues }),
+                state: RwLock::new(BrokerState { meta, queues }),
                 writer,
                 memory,
-                next_queue: AtomicU64::new(max_id + 1),
                 next_conn: AtomicU64::new(1),
                 next_consumer: AtomicU64::new(1),
                 next_channel: AtomicU64::new(1),
@@ -173,8 +192,26 @@ impl Broker {
     pub async fn declare_exchange(&self, d: &ExchangeDeclare<'_>) -> Result<(), AmqpError> {
         let record = {
             let mut st = self.write();
-            let created = st.vhost.declare_exchange(d)?;
-            match st.vhost.exchange(d.name) {
+            if d.passive {
+                return match st.vhost().exchange(d.name) {
+                    Some(_) => Ok(()),
+                    None => Err(AmqpError::not_found("exchange", d.name, DEFAULT_VHOST)),
+                };
+            }
+            let Outcome::ExchangeDeclared { created } =
+                st.meta.apply(&Command::DeclareExchange {
+                    vhost: DEFAULT_VHOST.into(),
+                    name: d.name.into(),
+                    kind: d.kind.into(),
+                    durable: d.durable,
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
+                    arguments: d.arguments.clone(),
+                })?
+            else {
+                return Err(unexpected());
+            };
+            match st.vhost().exchange(d.name) {
                 Some(e) if created && e.durable => Some(codec::encode_exchange(e)),
                 _ => None,
             }
@@ -188,7 +225,14 @@ impl Broker {
 
     /// `exchange.delete`.
     pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
-        let removed = self.write().vhost.delete_exchange(name, if_unused)?;
+        let outcome = self.write().meta.apply(&Command::DeleteExchange {
+            vhost: DEFAULT_VHOST.into(),
+            name: name.into(),
+            if_unused,
+        })?;
+        let Outcome::ExchangeDeleted(removed) = outcome else {
+            return Err(unexpected());
+        };
         let mut ops = Vec::new();
         Self::removal_ops(&removed, &mut ops);
         self.persist(ops).await
@@ -202,8 +246,24 @@ impl Broker {
     ) -> Result<(QueueDef, u32, u32), AmqpError> {
         let (def, created, handle) = {
             let mut st = self.write();
-            let id = self.next_queue.fetch_add(1, Ordering::Relaxed);
-            let (def, created) = st.vhost.declare_queue(d, id)?;
+            let (def, created) = if d.passive {
+                (st.vhost().queue_for(d.name, d.owner)?.clone(), false)
+            } else {
+                let outcome = st.meta.apply(&Command::DeclareQueue {
+                    vhost: DEFAULT_VHOST.into(),
+                    name: d.name.into(),
+                    durable: d.durable,
+                    exclusive: d.exclusive,
+                    auto_delete: d.auto_delete,
+                    arguments: d.arguments.clone(),
+                    owner: d.owner,
+                    server_named: d.server_named,
+                })?;
+                let Outcome::QueueDeclared { queue, created } = outcome else {
+                    return Err(unexpected());
+                };
+                (queue, created)
+            };
             let handle = if created {
                 let h = queue_actor::spawn(def.clone(), DEFAULT_VHOST.into(), false, &self.env);
                 st.queues.insert(def.id, h.clone());
@@ -237,7 +297,7 @@ impl Broker {
     /// The actor of a queue `conn` may use (404 / 405 otherwise).
     pub fn queue_handle(&self, name: &str, conn: ConnectionId) -> Result<QueueHandle, AmqpError> {
         let st = self.read();
-        let def = st.vhost.queue_for(name, conn)?;
+        let def = st.vhost().queue_for(name, conn)?;
         st.queues
             .get(&def.id)
             .cloned()
@@ -274,25 +334,36 @@ impl Broker {
     pub async fn forget_queue(&self, name: &str, id: QueueId) {
         let removed = {
             let mut st = self.write();
-            if st.vhost.queue(name).map(|q| q.id) != Some(id) {
+            if st.vhost().queue(name).map(|q| q.id) != Some(id) {
                 return;
             }
             st.queues.remove(&id);
-            st.vhost.delete_queue(name).ok()
+            st.meta.apply(&Command::DeleteQueue {
+                vhost: DEFAULT_VHOST.into(),
+                name: name.into(),
+                conn: None,
+            })
         };
-        if let Some((def, removed)) = removed {
-            let mut ops = vec![];
-            if def.durable && def.exclusive_owner.is_none() {
-                ops.push(Op::DeleteMeta(keys::entity(
-                    keys::QUEUE,
-                    DEFAULT_VHOST,
-                    name,
-                )));
+        if let Ok(Outcome::QueuesDeleted(gone)) = removed {
+            for (def, removed) in gone {
+                self.persist_queue_removal(&def, &removed).await;
             }
-            Self::removal_ops(&removed, &mut ops);
-            if let Err(e) = self.persist(ops).await {
-                tracing::error!(queue = name, cause = %e, "could not persist queue deletion");
-            }
+        }
+    }
+
+    async fn persist_queue_removal(&self, def: &QueueDef, removed: &Removed) {
+        let name = &*def.name;
+        let mut ops = vec![];
+        if def.durable && def.exclusive_owner.is_none() {
+            ops.push(Op::DeleteMeta(keys::entity(
+                keys::QUEUE,
+                DEFAULT_VHOST,
+                name,
+            )));
+        }
+        Self::removal_ops(removed, &mut ops);
+        if let Err(e) = self.persist(ops).await {
+            tracing::error!(queue = name, cause = %e, "could not persist queue deletion");
         }
     }
 
@@ -324,9 +395,16 @@ impl Broker {
     pub async fn bind(&self, b: Binding, conn: ConnectionId) -> Result<(), AmqpError> {
         let key = {
             let mut st = self.write();
-            let durable = Self::binding_is_durable(&st.vhost, &b);
+            let durable = Self::binding_is_durable(st.vhost(), &b);
             let key = codec::binding_key(DEFAULT_VHOST, &b);
-            let created = st.vhost.bind(b, conn)?;
+            let Outcome::Bound { created } = st.meta.apply(&Command::Bind {
+                vhost: DEFAULT_VHOST.into(),
+                binding: b,
+                conn,
+            })?
+            else {
+                return Err(unexpected());
+            };
             (created && durable).then_some(key)
         };
         if let Some(k) = key {
@@ -337,7 +415,14 @@ impl Broker {
 
     /// `queue.unbind` / `exchange.unbind`.
     pub async fn unbind(&self, b: &Binding, conn: ConnectionId) -> Result<(), AmqpError> {
-        let removed = self.write().vhost.unbind(b, conn)?;
+        let outcome = self.write().meta.apply(&Command::Unbind {
+            vhost: DEFAULT_VHOST.into(),
+            binding: b.clone(),
+            conn,
+        })?;
+        let Outcome::Unbound(removed) = outcome else {
+            return Err(unexpected());
+        };
         let mut ops = Vec::new();
         Self::removal_ops(&removed, &mut ops);
         self.persist(ops).await
@@ -359,6 +444,6 @@ impl Broker {
 
     /// Exclusive queues of a connection that is closing.
     pub fn exclusive_queues_of(&self, conn: ConnectionId) -> Vec<Name> {
-        self.read().vhost.exclusive_queues_of(conn)
+        self.read().vhost().exclusive_queues_of(conn)
     }
 }

@@ -266,7 +266,7 @@ async fn a_consumed_queue_slows_its_publisher() {
                 let d = next(&mut cons).await;
                 d.ack(BasicAckOptions::default()).await.expect("ack");
                 // A slow consumer: about 10k messages a second at most.
-                if received.fetch_add(1, Ordering::SeqCst) % 10 == 0 {
+                if received.fetch_add(1, Ordering::SeqCst).is_multiple_of(10) {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }

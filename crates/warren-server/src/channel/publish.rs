@@ -47,10 +47,10 @@ impl Channel {
         let exchange_name: Name;
         {
             let st = ctx.broker.read();
-            st.vhost
+            st.vhost()
                 .route(exchange, routing_key, props.headers().as_ref(), &mut ids)?;
             exchange_name = st
-                .vhost
+                .vhost()
                 .exchange(exchange)
                 .map(|e| e.name.clone())
                 .unwrap_or_else(|| "".into());
