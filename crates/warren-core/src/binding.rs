@@ -3,7 +3,7 @@
 use crate::{FieldTable, Name};
 
 /// What a binding points at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DestinationKind {
     /// `queue.bind`
     Queue,
@@ -13,7 +13,7 @@ pub enum DestinationKind {
 
 /// One binding, as declared. Two bindings are the same binding when all five
 /// fields are equal (RabbitMQ's rule), so binding twice is idempotent.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Binding {
     /// The exchange messages come from.
     pub source: Name,

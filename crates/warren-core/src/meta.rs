@@ -10,7 +10,8 @@
 //! allocated by the state machine for the same reason.
 //!
 //! [`MetaSnapshot`] is the canonical, ordered image of the state: what a Raft
-//! snapshot carries and what tests compare.
+//! snapshot carries and what tests compare. Commands and snapshots are serde
+//! types: they travel in Raft log entries and snapshot transfers.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +22,7 @@ use crate::vhost::{ExchangeDeclare, QueueDeclare, Removed, VHost};
 use crate::{AmqpError, FieldTable, Name, QueueId, ReplyCode};
 
 /// One change of metadata, with everything `apply` needs in it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     /// `exchange.declare` (not passive: a passive declare only reads).
     DeclareExchange {
@@ -351,7 +352,7 @@ impl MetaState {
 }
 
 /// The canonical image of a [`MetaState`]: every list sorted.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MetaSnapshot {
     /// Vhosts by name.
     pub vhosts: Vec<VHostSnapshot>,
@@ -360,7 +361,7 @@ pub struct MetaSnapshot {
 }
 
 /// One vhost in a [`MetaSnapshot`].
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VHostSnapshot {
     /// Name.
     pub name: Name,

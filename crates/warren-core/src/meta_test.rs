@@ -160,6 +160,9 @@ fn a_snapshot_restores_the_same_state_and_routing() {
     let snap = m.snapshot();
     let (restored, dropped) = MetaState::restore(&snap);
     assert_eq!(dropped, 0);
+    let wire = serde_json::to_string(&snap).expect("encode");
+    let decoded: MetaSnapshot = serde_json::from_str(&wire).expect("decode");
+    assert_eq!(decoded, snap, "header arguments survive encoding");
     assert_eq!(restored.snapshot(), snap);
     let route = |m: &MetaState, key: &str| {
         let mut out = smallvec::SmallVec::new();
@@ -256,5 +259,11 @@ proptest! {
         let (restored, dropped) = MetaState::restore(&snap);
         prop_assert_eq!(dropped, 0);
         prop_assert_eq!(&restored.snapshot(), &snap);
+        // What travels in log entries and snapshots survives encoding.
+        let wire = serde_json::to_vec(&(&log, &snap)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let (log2, snap2): (Vec<Command>, MetaSnapshot) =
+            serde_json::from_slice(&wire).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&log2, &log);
+        prop_assert_eq!(&snap2, &snap);
     }
 }

@@ -19,7 +19,7 @@ pub use headers::XMatch;
 pub(crate) use headers::loosely_equal;
 
 /// The four exchange types of AMQP 0-9-1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExchangeKind {
     /// Routing key equals binding key.
     Direct,
@@ -58,7 +58,7 @@ impl ExchangeKind {
 }
 
 /// An exchange as declared.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ExchangeDef {
     /// Its name (empty for the default exchange).
     pub name: Name,

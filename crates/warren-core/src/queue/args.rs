@@ -7,7 +7,7 @@
 use crate::{AMQPValue, AmqpError, FieldTable};
 
 /// The interpreted arguments of a queue.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueArgs {
     /// `x-message-ttl` in milliseconds.
     pub message_ttl: Option<u64>,

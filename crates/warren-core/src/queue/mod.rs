@@ -19,7 +19,7 @@ use crate::{FieldTable, Name, QueueId};
 pub type ConnectionId = u64;
 
 /// A queue as declared.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QueueDef {
     /// Its name.
     pub name: Name,
