@@ -5,7 +5,7 @@ use crate::ReplyCode;
 /// An error that becomes a `channel.close` or `connection.close` (see
 /// [`ReplyCode::is_connection_level`]). The text is what follows the code name,
 /// e.g. `no queue 'q' in vhost '/'`; [`AmqpError::reply_text`] adds the prefix.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("{} - {text}", code.name())]
 pub struct AmqpError {
     /// What kind of failure this is.

@@ -109,7 +109,7 @@ pub enum Command {
 
 /// What a command did, for the proposer to answer its client and for the
 /// runtime to act on (start or stop queue actors, persist, cancel consumers).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     /// Exchange declared; `created` is false when it existed (equivalent).
     ExchangeDeclared {

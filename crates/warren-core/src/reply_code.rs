@@ -5,7 +5,7 @@
 //! call site has to remember which is which.
 
 /// A reply code of `channel.close` / `connection.close` / `basic.return`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ReplyCode {
     /// 200
     Success,

@@ -67,7 +67,7 @@ pub struct QueueDeclare<'a> {
 }
 
 /// Side effects of a removal, for the runtime to persist.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Removed {
     /// Bindings that went away.
     pub bindings: Vec<Binding>,

@@ -14,6 +14,10 @@ use crate::{StoreError, codec, keys};
 
 pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_MESSAGES: &str = "messages";
+/// Raft log entries of every group, keyed by (group, index).
+pub(crate) const CF_RAFT_LOG: &str = "raft_log";
+/// Raft vote, purge point and snapshot of every group, keyed by (group, tag).
+pub(crate) const CF_RAFT_STATE: &str = "raft_state";
 
 pub(crate) type Db = rocksdb::DB;
 
@@ -54,7 +58,7 @@ impl Store {
         opts.set_write_buffer_size(64 << 20);
         opts.set_max_total_wal_size(256 << 20);
         opts.set_keep_log_file_num(4);
-        let cfs = [CF_META, CF_MESSAGES].map(|n| {
+        let cfs = [CF_META, CF_MESSAGES, CF_RAFT_LOG, CF_RAFT_STATE].map(|n| {
             let mut o = Options::default();
             o.set_compression_type(DBCompressionType::Lz4);
             ColumnFamilyDescriptor::new(n, o)
@@ -154,6 +158,11 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The database, for the Raft storage of this crate.
+    pub(crate) fn db(&self) -> &Arc<Db> {
+        &self.db
     }
 
     /// Starts the group-commit writer thread.

@@ -3,13 +3,17 @@
 //! One RocksDB per node, column families by purpose:
 //! - `meta`: durable exchanges, queues and bindings of every vhost;
 //! - `messages`: persistent messages of durable classic queues, keyed by
-//!   (queue id, seq) in big-endian so a queue's messages are one key range.
+//!   (queue id, seq) in big-endian so a queue's messages are one key range;
+//! - `raft_log`, `raft_state`: Raft log entries by (group, index), and each
+//!   group's vote, purge point and last snapshot.
 //!
 //! ## Layout
 //! - [`db`]: opening the database, column families, recovery reads.
 //! - [`keys`]: key encodings.
 //! - [`codec`]: versioned value encodings (the first byte of every value is its
 //!   format version, so a later format can still read today's files).
+//! - [`raft`]: openraft's log storage and the metadata state machine on this
+//!   database (Raft group 0), writing through the same group-commit writer.
 //! - [`writer`]: the group-commit writer: one thread that drains every pending
 //!   write into one `WriteBatch` and one WAL sync, then completes them all.
 //!
@@ -19,10 +23,11 @@
 pub mod codec;
 pub mod db;
 pub mod keys;
+pub mod raft;
 pub mod writer;
 
 pub use db::{Recovered, Store};
-pub use writer::{Op, WriteDone, Writer};
+pub use writer::{Op, RaftCf, WriteDone, Writer};
 
 /// Storage failures.
 #[derive(Clone, Debug, thiserror::Error)]

@@ -17,7 +17,7 @@ use rocksdb::{WriteBatch, WriteOptions};
 use tokio::sync::{mpsc, oneshot};
 use warren_core::{Message, QueueId};
 
-use crate::db::{CF_MESSAGES, CF_META, Db};
+use crate::db::{CF_MESSAGES, CF_META, CF_RAFT_LOG, CF_RAFT_STATE, Db};
 use crate::{StoreError, codec, keys};
 
 /// Requests waiting for the writer before senders block.
@@ -50,6 +50,19 @@ pub enum Op {
     },
     /// Delete every message of a queue.
     DeleteQueue(QueueId),
+    /// Put a Raft record (log entry, vote, purge point, snapshot).
+    RaftPut(RaftCf, Vec<u8>, Vec<u8>),
+    /// Delete Raft records in `[from, to)`.
+    RaftDeleteRange(RaftCf, Vec<u8>, Vec<u8>),
+}
+
+/// The column family of a Raft record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RaftCf {
+    /// Log entries.
+    Log,
+    /// Vote, purge point, snapshot.
+    State,
 }
 
 /// Completion of a request: runs on the writer thread after the batch is written
@@ -221,6 +234,16 @@ fn write(
     let msgs = db
         .cf_handle(CF_MESSAGES)
         .ok_or(StoreError::Rocks("no messages cf".into()))?;
+    let raft_log = db
+        .cf_handle(CF_RAFT_LOG)
+        .ok_or(StoreError::Rocks("no raft_log cf".into()))?;
+    let raft_state = db
+        .cf_handle(CF_RAFT_STATE)
+        .ok_or(StoreError::Rocks("no raft_state cf".into()))?;
+    let raft_cf = |cf: RaftCf| match cf {
+        RaftCf::Log => raft_log,
+        RaftCf::State => raft_state,
+    };
     let mut batch = WriteBatch::default();
     for r in reqs.iter_mut() {
         for op in r.ops.drain(..) {
@@ -238,6 +261,8 @@ fn write(
                     let (from, to) = keys::queue_range(queue);
                     batch.delete_range_cf(msgs, from, to);
                 }
+                Op::RaftPut(cf, k, v) => batch.put_cf(raft_cf(cf), k, v),
+                Op::RaftDeleteRange(cf, from, to) => batch.delete_range_cf(raft_cf(cf), from, to),
             }
         }
     }

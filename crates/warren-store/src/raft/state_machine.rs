@@ -1,0 +1,219 @@
+//! Raft group 0's state machine: the metadata of every vhost.
+//!
+//! The state lives in memory ([`MetaState`]); what is durable is the log and
+//! the last snapshot. After a restart the state machine starts from that
+//! snapshot and openraft re-applies the committed entries after it, which is
+//! cheap for metadata (thousands of entries, not millions) and keeps `apply`
+//! free of disk writes.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
+    StoredMembership,
+};
+use warren_core::meta::{MetaSnapshot, MetaState};
+
+use super::{Applied, GroupId, MetaEntry, MetaRaft, NodeId, Result, decode, encode, key};
+use crate::db::{CF_RAFT_STATE, Db};
+use crate::{Op, RaftCf, Store, Writer};
+
+/// A snapshot as stored: openraft's meta plus the encoded [`MetaSnapshot`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+/// The metadata state machine of one group.
+pub struct MetaStateMachine {
+    group: GroupId,
+    db: Arc<Db>,
+    writer: Writer,
+    state: MetaState,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    /// Snapshots built so far by this process (part of their ids).
+    built: u64,
+}
+
+impl std::fmt::Debug for MetaStateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaStateMachine")
+            .field("group", &self.group)
+            .field("last_applied", &self.last_applied)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetaStateMachine {
+    /// The state machine of `group`, starting from its last stored snapshot.
+    pub fn open(store: &Store, writer: Writer, group: GroupId) -> Result<Self> {
+        let mut sm = Self {
+            group,
+            db: store.db().clone(),
+            writer,
+            state: MetaState::new(),
+            last_applied: None,
+            membership: StoredMembership::default(),
+            built: 0,
+        };
+        if let Some(stored) = sm.stored_snapshot()? {
+            sm.load(&stored.meta, &stored.data)?;
+        }
+        Ok(sm)
+    }
+
+    /// The metadata as applied so far.
+    pub fn state(&self) -> &MetaState {
+        &self.state
+    }
+
+    fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>> {
+        let cf = self.db.cf_handle(CF_RAFT_STATE).ok_or_else(|| {
+            StorageIOError::read_snapshot(None, super::io_err("no raft_state cf"))
+        })?;
+        let Some(v) = self
+            .db
+            .get_cf(cf, key::state(self.group, key::SNAPSHOT))
+            .map_err(super::read_err)?
+        else {
+            return Ok(None);
+        };
+        decode(&v)
+            .map(Some)
+            .map_err(|e| StorageIOError::read_snapshot(None, e).into())
+    }
+
+    fn load(&mut self, meta: &SnapshotMeta<NodeId, BasicNode>, data: &[u8]) -> Result<()> {
+        let snap: MetaSnapshot =
+            decode(data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), e))?;
+        let (state, dropped) = MetaState::restore(&snap);
+        if dropped > 0 {
+            tracing::warn!(dropped, "snapshot held bindings whose ends are missing");
+        }
+        self.state = state;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        Ok(())
+    }
+}
+
+impl RaftStateMachine<MetaRaft> for MetaStateMachine {
+    type SnapshotBuilder = MetaSnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>>
+    where
+        I: IntoIterator<Item = MetaEntry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut out = Vec::new();
+        for e in entries {
+            self.last_applied = Some(e.log_id);
+            out.push(match e.payload {
+                EntryPayload::Blank => Applied(None),
+                EntryPayload::Normal(cmd) => Applied(Some(self.state.apply(&cmd))),
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(e.log_id), m);
+                    Applied(None)
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.built += 1;
+        // The image is taken now; building (encoding, storing) happens later
+        // while the state machine goes on applying.
+        MetaSnapshotBuilder {
+            group: self.group,
+            writer: self.writer.clone(),
+            image: self.state.snapshot(),
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            seq: self.built,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<()> {
+        let data = snapshot.into_inner();
+        self.load(meta, &data)?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        store_snapshot(&self.writer, self.group, &stored).await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<MetaRaft>>> {
+        Ok(self.stored_snapshot()?.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
+
+async fn store_snapshot(writer: &Writer, group: GroupId, s: &StoredSnapshot) -> Result<()> {
+    let v = encode(s)
+        .map_err(|e| StorageIOError::write_snapshot(Some(s.meta.signature()), super::io_err(e)))?;
+    writer
+        .write_sync(vec![Op::RaftPut(
+            RaftCf::State,
+            key::state(group, key::SNAPSHOT),
+            v,
+        )])
+        .await
+        .map_err(super::write_err)
+}
+
+/// Builds a snapshot from the image taken by `get_snapshot_builder`.
+pub struct MetaSnapshotBuilder {
+    group: GroupId,
+    writer: Writer,
+    image: MetaSnapshot,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    seq: u64,
+}
+
+impl RaftSnapshotBuilder<MetaRaft> for MetaSnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<MetaRaft>> {
+        let data = encode(&self.image)
+            .map_err(|e| StorageIOError::write_snapshot(None, super::io_err(e)))?;
+        let snapshot_id = match self.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.seq),
+            None => format!("none-{}", self.seq),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        store_snapshot(&self.writer, self.group, &stored).await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
+    }
+}
