@@ -7,7 +7,7 @@
 //! free of disk writes.
 
 use std::io::Cursor;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -32,7 +32,8 @@ pub struct MetaStateMachine {
     group: GroupId,
     db: Arc<Db>,
     writer: Writer,
-    state: MetaState,
+    /// Shared with the node's readers (routing reads its local replica).
+    state: Arc<RwLock<MetaState>>,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
     /// Snapshots built so far by this process (part of their ids).
@@ -55,7 +56,7 @@ impl MetaStateMachine {
             group,
             db: store.db().clone(),
             writer,
-            state: MetaState::new(),
+            state: Arc::new(RwLock::new(MetaState::new())),
             last_applied: None,
             membership: StoredMembership::default(),
             built: 0,
@@ -66,9 +67,10 @@ impl MetaStateMachine {
         Ok(sm)
     }
 
-    /// The metadata as applied so far.
-    pub fn state(&self) -> &MetaState {
-        &self.state
+    /// The metadata as applied so far, shared: readers take the read lock
+    /// for the length of a lookup, `apply` the write lock per entry.
+    pub fn shared(&self) -> Arc<RwLock<MetaState>> {
+        self.state.clone()
     }
 
     fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>> {
@@ -94,7 +96,7 @@ impl MetaStateMachine {
         if dropped > 0 {
             tracing::warn!(dropped, "snapshot held bindings whose ends are missing");
         }
-        self.state = state;
+        *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())
@@ -120,7 +122,12 @@ impl RaftStateMachine<MetaRaft> for MetaStateMachine {
             self.last_applied = Some(e.log_id);
             out.push(match e.payload {
                 EntryPayload::Blank => Applied(None),
-                EntryPayload::Normal(cmd) => Applied(Some(self.state.apply(&cmd))),
+                EntryPayload::Normal(cmd) => Applied(Some(
+                    self.state
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .apply(&cmd),
+                )),
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(e.log_id), m);
                     Applied(None)
@@ -137,7 +144,11 @@ impl RaftStateMachine<MetaRaft> for MetaStateMachine {
         MetaSnapshotBuilder {
             group: self.group,
             writer: self.writer.clone(),
-            image: self.state.snapshot(),
+            image: self
+                .state
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .snapshot(),
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             seq: self.built,

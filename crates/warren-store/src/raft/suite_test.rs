@@ -87,7 +87,14 @@ async fn vote_and_snapshot_survive_a_restart() {
     assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(3, 1)));
     let (applied, _) = sm.applied_state().await.expect("applied");
     assert_eq!(applied, Some(id(2)));
-    assert!(sm.state().default_vhost().queue("kept").is_some());
+    assert!(
+        sm.shared()
+            .read()
+            .expect("lock")
+            .default_vhost()
+            .queue("kept")
+            .is_some()
+    );
     assert!(
         sm.get_current_snapshot().await.expect("current").is_some(),
         "the snapshot can be sent to a follower after a restart"

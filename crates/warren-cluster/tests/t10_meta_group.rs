@@ -1,0 +1,193 @@
+//! Raft group 0 across three in-process nodes talking gRPC over loopback:
+//! the cluster forms, a command is committed and applied on every node, the
+//! state machine's errors come back to the proposer, and after the leader is
+//! stopped the other two elect a new one and keep applying.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use openraft::{BasicNode, Config, Raft};
+use tokio_stream::wrappers::TcpListenerStream;
+use warren_cluster::{MetaRaftNode, Network, RaftService};
+use warren_core::meta::{Command, MetaState, Outcome};
+use warren_core::{FieldTable, ReplyCode};
+use warren_store::Store;
+use warren_store::raft::{Applied, META_GROUP, MetaStateMachine, NodeId, RaftLogStore};
+
+/// Bound on every wait.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Node {
+    id: NodeId,
+    addr: String,
+    raft: MetaRaftNode,
+    state: Arc<RwLock<MetaState>>,
+    server: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(id: NodeId) -> Node {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("rocksdb")).expect("store");
+    let writer = store.start_writer();
+    let log = RaftLogStore::new(&store, writer.clone(), META_GROUP);
+    let sm = MetaStateMachine::open(&store, writer, META_GROUP).expect("state machine");
+    let state = sm.shared();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let config = Config {
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        ..Default::default()
+    }
+    .validate()
+    .expect("config");
+    let raft = Raft::new(
+        id,
+        Arc::new(config),
+        Network::default().for_group(META_GROUP),
+        log,
+        sm,
+    )
+    .await
+    .expect("raft");
+    let service = RaftService::new(HashMap::from([(META_GROUP, raft.clone())]));
+    let server = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service.into_server())
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    });
+    Node {
+        id,
+        addr,
+        raft,
+        state,
+        server,
+        _dir: dir,
+    }
+}
+
+fn declare(name: &str, durable: bool) -> Command {
+    Command::DeclareQueue {
+        vhost: "/".into(),
+        name: name.into(),
+        durable,
+        exclusive: false,
+        auto_delete: false,
+        arguments: FieldTable::default(),
+        owner: 1,
+        server_named: false,
+    }
+}
+
+/// Polls `f` until it holds (bounded by `DEADLINE`).
+async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn leader_of(nodes: &[&Node]) -> Option<NodeId> {
+    let leaders: Vec<Option<NodeId>> = nodes
+        .iter()
+        .map(|n| n.raft.metrics().borrow().current_leader)
+        .collect();
+    let first = leaders[0]?;
+    let known = nodes.iter().any(|n| n.id == first);
+    (known && leaders.iter().all(|l| *l == Some(first))).then_some(first)
+}
+
+fn has_queue(n: &Node, name: &str) -> bool {
+    n.state
+        .read()
+        .map(|s| s.default_vhost().queue(name).is_some())
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_metadata_and_survive_the_leader() {
+    let nodes = vec![start(1).await, start(2).await, start(3).await];
+    let members: BTreeMap<NodeId, BasicNode> = nodes
+        .iter()
+        .map(|n| (n.id, BasicNode::new(&n.addr)))
+        .collect();
+    nodes[0].raft.initialize(members).await.expect("initialize");
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_for("a leader every node knows", || leader_of(&all).is_some()).await;
+    let leader_id = leader_of(&all).expect("leader");
+    let leader = nodes
+        .iter()
+        .find(|n| n.id == leader_id)
+        .expect("leader node");
+
+    // A declaration is committed, and applied on every node.
+    let r = leader
+        .raft
+        .client_write(declare("orders", true))
+        .await
+        .expect("write");
+    assert!(matches!(
+        r.data,
+        Applied(Some(Ok(Outcome::QueueDeclared { created: true, .. })))
+    ));
+    for n in &nodes {
+        wait_for("queue applied everywhere", || has_queue(n, "orders")).await;
+    }
+
+    // The state machine decides equivalence: the proposer gets the 406.
+    let r = leader
+        .raft
+        .client_write(declare("orders", false))
+        .await
+        .expect("write");
+    match r.data {
+        Applied(Some(Err(e))) => assert_eq!(e.code, ReplyCode::PreconditionFailed),
+        other => panic!("expected a 406, got {other:?}"),
+    }
+
+    // Stop the leader: the others elect a new one and keep going.
+    let stopped = Instant::now();
+    leader.raft.shutdown().await.expect("shutdown");
+    leader.server.abort();
+    let survivors: Vec<&Node> = nodes.iter().filter(|n| n.id != leader_id).collect();
+    wait_for("a new leader among the survivors", || {
+        leader_of(&survivors).is_some_and(|l| l != leader_id)
+    })
+    .await;
+    println!(
+        "new leader elected {} ms after the old one stopped",
+        stopped.elapsed().as_millis()
+    );
+    let new_leader_id = leader_of(&survivors).expect("new leader");
+    let new_leader = survivors
+        .iter()
+        .find(|n| n.id == new_leader_id)
+        .expect("new leader node");
+    let r = new_leader
+        .raft
+        .client_write(declare("after-failover", true))
+        .await
+        .expect("write after failover");
+    assert!(matches!(
+        r.data,
+        Applied(Some(Ok(Outcome::QueueDeclared { created: true, .. })))
+    ));
+    for n in &survivors {
+        wait_for("applied on the survivors", || {
+            has_queue(n, "after-failover")
+        })
+        .await;
+        assert!(has_queue(n, "orders"), "earlier entries kept");
+    }
+    for n in &survivors {
+        n.raft.shutdown().await.expect("shutdown");
+        n.server.abort();
+    }
+}
