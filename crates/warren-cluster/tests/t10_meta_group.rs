@@ -190,4 +190,8 @@ async fn three_nodes_replicate_metadata_and_survive_the_leader() {
         n.raft.shutdown().await.expect("shutdown");
         n.server.abort();
     }
+    drop(survivors);
+    drop(nodes);
+    // Every store closed before the process exits (RocksDB aborts otherwise).
+    wait_for("stores closed", || warren_store::live_writers() == 0).await;
 }

@@ -27,7 +27,7 @@ pub mod raft;
 pub mod writer;
 
 pub use db::{Recovered, Store};
-pub use writer::{Op, RaftCf, WriteDone, Writer};
+pub use writer::{Op, RaftCf, WriteDone, Writer, live_writers};
 
 /// Storage failures.
 #[derive(Clone, Debug, thiserror::Error)]

@@ -11,7 +11,7 @@
 //! the wait travels back to the socket readers (backpressure, not buffering).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use rocksdb::{WriteBatch, WriteOptions};
 use tokio::sync::{mpsc, oneshot};
@@ -19,6 +19,17 @@ use warren_core::{Message, QueueId};
 
 use crate::db::{CF_MESSAGES, CF_META, CF_RAFT_LOG, CF_RAFT_STATE, Db};
 use crate::{StoreError, codec, keys};
+
+/// Writer threads still running (each holds its database open).
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Writer threads of this process that have not finished closing their
+/// database. A writer thread ends once every [`Writer`] handle is dropped;
+/// tests wait for zero before the process exits, because RocksDB aborts when
+/// a database is still closing while the process tears down its statics.
+pub fn live_writers() -> usize {
+    LIVE.load(Ordering::Acquire)
+}
 
 /// Requests waiting for the writer before senders block.
 const QUEUE_DEPTH: usize = 1024;
@@ -109,10 +120,17 @@ impl Writer {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let s = stats.clone();
+        LIVE.fetch_add(1, Ordering::AcqRel);
         let thread = std::thread::Builder::new()
             .name("warren-store-writer".into())
-            .spawn(move || run(db, rx, s))
+            .spawn(move || {
+                run(db, rx, s);
+                LIVE.fetch_sub(1, Ordering::AcqRel);
+            })
             .ok();
+        if thread.is_none() {
+            LIVE.fetch_sub(1, Ordering::AcqRel);
+        }
         Self {
             tx,
             stats,

@@ -22,9 +22,20 @@ impl StoreBuilder<MetaRaft, RaftLogStore, MetaStateMachine, tempfile::TempDir> f
     }
 }
 
+/// Waits (bounded) until every writer thread of this process closed its
+/// database, so the process never exits while RocksDB is still closing one.
+pub(crate) fn wait_for_closed_stores() {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while crate::live_writers() > 0 && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn openraft_storage_suite() {
-    Suite::test_all(Builder).expect("openraft storage suite");
+    let result = Suite::test_all(Builder);
+    wait_for_closed_stores();
+    result.expect("openraft storage suite");
 }
 
 /// The vote and the last snapshot survive closing and reopening the database,
