@@ -16,16 +16,20 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec, Entry, QueueDef, QueueState};
-use warren_core::{AmqpError, Message, Name, QueueId};
+use warren_core::{AmqpError, Message, Name};
 use warren_store::{Op, Store, Writer};
 
 use crate::broker::Broker;
 use crate::connection::events::{ConnEvent, ConnTx, DeliverEvent};
-use crate::flow::{ChannelCredit, ConsumerFlow, QueueFlow};
+use crate::flow::QueueFlow;
 use crate::memory::Memory;
+
+mod mailbox;
+
+pub use mailbox::{ConsumerLink, PublishBatch, QueueHandle, QueueMsg};
 
 /// Mailbox depth of a queue, in messages (each may carry a batch).
 const MAILBOX: usize = 256;
@@ -38,105 +42,6 @@ const PAGE_LOW: usize = 512;
 const PAGE_BATCH: usize = 2048;
 /// Most mailbox messages handled before dispatching and writing.
 const MAX_BURST: usize = 256;
-
-/// A queue's address: cheap to clone, held by the registry and by channels.
-#[derive(Clone, Debug)]
-pub struct QueueHandle {
-    /// Node-local id.
-    pub id: QueueId,
-    /// Name.
-    pub name: Name,
-    /// Durable: persistent messages are written to disk.
-    pub durable: bool,
-    /// Mailbox.
-    pub tx: mpsc::Sender<QueueMsg>,
-    /// Tells publishers when consumers fall behind.
-    pub flow: Arc<QueueFlow>,
-}
-
-/// Messages from one connection for one queue.
-#[derive(Debug)]
-pub struct PublishBatch {
-    /// The publishing connection (for confirms), with its id.
-    pub from: Option<(u64, ConnTx)>,
-    /// Each message with its confirm (channel, seq) when the publisher waits
-    /// for this queue to write it.
-    pub items: Vec<(Message, Option<(ChannelKey, u64)>)>,
-}
-
-/// How a queue reaches one consumer.
-#[derive(Debug, Clone)]
-pub struct ConsumerLink {
-    /// The consumer's connection.
-    pub out: ConnTx,
-    /// Per-consumer delivery credit.
-    pub flow: Arc<ConsumerFlow>,
-    /// The channel's prefetch credit and flow switch.
-    pub credit: Arc<ChannelCredit>,
-}
-
-/// Result of `basic.get`: the entry and how many messages remain ready.
-pub type GetReply = Option<(Entry, u32)>;
-
-/// The mailbox protocol of a queue.
-#[derive(Debug)]
-pub enum QueueMsg {
-    /// Publishes.
-    Publish(PublishBatch),
-    /// `basic.consume`.
-    Consume {
-        /// The consumer.
-        spec: ConsumerSpec,
-        /// How to reach it.
-        link: ConsumerLink,
-        /// Ok, or 403 for exclusivity conflicts.
-        reply: oneshot::Sender<Result<(), AmqpError>>,
-    },
-    /// `basic.cancel`.
-    Cancel {
-        /// The consumer.
-        consumer: ConsumerId,
-        /// Answered once the consumer is gone.
-        reply: Option<oneshot::Sender<()>>,
-    },
-    /// Ack (`requeue == false` also serves reject/nack without requeue) or requeue.
-    Settle {
-        /// The channel the messages were delivered on.
-        channel: ChannelKey,
-        /// Their seqs.
-        seqs: Vec<u64>,
-        /// Put them back instead of removing them.
-        requeue: bool,
-    },
-    /// A channel closed: drop its consumers, requeue its unacked messages.
-    ChannelClosed(ChannelKey),
-    /// `basic.get`.
-    Get {
-        /// The channel asking.
-        channel: ChannelKey,
-        /// Settle on delivery.
-        no_ack: bool,
-        /// The answer.
-        reply: oneshot::Sender<GetReply>,
-    },
-    /// `queue.purge`: answers with the number of messages removed.
-    Purge(oneshot::Sender<u32>),
-    /// Message and consumer counts.
-    Status(oneshot::Sender<(u32, u32)>),
-    /// `queue.delete`: checks the conditions, then stops the actor.
-    Delete {
-        /// Refuse while it has consumers.
-        if_unused: bool,
-        /// Refuse while it has ready messages.
-        if_empty: bool,
-        /// Number of messages deleted, or the 406.
-        reply: oneshot::Sender<Result<u32, AmqpError>>,
-    },
-    /// Credit came back somewhere: try to dispatch.
-    Wake,
-    /// The node is stopping: exit (messages stay on disk if durable).
-    Stop,
-}
 
 /// Confirms of one connection waiting for a burst's sync: (conn id, conn, [(channel, seq)]).
 type PendingConfirms = (u64, ConnTx, Vec<(ChannelKey, u64)>);
