@@ -1,4 +1,4 @@
-//! Generates the gRPC code of `proto/raft.proto` with a vendored `protoc`
+//! Generates the gRPC code of `proto/{raft,cluster}.proto` with a vendored `protoc`
 //! (no system package needed), unless `PROTOC` names one.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -12,9 +12,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
     }
     println!("cargo:rerun-if-changed=../../proto/raft.proto");
+    println!("cargo:rerun-if-changed=../../proto/cluster.proto");
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_protos(&["../../proto/raft.proto"], &["../../proto"])?;
+        .compile_protos(
+            &["../../proto/raft.proto", "../../proto/cluster.proto"],
+            &["../../proto"],
+        )?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! request, serde-encoded; the reply is the remote `Result`, decoded back.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -29,23 +30,36 @@ use crate::pb::raft_client::RaftClient;
 /// Bound on establishing a connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Channels to peers, by address, shared by every group's network factory.
+/// Channels to peers, by address, shared by every group's network factory
+/// and by the cluster RPCs (forwarded proposals, status).
 #[derive(Clone, Default, Debug)]
 pub struct Network {
     group: GroupId,
+    /// The address outgoing connections are made from (the node's own
+    /// cluster address), so that cutting one address cuts all its links.
+    local: Option<IpAddr>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl Network {
+    /// A network whose connections start from `local` (bind before connect).
+    pub fn new(local: Option<IpAddr>) -> Self {
+        Self {
+            local,
+            ..Self::default()
+        }
+    }
+
     /// The network of `group`, sharing `self`'s channels.
     pub fn for_group(&self, group: GroupId) -> Self {
         Self {
             group,
-            channels: self.channels.clone(),
+            ..self.clone()
         }
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, NetworkError> {
+    /// The shared channel to `addr` (connected lazily).
+    pub fn channel(&self, addr: &str) -> Result<Channel, NetworkError> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
@@ -53,6 +67,7 @@ impl Network {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| NetworkError::new(&e))?
             .connect_timeout(CONNECT_TIMEOUT)
+            .local_address(self.local)
             .tcp_nodelay(true);
         let channel = endpoint.connect_lazy();
         channels.insert(addr.to_owned(), channel.clone());

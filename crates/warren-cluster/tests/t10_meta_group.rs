@@ -82,6 +82,7 @@ fn declare(name: &str, durable: bool) -> Command {
         arguments: FieldTable::default(),
         owner: 1,
         server_named: false,
+        home: warren_core::queue::Home::default(),
     }
 }
 

@@ -12,6 +12,11 @@ pub struct AmqpError {
     pub code: ReplyCode,
     /// Human-readable detail, without the code name.
     pub text: String,
+    /// Close only the channel even though the code is a connection-level
+    /// one: a metadata store timeout (541) leaves the connection's other
+    /// channels usable, which is kinder than RabbitMQ's connection close.
+    #[serde(default)]
+    pub channel_only: bool,
 }
 
 impl AmqpError {
@@ -20,7 +25,19 @@ impl AmqpError {
         Self {
             code,
             text: text.into(),
+            channel_only: false,
         }
+    }
+
+    /// The same error, closing only the channel (see `channel_only`).
+    pub fn on_channel(mut self) -> Self {
+        self.channel_only = true;
+        self
+    }
+
+    /// Whether the error closes the whole connection.
+    pub fn is_connection_level(&self) -> bool {
+        self.code.is_connection_level() && !self.channel_only
     }
 
     /// 404 `no <kind> '<name>' in vhost '<vhost>'`.

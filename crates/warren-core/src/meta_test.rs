@@ -28,6 +28,7 @@ fn declare_queue(name: &str, exclusive: bool, owner: ConnectionId) -> Command {
         arguments: FieldTable::default(),
         owner,
         server_named: false,
+        home: Home { node: 1, epoch: 1 },
     }
 }
 
@@ -105,10 +106,112 @@ fn errors_are_decided_by_apply_and_change_nothing() {
             arguments: FieldTable::default(),
             owner: 1,
             server_named: false,
+            home: Home::default(),
         })
         .expect_err("no vhost");
     assert_eq!(err.code, ReplyCode::NotAllowed);
     assert_eq!(m.snapshot(), before);
+}
+
+fn declare_on(name: &str, durable: bool, exclusive: bool, node: u64, epoch: u64) -> Command {
+    Command::DeclareQueue {
+        vhost: VHOST.into(),
+        name: name.into(),
+        durable,
+        exclusive,
+        auto_delete: false,
+        arguments: FieldTable::default(),
+        owner: crate::queue::connection_id(node, epoch, 1),
+        server_named: false,
+        home: Home { node, epoch },
+    }
+}
+
+#[test]
+fn a_restarted_node_loses_its_transient_and_exclusive_queues_of_earlier_epochs() {
+    let mut m = MetaState::new();
+    m.apply(&declare_on("durable-2", true, false, 2, 1))
+        .expect("declare");
+    m.apply(&declare_on("transient-2", false, false, 2, 1))
+        .expect("declare");
+    m.apply(&declare_on("exclusive-2", true, true, 2, 1))
+        .expect("declare");
+    m.apply(&declare_on("transient-2-now", false, false, 2, 2))
+        .expect("declare");
+    m.apply(&declare_on("transient-3", false, false, 3, 1))
+        .expect("declare");
+    let Ok(Outcome::QueuesDeleted(gone)) = m.apply(&Command::DropNodeQueues {
+        node: 2,
+        before_epoch: 2,
+    }) else {
+        panic!("dropped");
+    };
+    let names: Vec<&str> = gone.iter().map(|(q, _)| &*q.name).collect();
+    assert_eq!(names, ["exclusive-2", "transient-2"]);
+    let v = m.vhost(VHOST).expect("vhost");
+    for kept in ["durable-2", "transient-2-now", "transient-3"] {
+        assert!(v.queue(kept).is_some(), "{kept} kept");
+    }
+    // Declared down: every transient queue of node 2 goes, durable ones stay.
+    let Ok(Outcome::QueuesDeleted(gone)) = m.apply(&Command::DropNodeQueues {
+        node: 2,
+        before_epoch: u64::MAX,
+    }) else {
+        panic!("dropped");
+    };
+    assert_eq!(gone.len(), 1);
+    assert!(m.vhost(VHOST).expect("vhost").queue("durable-2").is_some());
+}
+
+#[test]
+fn a_cluster_restart_drops_every_transient_thing() {
+    let mut m = MetaState::new();
+    m.apply(&declare_exchange("durable-x", "topic", false))
+        .expect("declare");
+    let mut transient = declare_exchange("transient-x", "topic", false);
+    if let Command::DeclareExchange { durable, .. } = &mut transient {
+        *durable = false;
+    }
+    m.apply(&transient).expect("declare");
+    m.apply(&declare_on("dq", true, false, 1, 1))
+        .expect("declare");
+    m.apply(&declare_on("tq", false, false, 1, 1))
+        .expect("declare");
+    m.apply(&bind("transient-x", "dq", DestinationKind::Queue, "#", 1))
+        .expect("bind");
+    m.apply(&bind("durable-x", "dq", DestinationKind::Queue, "#", 1))
+        .expect("bind");
+    let Ok(Outcome::QueuesDeleted(gone)) = m.apply(&Command::DropTransient) else {
+        panic!("dropped");
+    };
+    assert_eq!(gone.len(), 1);
+    let v = m.vhost(VHOST).expect("vhost");
+    assert!(v.exchange("transient-x").is_none());
+    assert!(v.exchange("durable-x").is_some());
+    assert!(v.queue("tq").is_none());
+    assert_eq!(v.bindings().count(), 1, "only the durable binding is left");
+}
+
+#[test]
+fn a_seed_applies_to_a_pristine_state_only() {
+    let mut old = MetaState::new();
+    old.apply(&declare_queue("q", false, 1)).expect("declare");
+    old.apply(&bind("amq.topic", "q", DestinationKind::Queue, "#", 1))
+        .expect("bind");
+    let image = old.snapshot();
+    let mut m = MetaState::new();
+    assert!(m.is_pristine());
+    assert_eq!(
+        m.apply(&Command::Seed(image.clone())),
+        Ok(Outcome::Seeded { dropped: 0 })
+    );
+    assert_eq!(m.snapshot(), image);
+    assert!(!m.is_pristine());
+    let err = m
+        .apply(&Command::Seed(image.clone()))
+        .expect_err("second seed");
+    assert_eq!(err.code, ReplyCode::PreconditionFailed);
+    assert_eq!(m.snapshot(), image);
 }
 
 #[test]
@@ -212,8 +315,15 @@ fn command() -> impl Strategy<Value = Command> {
                 arguments: FieldTable::default(),
                 owner,
                 server_named: q.starts_with("amq.gen"),
+                home: Home {
+                    node: owner % 3,
+                    epoch: owner % 2,
+                },
             }
         ),
+        Just(Command::DropTransient),
+        (0u64..3, 0u64..3)
+            .prop_map(|(node, before_epoch)| Command::DropNodeQueues { node, before_epoch }),
         (queue.clone(), prop::option::of(conn.clone())).prop_map(|(q, conn)| {
             Command::DeleteQueue {
                 vhost: VHOST.into(),

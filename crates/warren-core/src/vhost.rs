@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use crate::binding::{Binding, DestinationKind};
 use crate::exchange::{ExchangeDef, ExchangeKind, RoutingIndex, Target, Targets, XMatch};
 use crate::queue::args::{QueueArgs, check_equivalent};
-use crate::queue::{ConnectionId, QueueDef};
+use crate::queue::{ConnectionId, Home, QueueDef};
 use crate::{AmqpError, FieldTable, Name, QueueId, ReplyCode};
 
 /// The exchanges every vhost has, as RabbitMQ predeclares them.
@@ -64,6 +64,8 @@ pub struct QueueDeclare<'a> {
     pub owner: ConnectionId,
     /// The server chose the name (`amq.gen-...`), so the reserved prefix is allowed.
     pub server_named: bool,
+    /// Where a new queue lives.
+    pub home: Home,
 }
 
 /// Side effects of a removal, for the runtime to persist.
@@ -349,6 +351,7 @@ impl VHost {
             auto_delete: d.auto_delete,
             arguments: d.arguments.clone(),
             args,
+            home: d.home,
         };
         self.queues.insert(def.name.clone(), def.clone());
         Ok((def, true))

@@ -25,6 +25,7 @@ fn q<'a>(name: &'a str, args: &'a FieldTable) -> QueueDeclare<'a> {
         arguments: args,
         owner: 1,
         server_named: false,
+        home: crate::queue::Home::default(),
     }
 }
 

@@ -5,6 +5,7 @@
 //! `--config`, the default. A node with no configuration at all is a working
 //! single node: AMQP on 0.0.0.0:5672, data in `./data`, user guest/guest.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -50,6 +51,31 @@ pub struct ServerArgs {
     /// Most channels per connection [default: 2047].
     #[arg(long, env = "WARREN_CHANNEL_MAX")]
     pub channel_max: Option<u16>,
+    /// This node's id in the cluster, non-zero [default: 1].
+    #[arg(long, env = "WARREN_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Address of the cluster listener (Raft and forwarding, gRPC); none: a
+    /// one-node cluster that no other node can join.
+    #[arg(long, env = "WARREN_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<String>,
+    /// The cluster's nodes, `1=host:port,2=host:port,...` (this one may be
+    /// listed; its entry is the address peers reach it at).
+    #[arg(long, env = "WARREN_PEERS")]
+    pub peers: Option<String>,
+    /// Raft heartbeat interval, ms [default: 100].
+    #[arg(long, env = "WARREN_RAFT_HEARTBEAT_MS")]
+    pub raft_heartbeat_ms: Option<u64>,
+    /// Raft election timeout, ms: a follower that hears nothing for a random
+    /// time between this and twice this starts an election [default: 400].
+    #[arg(long, env = "WARREN_RAFT_ELECTION_TIMEOUT_MS")]
+    pub raft_election_timeout_ms: Option<u64>,
+    /// Build a metadata snapshot every this many log entries [default: 5000].
+    #[arg(long, env = "WARREN_RAFT_SNAPSHOT_EVERY")]
+    pub raft_snapshot_every: Option<u64>,
+    /// How long a metadata operation may wait for a Raft majority before the
+    /// channel gets an error, ms [default: 5000].
+    #[arg(long, env = "WARREN_METADATA_TIMEOUT_MS")]
+    pub metadata_timeout_ms: Option<u64>,
 }
 
 /// A user allowed to log in.
@@ -74,6 +100,13 @@ pub struct FileConfig {
     frame_max: Option<u32>,
     channel_max: Option<u16>,
     max_message_size: Option<u64>,
+    node_id: Option<u64>,
+    cluster_listen: Option<String>,
+    peers: Option<String>,
+    raft_heartbeat_ms: Option<u64>,
+    raft_election_timeout_ms: Option<u64>,
+    raft_snapshot_every: Option<u64>,
+    metadata_timeout_ms: Option<u64>,
     #[serde(default)]
     users: Vec<User>,
 }
@@ -147,6 +180,20 @@ pub struct Config {
     pub max_message_size: u64,
     /// Users; `guest` may log in only from loopback, as in RabbitMQ.
     pub users: Vec<User>,
+    /// This node's id.
+    pub node_id: u64,
+    /// The cluster listener, if any.
+    pub cluster_listen: Option<SocketAddr>,
+    /// The static peer list (this node may be in it).
+    pub peers: BTreeMap<u64, String>,
+    /// Raft heartbeat, ms.
+    pub raft_heartbeat_ms: u64,
+    /// Raft election timeout (lower bound), ms.
+    pub raft_election_timeout_ms: u64,
+    /// Entries between metadata snapshots.
+    pub raft_snapshot_every: u64,
+    /// Bound on a metadata operation, ms.
+    pub metadata_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -154,7 +201,8 @@ impl Default for Config {
         Self {
             amqp_listen: SocketAddr::from(([0, 0, 0, 0], 5672)),
             data_dir: PathBuf::from("data"),
-            log_level: "info".into(),
+            // openraft narrates every election at info.
+            log_level: "info,openraft=warn".into(),
             memory_high_watermark: Watermark::Fraction(DEFAULT_WATERMARK),
             heartbeat: DEFAULT_HEARTBEAT,
             frame_max: DEFAULT_FRAME_MAX,
@@ -164,8 +212,39 @@ impl Default for Config {
                 name: "guest".into(),
                 password: "guest".into(),
             }],
+            node_id: 1,
+            cluster_listen: None,
+            peers: BTreeMap::new(),
+            raft_heartbeat_ms: 100,
+            raft_election_timeout_ms: 400,
+            raft_snapshot_every: 5000,
+            metadata_timeout_ms: 5000,
         }
     }
+}
+
+/// Parses `1=host:port,2=host:port`.
+pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut peers = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("bad peer '{part}': expected id=host:port"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad peer id in '{part}'"))?;
+        let addr = addr.trim();
+        if id == 0 || !addr.contains(':') {
+            return Err(format!(
+                "bad peer '{part}': id must be non-zero, address host:port"
+            ));
+        }
+        if peers.insert(id, addr.to_owned()).is_some() {
+            return Err(format!("peer {id} listed twice"));
+        }
+    }
+    Ok(peers)
 }
 
 impl Config {
@@ -213,6 +292,33 @@ impl Config {
         if !file.users.is_empty() {
             c.users = file.users;
         }
+        if let Some(n) = args.node_id.or(file.node_id) {
+            c.node_id = n;
+        }
+        if let Some(a) = args.cluster_listen.clone().or(file.cluster_listen) {
+            c.cluster_listen = Some(
+                a.parse()
+                    .map_err(|e| format!("bad --cluster-listen '{a}': {e}"))?,
+            );
+        }
+        if let Some(p) = args.peers.clone().or(file.peers) {
+            c.peers = parse_peers(&p)?;
+        }
+        if let Some(v) = args.raft_heartbeat_ms.or(file.raft_heartbeat_ms) {
+            c.raft_heartbeat_ms = v;
+        }
+        if let Some(v) = args
+            .raft_election_timeout_ms
+            .or(file.raft_election_timeout_ms)
+        {
+            c.raft_election_timeout_ms = v;
+        }
+        if let Some(v) = args.raft_snapshot_every.or(file.raft_snapshot_every) {
+            c.raft_snapshot_every = v;
+        }
+        if let Some(v) = args.metadata_timeout_ms.or(file.metadata_timeout_ms) {
+            c.metadata_timeout_ms = v;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -232,7 +338,33 @@ impl Config {
         if self.users.is_empty() {
             return Err("at least one user is needed".into());
         }
+        if self.node_id == 0 || self.node_id > 0xffff {
+            return Err(format!("node-id {} must be in 1..=65535", self.node_id));
+        }
+        let others = self.peers.keys().any(|id| *id != self.node_id);
+        if others && self.cluster_listen.is_none() {
+            return Err("--peers names other nodes: --cluster-listen is needed".into());
+        }
+        if self.raft_election_timeout_ms <= self.raft_heartbeat_ms {
+            return Err("the raft election timeout must exceed the heartbeat".into());
+        }
+        if self.raft_snapshot_every == 0 {
+            return Err("raft-snapshot-every must be at least 1".into());
+        }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The address peers reach this node at: its entry in the peer list, or
+    /// its cluster listener; empty without one.
+    pub fn advertised_addr(&self) -> String {
+        if let Some(a) = self.peers.get(&self.node_id) {
+            return a.clone();
+        }
+        self.cluster_listen
+            .map(|a| a.to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -278,6 +410,28 @@ mod tests {
                 password: "b".into()
             }]
         );
+    }
+
+    #[test]
+    fn cluster_options() {
+        let args = ServerArgs {
+            node_id: Some(2),
+            cluster_listen: Some("127.0.0.2:25672".into()),
+            peers: Some("1=127.0.0.1:25672, 2=127.0.0.2:25672,3=127.0.0.3:25672".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(&args).expect("resolve");
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.peers.len(), 3);
+        assert_eq!(c.advertised_addr(), "127.0.0.2:25672");
+        assert!(parse_peers("1=a:1,1=b:2").is_err());
+        assert!(parse_peers("0=a:1").is_err());
+        assert!(parse_peers("x").is_err());
+        let no_listener = ServerArgs {
+            peers: Some("1=a:1,2=b:2".into()),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&no_listener).is_err());
     }
 
     #[test]

@@ -15,7 +15,47 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a node.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
+    /// Inspect or change the cluster through a node's cluster listener.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// Default address of a node's cluster listener for the admin commands.
+const DEFAULT_CLUSTER_SERVER: &str = "127.0.0.1:25672";
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Members, the leader, each node's state and log position.
+    Status {
+        /// A node's cluster address.
+        #[arg(long, env = "WARREN_SERVER", default_value = DEFAULT_CLUSTER_SERVER)]
+        server: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a node (started with its own --node-id and --cluster-listen).
+    AddNode {
+        /// A member's cluster address.
+        #[arg(long, env = "WARREN_SERVER", default_value = DEFAULT_CLUSTER_SERVER)]
+        server: String,
+        /// The new node's id.
+        #[arg(long)]
+        id: u64,
+        /// The new node's cluster address.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Remove a node from the cluster.
+    RemoveNode {
+        /// A member's cluster address.
+        #[arg(long, env = "WARREN_SERVER", default_value = DEFAULT_CLUSTER_SERVER)]
+        server: String,
+        /// The node's id.
+        #[arg(long)]
+        id: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,11 +74,48 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(run(config))
         }
+        Command::Cluster(cmd) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(cluster(cmd))
+        }
     }
 }
 
+async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
+    use warren_cluster::admin;
+    match cmd {
+        ClusterCommand::Status { server, json } => {
+            let s = admin::cluster_status(&server).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", admin::render(&s));
+            }
+        }
+        ClusterCommand::AddNode { server, id, addr } => {
+            let voters = admin::add_node(&server, id, &addr).await?;
+            println!("node {id} added; voters: {:?}", ids(&voters));
+        }
+        ClusterCommand::RemoveNode { server, id } => {
+            let voters = admin::remove_node(&server, id).await?;
+            println!("node {id} removed; voters: {:?}", ids(&voters));
+        }
+    }
+    Ok(())
+}
+
+fn ids(members: &[warren_cluster::pb::Member]) -> Vec<u64> {
+    members.iter().map(|m| m.id).collect()
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
-    let server = Server::start(config).await?;
+    // Start waits for a majority of the cluster; a signal meanwhile ends it.
+    let server = tokio::select! {
+        s = Server::start(config) => s?,
+        _ = wait_for_signal() => return Ok(()),
+    };
     wait_for_signal().await;
     server.shutdown().await;
     Ok(())

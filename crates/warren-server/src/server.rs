@@ -1,15 +1,25 @@
-//! Starting and stopping a node: listener, connection tasks, graceful shutdown.
+//! Starting and stopping a node: cluster listener, metadata group, AMQP
+//! listener, connection tasks, graceful shutdown.
 //!
+//! Start: open storage and Raft group 0, serve the cluster RPCs (peers must
+//! reach this node to form the group), form or rejoin the group, and only
+//! then listen for AMQP (as a RabbitMQ node waits for its metadata store).
 //! Shutdown follows DESIGN.md: stop accepting, close every connection with
-//! `connection.close` 320, wait (bounded) for the tasks, then flush storage.
+//! `connection.close` 320, wait (bounded) for the tasks, then stop Raft and
+//! flush storage.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use warren_cluster::{ClusterService, MetaNode, RaftService};
+use warren_store::raft::META_GROUP;
 
 use crate::broker::Broker;
 use crate::config::Config;
@@ -29,13 +39,34 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens storage, recovers, binds the listener and starts accepting.
+    /// Opens storage, joins the metadata group, binds the AMQP listener and
+    /// starts accepting.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
-        let broker = Broker::open(config)?;
-        let listener = TcpListener::bind(broker.config.amqp_listen).await?;
-        let amqp_addr = listener.local_addr()?;
+        let broker = Broker::open(config).await?;
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
+        if let Some(addr) = broker.config.cluster_listen {
+            let listener = TcpListener::bind(addr).await?;
+            let cluster_addr = listener.local_addr()?;
+            tracing::info!(%cluster_addr, node = broker.config.node_id, "cluster listening");
+            let _ = std::fs::write(
+                broker.config.data_dir.join("cluster.addr"),
+                cluster_addr.to_string(),
+            );
+            tracker.spawn(serve_cluster(listener, broker.node.clone(), token.clone()));
+        }
+        let node = broker.node.clone();
+        let opts = broker.node_options.clone();
+        tracker.spawn(until_cancelled(token.clone(), async move {
+            warren_cluster::bootstrap::form_group(&node, &opts).await;
+        }));
+        tracker.spawn(until_cancelled(
+            token.clone(),
+            crate::broker::follow_applied(Arc::downgrade(&broker)),
+        ));
+        broker.join().await?;
+        let listener = TcpListener::bind(broker.config.amqp_listen).await?;
+        let amqp_addr = listener.local_addr()?;
         tracker.spawn(accept_loop(
             listener,
             broker.clone(),
@@ -69,6 +100,40 @@ impl Server {
         }
         self.broker.stop().await;
         tracing::info!("stopped");
+    }
+}
+
+/// Runs `f` until it ends or the node shuts down.
+async fn until_cancelled(token: CancellationToken, f: impl Future<Output = ()>) {
+    tokio::select! {
+        _ = f => {}
+        _ = token.cancelled() => {}
+    }
+}
+
+/// Serves Raft and cluster RPCs until the token is cancelled.
+async fn serve_cluster(listener: TcpListener, node: Arc<MetaNode>, token: CancellationToken) {
+    let groups = HashMap::from([(META_GROUP, node.raft().clone())]);
+    let raft = RaftService::new(groups).into_server();
+    let cluster = ClusterService::new(node).into_server();
+    let r = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(raft)
+        .add_service(cluster)
+        .serve_with_incoming_shutdown(
+            // The builder's nodelay applies only to listeners it binds: set
+            // it here, or small replies wait out Nagle and delayed ACKs.
+            tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+                if let Ok(s) = &s {
+                    let _ = s.set_nodelay(true);
+                }
+                s
+            }),
+            token.cancelled_owned(),
+        )
+        .await;
+    if let Err(e) = r {
+        tracing::error!(cause = %e, "cluster listener failed");
     }
 }
 

@@ -11,7 +11,7 @@ use cookie_factory::gen_simple;
 use warren_core::binding::{Binding, DestinationKind};
 use warren_core::exchange::{ExchangeDef, ExchangeKind};
 use warren_core::message::MessageFlags;
-use warren_core::queue::{QueueArgs, QueueDef};
+use warren_core::queue::{Home, QueueArgs, QueueDef};
 use warren_core::{FieldTable, Message, Name};
 
 use crate::StoreError;
@@ -167,6 +167,8 @@ pub fn decode_queue(b: &[u8], vhost: &str) -> Result<QueueDef, StoreError> {
         auto_delete: flags & 2 != 0,
         arguments,
         args,
+        // Records predate clusters: the node that reads them is their home.
+        home: Home::default(),
     })
 }
 
@@ -285,6 +287,7 @@ mod tests {
             auto_delete: true,
             args: QueueArgs::parse(&qargs, "task_queue", "/").expect("args"),
             arguments: qargs,
+            home: Home::default(),
         };
         assert_eq!(decode_queue(&encode_queue(&q), "/").expect("decode"), q);
 

@@ -191,4 +191,72 @@ impl Store {
         }
         Ok(max)
     }
+
+    /// Every queue id that has stored messages, ascending (one seek per
+    /// queue, not one step per message).
+    pub fn message_queue_ids(&self) -> Result<Vec<QueueId>, StoreError> {
+        let cf = self
+            .db
+            .cf_handle(CF_MESSAGES)
+            .ok_or(StoreError::Rocks("no messages cf".into()))?;
+        let mut ids = Vec::new();
+        let mut from = [0u8; 16];
+        loop {
+            let mode = IteratorMode::From(&from, Direction::Forward);
+            let Some(item) = self.db.iterator_cf(cf, mode).next() else {
+                break;
+            };
+            let (k, _) = item?;
+            let Some((q, _)) = keys::parse_message(&k) else {
+                break;
+            };
+            ids.push(q);
+            match q.checked_add(1) {
+                Some(next) => from = keys::queue_range(next).0,
+                None => break,
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Counts this start: returns the node's new epoch (1 on the first
+    /// start), durably recorded before anything else runs.
+    pub fn bump_epoch(&self) -> Result<u64, StoreError> {
+        let cf = self
+            .db
+            .cf_handle(CF_RAFT_STATE)
+            .ok_or(StoreError::Rocks("no raft_state cf".into()))?;
+        let old = match self.db.get_cf(cf, EPOCH_KEY)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("epoch record".into()))?,
+            ),
+            None => 0,
+        };
+        let epoch = old + 1;
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(true);
+        self.db
+            .put_cf_opt(cf, EPOCH_KEY, epoch.to_be_bytes(), &wo)?;
+        Ok(epoch)
+    }
+
+    /// Removes every record of the `meta` column family: once its contents
+    /// live in Raft group 0 they must not be read again.
+    pub fn clear_legacy_meta(&self) -> Result<(), StoreError> {
+        let cf = self
+            .db
+            .cf_handle(CF_META)
+            .ok_or(StoreError::Rocks("no meta cf".into()))?;
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(true);
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_range_cf(cf, [0u8].as_slice(), [0xffu8; 8].as_slice());
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
 }
+
+/// Key of the node's epoch in `raft_state` (group keys are 9 or 16 bytes).
+const EPOCH_KEY: &[u8] = b"epoch";

@@ -15,8 +15,35 @@ pub use state::{ChannelKey, ConsumerId, ConsumerSpec, Delivery, Entry, QueueStat
 
 use crate::{FieldTable, Name, QueueId};
 
-/// The connection that owns an exclusive queue.
+/// A connection, unique in the cluster and across restarts: the serving
+/// node's id in the top 16 bits, that node's epoch (its restart count) in the
+/// next 16, then a counter. An exclusive queue's owner names its node, so the
+/// queue can be dropped when that node restarts or is declared down.
 pub type ConnectionId = u64;
+
+/// Identifies a node of the cluster.
+pub type NodeId = u64;
+
+/// A connection id for `node` in `epoch`, number `n` of that epoch.
+pub fn connection_id(node: NodeId, epoch: u64, n: u32) -> ConnectionId {
+    ((node & 0xffff) << 48) | ((epoch & 0xffff) << 32) | u64::from(n)
+}
+
+/// The node that serves connection `conn`.
+pub fn connection_node(conn: ConnectionId) -> NodeId {
+    conn >> 48
+}
+
+/// Where a classic queue lives: the node holding its messages and running its
+/// actor, and that node's epoch when the queue was declared (a transient
+/// queue does not outlive the epoch).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Home {
+    /// The node.
+    pub node: NodeId,
+    /// Its epoch at declaration.
+    pub epoch: u64,
+}
 
 /// A queue as declared.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -35,4 +62,7 @@ pub struct QueueDef {
     pub arguments: FieldTable,
     /// The arguments RabbitMQ interprets, parsed.
     pub args: QueueArgs,
+    /// The node it lives on.
+    #[serde(default)]
+    pub home: Home,
 }

@@ -145,6 +145,7 @@ impl Channel {
                 arguments: &d.arguments,
                 owner: ctx.id,
                 server_named,
+                home: ctx.broker.home(),
             })
             .await?;
         self.last_queue = Some(def.name.clone());

@@ -533,7 +533,7 @@ impl Connection {
         };
         match channel.handle(cmd, &mut self.ctx).await {
             Ok(()) => Ok(()),
-            Err(e) if e.code.is_connection_level() => Err(Stop::Close(e, ids.0, ids.1)),
+            Err(e) if e.is_connection_level() => Err(Stop::Close(e, ids.0, ids.1)),
             Err(e) => {
                 tracing::debug!(channel = ch, code = e.code.code(), text = %e.text, "channel error");
                 if let Some(c) = self.channels.get_mut(&ch) {
@@ -577,11 +577,7 @@ impl Connection {
     async fn cleanup(&mut self) {
         self.cleanup_channels().await;
         let broker = self.ctx.broker.clone();
-        for q in broker.exclusive_queues_of(self.ctx.id) {
-            if let Err(e) = broker.delete_queue(&q, self.ctx.id, false, false).await {
-                tracing::warn!(queue = %q, cause = %e, "could not delete exclusive queue");
-            }
-        }
+        broker.drop_connection(self.ctx.id).await;
         let _ = self.peer;
     }
 }

@@ -58,6 +58,7 @@ async fn vote_and_snapshot_survive_a_restart() {
         arguments: FieldTable::default(),
         owner: 1,
         server_named: false,
+        home: warren_core::queue::Home::default(),
     };
     {
         let store = Store::open(dir.path()).expect("open");

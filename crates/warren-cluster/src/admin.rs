@@ -1,0 +1,180 @@
+//! The client side of the admin RPCs, for `warren cluster ...`: the status of
+//! every member as each sees itself, and membership changes.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tonic::transport::Endpoint;
+
+use crate::pb::cluster_client::ClusterClient;
+use crate::pb::{AddNodeRequest, Member, NodeStatus, RemoveNodeRequest, StatusRequest};
+
+/// Bound on each admin call but membership changes (which wait for a new
+/// node to catch up).
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on a membership change.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One member as it reports itself.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MemberStatus {
+    /// Node id.
+    pub id: u64,
+    /// Cluster address.
+    pub addr: String,
+    /// A voter (false: a learner still catching up).
+    pub voter: bool,
+    /// Answered the status call.
+    pub reachable: bool,
+    /// leader, follower, candidate, learner; `unreachable` when it did not
+    /// answer.
+    pub state: String,
+    /// Its current term.
+    pub term: u64,
+    /// The leader it knows (None: none).
+    pub leader: Option<u64>,
+    /// Index of its last log entry.
+    pub last_log_index: Option<u64>,
+    /// Index of the last entry it applied.
+    pub last_applied: Option<u64>,
+    /// Index its last snapshot covers.
+    pub snapshot: Option<u64>,
+}
+
+/// The cluster as its members report it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ClusterStatus {
+    /// The leader the asked node knows.
+    pub leader: Option<u64>,
+    /// Every member of group 0.
+    pub members: Vec<MemberStatus>,
+}
+
+fn index(i: i64) -> Option<u64> {
+    u64::try_from(i).ok()
+}
+
+async fn client(
+    addr: &str,
+    timeout: Duration,
+) -> anyhow::Result<ClusterClient<tonic::transport::Channel>> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(CALL_TIMEOUT)
+        .timeout(timeout)
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {addr}: {e}"))?;
+    Ok(ClusterClient::new(channel))
+}
+
+async fn node_status(addr: &str) -> anyhow::Result<NodeStatus> {
+    let mut c = client(addr, CALL_TIMEOUT).await?;
+    Ok(c.status(StatusRequest {}).await?.into_inner())
+}
+
+fn member_status(m: &Member, s: Option<&NodeStatus>) -> MemberStatus {
+    match s {
+        Some(s) => MemberStatus {
+            id: m.id,
+            addr: m.addr.clone(),
+            voter: m.voter,
+            reachable: true,
+            state: s.state.clone(),
+            term: s.term,
+            leader: (s.leader != 0).then_some(s.leader),
+            last_log_index: index(s.last_log_index),
+            last_applied: index(s.last_applied),
+            snapshot: index(s.snapshot),
+        },
+        None => MemberStatus {
+            id: m.id,
+            addr: m.addr.clone(),
+            voter: m.voter,
+            reachable: false,
+            state: "unreachable".into(),
+            term: 0,
+            leader: None,
+            last_log_index: None,
+            last_applied: None,
+            snapshot: None,
+        },
+    }
+}
+
+/// Asks `server` for the members, then each member for its status.
+pub async fn cluster_status(server: &str) -> anyhow::Result<ClusterStatus> {
+    let first = node_status(server).await?;
+    let mut members = Vec::new();
+    if first.members.is_empty() {
+        // Not in a group yet: report the node alone.
+        let me = Member {
+            id: first.id,
+            addr: first.addr.clone(),
+            voter: false,
+        };
+        members.push(member_status(&me, Some(&first)));
+    }
+    for m in &first.members {
+        if m.id == first.id {
+            members.push(member_status(m, Some(&first)));
+            continue;
+        }
+        let s = node_status(&m.addr).await.ok();
+        members.push(member_status(m, s.as_ref()));
+    }
+    Ok(ClusterStatus {
+        leader: (first.leader != 0).then_some(first.leader),
+        members,
+    })
+}
+
+/// The status as a table.
+pub fn render(s: &ClusterStatus) -> String {
+    let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "leader: {}, members: {}",
+        opt(s.leader),
+        s.members.len()
+    );
+    let _ = writeln!(
+        out,
+        "{:<4} {:<22} {:<7} {:<11} {:>5} {:>8} {:>8} {:>8}",
+        "ID", "ADDRESS", "ROLE", "STATE", "TERM", "LOG", "APPLIED", "SNAPSHOT"
+    );
+    for m in &s.members {
+        let _ = writeln!(
+            out,
+            "{:<4} {:<22} {:<7} {:<11} {:>5} {:>8} {:>8} {:>8}",
+            m.id,
+            m.addr,
+            if m.voter { "voter" } else { "learner" },
+            m.state,
+            m.term,
+            opt(m.last_log_index),
+            opt(m.last_applied),
+            opt(m.snapshot)
+        );
+    }
+    out
+}
+
+/// Adds node `id` at `addr` through `server`; returns the voters after.
+pub async fn add_node(server: &str, id: u64, addr: &str) -> anyhow::Result<Vec<Member>> {
+    let mut c = client(server, CHANGE_TIMEOUT).await?;
+    let r = c
+        .add_node(AddNodeRequest {
+            id,
+            addr: addr.to_owned(),
+        })
+        .await?;
+    Ok(r.into_inner().members)
+}
+
+/// Removes node `id` through `server`; returns the voters after.
+pub async fn remove_node(server: &str, id: u64) -> anyhow::Result<Vec<Member>> {
+    let mut c = client(server, CHANGE_TIMEOUT).await?;
+    let r = c.remove_node(RemoveNodeRequest { id }).await?;
+    Ok(r.into_inner().members)
+}

@@ -1,0 +1,104 @@
+//! Forming group 0 from a static peer list, whatever the start order.
+//!
+//! A node with a Raft state (a restart, or a node added online) never
+//! initialises. A fresh node polls its peers' status; it initialises the
+//! group with the whole static list when it sees a majority of that list
+//! answering, none of them already in a group, and no lower id among those
+//! answering. openraft documents initialising several nodes with the *same*
+//! membership as safe, which covers the race of two nodes deciding in the
+//! same instant: the list is static, so their memberships are identical.
+//! A node without peers initialises a one-member group at once.
+
+use std::time::Duration;
+
+use openraft::BasicNode;
+use std::collections::BTreeMap;
+use warren_store::raft::NodeId;
+
+use crate::node::{MetaNode, NodeOptions};
+use crate::pb::StatusRequest;
+use crate::pb::cluster_client::ClusterClient;
+
+/// Bound on one status probe.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Pause between probing rounds.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+
+/// What a probe learnt of a peer.
+enum Seen {
+    Unreachable,
+    Fresh,
+    InGroup,
+}
+
+async fn probe(node: &MetaNode, addr: &str) -> Seen {
+    let Ok(channel) = node.network().channel(addr) else {
+        return Seen::Unreachable;
+    };
+    let mut client = ClusterClient::new(channel);
+    let mut req = tonic::Request::new(StatusRequest {});
+    req.set_timeout(PROBE_TIMEOUT);
+    match tokio::time::timeout(PROBE_TIMEOUT, client.status(req)).await {
+        Ok(Ok(s)) if s.get_ref().members.is_empty() => Seen::Fresh,
+        Ok(Ok(_)) => Seen::InGroup,
+        _ => Seen::Unreachable,
+    }
+}
+
+/// Runs until this node is part of group 0 (initialised by itself or by
+/// another node). Meant to be spawned; it ends when the group exists.
+pub async fn form_group(node: &MetaNode, opts: &NodeOptions) {
+    let members: BTreeMap<NodeId, BasicNode> = opts.initial_members();
+    let mut rounds: u64 = 0;
+    loop {
+        match node.raft().is_initialized().await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(cause = %e, "raft stopped before the group formed");
+                return;
+            }
+        }
+        if let Some(id) = decide(node, &members).await {
+            tracing::info!(
+                node = id,
+                members = ?members.keys().collect::<Vec<_>>(),
+                "initialising metadata group"
+            );
+            if let Err(e) = node.raft().initialize(members.clone()).await {
+                // NotAllowed: a leader's entries arrived meanwhile; fine.
+                tracing::info!(cause = %e, "group already initialised");
+            }
+            return;
+        }
+        rounds += 1;
+        if rounds.is_multiple_of(50) {
+            tracing::info!(
+                rounds,
+                "waiting for a majority of peers to form the cluster"
+            );
+        }
+        tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
+/// `Some(self)` when this node should initialise now.
+async fn decide(node: &MetaNode, members: &BTreeMap<NodeId, BasicNode>) -> Option<NodeId> {
+    if members.len() == 1 {
+        return Some(node.id());
+    }
+    let mut answering = vec![node.id()];
+    for (id, n) in members {
+        if *id == node.id() {
+            continue;
+        }
+        match probe(node, &n.addr).await {
+            Seen::Unreachable => {}
+            Seen::Fresh => answering.push(*id),
+            Seen::InGroup => return None,
+        }
+    }
+    let majority = members.len() / 2 + 1;
+    let lowest = answering.iter().min().copied();
+    (answering.len() >= majority && lowest == Some(node.id())).then_some(node.id())
+}

@@ -1,0 +1,84 @@
+//! The server side of `proto/cluster.proto`: proposals forwarded by other
+//! nodes, status, membership changes.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use warren_core::meta::Command;
+use warren_store::raft::META_GROUP;
+
+use crate::node::MetaNode;
+use crate::pb::cluster_server::{Cluster, ClusterServer};
+use crate::pb::{
+    AddNodeRequest, MembershipReply, NodeStatus, ProposeReply, ProposeRequest, RemoveNodeRequest,
+    StatusRequest,
+};
+
+/// Serves the cluster RPCs of this node.
+#[derive(Clone, Debug)]
+pub struct ClusterService {
+    node: Arc<MetaNode>,
+}
+
+impl ClusterService {
+    /// The service of `node`.
+    pub fn new(node: Arc<MetaNode>) -> Self {
+        Self { node }
+    }
+
+    /// The tonic server for this service.
+    pub fn into_server(self) -> ClusterServer<Self> {
+        ClusterServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn propose(
+        &self,
+        request: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeReply>, Status> {
+        let req = request.into_inner();
+        if req.group != META_GROUP {
+            return Err(Status::not_found(format!("no group {} here", req.group)));
+        }
+        let cmd: Command = serde_json::from_slice(&req.command)
+            .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
+        match self.node.propose_as_leader(cmd).await {
+            Ok(Some((index, applied))) => {
+                let result = applied.0.ok_or_else(|| Status::internal("no outcome"))?;
+                let outcome = serde_json::to_vec(&result)
+                    .map_err(|e| Status::internal(format!("encoding outcome: {e}")))?;
+                Ok(Response::new(ProposeReply { index, outcome }))
+            }
+            Ok(None) => Err(Status::failed_precondition("not the leader")),
+            Err(e) => Err(Status::internal(e)),
+        }
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<NodeStatus>, Status> {
+        Ok(Response::new(self.node.status()))
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<AddNodeRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let req = request.into_inner();
+        if req.id == 0 || req.addr.is_empty() {
+            return Err(Status::invalid_argument(
+                "a node needs a non-zero id and an address",
+            ));
+        }
+        let members = self.node.add_node(req.id, req.addr).await?;
+        Ok(Response::new(MembershipReply { members }))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let members = self.node.remove_node(request.into_inner().id).await?;
+        Ok(Response::new(MembershipReply { members }))
+    }
+}

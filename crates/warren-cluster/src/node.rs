@@ -1,0 +1,411 @@
+//! This node's member of Raft group 0: how metadata commands are proposed,
+//! forwarded to the leader, and answered once applied here.
+//!
+//! A command proposed on a follower goes to the leader over `Cluster.Propose`;
+//! the leader appends it, commits it and applies it, and returns the entry's
+//! index with the state machine's outcome. The follower then waits until its
+//! own replica has applied that index, so that the client's next command on
+//! this node (a publish routed through the local replica, say) sees the
+//! change. Every proposal is bounded by `propose_timeout`: a node cut off from
+//! the majority answers with an error, never a hang.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
+use tokio::time::Instant;
+use warren_core::meta::{Command, MetaState, Outcome};
+use warren_core::{AmqpError, ReplyCode};
+use warren_store::raft::{Applied, META_GROUP, MetaStateMachine, NodeId, RaftLogStore};
+use warren_store::{Store, Writer};
+
+use crate::pb::cluster_client::ClusterClient;
+use crate::pb::{AddNodeRequest, Member, NodeStatus, ProposeRequest, RemoveNodeRequest};
+use crate::{MetaRaftNode, Network};
+
+/// Raft timing and snapshot settings of group 0.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// Leader heartbeat, ms.
+    pub heartbeat_ms: u64,
+    /// Election timeout range, ms.
+    pub election_min_ms: u64,
+    /// Election timeout range, ms.
+    pub election_max_ms: u64,
+    /// A snapshot is built after this many entries since the last one.
+    pub snapshot_every: u64,
+    /// Bound on a metadata proposal, forwarding and local apply included.
+    pub propose_timeout: Duration,
+}
+
+impl Default for Timing {
+    /// Heartbeat 100 ms and elections after 400–800 ms of silence: a leader's
+    /// loss is noticed in under a second on a LAN, well under the 2 s goal.
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            election_min_ms: 400,
+            election_max_ms: 800,
+            snapshot_every: 5000,
+            propose_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Who this node is and whom it knows at start.
+#[derive(Clone, Debug, Default)]
+pub struct NodeOptions {
+    /// This node's id (non-zero).
+    pub id: NodeId,
+    /// The address peers reach this node's cluster listener at (empty for a
+    /// node without one: a one-member group).
+    pub addr: String,
+    /// The static peer list (may include this node).
+    pub peers: BTreeMap<NodeId, String>,
+    /// Raft settings.
+    pub timing: Timing,
+}
+
+impl NodeOptions {
+    /// Every node the static list names, this one included.
+    pub fn initial_members(&self) -> BTreeMap<NodeId, BasicNode> {
+        let mut m: BTreeMap<NodeId, BasicNode> = self
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect();
+        m.insert(self.id, BasicNode::new(&self.addr));
+        m
+    }
+}
+
+/// This node's member of group 0.
+pub struct MetaNode {
+    id: NodeId,
+    addr: String,
+    raft: MetaRaftNode,
+    meta: Arc<RwLock<MetaState>>,
+    network: Network,
+    propose_timeout: Duration,
+}
+
+impl std::fmt::Debug for MetaNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaNode")
+            .field("id", &self.id)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a forwarded proposal did not go through.
+enum ForwardError {
+    /// Nothing was appended (the receiver is not the leader, or could not be
+    /// reached): ask again.
+    Retry,
+    /// The outcome is unknown or failed for good.
+    Fail(AmqpError),
+}
+
+fn internal(text: impl Into<String>) -> AmqpError {
+    AmqpError::new(ReplyCode::InternalError, text)
+}
+
+/// The outcome carried by an applied entry of a command.
+fn outcome(applied: Applied) -> Result<Outcome, AmqpError> {
+    applied
+        .0
+        .unwrap_or_else(|| Err(internal("the log entry carried no command")))
+}
+
+impl MetaNode {
+    /// Starts group 0's Raft instance on this node's store. Nothing is
+    /// initialised here: see [`crate::bootstrap`].
+    pub async fn start(
+        store: &Store,
+        writer: Writer,
+        opts: &NodeOptions,
+        network: Network,
+    ) -> anyhow::Result<Arc<Self>> {
+        let t = &opts.timing;
+        let config = Config {
+            cluster_name: "warren".into(),
+            heartbeat_interval: t.heartbeat_ms,
+            election_timeout_min: t.election_min_ms,
+            election_timeout_max: t.election_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
+            max_in_snapshot_log_to_keep: t.snapshot_every.min(1000),
+            ..Config::default()
+        }
+        .validate()?;
+        let log = RaftLogStore::new(store, writer.clone(), META_GROUP);
+        let sm = MetaStateMachine::open(store, writer, META_GROUP)?;
+        let meta = sm.shared();
+        let raft = Raft::new(
+            opts.id,
+            Arc::new(config),
+            network.for_group(META_GROUP),
+            log,
+            sm,
+        )
+        .await?;
+        Ok(Arc::new(Self {
+            id: opts.id,
+            addr: opts.addr.clone(),
+            raft,
+            meta,
+            network,
+            propose_timeout: t.propose_timeout,
+        }))
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The Raft instance (for the Raft RPC service).
+    pub fn raft(&self) -> &MetaRaftNode {
+        &self.raft
+    }
+
+    /// The metadata as applied on this node (routing reads it).
+    pub fn meta(&self) -> &Arc<RwLock<MetaState>> {
+        &self.meta
+    }
+
+    /// The network (channels to peers).
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// Proposes `cmd` and returns the state machine's outcome once this
+    /// node has applied it; after `propose_timeout` without a majority, an
+    /// error RabbitMQ's wording would give for a metadata store timeout.
+    pub async fn propose(&self, cmd: Command) -> Result<Outcome, AmqpError> {
+        let deadline = Instant::now() + self.propose_timeout;
+        match tokio::time::timeout_at(deadline, self.propose_until(cmd, deadline)).await {
+            Ok(r) => r,
+            Err(_) => Err(AmqpError::new(
+                ReplyCode::InternalError,
+                format!(
+                    "the metadata store operation timed out on node {} (no Raft majority within {} ms)",
+                    self.id,
+                    self.propose_timeout.as_millis()
+                ),
+            )
+            .on_channel()),
+        }
+    }
+
+    async fn propose_until(&self, cmd: Command, deadline: Instant) -> Result<Outcome, AmqpError> {
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match self.raft.client_write(cmd.clone()).await {
+                Ok(resp) => return outcome(resp.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    if let (Some(leader), Some(node)) = (f.leader_id, f.leader_node)
+                        && leader != self.id
+                    {
+                        match self.forward(&node.addr, &cmd).await {
+                            Ok((index, applied)) => {
+                                self.wait_applied(index, deadline).await?;
+                                return outcome(applied);
+                            }
+                            Err(ForwardError::Retry) => {}
+                            Err(ForwardError::Fail(e)) => return Err(e),
+                        }
+                    }
+                }
+                Err(e) => return Err(internal(format!("metadata store: {e}"))),
+            }
+            // No leader yet (an election is running): ask again shortly.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    async fn forward(&self, addr: &str, cmd: &Command) -> Result<(u64, Applied), ForwardError> {
+        let channel = self
+            .network
+            .channel(addr)
+            .map_err(|_| ForwardError::Retry)?;
+        let command = serde_json::to_vec(cmd)
+            .map_err(|e| ForwardError::Fail(internal(format!("encoding command: {e}"))))?;
+        let reply = ClusterClient::new(channel)
+            .propose(ProposeRequest {
+                group: META_GROUP,
+                command,
+            })
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::FailedPrecondition | tonic::Code::Unavailable => ForwardError::Retry,
+                _ => ForwardError::Fail(internal(format!("forwarding to the leader: {s}"))),
+            })?
+            .into_inner();
+        let result: Result<Outcome, AmqpError> = serde_json::from_slice(&reply.outcome)
+            .map_err(|e| ForwardError::Fail(internal(format!("decoding outcome: {e}"))))?;
+        Ok((reply.index, Applied(Some(result))))
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), AmqpError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "forwarded command applied here")
+            .await
+            .map(|_| ())
+            .map_err(|e| internal(format!("waiting for the local replica: {e}")))
+    }
+
+    /// `Cluster.Propose` on this node: append if leader, else `None` (the
+    /// caller retries elsewhere). Returns the entry's index and outcome.
+    pub async fn propose_as_leader(&self, cmd: Command) -> Result<Option<(u64, Applied)>, String> {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => {
+                // Followers learn the new commit index with the next
+                // append; without this the proposer would wait for the
+                // next heartbeat before applying (tens of ms).
+                let _ = self.raft.trigger().heartbeat().await;
+                Ok(Some((resp.log_id.index, resp.data)))
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// This node's view of group 0.
+    pub fn status(&self) -> NodeStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| Member {
+                id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        let idx = |i: Option<u64>| i.map_or(-1, |i| i64::try_from(i).unwrap_or(i64::MAX));
+        NodeStatus {
+            id: self.id,
+            state: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .into(),
+            leader: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            last_log_index: idx(m.last_log_index),
+            last_applied: idx(m.last_applied.map(|l| l.index)),
+            snapshot: idx(m.snapshot.map(|l| l.index)),
+            members,
+            addr: self.addr.clone(),
+        }
+    }
+
+    /// Waits up to `limit` until this node knows a membership of group 0
+    /// (it initialised the group, or a leader's entries reached it). A node
+    /// that is the group's only voter is asked to elect itself at once
+    /// rather than after an election timeout.
+    pub async fn wait_member(&self, limit: Duration) -> bool {
+        let member = self
+            .raft
+            .wait(Some(limit))
+            .metrics(
+                |m| m.membership_config.membership().nodes().next().is_some(),
+                "membership known",
+            )
+            .await
+            .is_ok();
+        if member && self.sole_voter() && self.raft.metrics().borrow().current_leader.is_none() {
+            let _ = self.raft.trigger().elect().await;
+        }
+        member
+    }
+
+    /// Whether this node is the group's only voter.
+    pub fn sole_voter(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        voters == [self.id]
+    }
+
+    /// The leader's address if another node leads.
+    fn remote_leader(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        if leader == self.id {
+            return None;
+        }
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+
+    fn voters(&self) -> Vec<Member> {
+        self.status()
+            .members
+            .into_iter()
+            .filter(|m| m.voter)
+            .collect()
+    }
+
+    /// Adds node `id` at `addr`: as a learner until it has caught up, then
+    /// as a voter. On a follower the request goes to the leader.
+    pub async fn add_node(&self, id: NodeId, addr: String) -> Result<Vec<Member>, tonic::Status> {
+        if let Some(leader) = self.remote_leader() {
+            let channel = self.channel(&leader)?;
+            let reply = ClusterClient::new(channel)
+                .add_node(AddNodeRequest { id, addr })
+                .await?;
+            return Ok(reply.into_inner().members);
+        }
+        self.raft
+            .add_learner(id, BasicNode::new(&addr), true)
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("adding learner {id}: {e}")))?;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("promoting {id}: {e}")))?;
+        Ok(self.voters())
+    }
+
+    /// Removes node `id` from the group. On a follower the request goes to
+    /// the leader.
+    pub async fn remove_node(&self, id: NodeId) -> Result<Vec<Member>, tonic::Status> {
+        if let Some(leader) = self.remote_leader() {
+            let channel = self.channel(&leader)?;
+            let reply = ClusterClient::new(channel)
+                .remove_node(RemoveNodeRequest { id })
+                .await?;
+            return Ok(reply.into_inner().members);
+        }
+        self.raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("removing {id}: {e}")))?;
+        Ok(self.voters())
+    }
+
+    fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, tonic::Status> {
+        self.network
+            .channel(addr)
+            .map_err(|e| tonic::Status::unavailable(format!("no channel to {addr}: {e}")))
+    }
+
+    /// Stops the Raft instance.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(cause = %e, "raft shutdown");
+        }
+    }
+}
