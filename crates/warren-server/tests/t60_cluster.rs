@@ -1,0 +1,390 @@
+//! Three real `warren` processes on loopback (warren-testkit): metadata
+//! declared on any node is seen by all, equivalence errors come back from the
+//! state machine, a killed leader is replaced and catches up through a
+//! snapshot when it returns, membership grows and shrinks online, and a node
+//! cut off from the majority refuses metadata changes, then converges.
+//!
+//! The tests take turns (one cluster at a time): three nodes per test on two
+//! cores is already enough load for elections to be honest.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::code;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use warren_testkit::{Cluster, Options, wait_for_async};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const BIN: &str = env!("CARGO_BIN_EXE_warren");
+
+async fn connect(c: &Cluster, id: u64) -> Connection {
+    let uri = c.amqp_uri(id).await;
+    tokio::time::timeout(
+        common::DEADLINE,
+        Connection::connect(&uri, ConnectionProperties::default()),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect")
+}
+
+async fn channel(conn: &Connection) -> Channel {
+    conn.create_channel().await.expect("channel")
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+fn passive() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    }
+}
+
+/// `queue.declare passive` on a fresh channel: the reply code (0 for ok).
+async fn probe_queue(conn: &Connection, name: &str) -> u16 {
+    let ch = channel(conn).await;
+    match ch
+        .queue_declare(name.into(), passive(), FieldTable::default())
+        .await
+    {
+        Ok(_) => {
+            let _ = ch.close(200, "ok".into()).await;
+            0
+        }
+        Err(e) => code(&e).unwrap_or(1),
+    }
+}
+
+/// Waits until `name` answers `want` on `conn`'s node.
+async fn wait_queue(conn: &Connection, name: &str, want: u16) {
+    wait_for_async(&format!("queue {name} answers {want}"), || async {
+        (probe_queue(conn, name).await == want).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_declared_on_one_node_is_seen_and_checked_on_all() {
+    let _turn = SERIAL.lock().await;
+    let c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
+    let (n1, n2, n3) = (
+        connect(&c, 1).await,
+        connect(&c, 2).await,
+        connect(&c, 3).await,
+    );
+    c.wait_leader(&[1, 2, 3]).await;
+
+    // Every exchange type, declared and bound on node 1.
+    let ch1 = channel(&n1).await;
+    ch1.queue_declare("q1".into(), durable(), FieldTable::default())
+        .await
+        .expect("declare q1");
+    let kinds = [
+        ("x.direct", ExchangeKind::Direct),
+        ("x.fanout", ExchangeKind::Fanout),
+        ("x.topic", ExchangeKind::Topic),
+        ("x.headers", ExchangeKind::Headers),
+    ];
+    for (name, kind) in &kinds {
+        ch1.exchange_declare(
+            (*name).into(),
+            kind.clone(),
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare exchange");
+        ch1.queue_bind(
+            "q1".into(),
+            (*name).into(),
+            "k".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    }
+
+    // Nodes 2 and 3 see them (a declare-ok on node 1 means applied on node
+    // 1; the others may lag a heartbeat, hence the wait).
+    for conn in [&n2, &n3] {
+        wait_queue(conn, "q1", 0).await;
+        for (name, kind) in &kinds {
+            let ch = channel(conn).await;
+            ch.exchange_declare(
+                (*name).into(),
+                kind.clone(),
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("exchange visible");
+        }
+    }
+
+    // The state machine decides equivalence, whichever node asks.
+    let ch3 = channel(&n3).await;
+    let e = ch3
+        .exchange_declare(
+            "x.topic".into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect_err("inequivalent type");
+    assert_eq!(code(&e), Some(406));
+    let ch3 = channel(&n3).await;
+    let e = ch3
+        .queue_bind(
+            "q1".into(),
+            "missing".into(),
+            "k".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect_err("no such exchange");
+    assert_eq!(code(&e), Some(404));
+
+    // An exclusive queue of a node-2 connection: locked for others, gone
+    // when its connection closes.
+    let ch2 = channel(&n2).await;
+    ch2.queue_declare(
+        "excl".into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("exclusive");
+    wait_queue(&n1, "excl", 405).await;
+    n2.close(200, "bye".into()).await.expect("close");
+    wait_queue(&n1, "excl", 404).await;
+    wait_queue(&n3, "excl", 404).await;
+
+    // A queue homed on node 1 deleted from node 3 is gone everywhere.
+    let ch3 = channel(&n3).await;
+    ch3.queue_delete("q1".into(), Default::default())
+        .await
+        .expect("delete from another node");
+    wait_queue(&n1, "q1", 404).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_and_catches_up_through_a_snapshot() {
+    let _turn = SERIAL.lock().await;
+    let opts = Options {
+        extra: vec!["--raft-snapshot-every".into(), "200".into()],
+        ..Options::default()
+    };
+    let mut c = Cluster::start_all(BIN, &[1, 2, 3], opts);
+    for id in [1, 2, 3] {
+        c.amqp_addr(id).await;
+    }
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
+    let s = connect(&c, survivors[0]).await;
+    let ch = channel(&s).await;
+    ch.queue_declare("before".into(), durable(), FieldTable::default())
+        .await
+        .expect("declare");
+
+    // kill -9 the leader; a declaration on a survivor goes through once a
+    // new leader is elected (the proposal itself retries until then).
+    c.kill9(leader);
+    let killed = Instant::now();
+    let failover = wait_for_async("a declaration after the leader died", || async {
+        let ch = channel(&s).await;
+        ch.queue_declare("after-failover".into(), durable(), FieldTable::default())
+            .await
+            .ok()
+            .map(|_| killed.elapsed())
+    })
+    .await;
+    println!(
+        "leader {leader} killed: declarations work again after {} ms",
+        failover.as_millis()
+    );
+    let new_leader = c.wait_leader(&survivors).await;
+    assert_ne!(new_leader, leader);
+
+    // Thousands of entries while it is down: its log falls behind the
+    // survivors' purged logs, so it can only catch up from a snapshot.
+    let ch = channel(&s).await;
+    for i in 0..1200 {
+        ch.queue_declare(
+            format!("bulk-{i}").as_str().into(),
+            durable(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bulk declare");
+        ch.queue_delete(format!("bulk-{i}").as_str().into(), Default::default())
+            .await
+            .expect("bulk delete");
+    }
+    ch.queue_declare("last".into(), durable(), FieldTable::default())
+        .await
+        .expect("declare");
+    let target = c
+        .applied(survivors[0])
+        .await
+        .expect("survivor applied index");
+    let snap = c.status(survivors[0]).await.expect("status");
+    let me = snap
+        .members
+        .iter()
+        .find(|m| m.id == survivors[0])
+        .expect("self");
+    assert!(
+        me.snapshot.is_some_and(|s| s > 1000),
+        "a snapshot was built: {me:?}"
+    );
+
+    c.restart(leader);
+    c.wait_applied(&[leader], target).await;
+    let back = connect(&c, leader).await;
+    for q in ["before", "after-failover", "last"] {
+        wait_queue(&back, q, 0).await;
+    }
+    assert_eq!(probe_queue(&back, "bulk-7").await, 404);
+    let st = c.status(leader).await.expect("status");
+    let me = st.members.iter().find(|m| m.id == leader).expect("self");
+    assert!(
+        me.snapshot.is_some_and(|s| s > 1000),
+        "caught up through a snapshot: {me:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_grows_from_one_node_to_three_and_shrinks() {
+    let _turn = SERIAL.lock().await;
+    let mut c = Cluster::new(BIN, &[1, 2, 3], Options::default());
+    // Node 1 alone: a one-member group, as a single node would be.
+    c.start_with_peers(1, None);
+    let n1 = connect(&c, 1).await;
+    channel(&n1)
+        .await
+        .queue_declare("early".into(), durable(), FieldTable::default())
+        .await
+        .expect("declare");
+
+    // Nodes 2 and 3 know node 1 only; they wait until added.
+    for id in [2, 3] {
+        let peers = c.peer_list(&[1, id]);
+        c.start_with_peers(id, Some(peers));
+    }
+    let n1_addr = c.node(1).cluster_addr();
+    for id in [2, 3] {
+        let voters = warren_cluster::admin::add_node(&n1_addr, id, &c.node(id).cluster_addr())
+            .await
+            .expect("add node");
+        assert!(voters.iter().any(|m| m.id == id && m.voter), "{voters:?}");
+    }
+    let n3 = connect(&c, 3).await;
+    wait_queue(&n3, "early", 0).await;
+    channel(&n3)
+        .await
+        .queue_declare("grown".into(), durable(), FieldTable::default())
+        .await
+        .expect("declare on a new member");
+    wait_queue(&n1, "grown", 0).await;
+    let st = c.status(2).await.expect("status");
+    assert_eq!(st.members.iter().filter(|m| m.voter).count(), 3);
+
+    // Remove node 3 (asked through node 2, a follower or the leader), stop
+    // it: the two left keep serving.
+    let voters = warren_cluster::admin::remove_node(&c.node(2).cluster_addr(), 3)
+        .await
+        .expect("remove node");
+    assert_eq!(voters.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 2]);
+    drop(n3);
+    c.kill9(3);
+    let n2 = connect(&c, 2).await;
+    channel(&n2)
+        .await
+        .queue_declare("shrunk".into(), durable(), FieldTable::default())
+        .await
+        .expect("declare after shrinking");
+    wait_queue(&n1, "shrunk", 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_node_refuses_metadata_changes_then_converges() {
+    let _turn = SERIAL.lock().await;
+    let opts = Options {
+        metadata_timeout_ms: 2000,
+        ..Options::default()
+    };
+    let mut c = Cluster::start_all(BIN, &[1, 2, 3], opts);
+    let conns = [
+        connect(&c, 1).await,
+        connect(&c, 2).await,
+        connect(&c, 3).await,
+    ];
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let cut = leader;
+    let majority: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != cut).collect();
+    let on = |id: u64| &conns[usize::try_from(id - 1).expect("id")];
+
+    c.cut(cut);
+    // The cut node answers a declaration with a channel error in bounded
+    // time; its connection stays usable.
+    let asked = Instant::now();
+    let ch = channel(on(cut)).await;
+    let e = ch
+        .queue_declare("refused".into(), durable(), FieldTable::default())
+        .await
+        .expect_err("no majority");
+    let waited = asked.elapsed();
+    println!(
+        "cut node refused a declaration after {} ms",
+        waited.as_millis()
+    );
+    assert_eq!(code(&e), Some(541), "{e}");
+    assert!(waited < Duration::from_secs(10), "bounded: {waited:?}");
+    assert_eq!(
+        probe_queue(on(cut), "nothing-here").await,
+        404,
+        "connection still usable"
+    );
+
+    // The majority elects a leader of its own and keeps declaring.
+    let new_leader = c.wait_leader(&majority).await;
+    assert_ne!(new_leader, cut);
+    channel(on(majority[0]))
+        .await
+        .queue_declare("during-cut".into(), durable(), FieldTable::default())
+        .await
+        .expect("majority declares");
+    wait_queue(on(majority[1]), "during-cut", 0).await;
+
+    // Healed, the cut node converges to the majority's state; what it
+    // could not commit is gone.
+    c.heal(cut);
+    wait_queue(on(cut), "during-cut", 0).await;
+    assert_eq!(probe_queue(on(majority[0]), "refused").await, 404);
+    assert_eq!(probe_queue(on(cut), "refused").await, 404);
+}

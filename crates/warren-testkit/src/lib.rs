@@ -1,0 +1,333 @@
+//! # warren-testkit: real `warren` processes for cluster tests
+//!
+//! A [`Cluster`] starts `warren server` processes, node `i` on its own
+//! loopback address `127.0.0.<i+k>` (the cluster listener, and the address
+//! its outgoing peer connections start from) with its own data dir and
+//! ports, so that one node's links can be cut with iptables without touching
+//! the others'. AMQP listens on 127.0.0.1 with a port the node picks and
+//! writes to `amqp.addr`.
+//!
+//! Every wait polls a named condition with a deadline; faults are kill -9,
+//! SIGSTOP / SIGCONT, restart on the same data dir, and cutting a node's
+//! cluster links. Dropping the cluster kills every process and removes the
+//! iptables rules, also when the test panicked (and then prints the tail of
+//! each node's log).
+
+mod fault;
+mod wait;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+pub use wait::{DEADLINE, wait_for, wait_for_async};
+pub use warren_cluster::admin::{ClusterStatus, MemberStatus};
+
+/// Spreads tests of one process over distinct address blocks.
+static NEXT_BLOCK: AtomicU8 = AtomicU8::new(0);
+
+/// How each node of a cluster is started.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Extra `warren server` flags for every node.
+    pub extra: Vec<String>,
+    /// Raft election timeout, ms.
+    pub election_timeout_ms: u64,
+    /// Raft heartbeat, ms.
+    pub heartbeat_ms: u64,
+    /// Bound on a metadata operation, ms.
+    pub metadata_timeout_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            extra: Vec::new(),
+            election_timeout_ms: 400,
+            heartbeat_ms: 100,
+            metadata_timeout_ms: 3000,
+        }
+    }
+}
+
+/// One `warren server` process of a [`Cluster`].
+#[derive(Debug)]
+pub struct Node {
+    /// Node id.
+    pub id: u64,
+    /// Its loopback address (cluster listener and outgoing peer links).
+    pub ip: Ipv4Addr,
+    /// Its cluster port.
+    pub cluster_port: u16,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// The static peer list it is started with (`None`: none).
+    pub peers: Option<String>,
+    child: Option<Child>,
+    stopped: bool,
+}
+
+impl Node {
+    /// `ip:port` of its cluster listener.
+    pub fn cluster_addr(&self) -> String {
+        format!("{}:{}", self.ip, self.cluster_port)
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.data_dir.with_extension("log")
+    }
+}
+
+/// A set of `warren` processes and everything to tear them down.
+#[derive(Debug)]
+pub struct Cluster {
+    bin: PathBuf,
+    opts: Options,
+    nodes: BTreeMap<u64, Node>,
+    block: u8,
+    cut: Vec<u64>,
+    _dir: tempfile::TempDir,
+}
+
+/// A free TCP port on `ip` (bound, then released for the node to take).
+fn free_port(ip: Ipv4Addr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on loopback")
+}
+
+impl Cluster {
+    /// Nodes `ids`, not started yet, run from `bin` (the test's
+    /// `env!("CARGO_BIN_EXE_warren")`).
+    pub fn new(bin: impl Into<PathBuf>, ids: &[u64], opts: Options) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // 127.0.<block>.<id>: tests of one binary run in parallel.
+        let block = 10 + NEXT_BLOCK.fetch_add(1, Ordering::Relaxed) % 200;
+        let pid_block = (std::process::id() % 50) as u8;
+        let mut nodes = BTreeMap::new();
+        for &id in ids {
+            let ip = Ipv4Addr::new(
+                127,
+                pid_block + 1,
+                block,
+                u8::try_from(id).expect("id < 256"),
+            );
+            let cluster_port = free_port(ip);
+            let data_dir = dir.path().join(format!("node{id}"));
+            nodes.insert(
+                id,
+                Node {
+                    id,
+                    ip,
+                    cluster_port,
+                    data_dir,
+                    peers: None,
+                    child: None,
+                    stopped: false,
+                },
+            );
+        }
+        Self {
+            bin: bin.into(),
+            opts,
+            nodes,
+            block,
+            cut: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Starts every node with the whole list as its static peers.
+    pub fn start_all(bin: impl Into<PathBuf>, ids: &[u64], opts: Options) -> Self {
+        let mut c = Self::new(bin, ids, opts);
+        let peers = c.peer_list(ids);
+        for id in ids {
+            c.node_mut(*id).peers = Some(peers.clone());
+            c.spawn(*id);
+        }
+        c
+    }
+
+    /// `id=ip:port,...` for `ids`.
+    pub fn peer_list(&self, ids: &[u64]) -> String {
+        ids.iter()
+            .map(|id| format!("{id}={}", self.node(*id).cluster_addr()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts (or restarts, on its data dir) node `id` with `peers`.
+    pub fn start_with_peers(&mut self, id: u64, peers: Option<String>) {
+        self.node_mut(id).peers = peers;
+        self.spawn(id);
+    }
+
+    /// A node.
+    pub fn node(&self, id: u64) -> &Node {
+        self.nodes.get(&id).expect("no such node")
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut Node {
+        self.nodes.get_mut(&id).expect("no such node")
+    }
+
+    /// Node ids.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let bin = self.bin.clone();
+        let opts = self.opts.clone();
+        let n = self.node_mut(id);
+        assert!(n.child.is_none(), "node {id} already runs");
+        std::fs::create_dir_all(&n.data_dir).expect("data dir");
+        let _ = std::fs::remove_file(n.data_dir.join("amqp.addr"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(n.log_path())
+            .expect("log file");
+        let mut cmd = Command::new(&bin);
+        cmd.arg("server")
+            .arg("--node-id")
+            .arg(id.to_string())
+            .arg("--cluster-listen")
+            .arg(n.cluster_addr())
+            .arg("--amqp-listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&n.data_dir)
+            .arg("--raft-heartbeat-ms")
+            .arg(opts.heartbeat_ms.to_string())
+            .arg("--raft-election-timeout-ms")
+            .arg(opts.election_timeout_ms.to_string())
+            .arg("--metadata-timeout-ms")
+            .arg(opts.metadata_timeout_ms.to_string())
+            .args(&opts.extra)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if let Some(p) = &n.peers {
+            cmd.arg("--peers").arg(p);
+        }
+        n.child = Some(cmd.spawn().expect("start warren"));
+        n.stopped = false;
+    }
+
+    /// Restarts a node that was killed, on its data dir.
+    pub fn restart(&mut self, id: u64) {
+        self.spawn(id);
+    }
+
+    /// The AMQP address once the node serves (it has joined the group).
+    pub async fn amqp_addr(&self, id: u64) -> SocketAddr {
+        let path = self.node(id).data_dir.join("amqp.addr");
+        wait_for_async(&format!("node {id} serves AMQP"), || {
+            let path = path.clone();
+            async move { read_addr(&path) }
+        })
+        .await
+    }
+
+    /// `amqp://` URI of node `id` (waits until it serves).
+    pub async fn amqp_uri(&self, id: u64) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.amqp_addr(id).await)
+    }
+
+    /// What node `id` reports of the cluster, if it answers.
+    pub async fn status(&self, id: u64) -> Option<ClusterStatus> {
+        warren_cluster::admin::cluster_status(&self.node(id).cluster_addr())
+            .await
+            .ok()
+    }
+
+    /// Waits until every node of `ids` names the same leader, one of `ids`.
+    pub async fn wait_leader(&self, ids: &[u64]) -> u64 {
+        wait_for_async("one leader known to all", || async {
+            let mut leader = None;
+            for id in ids {
+                let s = self.status(*id).await?;
+                let me = s.members.iter().find(|m| m.id == *id)?;
+                let l = me.leader?;
+                if leader.is_some_and(|x| x != l) {
+                    return None;
+                }
+                leader = Some(l);
+            }
+            leader.filter(|l| ids.contains(l))
+        })
+        .await
+    }
+
+    /// Waits until every node of `ids` has applied at least `index`.
+    pub async fn wait_applied(&self, ids: &[u64], index: u64) {
+        for id in ids {
+            wait_for_async(&format!("node {id} applied {index}"), || async {
+                let s = self.status(*id).await?;
+                let me = s.members.iter().find(|m| m.id == *id)?;
+                (me.last_applied? >= index).then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// The last applied index node `id` reports.
+    pub async fn applied(&self, id: u64) -> Option<u64> {
+        let s = self.status(id).await?;
+        s.members.iter().find(|m| m.id == id)?.last_applied
+    }
+
+    /// Tail of a node's log.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.node(id).log_path()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The address block of this cluster (for logs).
+    pub fn block(&self) -> u8 {
+        self.block
+    }
+
+    /// The running binary's path.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+}
+
+fn read_addr(path: &Path) -> Option<SocketAddr> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// How long a killed process gets to be reaped.
+const REAP: Duration = Duration::from_secs(5);
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        for id in self.cut.clone() {
+            self.heal(id);
+        }
+        let ids = self.ids();
+        for id in ids {
+            self.kill9(id);
+            if panicking {
+                eprintln!(
+                    "--- node {id} log (last 40 lines) ---\n{}",
+                    self.log_tail(id, 40)
+                );
+            }
+        }
+    }
+}
