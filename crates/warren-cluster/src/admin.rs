@@ -39,6 +39,14 @@ pub struct MemberStatus {
     pub last_applied: Option<u64>,
     /// Index its last snapshot covers.
     pub snapshot: Option<u64>,
+    /// Publishes it forwarded to other nodes' queues.
+    pub forwarded_publishes: u64,
+    /// Stream frames that carried them (batching: frames ≪ publishes).
+    pub up_frames: u64,
+    /// Deliveries it received from other nodes' queues.
+    pub remote_deliveries: u64,
+    /// Stream frames that carried them.
+    pub down_frames: u64,
 }
 
 /// The cluster as its members report it.
@@ -85,6 +93,10 @@ fn member_status(m: &Member, s: Option<&NodeStatus>) -> MemberStatus {
             last_log_index: index(s.last_log_index),
             last_applied: index(s.last_applied),
             snapshot: index(s.snapshot),
+            forwarded_publishes: s.forwarded_publishes,
+            up_frames: s.up_frames,
+            remote_deliveries: s.remote_deliveries,
+            down_frames: s.down_frames,
         },
         None => MemberStatus {
             id: m.id,
@@ -97,6 +109,10 @@ fn member_status(m: &Member, s: Option<&NodeStatus>) -> MemberStatus {
             last_log_index: None,
             last_applied: None,
             snapshot: None,
+            forwarded_publishes: 0,
+            up_frames: 0,
+            remote_deliveries: 0,
+            down_frames: 0,
         },
     }
 }

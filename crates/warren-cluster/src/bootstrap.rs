@@ -16,8 +16,6 @@ use std::collections::BTreeMap;
 use warren_store::raft::NodeId;
 
 use crate::node::{MetaNode, NodeOptions};
-use crate::pb::StatusRequest;
-use crate::pb::cluster_client::ClusterClient;
 
 /// Bound on one status probe.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -32,16 +30,10 @@ enum Seen {
 }
 
 async fn probe(node: &MetaNode, addr: &str) -> Seen {
-    let Ok(channel) = node.network().channel(addr) else {
-        return Seen::Unreachable;
-    };
-    let mut client = ClusterClient::new(channel);
-    let mut req = tonic::Request::new(StatusRequest {});
-    req.set_timeout(PROBE_TIMEOUT);
-    match tokio::time::timeout(PROBE_TIMEOUT, client.status(req)).await {
-        Ok(Ok(s)) if s.get_ref().members.is_empty() => Seen::Fresh,
-        Ok(Ok(_)) => Seen::InGroup,
-        _ => Seen::Unreachable,
+    match node.peer_status(addr, PROBE_TIMEOUT).await {
+        None => Seen::Unreachable,
+        Some(s) if s.members.is_empty() => Seen::Fresh,
+        Some(_) => Seen::InGroup,
     }
 }
 

@@ -21,12 +21,17 @@ pub mod cluster_service;
 pub mod network;
 pub mod node;
 pub mod service;
+pub mod stats;
 
 /// Generated from `proto/raft.proto`.
 #[allow(missing_docs, clippy::all)]
 pub mod pb {
     tonic::include_proto!("warren.raft");
     tonic::include_proto!("warren.cluster");
+    /// Queue traffic between nodes (`proto/queues.proto`).
+    pub mod queues {
+        tonic::include_proto!("warren.queues");
+    }
 }
 
 pub use cluster_service::ClusterService;

@@ -23,7 +23,7 @@ use warren_store::{Store, Writer};
 
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::{AddNodeRequest, Member, NodeStatus, ProposeRequest, RemoveNodeRequest};
-use crate::{MetaRaftNode, Network};
+use crate::{MetaRaftNode, Network, stats};
 
 /// Raft timing and snapshot settings of group 0.
 #[derive(Clone, Debug)]
@@ -307,6 +307,10 @@ impl MetaNode {
             snapshot: idx(m.snapshot.map(|l| l.index)),
             members,
             addr: self.addr.clone(),
+            forwarded_publishes: stats::get(&stats::FORWARDED_PUBLISHES),
+            up_frames: stats::get(&stats::UP_FRAMES),
+            remote_deliveries: stats::get(&stats::REMOTE_DELIVERIES),
+            down_frames: stats::get(&stats::DOWN_FRAMES),
         }
     }
 
@@ -328,6 +332,32 @@ impl MetaNode {
             let _ = self.raft.trigger().elect().await;
         }
         member
+    }
+
+    /// A peer's status, if it answers within `limit`.
+    pub async fn peer_status(&self, addr: &str, limit: Duration) -> Option<NodeStatus> {
+        let channel = self.network.channel(addr).ok()?;
+        let mut req = tonic::Request::new(crate::pb::StatusRequest {});
+        req.set_timeout(limit);
+        let r = tokio::time::timeout(limit, ClusterClient::new(channel).status(req)).await;
+        Some(r.ok()?.ok()?.into_inner())
+    }
+
+    /// The members other than this node, with their addresses, if this
+    /// node leads group 0.
+    pub fn followers_if_leader(&self) -> Option<Vec<(NodeId, String)>> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.id) {
+            return None;
+        }
+        Some(
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect(),
+        )
     }
 
     /// Whether this node is the group's only voter.

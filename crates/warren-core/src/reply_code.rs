@@ -48,6 +48,34 @@ pub enum ReplyCode {
 }
 
 impl ReplyCode {
+    /// Every code, for lookups by number.
+    pub const ALL: [ReplyCode; 19] = [
+        ReplyCode::Success,
+        ReplyCode::ContentTooLarge,
+        ReplyCode::NoRoute,
+        ReplyCode::NoConsumers,
+        ReplyCode::ConnectionForced,
+        ReplyCode::InvalidPath,
+        ReplyCode::AccessRefused,
+        ReplyCode::NotFound,
+        ReplyCode::ResourceLocked,
+        ReplyCode::PreconditionFailed,
+        ReplyCode::FrameError,
+        ReplyCode::SyntaxError,
+        ReplyCode::CommandInvalid,
+        ReplyCode::ChannelError,
+        ReplyCode::UnexpectedFrame,
+        ReplyCode::ResourceError,
+        ReplyCode::NotAllowed,
+        ReplyCode::NotImplemented,
+        ReplyCode::InternalError,
+    ];
+
+    /// The code with this number, if it is one.
+    pub fn from_code(n: u16) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.code() == n)
+    }
+
     /// The numeric code on the wire.
     pub fn code(self) -> u16 {
         match self {

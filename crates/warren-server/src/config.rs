@@ -76,6 +76,10 @@ pub struct ServerArgs {
     /// channel gets an error, ms [default: 5000].
     #[arg(long, env = "WARREN_METADATA_TIMEOUT_MS")]
     pub metadata_timeout_ms: Option<u64>,
+    /// A node that has not answered the leader for this long is declared
+    /// down: its exclusive and transient queues are deleted, ms [default: 10000].
+    #[arg(long, env = "WARREN_NODE_DOWN_AFTER_MS")]
+    pub node_down_after_ms: Option<u64>,
 }
 
 /// A user allowed to log in.
@@ -107,6 +111,7 @@ pub struct FileConfig {
     raft_election_timeout_ms: Option<u64>,
     raft_snapshot_every: Option<u64>,
     metadata_timeout_ms: Option<u64>,
+    node_down_after_ms: Option<u64>,
     #[serde(default)]
     users: Vec<User>,
 }
@@ -194,6 +199,8 @@ pub struct Config {
     pub raft_snapshot_every: u64,
     /// Bound on a metadata operation, ms.
     pub metadata_timeout_ms: u64,
+    /// Silence after which the leader declares a node down, ms.
+    pub node_down_after_ms: u64,
 }
 
 impl Default for Config {
@@ -219,6 +226,7 @@ impl Default for Config {
             raft_election_timeout_ms: 400,
             raft_snapshot_every: 5000,
             metadata_timeout_ms: 5000,
+            node_down_after_ms: 10_000,
         }
     }
 }
@@ -318,6 +326,9 @@ impl Config {
         }
         if let Some(v) = args.metadata_timeout_ms.or(file.metadata_timeout_ms) {
             c.metadata_timeout_ms = v;
+        }
+        if let Some(v) = args.node_down_after_ms.or(file.node_down_after_ms) {
+            c.node_down_after_ms = v;
         }
         c.validate()?;
         Ok(c)

@@ -80,7 +80,22 @@ pub struct ConsumerFlow {
     outstanding: AtomicU32,
     starved: AtomicBool,
     wake: mpsc::Sender<QueueMsg>,
+    /// Set on the node that holds the consumer of a queue homed elsewhere.
+    remote: Option<RemoteReturn>,
 }
+
+/// Credit of a consumer whose queue lives on another node: writes are
+/// counted here and sent back to the queue's home in batches.
+#[derive(Debug)]
+struct RemoteReturn {
+    consumer: u64,
+    returned: AtomicU32,
+    tx: mpsc::UnboundedSender<(u64, u32)>,
+}
+
+/// Deliveries a remote consumer writes before its credit goes home: a
+/// quarter of the window, so the home never waits on a batch.
+pub const REMOTE_CREDIT_BATCH: u32 = DELIVERY_WINDOW / 4;
 
 impl ConsumerFlow {
     /// Credit for a consumer of the queue whose mailbox is `wake`.
@@ -89,6 +104,26 @@ impl ConsumerFlow {
             outstanding: AtomicU32::new(0),
             starved: AtomicBool::new(false),
             wake,
+            remote: None,
+        }
+    }
+
+    /// Credit for consumer `consumer` of a queue homed on another node:
+    /// written deliveries are reported on `tx` in batches of
+    /// [`REMOTE_CREDIT_BATCH`] (the home keeps the window). Queue-side calls
+    /// are never made on it.
+    pub fn remote(
+        consumer: u64,
+        wake: mpsc::Sender<QueueMsg>,
+        tx: mpsc::UnboundedSender<(u64, u32)>,
+    ) -> Self {
+        Self {
+            remote: Some(RemoteReturn {
+                consumer,
+                returned: AtomicU32::new(0),
+                tx,
+            }),
+            ..Self::new(wake)
         }
     }
 
@@ -109,6 +144,15 @@ impl ConsumerFlow {
     /// Connection side: one delivery was written (or dropped). Wakes the queue
     /// once half the window is free again, if it had found the consumer starved.
     pub fn release(&self) {
+        if let Some(r) = &self.remote {
+            if r.returned.fetch_add(1, Ordering::AcqRel) + 1 >= REMOTE_CREDIT_BATCH {
+                let n = r.returned.swap(0, Ordering::AcqRel);
+                if n > 0 {
+                    let _ = r.tx.send((r.consumer, n));
+                }
+            }
+            return;
+        }
         let prev = self.outstanding.fetch_sub(1, Ordering::AcqRel);
         if prev <= DELIVERY_WINDOW / 2 + 1 && self.starved.swap(false, Ordering::AcqRel) {
             let _ = self.wake.try_send(QueueMsg::Wake);
@@ -125,6 +169,11 @@ pub struct ChannelCredit {
 }
 
 impl ChannelCredit {
+    /// The channel-wide prefetch (0: unlimited).
+    pub fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Acquire)
+    }
+
     /// Sets the channel-wide prefetch (0: unlimited).
     pub fn set_limit(&self, limit: u32) {
         self.limit.store(limit, Ordering::Release);

@@ -22,6 +22,7 @@ pub mod connection;
 pub mod flow;
 pub mod memory;
 pub mod queue_actor;
+pub mod remote;
 pub mod server;
 
 pub use config::{Config, ServerArgs};

@@ -53,7 +53,13 @@ impl Server {
                 broker.config.data_dir.join("cluster.addr"),
                 cluster_addr.to_string(),
             );
-            tracker.spawn(serve_cluster(listener, broker.node.clone(), token.clone()));
+            let queues = crate::remote::QueuesService::new(Arc::downgrade(&broker));
+            tracker.spawn(serve_cluster(
+                listener,
+                broker.node.clone(),
+                queues,
+                token.clone(),
+            ));
         }
         let node = broker.node.clone();
         let opts = broker.node_options.clone();
@@ -63,6 +69,10 @@ impl Server {
         tracker.spawn(until_cancelled(
             token.clone(),
             crate::broker::follow_applied(Arc::downgrade(&broker)),
+        ));
+        tracker.spawn(until_cancelled(
+            token.clone(),
+            crate::broker::watch_nodes(Arc::downgrade(&broker)),
         ));
         broker.join().await?;
         let listener = TcpListener::bind(broker.config.amqp_listen).await?;
@@ -112,7 +122,12 @@ async fn until_cancelled(token: CancellationToken, f: impl Future<Output = ()>) 
 }
 
 /// Serves Raft and cluster RPCs until the token is cancelled.
-async fn serve_cluster(listener: TcpListener, node: Arc<MetaNode>, token: CancellationToken) {
+async fn serve_cluster(
+    listener: TcpListener,
+    node: Arc<MetaNode>,
+    queues: crate::remote::QueuesService,
+    token: CancellationToken,
+) {
     let groups = HashMap::from([(META_GROUP, node.raft().clone())]);
     let raft = RaftService::new(groups).into_server();
     let cluster = ClusterService::new(node).into_server();
@@ -120,6 +135,7 @@ async fn serve_cluster(listener: TcpListener, node: Arc<MetaNode>, token: Cancel
         .tcp_nodelay(true)
         .add_service(raft)
         .add_service(cluster)
+        .add_service(queues.into_server())
         .serve_with_incoming_shutdown(
             // The builder's nodelay applies only to listeners it binds: set
             // it here, or small replies wait out Nagle and delayed ACKs.

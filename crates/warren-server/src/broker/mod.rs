@@ -13,19 +13,22 @@
 //! code path, its log on the same RocksDB.
 
 mod commands;
+mod health;
 mod registry;
 
+pub use health::watch_nodes;
 pub use registry::follow_applied;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, Weak};
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use warren_cluster::{MetaNode, Network, NodeOptions, Timing};
 use warren_core::meta::MetaState;
-use warren_core::queue::{ConnectionId, Home, connection_id};
+use warren_core::queue::{ConnectionId, Home, NodeId, connection_id};
 use warren_core::vhost::VHost;
 use warren_core::{Name, QueueId};
 use warren_store::{Recovered, Store, Writer};
@@ -79,6 +82,11 @@ pub struct Broker {
     /// Metadata the store held before Raft, until it is seeded (see
     /// [`registry`]).
     legacy: Mutex<Option<(Recovered, QueueId)>>,
+    /// Links to the home nodes of queues used here (see `crate::remote`).
+    links: Mutex<HashMap<NodeId, mpsc::Sender<crate::remote::link::Routed>>>,
+    /// Joined the group and started the queues: serves AMQP and links.
+    ready: AtomicBool,
+    me: Weak<Broker>,
 }
 
 impl Broker {
@@ -141,6 +149,9 @@ impl Broker {
                     || !legacy.bindings.is_empty())
                 .then_some((legacy, legacy_next)),
             ),
+            links: Mutex::new(HashMap::new()),
+            ready: AtomicBool::new(false),
+            me: me.clone(),
         });
         Ok(broker)
     }
@@ -154,6 +165,26 @@ impl Broker {
             .unwrap_or_else(PoisonError::into_inner);
         let queues = self.queues.read().unwrap_or_else(PoisonError::into_inner);
         View { meta, queues }
+    }
+
+    /// Whether the node has joined the group and started its queues.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The actor of a queue homed on this node.
+    pub fn local_queue(&self, id: QueueId) -> Option<QueueHandle> {
+        let queues = self.queues.read().unwrap_or_else(PoisonError::into_inner);
+        queues.get(&id).filter(|h| !h.remote).cloned()
+    }
+
+    /// The link task to `home` (started on first use).
+    fn link_to(&self, home: NodeId) -> mpsc::Sender<crate::remote::link::Routed> {
+        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        links
+            .entry(home)
+            .or_insert_with(|| crate::remote::link::spawn_link(self.me.clone(), home))
+            .clone()
     }
 
     /// Where a queue declared on this node lives.
@@ -170,14 +201,18 @@ impl Broker {
         connection_id(self.config.node_id, self.epoch, n)
     }
 
-    /// A fresh id for an opening of a channel.
+    /// A fresh id for an opening of a channel, unique in the cluster (the
+    /// node id in the top bits): queues homed elsewhere key their unacked
+    /// messages by it.
     pub fn next_channel_id(&self) -> u64 {
-        self.next_channel.fetch_add(1, Ordering::Relaxed)
+        connection_id(self.config.node_id, self.epoch, 0)
+            | (self.next_channel.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff)
     }
 
-    /// A fresh consumer id.
+    /// A fresh consumer id, unique in the cluster.
     pub fn next_consumer_id(&self) -> u64 {
-        self.next_consumer.fetch_add(1, Ordering::Relaxed)
+        connection_id(self.config.node_id, self.epoch, 0)
+            | (self.next_consumer.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff)
     }
 
     /// Stops every queue actor and the Raft instance, then writes everything

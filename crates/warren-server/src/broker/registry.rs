@@ -31,6 +31,7 @@ impl Broker {
     pub async fn reconcile(&self) {
         let _serial = self.reconciling.lock().await;
         let me = self.config.node_id;
+        // Every queue has a handle here: its actor at home, a proxy elsewhere.
         let wanted: HashMap<QueueId, QueueDef> = {
             let meta = self
                 .node
@@ -39,7 +40,6 @@ impl Broker {
                 .unwrap_or_else(PoisonError::into_inner);
             meta.default_vhost()
                 .queues()
-                .filter(|q| q.home.node == me)
                 .map(|q| (q.id, q.clone()))
                 .collect()
         };
@@ -52,21 +52,33 @@ impl Broker {
                 .collect();
             let gone = gone_ids.iter().filter_map(|id| queues.remove(id)).collect();
             for (id, def) in wanted {
-                if let std::collections::hash_map::Entry::Vacant(slot) = queues.entry(id) {
-                    // Durable queues may have messages on disk from before a
-                    // restart; a new id has none, so the scan is one seek.
-                    let recover = def.durable;
-                    slot.insert(queue_actor::spawn(
-                        def,
-                        DEFAULT_VHOST.into(),
-                        recover,
-                        &self.env,
+                let std::collections::hash_map::Entry::Vacant(slot) = queues.entry(id) else {
+                    continue;
+                };
+                if def.home.node != me {
+                    slot.insert(crate::remote::link::spawn_proxy(
+                        &def,
+                        self.link_to(def.home.node),
                     ));
+                    continue;
                 }
+                // Durable queues may have messages on disk from before a
+                // restart; a new id has none, so the scan is one seek.
+                let recover = def.durable;
+                slot.insert(queue_actor::spawn(
+                    def,
+                    DEFAULT_VHOST.into(),
+                    recover,
+                    &self.env,
+                ));
             }
             gone
         };
         for h in gone {
+            if h.remote {
+                let _ = h.tx.send(QueueMsg::Stop).await;
+                continue;
+            }
             // Deleted elsewhere (or by a command whose actor already
             // stopped): consumers are cancelled, messages dropped.
             let (tx, _rx) = oneshot::channel();
@@ -117,6 +129,7 @@ impl Broker {
         self.seed_from_legacy().await?;
         self.drop_orphan_messages().await?;
         self.reconcile().await;
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 

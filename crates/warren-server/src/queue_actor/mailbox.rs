@@ -25,6 +25,8 @@ pub struct QueueHandle {
     pub tx: mpsc::Sender<QueueMsg>,
     /// Tells publishers when consumers fall behind.
     pub flow: Arc<QueueFlow>,
+    /// A proxy of a queue homed on another node (see `crate::remote`).
+    pub remote: bool,
 }
 
 /// Messages from one connection for one queue.

@@ -29,7 +29,7 @@ use crate::memory::Memory;
 
 mod mailbox;
 
-pub use mailbox::{ConsumerLink, PublishBatch, QueueHandle, QueueMsg};
+pub use mailbox::{ConsumerLink, GetReply, PublishBatch, QueueHandle, QueueMsg};
 
 /// Mailbox depth of a queue, in messages (each may carry a batch).
 const MAILBOX: usize = 256;
@@ -97,6 +97,7 @@ pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &QueueEnv) -> Queue
         durable: def.durable,
         tx,
         flow: Arc::new(QueueFlow::default()),
+        remote: false,
     };
     let mut state = QueueState::new();
     let mut durable_upto = 0;

@@ -81,7 +81,23 @@ impl TestServer {
         }
         let mut config = self.config.clone();
         config.amqp_listen = "127.0.0.1:0".parse().expect("addr");
-        self.server = Some(Server::start(config).await.expect("restart"));
+        // openraft's state-machine task may still hold the old instance's
+        // RocksDB for a moment after shutdown: wait until the store opens.
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            match Server::start(config.clone()).await {
+                Ok(s) => {
+                    self.server = Some(s);
+                    return;
+                }
+                Err(e)
+                    if tokio::time::Instant::now() < deadline && e.to_string().contains("lock") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("restart: {e:#}"),
+            }
+        }
     }
 
     pub async fn stop(mut self) {

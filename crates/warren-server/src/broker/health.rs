@@ -1,0 +1,66 @@
+//! Declaring nodes down. The group 0 leader probes every other member; one
+//! that has not answered for `node_down_after_ms` is declared down: its
+//! exclusive queues (their connections are gone with it) and its transient
+//! queues are deleted, as RabbitMQ does when a node leaves. A partitioned
+//! node that is still alive loses them too: its clients' exclusive queues
+//! cannot be told apart from a dead node's.
+
+use std::collections::HashMap;
+use std::sync::{PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use warren_core::meta::Command;
+use warren_core::queue::NodeId;
+
+use super::Broker;
+
+/// Pause between probing rounds.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// Bound on one probe.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Runs for the life of the node; acts only while it leads group 0.
+pub async fn watch_nodes(broker: Weak<Broker>) {
+    let mut last_seen: HashMap<NodeId, Instant> = HashMap::new();
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let Some(b) = broker.upgrade() else { return };
+        let Some(peers) = b.node.followers_if_leader() else {
+            // Not the leader: a new leader starts its clocks afresh.
+            last_seen.clear();
+            continue;
+        };
+        let down_after = Duration::from_millis(b.config.node_down_after_ms);
+        for (id, addr) in peers {
+            let now = Instant::now();
+            let seen = last_seen.entry(id).or_insert(now);
+            if b.node.peer_status(&addr, PROBE_TIMEOUT).await.is_some() {
+                *seen = Instant::now();
+                continue;
+            }
+            if now.duration_since(*seen) < down_after || !has_droppable(&b, id) {
+                continue;
+            }
+            tracing::warn!(
+                node = id,
+                "node down: deleting its exclusive and transient queues"
+            );
+            let cmd = Command::DropNodeQueues {
+                node: id,
+                before_epoch: u64::MAX,
+            };
+            if let Err(e) = b.node.propose(cmd).await {
+                tracing::warn!(node = id, cause = %e, "could not declare the node down");
+            }
+            b.reconcile().await;
+        }
+    }
+}
+
+/// Whether node `id` is home to queues that go with it.
+fn has_droppable(b: &Broker, id: NodeId) -> bool {
+    let meta = b.node.meta().read().unwrap_or_else(PoisonError::into_inner);
+    meta.default_vhost()
+        .queues()
+        .any(|q| q.home.node == id && (!q.durable || q.exclusive_owner.is_some()))
+}

@@ -1,0 +1,526 @@
+//! The client side of queue links: a queue homed on another node looks, to
+//! channels, like any queue (a [`QueueHandle`] with a mailbox); a small proxy
+//! task tags its mailbox messages with the queue id and hands them to the
+//! link task of the home node, which batches everything pending into one
+//! `Up` frame, keeps what must come back (confirm routes, consumers,
+//! pending requests) and turns `Down` frames into connection events.
+//!
+//! When the link breaks, requests fail, consumers get `basic.cancel` and
+//! unconfirmed publishes are nacked; the link reconnects with backoff and,
+//! meanwhile, answers for the unreachable queues at once (nack, 404, empty)
+//! rather than letting publishers block.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use warren_cluster::pb::queues as pb;
+use warren_cluster::pb::queues::queues_client::QueuesClient;
+use warren_cluster::stats;
+use warren_core::queue::{ChannelKey, Entry, NodeId, QueueDef};
+use warren_core::{AmqpError, Name, QueueId, ReplyCode};
+
+use super::wire::{channel_from, channel_to, error_from, message_from, message_to};
+use crate::broker::Broker;
+use crate::connection::events::{ConnEvent, ConnTx, DeliverEvent};
+use crate::flow::{ConsumerFlow, QueueFlow};
+use crate::queue_actor::{GetReply, QueueHandle, QueueMsg};
+
+/// Mailbox of a proxy and of a link.
+const MAILBOX: usize = 1024;
+/// Most mailbox messages folded into one `Up` frame.
+const FRAME_ITEMS: usize = 512;
+/// `Up` frames buffered towards the home node.
+const UP_FRAMES: usize = 16;
+/// Reconnection backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// A proxy's message for the link: the queue and what was asked of it.
+pub type Routed = (QueueId, QueueMsg);
+
+/// Starts the proxy of a queue homed on another node, feeding `link`.
+pub fn spawn_proxy(def: &QueueDef, link: mpsc::Sender<Routed>) -> QueueHandle {
+    let (tx, mut rx) = mpsc::channel::<QueueMsg>(MAILBOX);
+    let id = def.id;
+    tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if matches!(m, QueueMsg::Stop) || link.send((id, m)).await.is_err() {
+                return;
+            }
+        }
+    });
+    QueueHandle {
+        id: def.id,
+        name: def.name.clone(),
+        durable: def.durable,
+        tx,
+        flow: Arc::new(QueueFlow::default()),
+        remote: true,
+    }
+}
+
+/// Starts the link task to `home`; returns its mailbox.
+pub fn spawn_link(broker: Weak<Broker>, home: NodeId) -> mpsc::Sender<Routed> {
+    let (tx, rx) = mpsc::channel(MAILBOX);
+    tokio::spawn(run(broker, home, rx));
+    tx
+}
+
+/// A consumer on this node of a queue homed there.
+struct RemoteConsumer {
+    id: u64,
+    channel: ChannelKey,
+    out: ConnTx,
+    flow: Arc<ConsumerFlow>,
+}
+
+/// What a request waits for.
+enum Pending {
+    Consume(oneshot::Sender<Result<(), AmqpError>>, (u64, Name)),
+    Cancel(oneshot::Sender<()>),
+    Get(oneshot::Sender<GetReply>),
+    Count(oneshot::Sender<u32>),
+    Status(oneshot::Sender<(u32, u32)>),
+    Delete(oneshot::Sender<Result<u32, AmqpError>>),
+}
+
+/// The link's memory of what must come back.
+struct State {
+    next_request: u64,
+    pending: HashMap<u64, Pending>,
+    /// By (channel id, consumer tag), as deliveries name them.
+    consumers: HashMap<(u64, Name), RemoteConsumer>,
+    /// Where confirms of a channel go.
+    routes: HashMap<u64, ConnTx>,
+    /// Unconfirmed publish seqs per channel (nacked if the link breaks).
+    outstanding: HashMap<u64, (ChannelKey, BTreeSet<u64>)>,
+    credit_tx: mpsc::UnboundedSender<(u64, u32)>,
+}
+
+fn home_down(home: NodeId) -> AmqpError {
+    AmqpError::new(
+        ReplyCode::NotFound,
+        format!("home node {home} of the queue is unreachable"),
+    )
+}
+
+impl State {
+    fn request(&mut self, p: Pending) -> u64 {
+        self.next_request += 1;
+        self.pending.insert(self.next_request, p);
+        self.next_request
+    }
+
+    /// Turns one mailbox message into `Up` items.
+    fn encode(&mut self, q: QueueId, m: QueueMsg, items: &mut Vec<pb::UpItem>) {
+        use pb::up_item::Op;
+        let mut push = |op| {
+            items.push(pb::UpItem {
+                queue: q,
+                op: Some(op),
+            })
+        };
+        match m {
+            QueueMsg::Publish(batch) => {
+                for (msg, confirm) in batch.items {
+                    if let (Some((key, seq)), Some((_, tx))) = (confirm, &batch.from) {
+                        self.routes.entry(key.id).or_insert_with(|| tx.clone());
+                        self.outstanding
+                            .entry(key.id)
+                            .or_insert_with(|| (key, BTreeSet::new()))
+                            .1
+                            .insert(seq);
+                    }
+                    push(Op::Publish(pb::Publish {
+                        message: Some(message_to(&msg)),
+                        channel: confirm.map(|(k, _)| channel_to(k)),
+                        confirm_seq: confirm.map_or(0, |(_, s)| s),
+                    }));
+                }
+            }
+            QueueMsg::Consume { spec, link, reply } => {
+                let (dummy, _) = mpsc::channel(1);
+                let flow = Arc::new(ConsumerFlow::remote(spec.id, dummy, self.credit_tx.clone()));
+                let key = (spec.channel.id, spec.tag.clone());
+                self.consumers.insert(
+                    key.clone(),
+                    RemoteConsumer {
+                        id: spec.id,
+                        channel: spec.channel,
+                        out: link.out,
+                        flow,
+                    },
+                );
+                let request = self.request(Pending::Consume(reply, key));
+                push(Op::Consume(pb::Consume {
+                    request,
+                    consumer: spec.id,
+                    tag: spec.tag.to_string(),
+                    channel: Some(channel_to(spec.channel)),
+                    prefetch: spec.prefetch,
+                    no_ack: spec.no_ack,
+                    exclusive: spec.exclusive,
+                    priority: spec.priority,
+                    channel_prefetch: link.credit.limit(),
+                }));
+            }
+            QueueMsg::Cancel { consumer, reply } => {
+                self.consumers.retain(|_, c| c.id != consumer);
+                let request = reply.map_or(0, |r| self.request(Pending::Cancel(r)));
+                push(Op::Cancel(pb::Cancel { request, consumer }));
+            }
+            QueueMsg::Settle {
+                channel,
+                seqs,
+                requeue,
+            } => push(Op::Settle(pb::Settle {
+                channel: Some(channel_to(channel)),
+                seqs,
+                requeue,
+            })),
+            QueueMsg::ChannelClosed(key) => {
+                self.consumers.retain(|(ch, _), _| *ch != key.id);
+                push(Op::ChannelClosed(channel_to(key)));
+            }
+            QueueMsg::Get {
+                channel,
+                no_ack,
+                reply,
+            } => {
+                let request = self.request(Pending::Get(reply));
+                push(Op::Get(pb::Get {
+                    request,
+                    channel: Some(channel_to(channel)),
+                    no_ack,
+                }));
+            }
+            QueueMsg::Purge(reply) => {
+                let request = self.request(Pending::Count(reply));
+                push(Op::Purge(request));
+            }
+            QueueMsg::Status(reply) => {
+                let request = self.request(Pending::Status(reply));
+                push(Op::Status(request));
+            }
+            QueueMsg::Delete {
+                if_unused,
+                if_empty,
+                reply,
+            } => {
+                let request = self.request(Pending::Delete(reply));
+                push(Op::Delete(pb::Delete {
+                    request,
+                    if_unused,
+                    if_empty,
+                }));
+            }
+            QueueMsg::Wake | QueueMsg::Stop => {}
+        }
+    }
+
+    /// Answers a mailbox message at once while the home is unreachable.
+    fn refuse(&mut self, home: NodeId, m: QueueMsg) {
+        match m {
+            QueueMsg::Publish(batch) => {
+                let confirms: Vec<(ChannelKey, u64)> =
+                    batch.items.iter().filter_map(|(_, c)| *c).collect();
+                if let (false, Some((_, tx))) = (confirms.is_empty(), batch.from) {
+                    let _ = tx.send(ConnEvent::Persisted {
+                        confirms,
+                        ok: false,
+                    });
+                }
+            }
+            QueueMsg::Consume { reply, .. } => {
+                let _ = reply.send(Err(home_down(home)));
+            }
+            QueueMsg::Cancel { reply: Some(r), .. } => {
+                let _ = r.send(());
+            }
+            QueueMsg::Get { reply, .. } => {
+                let _ = reply.send(None);
+            }
+            QueueMsg::Purge(r) => {
+                let _ = r.send(0);
+            }
+            QueueMsg::Status(r) => {
+                let _ = r.send((0, 0));
+            }
+            QueueMsg::Delete { reply, .. } => {
+                let _ = reply.send(Err(home_down(home)));
+            }
+            _ => {}
+        }
+    }
+
+    /// Acts on one `Down` frame.
+    fn receive(&mut self, frame: pb::Down, credit_back: &mut Vec<pb::UpItem>) {
+        use pb::down_item::Op;
+        for item in frame.items {
+            match item.op {
+                Some(Op::Deliver(d)) => self.deliver(d, credit_back),
+                Some(Op::Confirms(c)) => {
+                    let mut by_channel: HashMap<u64, Vec<(ChannelKey, u64)>> = HashMap::new();
+                    for r in c.confirms {
+                        if let Some(k) = channel_from(r.channel) {
+                            if let Some((_, set)) = self.outstanding.get_mut(&k.id) {
+                                set.remove(&r.seq);
+                            }
+                            by_channel.entry(k.id).or_default().push((k, r.seq));
+                        }
+                    }
+                    for (ch, confirms) in by_channel {
+                        if let Some(tx) = self.routes.get(&ch) {
+                            let _ = tx.send(ConnEvent::Persisted { confirms, ok: c.ok });
+                        }
+                    }
+                }
+                Some(Op::Cancelled(c)) => {
+                    if let Some(k) = channel_from(c.channel)
+                        && let Some(rc) = self.consumers.remove(&(k.id, c.tag.as_str().into()))
+                    {
+                        let _ = rc.out.send(ConnEvent::Cancelled {
+                            channel: k,
+                            tag: c.tag.into(),
+                        });
+                    }
+                }
+                Some(Op::Reply(r)) => self.answer(r),
+                None => {}
+            }
+        }
+    }
+
+    fn deliver(&mut self, d: pb::Deliver, credit_back: &mut Vec<pb::UpItem>) {
+        let (Some(channel), Some(msg)) =
+            (channel_from(d.channel), d.message.and_then(message_from))
+        else {
+            return;
+        };
+        let tag: Name = d.tag.into();
+        match self.consumers.get(&(channel.id, tag.clone())) {
+            Some(c) => {
+                stats::add(&stats::REMOTE_DELIVERIES, 1);
+                let _ = c.out.send(ConnEvent::Deliver(DeliverEvent {
+                    channel,
+                    tag,
+                    queue: d.queue,
+                    seq: d.seq,
+                    needs_ack: d.needs_ack,
+                    redelivered: d.redelivered,
+                    msg,
+                    flow: c.flow.clone(),
+                }));
+            }
+            None => {
+                // Cancelled meanwhile: give the message back.
+                if d.needs_ack {
+                    credit_back.push(pb::UpItem {
+                        queue: d.queue,
+                        op: Some(pb::up_item::Op::Settle(pb::Settle {
+                            channel: Some(channel_to(channel)),
+                            seqs: vec![d.seq],
+                            requeue: true,
+                        })),
+                    });
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, r: pb::Reply) {
+        use pb::reply::Result as R;
+        let Some(p) = self.pending.remove(&r.request) else {
+            return;
+        };
+        let result = r.result;
+        match p {
+            Pending::Consume(tx, key) => {
+                let out = match result {
+                    Some(R::Error(e)) => Err(error_from(e)),
+                    _ => Ok(()),
+                };
+                if out.is_err() {
+                    self.consumers.remove(&key);
+                }
+                let _ = tx.send(out);
+            }
+            Pending::Cancel(tx) => {
+                let _ = tx.send(());
+            }
+            Pending::Get(tx) => {
+                let got = match result {
+                    Some(R::Entry(e)) => e.message.and_then(message_from).map(|msg| {
+                        (
+                            Entry {
+                                seq: e.seq,
+                                msg,
+                                redelivered: e.redelivered,
+                            },
+                            e.remaining,
+                        )
+                    }),
+                    _ => None,
+                };
+                let _ = tx.send(got);
+            }
+            Pending::Count(tx) => {
+                let _ = tx.send(match result {
+                    Some(R::Count(n)) => n,
+                    _ => 0,
+                });
+            }
+            Pending::Status(tx) => {
+                let _ = tx.send(match result {
+                    Some(R::Counts(c)) => (c.messages, c.consumers),
+                    _ => (0, 0),
+                });
+            }
+            Pending::Delete(tx) => {
+                let _ = tx.send(match result {
+                    Some(R::Count(n)) => Ok(n),
+                    Some(R::Error(e)) => Err(error_from(e)),
+                    _ => Ok(0),
+                });
+            }
+        }
+    }
+
+    /// The link broke: fail everything that waited on it.
+    fn fail_all(&mut self, home: NodeId) {
+        for (_, p) in self.pending.drain() {
+            match p {
+                Pending::Consume(tx, _) => {
+                    let _ = tx.send(Err(home_down(home)));
+                }
+                Pending::Delete(tx) => {
+                    let _ = tx.send(Err(home_down(home)));
+                }
+                Pending::Get(tx) => {
+                    let _ = tx.send(None);
+                }
+                _ => {}
+            }
+        }
+        // RabbitMQ cancels consumers of a queue whose node went down.
+        for ((_, tag), c) in self.consumers.drain() {
+            let _ = c.out.send(ConnEvent::Cancelled {
+                channel: c.channel,
+                tag,
+            });
+        }
+        for (ch, (key, seqs)) in self.outstanding.drain() {
+            if seqs.is_empty() {
+                continue;
+            }
+            if let Some(tx) = self.routes.get(&ch) {
+                let confirms = seqs.into_iter().map(|s| (key, s)).collect();
+                let _ = tx.send(ConnEvent::Persisted {
+                    confirms,
+                    ok: false,
+                });
+            }
+        }
+        self.routes.clear();
+    }
+}
+
+/// The address of `home`'s cluster listener, from the membership.
+fn home_addr(broker: &Broker, home: NodeId) -> Option<String> {
+    let m = broker.node.raft().metrics().borrow().clone();
+    m.membership_config
+        .membership()
+        .get_node(&home)
+        .map(|n| n.addr.clone())
+}
+
+async fn run(broker: Weak<Broker>, home: NodeId, mut rx: mpsc::Receiver<Routed>) {
+    let (credit_tx, mut credit_rx) = mpsc::unbounded_channel();
+    let mut st = State {
+        next_request: 0,
+        pending: HashMap::new(),
+        consumers: HashMap::new(),
+        routes: HashMap::new(),
+        outstanding: HashMap::new(),
+        credit_tx,
+    };
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let Some(b) = broker.upgrade() else { return };
+        let channel = home_addr(&b, home).and_then(|a| b.node.network().channel(&a).ok());
+        drop(b);
+        let (up_tx, up_rx) = mpsc::channel::<pb::Up>(UP_FRAMES);
+        let down = match channel {
+            Some(ch) => QueuesClient::new(ch)
+                .max_decoding_message_size(256 << 20)
+                .link(ReceiverStream::new(up_rx))
+                .await
+                .ok()
+                .map(tonic::Response::into_inner),
+            None => None,
+        };
+        if let Some(mut down) = down {
+            backoff = BACKOFF_MIN;
+            loop {
+                let mut items = Vec::new();
+                tokio::select! {
+                    m = rx.recv() => {
+                        let Some((q, m)) = m else { return };
+                        st.encode(q, m, &mut items);
+                        while items.len() < FRAME_ITEMS {
+                            match rx.try_recv() {
+                                Ok((q, m)) => st.encode(q, m, &mut items),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    c = credit_rx.recv() => {
+                        let Some((consumer, n)) = c else { return };
+                        items.push(credit(consumer, n));
+                    }
+                    f = down.message() => match f {
+                        Ok(Some(frame)) => {
+                            stats::add(&stats::DOWN_FRAMES, 1);
+                            st.receive(frame, &mut items);
+                        }
+                        _ => break,
+                    },
+                }
+                while let Ok((consumer, n)) = credit_rx.try_recv() {
+                    items.push(credit(consumer, n));
+                }
+                if items.is_empty() {
+                    continue;
+                }
+                let publishes = items
+                    .iter()
+                    .filter(|i| matches!(i.op, Some(pb::up_item::Op::Publish(_))))
+                    .count();
+                stats::add(&stats::FORWARDED_PUBLISHES, publishes as u64);
+                stats::add(&stats::UP_FRAMES, 1);
+                if up_tx.send(pb::Up { items }).await.is_err() {
+                    break;
+                }
+            }
+        }
+        st.fail_all(home);
+        tracing::debug!(home, "queue link down; retrying");
+        // Until the next attempt, answer for the unreachable queues at once.
+        let until = tokio::time::Instant::now() + backoff;
+        while let Ok(m) = tokio::time::timeout_at(until, rx.recv()).await {
+            let Some((_, m)) = m else { return };
+            st.refuse(home, m);
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+fn credit(consumer: u64, n: u32) -> pb::UpItem {
+    pb::UpItem {
+        queue: 0,
+        op: Some(pb::up_item::Op::Credit(pb::Credit { consumer, n })),
+    }
+}
