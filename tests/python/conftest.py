@@ -35,23 +35,32 @@ def wait_for(what, predicate, timeout=DEADLINE, interval=0.02):
 class Node:
     """A `warren server` process on a free port with its own data dir."""
 
-    def __init__(self, data_dir: Path, log: Path):
+    def __init__(self, data_dir: Path, log: Path, extra=()):
         self.data_dir = data_dir
         self.log = log
+        self.extra = list(extra)
         self.proc = None
         self.port = None
 
     def start(self):
+        return self.spawn().wait_ready()
+
+    def spawn(self):
+        """Starts the process without waiting (cluster nodes wait for each other)."""
         addr_file = self.data_dir / "amqp.addr"
         if addr_file.exists():
             addr_file.unlink()
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
         self.proc = subprocess.Popen(
-            [WARREN, "server", "--amqp-listen", "127.0.0.1:0", "--data-dir", str(self.data_dir)],
+            [WARREN, "server", "--amqp-listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *self.extra],
             stdout=open(self.log, "ab"),
             stderr=subprocess.STDOUT,
             env=env,
         )
+        return self
+
+    def wait_ready(self):
+        addr_file = self.data_dir / "amqp.addr"
 
         def ready():
             if self.proc.poll() is not None:
@@ -77,6 +86,52 @@ class Node:
 
     def env(self):
         return dict(os.environ, AMQP_HOST="127.0.0.1", AMQP_PORT=str(self.port), PYTHONUNBUFFERED="1")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ClusterNodes:
+    """Three `warren server` processes forming one cluster on loopback. It
+    stands in for a Node: `port` is node 1's, and each program started gets
+    the next node in turn, so producers and consumers spread over the three."""
+
+    def __init__(self, tmp_path: Path, size=3):
+        ports = [free_port() for _ in range(size)]
+        peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(ports))
+        self.nodes = [
+            Node(tmp_path / f"data{i + 1}", tmp_path / f"warren{i + 1}.log",
+                 ["--node-id", str(i + 1), "--cluster-listen", f"127.0.0.1:{ports[i]}", "--peers", peers])
+            for i in range(size)
+        ]
+        self.turn = 0
+
+    @property
+    def port(self):
+        return self.nodes[0].port
+
+    def start(self):
+        for n in self.nodes:
+            n.spawn()
+        for n in self.nodes:
+            n.wait_ready()
+        return self
+
+    def env(self):
+        n = self.nodes[self.turn % len(self.nodes)]
+        self.turn += 1
+        return n.env()
+
+    def kill9(self):
+        for n in self.nodes:
+            n.kill9()
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()
 
 
 class Program:

@@ -1,9 +1,20 @@
 """The eight scenarios of shared/seed/SCENARIOS.md, each as separate producer and
-consumer processes (the tutorial's own programs) against a fresh node."""
+consumer processes (the tutorial's own programs), against a fresh single node
+and against a fresh three-node cluster with the programs spread over its nodes."""
 import pika
 import pytest
 
-from conftest import DEADLINE, wait_for
+from conftest import DEADLINE, ClusterNodes, Node, wait_for
+
+
+@pytest.fixture(params=["single", "cluster"])
+def node(request, tmp_path):
+    if request.param == "single":
+        n = Node(tmp_path / "data", tmp_path / "warren.log").start()
+    else:
+        n = ClusterNodes(tmp_path).start()
+    yield n
+    n.stop()
 
 
 def received(lines):

@@ -204,7 +204,12 @@ impl MetaNode {
         let mut pause = Duration::from_millis(10);
         loop {
             match self.raft.client_write(cmd.clone()).await {
-                Ok(resp) => return outcome(resp.data),
+                Ok(resp) => {
+                    // Tell followers the new commit index now, not at the
+                    // next heartbeat: their routing catches up in one RTT.
+                    let _ = self.raft.trigger().heartbeat().await;
+                    return outcome(resp.data);
+                }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     if let (Some(leader), Some(node)) = (f.leader_id, f.leader_node)
                         && leader != self.id

@@ -131,12 +131,14 @@ async fn serve_cluster(
     let groups = HashMap::from([(META_GROUP, node.raft().clone())]);
     let raft = RaftService::new(groups).into_server();
     let cluster = ClusterService::new(node).into_server();
-    let r = tonic::transport::Server::builder()
+    // Not a graceful shutdown: queue links are endless streams that a
+    // graceful one would wait out. Dropping the server closes them.
+    let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(raft)
         .add_service(cluster)
         .add_service(queues.into_server())
-        .serve_with_incoming_shutdown(
+        .serve_with_incoming(
             // The builder's nodelay applies only to listeners it binds: set
             // it here, or small replies wait out Nagle and delayed ACKs.
             tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
@@ -145,9 +147,11 @@ async fn serve_cluster(
                 }
                 s
             }),
-            token.cancelled_owned(),
-        )
-        .await;
+        );
+    let r = tokio::select! {
+        r = server => r,
+        _ = token.cancelled() => Ok(()),
+    };
     if let Err(e) = r {
         tracing::error!(cause = %e, "cluster listener failed");
     }
