@@ -38,7 +38,10 @@ SCENARIOS = {
          "--size", "100", "--duration", "15"] + COMMON),
     6: ("1,000 connections with a consumer each, 100 msg/s",
         ["--consumers", "1000", "--rate", "100", "--size", "100", "--duration", "20"] + COMMON),
+    8: ("3 nodes: durable queue on node 1, producer on node 2 (confirms 100), consumer on node 3, 1 KiB persistent",
+        ["--size", "1024", "--persistent", "--durable", "--confirm", "100", "--duration", "15"] + COMMON),
 }
+CLUSTER_SCENARIOS = {8}
 
 
 def wait_port(port, timeout=60):
@@ -97,11 +100,11 @@ class Warren:
             env=dict(os.environ, RUST_LOG="warn"))
         wait_port(WARREN_PORT)
 
-    def pid(self):
-        return self.proc.pid
+    def pids(self):
+        return [self.proc.pid]
 
-    def uri(self):
-        return f"amqp://guest:guest@127.0.0.1:{WARREN_PORT}/%2f"
+    def bench_args(self):
+        return ["--uri", f"amqp://guest:guest@127.0.0.1:{WARREN_PORT}/%2f"]
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -135,11 +138,11 @@ class RabbitMQ:
                                      stdout=open(self.home / "out.log", "ab"), stderr=subprocess.STDOUT)
         wait_port(RMQ_PORT, timeout=120)
 
-    def pid(self):
-        return int((self.home / "pid").read_text().strip())
+    def pids(self):
+        return [int((self.home / "pid").read_text().strip())]
 
-    def uri(self):
-        return f"amqp://guest:guest@127.0.0.1:{RMQ_PORT}/%2f"
+    def bench_args(self):
+        return ["--uri", f"amqp://guest:guest@127.0.0.1:{RMQ_PORT}/%2f"]
 
     def stop(self):
         subprocess.run([str(RMQ_BIN / "rabbitmqctl"), "-n", "warrenbench@localhost", "stop"], env=self.env,
@@ -151,14 +154,138 @@ class RabbitMQ:
                 self.proc.kill()
 
 
+class WarrenCluster:
+    """Three Warren nodes on loopback, formed from a static peer list."""
+    name = "warren"
+    AMQP, CLUSTER = 5811, 25811
+
+    def __init__(self, out):
+        self.base = out / "warren3"
+        self.procs = []
+
+    def start(self):
+        shutil.rmtree(self.base, ignore_errors=True)
+        self.base.mkdir(parents=True)
+        peers = ",".join(f"{i}=127.0.0.1:{self.CLUSTER + i - 1}" for i in (1, 2, 3))
+        self.procs = [subprocess.Popen(
+            [str(WARREN), "server", "--node-id", str(i), "--amqp-listen", f"127.0.0.1:{self.AMQP + i - 1}",
+             "--cluster-listen", f"127.0.0.1:{self.CLUSTER + i - 1}", "--peers", peers,
+             "--data-dir", str(self.base / f"node{i}")],
+            stdout=open(self.base / f"node{i}.log", "ab"), stderr=subprocess.STDOUT,
+            env=dict(os.environ, RUST_LOG="warn")) for i in (1, 2, 3)]
+        for i in (1, 2, 3):
+            wait_port(self.AMQP + i - 1)
+
+    def pids(self):
+        return [p.pid for p in self.procs]
+
+    def uri(self, i):
+        return f"amqp://guest:guest@127.0.0.1:{self.AMQP + i - 1}/%2f"
+
+    def bench_args(self):
+        return ["--topology-uri", self.uri(1), "--uri", self.uri(2), "--uri", self.uri(3)]
+
+    def forwarding(self):
+        """gRPC stream frames per 1,000 forwarded publishes (node 2) and deliveries (node 3)."""
+        def status(i):
+            out = subprocess.run([str(WARREN), "cluster", "status", "--json", "--server",
+                                  f"127.0.0.1:{self.CLUSTER + i - 1}"], capture_output=True, text=True, timeout=30)
+            me = [m for m in json.loads(out.stdout)["members"] if m["id"] == i][0]
+            return me
+        n2, n3 = status(2), status(3)
+        return {
+            "forwarded_publishes": n2["forwarded_publishes"], "up_frames": n2["up_frames"],
+            "remote_deliveries": n3["remote_deliveries"], "down_frames": n3["down_frames"],
+            "frames_per_1000_publishes": 1000 * n2["up_frames"] / max(1, n2["forwarded_publishes"]),
+            "frames_per_1000_deliveries": 1000 * n3["down_frames"] / max(1, n3["remote_deliveries"]),
+        }
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs = []
+
+
+class RabbitMQCluster:
+    """Three RabbitMQ nodes (distinct names and ports) joined into one cluster."""
+    name = "rabbitmq"
+    AMQP = 5821
+
+    def __init__(self, out):
+        self.home = out / "rabbitmq3"
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "enabled_plugins").write_text("[].\n")
+        (self.home / "rabbitmq.conf").write_text("loopback_users.guest = true\n")
+        self.procs = []
+
+    def node(self, i):
+        return f"warrenbench{i}@localhost"
+
+    def env(self, i):
+        return dict(
+            os.environ, HOME=str(self.home), RABBITMQ_NODENAME=self.node(i),
+            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1", RABBITMQ_NODE_PORT=str(self.AMQP + i - 1),
+            RABBITMQ_DIST_PORT=str(self.AMQP + 20000 + i - 1), RABBITMQ_MNESIA_BASE=str(self.home / f"mnesia{i}"),
+            RABBITMQ_LOG_BASE=str(self.home / f"log{i}"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(self.home / "enabled_plugins"),
+            RABBITMQ_CONFIG_FILE=str(self.home / "rabbitmq"), RABBITMQ_PID_FILE=str(self.home / f"pid{i}"))
+
+    def ctl(self, i, *args):
+        subprocess.run([str(RMQ_BIN / "rabbitmqctl"), "-n", self.node(i), *args], env=self.env(i),
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+
+    def start(self):
+        for i in (1, 2, 3):
+            shutil.rmtree(self.home / f"mnesia{i}", ignore_errors=True)
+        self.procs = [subprocess.Popen([str(RMQ_BIN / "rabbitmq-server")], env=self.env(i),
+                                       stdout=open(self.home / f"out{i}.log", "ab"), stderr=subprocess.STDOUT)
+                      for i in (1, 2, 3)]
+        for i in (1, 2, 3):
+            wait_port(self.AMQP + i - 1, timeout=120)
+        for i in (2, 3):
+            self.ctl(i, "stop_app")
+            self.ctl(i, "join_cluster", self.node(1))
+            self.ctl(i, "start_app")
+        for i in (2, 3):
+            wait_port(self.AMQP + i - 1, timeout=120)
+
+    def pids(self):
+        return [int((self.home / f"pid{i}").read_text().strip()) for i in (1, 2, 3)]
+
+    def uri(self, i):
+        return f"amqp://guest:guest@127.0.0.1:{self.AMQP + i - 1}/%2f"
+
+    def bench_args(self):
+        return ["--topology-uri", self.uri(1), "--uri", self.uri(2), "--uri", self.uri(3)]
+
+    def stop(self):
+        for i in (3, 2, 1):
+            subprocess.run([str(RMQ_BIN / "rabbitmqctl"), "-n", self.node(i), "stop"], env=self.env(i),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        for p in self.procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs = []
+
+
 def bench(broker, args, tag):
-    """One warren-bench run with RSS sampling; returns (summary, peak rss, rss before)."""
-    before = rss_of(broker.pid())
-    sampler = Sampler(broker.pid())
+    """One warren-bench run with RSS sampling; returns (summary, peak rss, rss before).
+    For a cluster, RSS is the sum over its nodes."""
+    pids = broker.pids()
+    before = sum(rss_of(p) for p in pids)
+    samplers = [Sampler(p) for p in pids]
     args = [a.replace("{tag}", tag) for a in args]
-    out = subprocess.run([str(BENCH), "--uri", broker.uri(), "--quiet", "--queue", tag, *args],
+    out = subprocess.run([str(BENCH), *broker.bench_args(), "--quiet", "--queue", tag, *args],
                          capture_output=True, text=True, timeout=1800)
-    peak = sampler.stop()
+    peak = sum(s.stop() for s in samplers)
     if out.returncode != 0:
         raise RuntimeError(f"{broker.name} {tag}: warren-bench failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1]), peak, before
@@ -198,12 +325,14 @@ def main():
         return
     work = Path(tempfile.mkdtemp(prefix="warren-compare-"))
     chosen = [int(s) for s in opts.scenarios.split(",")]
-    brokers = [Warren(work), RabbitMQ(work)]
-    results = {b.name: {s: [] for s in chosen} for b in brokers}
+    singles = [Warren(work), RabbitMQ(work)]
+    clusters = [WarrenCluster(work), RabbitMQCluster(work)]
+    results = {b.name: {s: [] for s in chosen} for b in singles}
     try:
         for rnd in range(opts.rounds):
-            order = brokers if rnd % 2 == 0 else list(reversed(brokers))
             for s in chosen:
+                brokers = clusters if s in CLUSTER_SCENARIOS else singles
+                order = brokers if rnd % 2 == 0 else list(reversed(brokers))
                 for b in order:
                     # A fresh broker per run: no state or allocator residue from
                     # the previous scenario, so peak RSS belongs to this one.
@@ -221,12 +350,14 @@ def main():
                     else:
                         summary, peak, before = bench(b, SCENARIOS[s][1], tag)
                         r = dict(summary, peak_rss=peak, rss_before=before)
+                        if hasattr(b, "forwarding"):
+                            r["forwarding"] = b.forwarding()
                     b.stop()
                     results[b.name][s].append(r)
                     print(f"round {rnd + 1} scenario {s} {b.name}: consume {r['consume_rate']:.0f} msg/s, "
                           f"p99 {r['latency_us']['p99'] / 1000:.2f} ms, peak RSS {r['peak_rss'] >> 20} MiB", flush=True)
     finally:
-        for b in brokers:
+        for b in singles + clusters:
             b.stop()
     fsync = fsync_latency_us(work)
     write_report(out, results, chosen, fsync, opts)
@@ -258,6 +389,9 @@ def write_report(out, results, chosen, fsync, opts):
             c50 = lambda r_: r_["confirm_latency_us"]["p50"]
             row["warren_confirm_p50_us"] = med(w, c50)
             row["rabbitmq_confirm_p50_us"] = med(r, c50)
+        if s == 8:
+            row["warren_frames_per_1000_publishes"] = med(w, lambda r_: r_["forwarding"]["frames_per_1000_publishes"])
+            row["warren_frames_per_1000_deliveries"] = med(w, lambda r_: r_["forwarding"]["frames_per_1000_deliveries"])
         if s == 6:
             row["warren_kib_per_conn"] = med(w, lambda r_: (r_["peak_rss"] - r_["rss_before"]) / 1024 / 1000)
             row["rabbitmq_kib_per_conn"] = med(r, lambda r_: (r_["peak_rss"] - r_["rss_before"]) / 1024 / 1000)
@@ -283,6 +417,11 @@ def write_report(out, results, chosen, fsync, opts):
             md.append(f"\nScenario 3 publish-to-confirm latency, median: Warren {row['warren_confirm_p50_us']:.0f} µs "
                       f"({row['warren_confirm_p50_us'] / fsync:.2f}× fsync), RabbitMQ {row['rabbitmq_confirm_p50_us']:.0f} µs "
                       f"({row['rabbitmq_confirm_p50_us'] / fsync:.2f}× fsync).")
+        if "warren_frames_per_1000_publishes" in row:
+            md.append(f"\nScenario 8 forwarding between Warren nodes: "
+                      f"{row['warren_frames_per_1000_publishes']:.1f} gRPC stream frames per 1,000 forwarded publishes "
+                      f"(node 2 → node 1), {row['warren_frames_per_1000_deliveries']:.1f} per 1,000 deliveries "
+                      f"(node 1 → node 3); RSS is the sum over the three nodes.")
         if "warren_kib_per_conn" in row:
             md.append(f"\nScenario 6 RSS per connection: Warren {row['warren_kib_per_conn']:.1f} KiB, "
                       f"RabbitMQ {row['rabbitmq_kib_per_conn']:.1f} KiB.")

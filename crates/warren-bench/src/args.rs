@@ -22,6 +22,10 @@ pub struct Args {
     /// Broker URI; repeat to spread connections over several nodes.
     #[arg(long = "uri", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub uris: Vec<String>,
+    /// Where queues, exchanges and bindings are declared [default: the first
+    /// --uri] (in a cluster: the node a queue lives on).
+    #[arg(long)]
+    pub topology_uri: Option<String>,
     /// Producers, each on its own connection.
     #[arg(long, default_value_t = 1)]
     pub producers: usize,
@@ -134,6 +138,11 @@ impl Args {
                 .map(|i| format!("{}-{i}", self.queue))
                 .collect()
         }
+    }
+
+    /// The URI that declares the topology.
+    pub fn topology_uri(&self) -> &str {
+        self.topology_uri.as_deref().unwrap_or_else(|| self.uri(0))
     }
 
     /// The URI for the n-th connection (round-robin).

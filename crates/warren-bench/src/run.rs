@@ -71,7 +71,7 @@ fn routing_key(args: &Args, queue: &str) -> String {
 
 /// Declares the queues (and the exchange with its bindings).
 async fn topology(args: &Args) -> Result<()> {
-    let conn = connect(args.uri(0)).await?;
+    let conn = connect(args.topology_uri()).await?;
     let ch = conn.create_channel().await?;
     for q in args.queue_names() {
         ch.queue_declare(

@@ -365,6 +365,31 @@ impl MetaNode {
         )
     }
 
+    /// Records this node's current cluster address in the membership when it
+    /// leads and the recorded one differs: a single node started without a
+    /// listener was recorded with none, and the nodes it is grown into a
+    /// cluster with must reach it. Only the node's own entry changes.
+    pub async fn refresh_own_addr(&self) {
+        let m = self.raft.metrics().borrow().clone();
+        if self.addr.is_empty() || m.current_leader != Some(self.id) {
+            return;
+        }
+        let recorded = m
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .map(|n| n.addr.clone());
+        if recorded.as_deref() == Some(self.addr.as_str()) {
+            return;
+        }
+        let change =
+            ChangeMembers::SetNodes(BTreeMap::from([(self.id, BasicNode::new(&self.addr))]));
+        match self.raft.change_membership(change, true).await {
+            Ok(_) => tracing::info!(addr = %self.addr, "recorded this node's cluster address"),
+            Err(e) => tracing::warn!(cause = %e, "could not record this node's cluster address"),
+        }
+    }
+
     /// Whether this node is the group's only voter.
     pub fn sole_voter(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();

@@ -279,17 +279,38 @@ async fn a_killed_leader_is_replaced_and_catches_up_through_a_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn membership_grows_from_one_node_to_three_and_shrinks() {
+async fn a_single_node_grows_into_three_and_shrinks_back_to_two() {
     let _turn = SERIAL.lock().await;
     let mut c = Cluster::new(BIN, &[1, 2, 3], Options::default());
-    // Node 1 alone: a one-member group, as a single node would be.
+    // Node 1 starts as a plain single node (no cluster options at all) and
+    // takes a durable queue and a confirmed persistent message.
+    c.start_plain(1);
+    {
+        let n1 = connect(&c, 1).await;
+        let ch = channel(&n1).await;
+        ch.queue_declare("early".into(), durable(), FieldTable::default())
+            .await
+            .expect("declare");
+        ch.confirm_select(Default::default())
+            .await
+            .expect("confirms");
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                "early".into(),
+                Default::default(),
+                b"from the single node",
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish");
+        assert!(confirm.await.expect("confirm").is_ack());
+    }
+    // Its data dir becomes the first member of a cluster: restarted with a
+    // cluster listener, it is a one-member group that others can join.
+    c.kill9(1);
     c.start_with_peers(1, None);
     let n1 = connect(&c, 1).await;
-    channel(&n1)
-        .await
-        .queue_declare("early".into(), durable(), FieldTable::default())
-        .await
-        .expect("declare");
 
     // Nodes 2 and 3 know node 1 only; they wait until added.
     for id in [2, 3] {
@@ -305,6 +326,19 @@ async fn membership_grows_from_one_node_to_three_and_shrinks() {
     }
     let n3 = connect(&c, 3).await;
     wait_queue(&n3, "early", 0).await;
+    // The single node's message is served to a consumer on a new member.
+    let got = wait_for_async("the single node's message on node 3", || async {
+        channel(&n3)
+            .await
+            .basic_get(
+                "early".into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("get")
+    })
+    .await;
+    assert_eq!(got.delivery.data, b"from the single node");
     channel(&n3)
         .await
         .queue_declare("grown".into(), durable(), FieldTable::default())

@@ -66,6 +66,8 @@ pub struct Node {
     pub data_dir: PathBuf,
     /// The static peer list it is started with (`None`: none).
     pub peers: Option<String>,
+    /// Started without any cluster option (a plain single node).
+    pub plain: bool,
     child: Option<Child>,
     stopped: bool,
 }
@@ -131,6 +133,7 @@ impl Cluster {
                     cluster_port,
                     data_dir,
                     peers: None,
+                    plain: false,
                     child: None,
                     stopped: false,
                 },
@@ -167,7 +170,18 @@ impl Cluster {
 
     /// Starts (or restarts, on its data dir) node `id` with `peers`.
     pub fn start_with_peers(&mut self, id: u64, peers: Option<String>) {
-        self.node_mut(id).peers = peers;
+        let n = self.node_mut(id);
+        n.peers = peers;
+        n.plain = false;
+        self.spawn(id);
+    }
+
+    /// Starts node `id` as a plain single node: no node id, no cluster
+    /// listener, no peers (what `warren server` does with no options).
+    pub fn start_plain(&mut self, id: u64) {
+        let n = self.node_mut(id);
+        n.peers = None;
+        n.plain = true;
         self.spawn(id);
     }
 
@@ -198,12 +212,14 @@ impl Cluster {
             .open(n.log_path())
             .expect("log file");
         let mut cmd = Command::new(&bin);
-        cmd.arg("server")
-            .arg("--node-id")
-            .arg(id.to_string())
-            .arg("--cluster-listen")
-            .arg(n.cluster_addr())
-            .arg("--amqp-listen")
+        cmd.arg("server");
+        if !n.plain {
+            cmd.arg("--node-id")
+                .arg(id.to_string())
+                .arg("--cluster-listen")
+                .arg(n.cluster_addr());
+        }
+        cmd.arg("--amqp-listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(&n.data_dir)

@@ -126,6 +126,7 @@ impl Broker {
                 }
             }
         }
+        self.node.refresh_own_addr().await;
         self.seed_from_legacy().await?;
         self.drop_orphan_messages().await?;
         self.reconcile().await;
