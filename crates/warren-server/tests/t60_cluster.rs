@@ -73,6 +73,38 @@ async fn wait_queue(conn: &Connection, name: &str, want: u16) {
     .await;
 }
 
+/// Publishes `body` to `queue` through `from` with a confirm, then gets it
+/// through `to`.
+async fn publish_get(from: &Connection, to: &Connection, queue: &str, body: &[u8]) {
+    let ch = channel(from).await;
+    ch.confirm_select(Default::default())
+        .await
+        .expect("confirms");
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            Default::default(),
+            body,
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish");
+    assert!(confirm.await.expect("confirm").is_ack());
+    let got = wait_for_async(&format!("the message in {queue}"), || async {
+        channel(to)
+            .await
+            .basic_get(
+                queue.into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("get")
+    })
+    .await;
+    assert_eq!(got.delivery.data, body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_declared_on_one_node_is_seen_and_checked_on_all() {
     let _turn = SERIAL.lock().await;
@@ -229,6 +261,10 @@ async fn a_killed_leader_is_replaced_and_catches_up_through_a_snapshot() {
     );
     let new_leader = c.wait_leader(&survivors).await;
     assert_ne!(new_leader, leader);
+    // Publishes continue too: into a queue on one survivor, out of the other.
+    let other = connect(&c, survivors[1]).await;
+    wait_queue(&other, "after-failover", 0).await;
+    publish_get(&s, &other, "after-failover", b"after the leader died").await;
 
     // Thousands of entries while it is down: its log falls behind the
     // survivors' purged logs, so it can only catch up from a snapshot.
@@ -414,6 +450,13 @@ async fn a_cut_off_node_refuses_metadata_changes_then_converges() {
         .await
         .expect("majority declares");
     wait_queue(on(majority[1]), "during-cut", 0).await;
+    publish_get(
+        on(majority[0]),
+        on(majority[1]),
+        "during-cut",
+        b"routed by the majority",
+    )
+    .await;
 
     // Healed, the cut node converges to the majority's state; what it
     // could not commit is gone.
@@ -421,4 +464,36 @@ async fn a_cut_off_node_refuses_metadata_changes_then_converges() {
     wait_queue(on(cut), "during-cut", 0).await;
     assert_eq!(probe_queue(on(majority[0]), "refused").await, 404);
     assert_eq!(probe_queue(on(cut), "refused").await, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_is_replaced_and_rejoins_as_a_follower() {
+    let _turn = SERIAL.lock().await;
+    let mut c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
+    let conns = [
+        connect(&c, 1).await,
+        connect(&c, 2).await,
+        connect(&c, 3).await,
+    ];
+    let on = |id: u64| &conns[usize::try_from(id - 1).expect("id")];
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
+
+    // SIGSTOP: the process keeps its sockets but answers nothing.
+    c.pause(leader);
+    let new_leader = c.wait_leader(&others).await;
+    assert_ne!(new_leader, leader);
+    channel(on(others[0]))
+        .await
+        .queue_declare("while-frozen".into(), durable(), FieldTable::default())
+        .await
+        .expect("the others declare");
+
+    // SIGCONT: it learns of the new term, follows, and catches up.
+    c.resume(leader);
+    wait_queue(on(leader), "while-frozen", 0).await;
+    let st = c.status(leader).await.expect("status");
+    let me = st.members.iter().find(|m| m.id == leader).expect("self");
+    assert_eq!(me.state, "follower", "{me:?}");
+    assert_eq!(me.leader, Some(new_leader));
 }
