@@ -83,6 +83,11 @@ pub enum Command {
         /// `None` when the broker itself deletes it (auto-delete, a closed
         /// connection's exclusive queue).
         conn: Option<ConnectionId>,
+        /// Delete only the queue with this id (404 if the name now names
+        /// another): an auto-delete that fired must not take a queue
+        /// re-declared under the same name meanwhile.
+        #[serde(default)]
+        id: Option<QueueId>,
     },
     /// `queue.bind` / `exchange.bind`.
     Bind {
@@ -283,10 +288,20 @@ impl MetaState {
                 }
                 Ok(Outcome::QueueDeclared { queue, created })
             }
-            Command::DeleteQueue { vhost, name, conn } => {
+            Command::DeleteQueue {
+                vhost,
+                name,
+                conn,
+                id,
+            } => {
                 let v = self.vhost_mut(vhost)?;
                 if let Some(conn) = conn {
                     v.queue_for(name, *conn)?;
+                }
+                if let Some(id) = id
+                    && v.queue(name).map(|q| q.id) != Some(*id)
+                {
+                    return Err(AmqpError::not_found("queue", name, vhost));
                 }
                 let (queue, removed) = v.delete_queue(name)?;
                 Ok(Outcome::QueuesDeleted(vec![(queue, canonical(removed))]))

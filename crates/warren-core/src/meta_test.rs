@@ -85,6 +85,7 @@ fn errors_are_decided_by_apply_and_change_nothing() {
             vhost: VHOST.into(),
             name: "q".into(),
             conn: Some(2),
+            id: None,
         })
         .expect_err("locked");
     assert_eq!(err.code, ReplyCode::ResourceLocked);
@@ -190,6 +191,31 @@ fn a_cluster_restart_drops_every_transient_thing() {
     assert!(v.exchange("durable-x").is_some());
     assert!(v.queue("tq").is_none());
     assert_eq!(v.bindings().count(), 1, "only the durable binding is left");
+}
+
+#[test]
+fn a_delete_guarded_by_id_spares_a_queue_declared_again_under_the_name() {
+    let mut m = MetaState::new();
+    let Ok(Outcome::QueueDeclared { queue: old, .. }) = m.apply(&declare_queue("q", false, 1))
+    else {
+        panic!("declared");
+    };
+    let delete = |id| Command::DeleteQueue {
+        vhost: VHOST.into(),
+        name: "q".into(),
+        conn: None,
+        id: Some(id),
+    };
+    m.apply(&delete(old.id)).expect("deleted");
+    let Ok(Outcome::QueueDeclared { queue: new, .. }) = m.apply(&declare_queue("q", false, 1))
+    else {
+        panic!("declared again");
+    };
+    assert_ne!(new.id, old.id);
+    // A late auto-delete of the old queue finds another one: 404, kept.
+    let err = m.apply(&delete(old.id)).expect_err("not that queue");
+    assert_eq!(err.code, ReplyCode::NotFound);
+    assert!(m.vhost(VHOST).expect("vhost").queue("q").is_some());
 }
 
 #[test]
@@ -324,13 +350,17 @@ fn command() -> impl Strategy<Value = Command> {
         Just(Command::DropTransient),
         (0u64..3, 0u64..3)
             .prop_map(|(node, before_epoch)| Command::DropNodeQueues { node, before_epoch }),
-        (queue.clone(), prop::option::of(conn.clone())).prop_map(|(q, conn)| {
-            Command::DeleteQueue {
+        (
+            queue.clone(),
+            prop::option::of(conn.clone()),
+            prop::option::of(1u64..6)
+        )
+            .prop_map(|(q, conn, id)| Command::DeleteQueue {
                 vhost: VHOST.into(),
                 name: q.into(),
                 conn,
-            }
-        }),
+                id,
+            }),
         (exchange.clone(), queue.clone(), key.clone(), conn.clone()).prop_map(|(e, q, k, c)| bind(
             e,
             q,

@@ -163,6 +163,7 @@ impl Broker {
                 vhost: DEFAULT_VHOST.into(),
                 name: name.into(),
                 conn: Some(conn),
+                id: None,
             })
             .await;
         match outcome {
@@ -177,7 +178,7 @@ impl Broker {
     }
 
     /// Removes a stopped queue's metadata (auto-delete fired). Only if the
-    /// name still maps to `id`.
+    /// name still maps to `id` when the command applies.
     pub async fn forget_queue(&self, name: &str, id: warren_core::QueueId) {
         if self.read().vhost().queue(name).map(|q| q.id) != Some(id) {
             return;
@@ -188,6 +189,7 @@ impl Broker {
                 vhost: DEFAULT_VHOST.into(),
                 name: name.into(),
                 conn: None,
+                id: Some(id),
             })
             .await;
         if let Err(e) = r
