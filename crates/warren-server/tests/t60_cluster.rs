@@ -9,32 +9,17 @@
 
 mod common;
 
+use common::cluster::{BIN, channel, connect};
+
 use std::time::{Duration, Instant};
 
 use common::code;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Connection, ExchangeKind};
 use warren_testkit::{Cluster, Options, wait_for_async};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-const BIN: &str = env!("CARGO_BIN_EXE_warren");
-
-async fn connect(c: &Cluster, id: u64) -> Connection {
-    let uri = c.amqp_uri(id).await;
-    tokio::time::timeout(
-        common::DEADLINE,
-        Connection::connect(&uri, ConnectionProperties::default()),
-    )
-    .await
-    .expect("connect in time")
-    .expect("connect")
-}
-
-async fn channel(conn: &Connection) -> Channel {
-    conn.create_channel().await.expect("channel")
-}
 
 fn durable() -> QueueDeclareOptions {
     QueueDeclareOptions {

@@ -6,35 +6,18 @@
 
 mod common;
 
+use common::cluster::{BIN, channel, connect};
+
 use common::{code, next};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-};
+use lapin::{BasicProperties, Confirmation, Connection, ExchangeKind};
 use warren_testkit::{Cluster, Options, wait_for_async};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-const BIN: &str = env!("CARGO_BIN_EXE_warren");
-
-async fn connect(c: &Cluster, id: u64) -> Connection {
-    let uri = c.amqp_uri(id).await;
-    tokio::time::timeout(
-        common::DEADLINE,
-        Connection::connect(&uri, ConnectionProperties::default()),
-    )
-    .await
-    .expect("connect in time")
-    .expect("connect")
-}
-
-async fn channel(conn: &Connection) -> Channel {
-    conn.create_channel().await.expect("channel")
-}
 
 /// `queue.declare passive` on a fresh channel: (reply code, message count).
 async fn probe(conn: &Connection, name: &str) -> (u16, u32) {

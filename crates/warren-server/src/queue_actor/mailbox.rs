@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec, Entry};
 use warren_core::{AmqpError, Message, Name, QueueId};
 
-use crate::connection::events::ConnTx;
+use crate::connection::events::{ConnEvent, ConnTx};
 use crate::flow::{ChannelCredit, ConsumerFlow, QueueFlow};
 
 /// A queue's address: cheap to clone, held by the registry and by channels.
@@ -111,4 +111,55 @@ pub enum QueueMsg {
     Wake,
     /// The node is stopping: exit (messages stay on disk if durable).
     Stop,
+}
+
+/// Why a queue cannot take a message it was sent.
+#[derive(Debug)]
+pub enum Absent {
+    /// It was deleted: publishes are confirmed (RabbitMQ confirms messages
+    /// routed to a queue being deleted), a delete succeeds with 0.
+    Deleted(AmqpError),
+    /// Its home node is unreachable: publishes are nacked, a delete fails.
+    Unreachable(AmqpError),
+}
+
+impl QueueMsg {
+    /// Answers this message as a queue that is not there would.
+    pub fn answer_absent(self, why: &Absent) {
+        let (err, deleted) = match why {
+            Absent::Deleted(e) => (e, true),
+            Absent::Unreachable(e) => (e, false),
+        };
+        match self {
+            QueueMsg::Publish(b) => {
+                let confirms: Vec<(ChannelKey, u64)> =
+                    b.items.iter().filter_map(|(_, c)| *c).collect();
+                if let (false, Some((_, tx))) = (confirms.is_empty(), b.from) {
+                    let _ = tx.send(ConnEvent::Persisted {
+                        confirms,
+                        ok: deleted,
+                    });
+                }
+            }
+            QueueMsg::Consume { reply, .. } => {
+                let _ = reply.send(Err(err.clone()));
+            }
+            QueueMsg::Cancel { reply: Some(r), .. } => {
+                let _ = r.send(());
+            }
+            QueueMsg::Get { reply, .. } => {
+                let _ = reply.send(None);
+            }
+            QueueMsg::Purge(r) => {
+                let _ = r.send(0);
+            }
+            QueueMsg::Status(r) => {
+                let _ = r.send((0, 0));
+            }
+            QueueMsg::Delete { reply, .. } => {
+                let _ = reply.send(if deleted { Ok(0) } else { Err(err.clone()) });
+            }
+            _ => {}
+        }
+    }
 }

@@ -29,7 +29,7 @@ use crate::memory::Memory;
 
 mod mailbox;
 
-pub use mailbox::{ConsumerLink, GetReply, PublishBatch, QueueHandle, QueueMsg};
+pub use mailbox::{Absent, ConsumerLink, GetReply, PublishBatch, QueueHandle, QueueMsg};
 
 /// Mailbox depth of a queue, in messages (each may carry a batch).
 const MAILBOX: usize = 256;
@@ -458,50 +458,9 @@ impl QueueActor {
 
     /// After deletion: answer what is still in the mailbox as a missing queue would.
     async fn drain_after_delete(&mut self) {
-        let mut to: Vec<(ConnTx, Vec<(ChannelKey, u64)>)> = Vec::new();
+        let why = Absent::Deleted(AmqpError::not_found("queue", &self.def.name, &self.vhost));
         while let Ok(m) = self.rx.try_recv() {
-            match m {
-                QueueMsg::Publish(b) => {
-                    let list: Vec<(ChannelKey, u64)> =
-                        b.items.iter().filter_map(|(_, c)| *c).collect();
-                    if let Some((_, tx)) = b.from
-                        && !list.is_empty()
-                    {
-                        to.push((tx, list));
-                    }
-                }
-                QueueMsg::Consume { reply, .. } => {
-                    let _ = reply.send(Err(AmqpError::not_found(
-                        "queue",
-                        &self.def.name,
-                        &self.vhost,
-                    )));
-                }
-                QueueMsg::Cancel { reply: Some(r), .. } => {
-                    let _ = r.send(());
-                }
-                QueueMsg::Get { reply, .. } => {
-                    let _ = reply.send(None);
-                }
-                QueueMsg::Purge(r) => {
-                    let _ = r.send(0);
-                }
-                QueueMsg::Status(r) => {
-                    let _ = r.send((0, 0));
-                }
-                QueueMsg::Delete { reply, .. } => {
-                    let _ = reply.send(Ok(0));
-                }
-                _ => {}
-            }
-        }
-        // Messages routed to a queue that was being deleted are dropped, and
-        // their publishers are released (RabbitMQ confirms them too).
-        for (tx, list) in to {
-            let _ = tx.send(ConnEvent::Persisted {
-                confirms: list,
-                ok: true,
-            });
+            m.answer_absent(&why);
         }
     }
 }

@@ -26,7 +26,7 @@ use super::wire::{channel_from, channel_to, error_from, message_from, message_to
 use crate::broker::Broker;
 use crate::connection::events::{ConnEvent, ConnTx, DeliverEvent};
 use crate::flow::{ConsumerFlow, QueueFlow};
-use crate::queue_actor::{GetReply, QueueHandle, QueueMsg};
+use crate::queue_actor::{Absent, GetReply, QueueHandle, QueueMsg};
 
 /// Mailbox of a proxy and of a link.
 const MAILBOX: usize = 1024;
@@ -218,41 +218,6 @@ impl State {
                 }));
             }
             QueueMsg::Wake | QueueMsg::Stop => {}
-        }
-    }
-
-    /// Answers a mailbox message at once while the home is unreachable.
-    fn refuse(&mut self, home: NodeId, m: QueueMsg) {
-        match m {
-            QueueMsg::Publish(batch) => {
-                let confirms: Vec<(ChannelKey, u64)> =
-                    batch.items.iter().filter_map(|(_, c)| *c).collect();
-                if let (false, Some((_, tx))) = (confirms.is_empty(), batch.from) {
-                    let _ = tx.send(ConnEvent::Persisted {
-                        confirms,
-                        ok: false,
-                    });
-                }
-            }
-            QueueMsg::Consume { reply, .. } => {
-                let _ = reply.send(Err(home_down(home)));
-            }
-            QueueMsg::Cancel { reply: Some(r), .. } => {
-                let _ = r.send(());
-            }
-            QueueMsg::Get { reply, .. } => {
-                let _ = reply.send(None);
-            }
-            QueueMsg::Purge(r) => {
-                let _ = r.send(0);
-            }
-            QueueMsg::Status(r) => {
-                let _ = r.send((0, 0));
-            }
-            QueueMsg::Delete { reply, .. } => {
-                let _ = reply.send(Err(home_down(home)));
-            }
-            _ => {}
         }
     }
 
@@ -512,7 +477,7 @@ async fn run(broker: Weak<Broker>, home: NodeId, mut rx: mpsc::Receiver<Routed>)
         let until = tokio::time::Instant::now() + backoff;
         while let Ok(m) = tokio::time::timeout_at(until, rx.recv()).await {
             let Some((_, m)) = m else { return };
-            st.refuse(home, m);
+            m.answer_absent(&Absent::Unreachable(home_down(home)));
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }

@@ -2,6 +2,7 @@
 //! data directory, and small lapin helpers.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod process;
 pub mod raw;
 
