@@ -46,3 +46,7 @@ pub type Name = std::sync::Arc<str>;
 
 /// Identifies a queue for its whole life on this node (store keys, actor registry).
 pub type QueueId = u64;
+
+/// Identifies a node of the cluster. Defined once here because queues (their
+/// home), connections (their serving node) and the store all name nodes.
+pub type NodeId = u64;

@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 
 use crate::binding::Binding;
 use crate::exchange::ExchangeDef;
-use crate::queue::{ConnectionId, Home, NodeId, QueueDef};
+use crate::queue::{ConnectionId, Home, QueueDef};
 use crate::vhost::{ExchangeDeclare, QueueDeclare, Removed, VHost};
-use crate::{AmqpError, FieldTable, Name, QueueId, ReplyCode};
+use crate::{AmqpError, FieldTable, Name, NodeId, QueueId, ReplyCode};
 
 /// One change of metadata, with everything `apply` needs in it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -1,18 +1,25 @@
 //! Queues: their definition (metadata side) and their contents (state side).
 //!
 //! - [`args`]: the `x-` arguments RabbitMQ type-checks, parsed once at declare.
+//! - `seq`: [`state::Seq`], a message's place in its queue (a leaf: state and
+//!   paged both use it, so neither imports the other for it).
 //! - [`paged`]: the part of the ready list whose bodies are only on disk.
 //! - [`state`]: [`QueueState`], ready messages, unacked messages and consumers
 //!   of one queue, with the dispatch rule (priority, then round-robin, within
-//!   prefetch credit).
+//!   prefetch credit). It owns a [`paged::PagedTail`]; the tail knows nothing
+//!   of the state.
 
 pub mod args;
 pub mod paged;
+mod seq;
 pub mod state;
 
 pub use args::QueueArgs;
 pub use state::{ChannelKey, ConsumerId, ConsumerSpec, Delivery, Entry, QueueState};
 
+/// Kept so `warren_core::queue::NodeId` still resolves for other crates;
+/// the type lives at the crate root ([`crate::NodeId`]).
+pub use crate::NodeId;
 use crate::{FieldTable, Name, QueueId};
 
 /// A connection, unique in the cluster and across restarts: the serving
@@ -20,9 +27,6 @@ use crate::{FieldTable, Name, QueueId};
 /// next 16, then a counter. An exclusive queue's owner names its node, so the
 /// queue can be dropped when that node restarts or is declared down.
 pub type ConnectionId = u64;
-
-/// Identifies a node of the cluster.
-pub type NodeId = u64;
 
 /// A connection id for `node` in `epoch`, number `n` of that epoch.
 pub fn connection_id(node: NodeId, epoch: u64, n: u32) -> ConnectionId {

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::state::Seq;
+use super::seq::Seq;
 use crate::Message;
 
 /// Bytes of bookkeeping per paged message (the seq entry), for accounting.

@@ -13,10 +13,8 @@ use std::collections::{HashMap, VecDeque};
 use smallvec::SmallVec;
 
 use super::paged::PagedTail;
+pub use super::seq::Seq;
 use crate::{AmqpError, Message, Name};
-
-/// A queue-local sequence number, increasing in publish order.
-pub type Seq = u64;
 
 /// A consumer's node-unique id, chosen by the runtime.
 pub type ConsumerId = u64;
