@@ -108,8 +108,18 @@ fn matches(xmatch: XMatch, args: &FieldTable, headers: Option<&FieldTable>) -> b
     }
 }
 
+/// Two optional arguments are equivalent: both absent, or loosely equal. A
+/// redeclare of an exchange or a queue compares its arguments this way.
+pub(crate) fn equivalent_arg(a: Option<&AMQPValue>, b: Option<&AMQPValue>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => loosely_equal(a, b),
+        _ => false,
+    }
+}
+
 /// Erlang-style equality of two field values.
-pub(crate) fn loosely_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
+fn loosely_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
     match (as_int(a), as_int(b)) {
         (Some(x), Some(y)) => return x == y,
         (Some(_), None) | (None, Some(_)) => {

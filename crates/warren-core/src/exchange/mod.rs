@@ -16,7 +16,7 @@ use smallvec::SmallVec;
 use crate::{AmqpError, FieldTable, Name, QueueId};
 
 pub use headers::XMatch;
-pub(crate) use headers::loosely_equal;
+pub(crate) use headers::equivalent_arg;
 
 /// The four exchange types of AMQP 0-9-1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -176,12 +176,7 @@ pub fn check_equivalent(
     for key in EQUIVALENCE_KEYS {
         let a = stored.inner().get(*key);
         let b = received.inner().get(*key);
-        let same = match (a, b) {
-            (None, None) => true,
-            (Some(a), Some(b)) => crate::exchange::loosely_equal(a, b),
-            _ => false,
-        };
-        if !same {
+        if !crate::exchange::equivalent_arg(a, b) {
             return Err(AmqpError::precondition(format!(
                 "inequivalent arg '{key}' for queue '{queue}' in vhost '{vhost}': received {} but current is {}",
                 show(b),

@@ -1,7 +1,8 @@
 use smallvec::SmallVec;
 
 use super::*;
-use crate::AMQPValue;
+use crate::binding::DestinationKind;
+use crate::{AMQPValue, QueueId, ReplyCode};
 
 fn ex<'a>(name: &'a str, kind: &'a str, args: &'a FieldTable) -> ExchangeDeclare<'a> {
     ExchangeDeclare {

@@ -1,0 +1,156 @@
+//! Queues of a vhost: declare (with RabbitMQ's equivalence rules), delete,
+//! restore, and exclusive queues.
+//!
+//! An exclusive queue belongs to the connection that declared it: any other
+//! connection touching it gets a 405 (`queue_for` is the one gate), and when
+//! the connection goes its queues go with it (`exclusive_queues_of`).
+
+use super::{Removed, VHost};
+use crate::binding::DestinationKind;
+use crate::queue::args::{QueueArgs, check_equivalent};
+use crate::queue::{ConnectionId, Home, QueueDef};
+use crate::{AmqpError, FieldTable, Name, QueueId, ReplyCode};
+
+/// `queue.declare` as the domain sees it (server-named queues are named by the caller).
+#[derive(Clone, Debug)]
+pub struct QueueDeclare<'a> {
+    /// Name (never empty here).
+    pub name: &'a str,
+    /// Only check that it exists.
+    pub passive: bool,
+    /// Durable.
+    pub durable: bool,
+    /// Exclusive to the declaring connection.
+    pub exclusive: bool,
+    /// Auto-delete.
+    pub auto_delete: bool,
+    /// Arguments.
+    pub arguments: &'a FieldTable,
+    /// The declaring connection.
+    pub owner: ConnectionId,
+    /// The server chose the name (`amq.gen-...`), so the reserved prefix is allowed.
+    pub server_named: bool,
+    /// Where a new queue lives.
+    pub home: Home,
+}
+
+impl VHost {
+    /// A queue that `conn` may use: it exists and is not another connection's
+    /// exclusive queue (405, as RabbitMQ).
+    pub fn queue_for(&self, name: &str, conn: ConnectionId) -> Result<&QueueDef, AmqpError> {
+        let q = self
+            .queues
+            .get(name)
+            .ok_or_else(|| self.not_found("queue", name))?;
+        if q.exclusive_owner.is_some_and(|o| o != conn) {
+            return Err(self.locked(name));
+        }
+        Ok(q)
+    }
+
+    fn locked(&self, name: &str) -> AmqpError {
+        AmqpError::new(
+            ReplyCode::ResourceLocked,
+            format!(
+                "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+                self.name
+            ),
+        )
+    }
+
+    /// `queue.declare` (non-empty name). Returns the queue and whether it was created.
+    pub fn declare_queue(
+        &mut self,
+        d: &QueueDeclare<'_>,
+        new_id: QueueId,
+    ) -> Result<(QueueDef, bool), AmqpError> {
+        if let Some(q) = self.queues.get(d.name) {
+            if q.exclusive_owner.is_some_and(|o| o != d.owner) {
+                return Err(self.locked(d.name));
+            }
+            if !d.passive {
+                self.check_queue_equivalent(q, d)?;
+            }
+            return Ok((q.clone(), false));
+        }
+        if d.passive {
+            return Err(self.not_found("queue", d.name));
+        }
+        if d.name.starts_with("amq.") && !d.server_named {
+            return Err(AmqpError::access_refused(format!(
+                "queue name '{}' contains reserved prefix 'amq.*'",
+                d.name
+            )));
+        }
+        let args = QueueArgs::parse(d.arguments, d.name, &self.name)?;
+        let def = QueueDef {
+            name: d.name.into(),
+            id: new_id,
+            durable: d.durable,
+            exclusive_owner: d.exclusive.then_some(d.owner),
+            auto_delete: d.auto_delete,
+            arguments: d.arguments.clone(),
+            args,
+            home: d.home,
+        };
+        self.queues.insert(def.name.clone(), def.clone());
+        Ok((def, true))
+    }
+
+    /// A redeclare of `q` must ask for what it is: 406 naming the first
+    /// difference, 405 when exclusivity differs (as RabbitMQ).
+    fn check_queue_equivalent(&self, q: &QueueDef, d: &QueueDeclare<'_>) -> Result<(), AmqpError> {
+        if q.durable != d.durable {
+            return Err(self.inequivalent("queue", d.name, "durable", d.durable, q.durable));
+        }
+        if q.exclusive_owner.is_some() != d.exclusive {
+            return Err(self.locked(d.name));
+        }
+        if q.auto_delete != d.auto_delete {
+            return Err(self.inequivalent(
+                "queue",
+                d.name,
+                "auto_delete",
+                d.auto_delete,
+                q.auto_delete,
+            ));
+        }
+        check_equivalent(&q.arguments, d.arguments, d.name, &self.name)
+    }
+
+    /// Restores a queue from storage.
+    pub fn restore_queue(&mut self, def: QueueDef) {
+        self.queues.insert(def.name.clone(), def);
+    }
+
+    /// Deletes a queue with its bindings (and any auto-delete exchange left
+    /// without bindings). Emptiness and usage checks are the runtime's, which
+    /// knows the queue's contents.
+    pub fn delete_queue(&mut self, name: &str) -> Result<(QueueDef, Removed), AmqpError> {
+        let q = self
+            .queues
+            .remove(name)
+            .ok_or_else(|| self.not_found("queue", name))?;
+        let mut removed = Removed::default();
+        self.remove_bindings_to(DestinationKind::Queue, name, &mut removed);
+        Ok((q, removed))
+    }
+
+    /// Queues owned by a connection (deleted when it closes).
+    pub fn exclusive_queues_of(&self, conn: ConnectionId) -> Vec<Name> {
+        self.queue_names_where(|q| q.exclusive_owner == Some(conn))
+    }
+
+    /// Names of the queues `pick` selects, sorted: the same order on every
+    /// node whatever the hash map's, for deletions that must replay alike.
+    pub(crate) fn queue_names_where(&self, pick: impl Fn(&QueueDef) -> bool) -> Vec<Name> {
+        let mut v: Vec<Name> = self
+            .queues
+            .values()
+            .filter(|q| pick(q))
+            .map(|q| q.name.clone())
+            .collect();
+        v.sort();
+        v
+    }
+}
