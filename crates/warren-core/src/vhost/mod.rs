@@ -6,12 +6,12 @@
 //! runtime can persist exactly that.
 //!
 //! [`VHost`] is one type; its methods are grouped by concept, one file each:
-//! - [`exchanges`]: `exchange.declare` (with equivalence), delete, restore.
-//! - [`queues`]: `queue.declare` (with equivalence), delete, restore, and who
+//! - `exchanges`: `exchange.declare` (with equivalence), delete, restore.
+//! - `queues`: `queue.declare` (with equivalence), delete, restore, and who
 //!   may use an exclusive queue.
-//! - [`bindings`]: the binding table: bind, unbind, restore, and the cascade
+//! - `bindings`: the binding table: bind, unbind, restore, and the cascade
 //!   when a binding's end goes (auto-delete exchanges).
-//! - [`router`]: `route`: from an exchange to queue ids, through
+//! - `router`: `route`: from an exchange to queue ids, through
 //!   exchange-to-exchange bindings and alternate exchanges.
 //!
 //! This file holds the type, its lookups and what the others share.

@@ -1,8 +1,9 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::binding::DestinationKind;
-use crate::{AMQPValue, ReplyCode};
+use crate::binding::{Binding, DestinationKind};
+use crate::queue::{ConnectionId, Home};
+use crate::{AMQPValue, FieldTable, ReplyCode};
 
 const VHOST: &str = "/";
 

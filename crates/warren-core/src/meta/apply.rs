@@ -1,0 +1,246 @@
+//! [`MetaState::apply`]: one small method per [`Command`].
+//!
+//! `apply` only dispatches; each method checks, changes the state, and says
+//! what it did. The checks and changes are the vhost's ([`crate::vhost`]);
+//! what is added here is what a replicated log needs: queue ids allocated by
+//! the log, and outcomes in a canonical order (names sorted, removals sorted)
+//! so every replica reports the same thing.
+
+use super::snapshot::canonical;
+use super::{Command, MetaSnapshot, MetaState, Outcome};
+use crate::binding::Binding;
+use crate::queue::{ConnectionId, QueueDef};
+use crate::vhost::{ExchangeDeclare, QueueDeclare, Removed, VHost};
+use crate::{AmqpError, Name, NodeId, QueueId};
+
+/// Queues one command deleted, each with what went with it.
+type Deleted = Vec<(QueueDef, Removed)>;
+
+impl MetaState {
+    /// Applies one command. On error the state is unchanged.
+    pub fn apply(&mut self, cmd: &Command) -> Result<Outcome, AmqpError> {
+        match cmd {
+            Command::DeclareExchange {
+                vhost,
+                name,
+                kind,
+                durable,
+                auto_delete,
+                internal,
+                arguments,
+            } => self.declare_exchange(
+                vhost,
+                &ExchangeDeclare {
+                    name,
+                    kind,
+                    passive: false,
+                    durable: *durable,
+                    auto_delete: *auto_delete,
+                    internal: *internal,
+                    arguments,
+                },
+            ),
+            Command::DeleteExchange {
+                vhost,
+                name,
+                if_unused,
+            } => self.delete_exchange(vhost, name, *if_unused),
+            Command::DeclareQueue {
+                vhost,
+                name,
+                durable,
+                exclusive,
+                auto_delete,
+                arguments,
+                owner,
+                server_named,
+                home,
+            } => self.declare_queue(
+                vhost,
+                &QueueDeclare {
+                    name,
+                    passive: false,
+                    durable: *durable,
+                    exclusive: *exclusive,
+                    auto_delete: *auto_delete,
+                    arguments,
+                    owner: *owner,
+                    server_named: *server_named,
+                    home: *home,
+                },
+            ),
+            Command::DeleteQueue {
+                vhost,
+                name,
+                conn,
+                id,
+            } => self.delete_queue(vhost, name, *conn, *id),
+            Command::Bind {
+                vhost,
+                binding,
+                conn,
+            } => self.bind(vhost, binding, *conn),
+            Command::Unbind {
+                vhost,
+                binding,
+                conn,
+            } => self.unbind(vhost, binding, *conn),
+            Command::DropConnection { conn } => self.drop_connection(*conn),
+            Command::DropNodeQueues { node, before_epoch } => {
+                self.drop_node_queues(*node, *before_epoch)
+            }
+            Command::DropTransient => self.drop_transient(),
+            Command::Seed(snap) => self.seed(snap),
+        }
+    }
+
+    fn declare_exchange(
+        &mut self,
+        vhost: &str,
+        d: &ExchangeDeclare<'_>,
+    ) -> Result<Outcome, AmqpError> {
+        let created = self.vhost_mut(vhost)?.declare_exchange(d)?;
+        Ok(Outcome::ExchangeDeclared { created })
+    }
+
+    fn delete_exchange(
+        &mut self,
+        vhost: &str,
+        name: &str,
+        if_unused: bool,
+    ) -> Result<Outcome, AmqpError> {
+        let removed = self.vhost_mut(vhost)?.delete_exchange(name, if_unused)?;
+        Ok(Outcome::ExchangeDeleted(canonical(removed)))
+    }
+
+    /// A new queue takes the next id; an equivalent redeclare uses none up.
+    fn declare_queue(&mut self, vhost: &str, d: &QueueDeclare<'_>) -> Result<Outcome, AmqpError> {
+        let id = self.next_queue_id;
+        let (queue, created) = self.vhost_mut(vhost)?.declare_queue(d, id)?;
+        if created {
+            self.next_queue_id += 1;
+        }
+        Ok(Outcome::QueueDeclared { queue, created })
+    }
+
+    /// `conn` may not delete another connection's exclusive queue; with `id`,
+    /// only that queue goes, not one declared again under its name.
+    fn delete_queue(
+        &mut self,
+        vhost: &str,
+        name: &str,
+        conn: Option<ConnectionId>,
+        id: Option<QueueId>,
+    ) -> Result<Outcome, AmqpError> {
+        let v = self.vhost_mut(vhost)?;
+        if let Some(conn) = conn {
+            v.queue_for(name, conn)?;
+        }
+        if let Some(id) = id
+            && v.queue(name).map(|q| q.id) != Some(id)
+        {
+            return Err(AmqpError::not_found("queue", name, vhost));
+        }
+        let (queue, removed) = v.delete_queue(name)?;
+        Ok(Outcome::QueuesDeleted(vec![(queue, canonical(removed))]))
+    }
+
+    fn bind(
+        &mut self,
+        vhost: &str,
+        binding: &Binding,
+        conn: ConnectionId,
+    ) -> Result<Outcome, AmqpError> {
+        let created = self.vhost_mut(vhost)?.bind(binding.clone(), conn)?;
+        Ok(Outcome::Bound { created })
+    }
+
+    fn unbind(
+        &mut self,
+        vhost: &str,
+        binding: &Binding,
+        conn: ConnectionId,
+    ) -> Result<Outcome, AmqpError> {
+        let removed = self.vhost_mut(vhost)?.unbind(binding, conn)?;
+        Ok(Outcome::Unbound(canonical(removed)))
+    }
+
+    /// A connection's exclusive queues go with it.
+    fn drop_connection(&mut self, conn: ConnectionId) -> Result<Outcome, AmqpError> {
+        self.drop_queues(|q| q.exclusive_owner == Some(conn))
+    }
+
+    /// A node's transient and exclusive queues of epochs before `before_epoch`.
+    fn drop_node_queues(&mut self, node: NodeId, before_epoch: u64) -> Result<Outcome, AmqpError> {
+        self.drop_queues(|q| q.home.node == node && q.home.epoch < before_epoch && is_transient(q))
+    }
+
+    /// Deletes, in every vhost, the queues `doomed` picks.
+    fn drop_queues(&mut self, doomed: impl Fn(&QueueDef) -> bool) -> Result<Outcome, AmqpError> {
+        let mut gone = Deleted::new();
+        for v in self.vhosts_mut() {
+            delete_queues(v, &doomed, &mut gone)?;
+        }
+        Ok(Outcome::QueuesDeleted(gone))
+    }
+
+    /// Every transient queue and exchange, vhost by vhost.
+    fn drop_transient(&mut self) -> Result<Outcome, AmqpError> {
+        let mut gone = Deleted::new();
+        for v in self.vhosts_mut() {
+            delete_queues(v, is_transient, &mut gone)?;
+            delete_transient_exchanges(v)?;
+        }
+        Ok(Outcome::QueuesDeleted(gone))
+    }
+
+    /// Takes a single node's metadata as the whole state, once: a replayed
+    /// seed finds the state no longer pristine and changes nothing.
+    fn seed(&mut self, snap: &MetaSnapshot) -> Result<Outcome, AmqpError> {
+        if !self.is_pristine() {
+            return Err(AmqpError::precondition(
+                "metadata already present: a seed applies to an empty cluster only",
+            ));
+        }
+        let (state, dropped) = Self::restore(snap);
+        *self = state;
+        Ok(Outcome::Seeded { dropped })
+    }
+}
+
+/// A queue that does not outlive its node's epoch: not durable, or exclusive
+/// (its connection dies with the node).
+fn is_transient(q: &QueueDef) -> bool {
+    !q.durable || q.exclusive_owner.is_some()
+}
+
+/// Deletes the queues of `v` that `doomed` picks, by name (the same order on
+/// every node), adding each to `gone` with what went with it.
+fn delete_queues(
+    v: &mut VHost,
+    doomed: impl Fn(&QueueDef) -> bool,
+    gone: &mut Deleted,
+) -> Result<(), AmqpError> {
+    for name in v.queue_names_where(doomed) {
+        let (queue, removed) = v.delete_queue(&name)?;
+        gone.push((queue, canonical(removed)));
+    }
+    Ok(())
+}
+
+/// Deletes the non-durable exchanges of `v`, by name.
+fn delete_transient_exchanges(v: &mut VHost) -> Result<(), AmqpError> {
+    let mut exchanges: Vec<Name> = v
+        .exchanges()
+        .filter(|e| !e.durable)
+        .map(|e| e.name.clone())
+        .collect();
+    exchanges.sort();
+    for name in exchanges {
+        // An earlier deletion may have auto-deleted it.
+        if v.exchange(&name).is_some() {
+            v.delete_exchange(&name, false)?;
+        }
+    }
+    Ok(())
+}
