@@ -1,14 +1,22 @@
 use super::*;
 use crate::message::MessageFlags;
 
-fn msg(body: &str) -> Message {
+/// A message routed to `q`; `persistent` is `delivery_mode == 2`.
+fn message(body: &str, persistent: bool) -> Message {
     Message::new(
         "".into(),
         "q",
         &[0, 0],
         [body.as_bytes()],
-        MessageFlags::default(),
+        MessageFlags {
+            persistent,
+            ..MessageFlags::default()
+        },
     )
+}
+
+fn msg(body: &str) -> Message {
+    message(body, false)
 }
 
 fn ch(n: u16) -> ChannelKey {
@@ -168,16 +176,7 @@ fn settle_ignores_other_channels_and_memory_is_tracked() {
 }
 
 fn persistent(body: &str) -> Message {
-    Message::new(
-        "".into(),
-        "q",
-        &[0, 0],
-        [body.as_bytes()],
-        MessageFlags {
-            persistent: true,
-            priority: 0,
-        },
-    )
+    message(body, true)
 }
 
 #[test]
