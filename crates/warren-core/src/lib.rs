@@ -5,20 +5,38 @@
 //! today and a replicated state machine tomorrow, and is unit-tested without sockets.
 //!
 //! ## Layout
+//! Listed bottom-up: each module uses only those above it.
 //! - [`reply_code`]: AMQP reply codes, split into channel and connection level.
 //! - [`error`]: [`AmqpError`], the one error type of the domain, carrying its reply code.
 //! - [`message`]: [`Message`], a published message packed into one shared buffer.
 //! - [`exchange`]: exchange definitions and one routing index per type
 //!   (direct hash map, fanout list, topic trie, headers matcher).
 //! - [`binding`]: the binding table entry and its destination.
-//! - [`queue`]: queue definitions with their argument checks ([`queue::args`]) and
-//!   [`queue::QueueState`], the ready list / unacked set / consumers of one queue.
+//! - [`queue`]: a queue's definition and its home ([`queue::QueueDef`],
+//!   [`queue::Home`], connection ids), with:
+//!   - [`queue::args`]: the `x-` arguments, parsed and checked once at declare;
+//!   - [`queue::state`]: [`queue::QueueState`], the ready list / unacked set /
+//!     consumers of one queue and the dispatch rule;
+//!   - [`queue::paged`]: the part of the ready list whose bodies are only on
+//!     disk, owned by the state (a `seq` leaf file holds the sequence number
+//!     both use).
 //! - [`confirms`]: publisher-confirm bookkeeping for one channel.
-//! - [`vhost`]: [`vhost::VHost`], the metadata of a virtual host (exchanges, queues,
-//!   bindings) with declare/delete/bind/unbind and `route`.
-//! - [`meta`]: [`meta::Command`], every change of metadata, applied by
-//!   [`meta::MetaState`] (every vhost, queue ids) deterministically: the state
-//!   machine of the cluster's metadata group.
+//! - [`vhost`]: [`vhost::VHost`], the metadata of a virtual host, one file per
+//!   concept: `mod.rs` (the type, its lookups, [`vhost::PREDECLARED`],
+//!   [`vhost::Removed`]), `exchanges.rs` (declare, equivalence, delete,
+//!   restore), `queues.rs` (declare, delete, restore, exclusive queues),
+//!   `bindings.rs` (the binding table: bind, unbind, restore, auto-delete
+//!   cascade), `router.rs` (`route`, exchange-to-exchange bindings, alternate
+//!   exchanges).
+//! - [`meta`]: the state machine of the cluster's metadata group:
+//!   `command.rs` ([`meta::Command`], every change of metadata, and
+//!   [`meta::Outcome`]), `mod.rs` ([`meta::MetaState`]: every vhost, queue
+//!   ids), `apply.rs` (`MetaState::apply`, deterministic, one method per
+//!   command), `snapshot.rs` ([`meta::MetaSnapshot`], snapshot and restore in
+//!   canonical order).
+//!
+//! [`Name`], [`QueueId`] and [`NodeId`] are defined here, at the root, because
+//! every module names them.
 //!
 //! It must not depend on tokio, RocksDB, or the wire codec: field tables come from
 //! `amq-protocol-types`, and that is the only protocol type it knows.

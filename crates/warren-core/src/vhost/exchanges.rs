@@ -6,9 +6,9 @@
 //! exchange does; the predeclared `amq.*` and default exchanges are not theirs
 //! to change.
 
-use super::{ExchangeEntry, Removed, VHost};
+use super::{Removed, VHost};
 use crate::binding::DestinationKind;
-use crate::exchange::{ExchangeDef, ExchangeKind, RoutingIndex};
+use crate::exchange::{ExchangeDef, ExchangeKind};
 use crate::{AMQPValue, AmqpError, FieldTable};
 
 /// `exchange.declare` as the domain sees it.
@@ -31,12 +31,6 @@ pub struct ExchangeDeclare<'a> {
 }
 
 impl VHost {
-    pub(super) fn insert_exchange(&mut self, def: ExchangeDef) {
-        let index = RoutingIndex::new(def.kind);
-        self.exchanges
-            .insert(def.name.clone(), ExchangeEntry { def, index });
-    }
-
     /// `exchange.declare`. Returns true when it created the exchange.
     pub fn declare_exchange(&mut self, d: &ExchangeDeclare<'_>) -> Result<bool, AmqpError> {
         if d.passive {

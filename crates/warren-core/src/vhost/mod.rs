@@ -7,14 +7,18 @@
 //!
 //! [`VHost`] is one type; its methods are grouped by concept, one file each:
 //! - `exchanges`: `exchange.declare` (with equivalence), delete, restore.
-//! - `queues`: `queue.declare` (with equivalence), delete, restore, and who
-//!   may use an exclusive queue.
+//! - `queues`: `queue.declare` (with equivalence), delete, restore, and a
+//!   connection's exclusive queues.
 //! - `bindings`: the binding table: bind, unbind, restore, and the cascade
 //!   when a binding's end goes (auto-delete exchanges).
 //! - `router`: `route`: from an exchange to queue ids, through
 //!   exchange-to-exchange bindings and alternate exchanges.
 //!
-//! This file holds the type, its lookups and what the others share.
+//! This file holds the type, its lookups (`queue_for` among them: the one
+//! gate to another connection's exclusive queue) and what the others share.
+//! Calls go one way: `exchanges` and `queues` call into `bindings` (a deleted
+//! end takes its bindings along), every file calls into this one, and this
+//! one calls none of them.
 
 mod bindings;
 mod exchanges;
@@ -29,8 +33,8 @@ pub use queues::QueueDeclare;
 
 use crate::binding::Binding;
 use crate::exchange::{ExchangeDef, ExchangeKind, RoutingIndex, Target};
-use crate::queue::QueueDef;
-use crate::{AmqpError, FieldTable, Name};
+use crate::queue::{ConnectionId, QueueDef};
+use crate::{AmqpError, FieldTable, Name, ReplyCode};
 
 /// The exchanges every vhost has, as RabbitMQ predeclares them.
 pub const PREDECLARED: &[(&str, ExchangeKind)] = &[
@@ -104,6 +108,13 @@ impl VHost {
         &self.name
     }
 
+    /// Adds an exchange with an empty routing index, or replaces one.
+    fn insert_exchange(&mut self, def: ExchangeDef) {
+        let index = RoutingIndex::new(def.kind);
+        self.exchanges
+            .insert(def.name.clone(), ExchangeEntry { def, index });
+    }
+
     /// An exchange by name.
     pub fn exchange(&self, name: &str) -> Option<&ExchangeDef> {
         self.exchanges.get(name).map(|e| &e.def)
@@ -127,6 +138,29 @@ impl VHost {
     /// All bindings.
     pub fn bindings(&self) -> impl Iterator<Item = &Binding> {
         self.bindings.values().flatten().map(|(b, _)| b)
+    }
+
+    /// A queue that `conn` may use: it exists and is not another connection's
+    /// exclusive queue (405, as RabbitMQ).
+    pub fn queue_for(&self, name: &str, conn: ConnectionId) -> Result<&QueueDef, AmqpError> {
+        let q = self
+            .queues
+            .get(name)
+            .ok_or_else(|| self.not_found("queue", name))?;
+        if q.exclusive_owner.is_some_and(|o| o != conn) {
+            return Err(self.locked(name));
+        }
+        Ok(q)
+    }
+
+    fn locked(&self, name: &str) -> AmqpError {
+        AmqpError::new(
+            ReplyCode::ResourceLocked,
+            format!(
+                "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+                self.name
+            ),
+        )
     }
 
     fn not_found(&self, kind: &str, name: &str) -> AmqpError {

@@ -2,14 +2,15 @@
 //! restore, and exclusive queues.
 //!
 //! An exclusive queue belongs to the connection that declared it: any other
-//! connection touching it gets a 405 (`queue_for` is the one gate), and when
-//! the connection goes its queues go with it (`exclusive_queues_of`).
+//! connection touching it gets a 405 (a redeclare here, anything else through
+//! [`VHost::queue_for`]), and when the connection goes its queues go with it
+//! ([`VHost::exclusive_queues_of`]).
 
 use super::{Removed, VHost};
 use crate::binding::DestinationKind;
 use crate::queue::args::{QueueArgs, check_equivalent};
 use crate::queue::{ConnectionId, Home, QueueDef};
-use crate::{AmqpError, FieldTable, Name, QueueId, ReplyCode};
+use crate::{AmqpError, FieldTable, Name, QueueId};
 
 /// `queue.declare` as the domain sees it (server-named queues are named by the caller).
 #[derive(Clone, Debug)]
@@ -35,29 +36,6 @@ pub struct QueueDeclare<'a> {
 }
 
 impl VHost {
-    /// A queue that `conn` may use: it exists and is not another connection's
-    /// exclusive queue (405, as RabbitMQ).
-    pub fn queue_for(&self, name: &str, conn: ConnectionId) -> Result<&QueueDef, AmqpError> {
-        let q = self
-            .queues
-            .get(name)
-            .ok_or_else(|| self.not_found("queue", name))?;
-        if q.exclusive_owner.is_some_and(|o| o != conn) {
-            return Err(self.locked(name));
-        }
-        Ok(q)
-    }
-
-    fn locked(&self, name: &str) -> AmqpError {
-        AmqpError::new(
-            ReplyCode::ResourceLocked,
-            format!(
-                "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
-                self.name
-            ),
-        )
-    }
-
     /// `queue.declare` (non-empty name). Returns the queue and whether it was created.
     pub fn declare_queue(
         &mut self,
