@@ -25,9 +25,11 @@ pub struct Content {
     pub body: Vec<Bytes>,
 }
 
-/// What the assembler yields.
+/// What a client sent on a channel, assembled: a method, or a
+/// `basic.publish` with its content. (Not to be confused with a replicated
+/// metadata command, `warren_core::meta::Command`.)
 #[derive(Clone, Debug)]
-pub enum Command {
+pub enum Inbound {
     /// A method without content.
     Method(AMQPClass),
     /// A method with its content.
@@ -62,13 +64,13 @@ impl Assembler {
     }
 
     /// Feeds one frame of this channel. `max_body` bounds the announced body size.
-    pub fn feed(&mut self, frame: Frame, max_body: u64) -> Result<Option<Command>, FrameError> {
+    pub fn feed(&mut self, frame: Frame, max_body: u64) -> Result<Option<Inbound>, FrameError> {
         match (std::mem::take(&mut self.state), frame) {
             (State::Method, Frame::Method(_, AMQPClass::Basic(basic::AMQPMethod::Publish(p)))) => {
                 self.state = State::Header(p);
                 Ok(None)
             }
-            (State::Method, Frame::Method(_, m)) => Ok(Some(Command::Method(m))),
+            (State::Method, Frame::Method(_, m)) => Ok(Some(Inbound::Method(m))),
             (State::Method, _) => Err(FrameError::Unexpected(
                 "expected method frame, got non method frame instead".into(),
             )),
@@ -86,7 +88,7 @@ impl Assembler {
                     )));
                 }
                 if header.body_size == 0 {
-                    return Ok(Some(Command::Content(Box::new(Content {
+                    return Ok(Some(Inbound::Content(Box::new(Content {
                         method,
                         header,
                         body: Vec::new(),
@@ -123,7 +125,7 @@ impl Assembler {
                     parts.push(bytes);
                 }
                 if len == remaining {
-                    Ok(Some(Command::Content(Box::new(Content {
+                    Ok(Some(Inbound::Content(Box::new(Content {
                         method,
                         header,
                         body: parts,
@@ -184,7 +186,7 @@ mod tests {
             .feed(Frame::Body(1, Bytes::from_static(b"llo")), 100)
             .expect("ok")
         {
-            Some(Command::Content(c)) => assert_eq!(c.body.concat(), b"hello"),
+            Some(Inbound::Content(c)) => assert_eq!(c.body.concat(), b"hello"),
             other => panic!("unexpected {other:?}"),
         }
         assert!(!a.in_content());
@@ -193,7 +195,7 @@ mod tests {
             .and_then(|_| a.feed(header(0), 100))
             .expect("ok")
         {
-            Some(Command::Content(c)) => assert!(c.body.is_empty()),
+            Some(Inbound::Content(c)) => assert!(c.body.is_empty()),
             other => panic!("unexpected {other:?}"),
         }
     }

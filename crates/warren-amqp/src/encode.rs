@@ -118,38 +118,24 @@ pub fn get_ok(
     )
 }
 
-/// `basic.ack` (publisher confirm) from the server.
-pub fn ack(
+/// A publisher confirm from the server: `basic.ack` (`ack`) or
+/// `basic.nack` (never with `requeue`, which a server does not set).
+pub fn confirm(
     out: &mut Vec<u8>,
     channel: u16,
     delivery_tag: u64,
     multiple: bool,
+    ack: bool,
 ) -> Result<(), EncodeError> {
+    // Both carry the tag, then a bits octet: `multiple` is bit 0 (nack's
+    // `requeue` would be bit 1).
+    let method = if ack { 80 } else { 120 };
     run(
         out,
         method_frame(
             channel,
             60,
-            80,
-            tuple((gen_long_long_uint(delivery_tag), gen_boolean(multiple))),
-        ),
-    )
-}
-
-/// `basic.nack` (negative publisher confirm) from the server.
-pub fn nack(
-    out: &mut Vec<u8>,
-    channel: u16,
-    delivery_tag: u64,
-    multiple: bool,
-) -> Result<(), EncodeError> {
-    // multiple is bit 0, requeue bit 1 (always false from a server).
-    run(
-        out,
-        method_frame(
-            channel,
-            60,
-            120,
+            method,
             tuple((
                 gen_long_long_uint(delivery_tag),
                 gen_short_short_uint(u8::from(multiple)),
@@ -238,7 +224,7 @@ mod tests {
             ))
         );
         let mut out = vec![];
-        ack(&mut out, 2, 5, true).expect("ack");
+        confirm(&mut out, 2, 5, true, true).expect("ack");
         assert_eq!(
             out,
             generated(AMQPFrame::Method(
@@ -250,7 +236,7 @@ mod tests {
             ))
         );
         let mut out = vec![];
-        nack(&mut out, 2, 5, false).expect("nack");
+        confirm(&mut out, 2, 5, false, false).expect("nack");
         assert_eq!(
             out,
             generated(AMQPFrame::Method(

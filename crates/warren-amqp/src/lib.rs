@@ -24,7 +24,7 @@ pub mod methods;
 
 pub use amq_protocol;
 pub use amq_protocol::protocol::{AMQPClass, BasicProperties};
-pub use assembler::{Assembler, Command, Content};
+pub use assembler::{Assembler, Content, Inbound};
 pub use codec::{ContentHeader, Frame, FrameDecoder};
 pub use error::FrameError;
 

@@ -37,3 +37,19 @@ pub fn is_known(class: u16, method: u16) -> bool {
         _ => false,
     }
 }
+
+/// A method's (class id, method id), for the ids a `close` reply names.
+pub type MethodId = (u16, u16);
+
+/// `connection` class id.
+pub const CONNECTION_CLASS: u16 = 10;
+/// `channel.open`.
+pub const CHANNEL_OPEN: MethodId = (20, 10);
+/// `basic.publish` (what a stray content frame belongs to).
+pub const BASIC_PUBLISH: MethodId = (60, 40);
+/// `connection.start-ok`.
+pub const CONNECTION_START_OK: MethodId = (CONNECTION_CLASS, 11);
+/// `connection.tune-ok`.
+pub const CONNECTION_TUNE_OK: MethodId = (CONNECTION_CLASS, 31);
+/// `connection.open`.
+pub const CONNECTION_OPEN: MethodId = (CONNECTION_CLASS, 40);

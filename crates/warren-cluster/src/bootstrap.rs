@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 use std::collections::BTreeMap;
-use warren_store::raft::NodeId;
+use warren_core::NodeId;
 
-use crate::node::{MetaNode, NodeOptions};
+use crate::meta_node::{MetaNode, NodeOptions};
 
 /// Bound on one status probe.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);

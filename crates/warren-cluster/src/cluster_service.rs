@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use warren_core::meta::Command;
 use warren_store::raft::META_GROUP;
 
-use crate::node::MetaNode;
+use crate::meta_node::MetaNode;
 use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::{
     AddNodeRequest, MembershipReply, NodeStatus, ProposeReply, ProposeRequest, RemoveNodeRequest,
@@ -52,7 +52,7 @@ impl Cluster for ClusterService {
                 Ok(Response::new(ProposeReply { index, outcome }))
             }
             Ok(None) => Err(Status::failed_precondition("not the leader")),
-            Err(e) => Err(Status::internal(e)),
+            Err(e) => Err(Status::internal(e.to_string())),
         }
     }
 

@@ -1,26 +1,31 @@
 //! # warren-cluster: Raft groups over gRPC
 //!
-//! - [`network`]: openraft's network for Warren: one gRPC channel per peer,
-//!   shared by every group; requests carry their group id.
-//! - [`service`]: the gRPC service that receives those RPCs and hands them to
-//!   the local Raft instance of the named group.
-//! - [`node`]: [`MetaNode`], this node's member of group 0: proposals
+//! - [`raft_client`]: the client side of Raft RPCs, openraft's network for
+//!   Warren: one gRPC channel per peer, shared by every group; requests carry
+//!   their group id.
+//! - [`raft_service`]: the server side: receives those RPCs and hands them
+//!   to the local Raft instance of the named group.
+//! - [`meta_node`]: [`MetaNode`], this node's member of group 0: proposals
 //!   (forwarded to the leader, answered once applied here), status,
-//!   membership changes.
+//!   membership changes, peer addresses.
 //! - [`bootstrap`]: forming group 0 from a static peer list.
 //! - [`cluster_service`]: the server side of `proto/cluster.proto`.
-//! - [`admin`]: the client side of `warren cluster status|add-node|remove-node`.
-//! - [`pb`]: the code generated from `proto/raft.proto` and
-//!   `proto/cluster.proto`.
+//! - [`admin_client`]: the client side of `proto/cluster.proto` for
+//!   `warren cluster status|add-node|remove-node`.
+//! - [`stats`]: counters of queue traffic between nodes.
+//! - [`error`]: [`ClusterError`], this crate's error.
+//! - [`pb`]: the code generated from `proto/raft.proto`,
+//!   `proto/cluster.proto` and `proto/queues.proto`.
 //!
 //! The openraft type configuration and the storage are `warren_store::raft`'s.
 
-pub mod admin;
+pub mod admin_client;
 pub mod bootstrap;
 pub mod cluster_service;
-pub mod network;
-pub mod node;
-pub mod service;
+pub mod error;
+pub mod meta_node;
+pub mod raft_client;
+pub mod raft_service;
 pub mod stats;
 
 /// Generated from `proto/raft.proto`.
@@ -35,9 +40,10 @@ pub mod pb {
 }
 
 pub use cluster_service::ClusterService;
-pub use network::Network;
-pub use node::{MetaNode, NodeOptions, Timing};
-pub use service::RaftService;
+pub use error::ClusterError;
+pub use meta_node::{MetaNode, NodeOptions, Timing};
+pub use raft_client::Network;
+pub use raft_service::RaftService;
 
 /// The Raft instance of the metadata group.
 pub type MetaRaftNode = openraft::Raft<warren_store::raft::MetaRaft>;

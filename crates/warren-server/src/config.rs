@@ -11,6 +11,40 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// Why a configuration is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read or parsed.
+    #[error("{}: {cause}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        cause: String,
+    },
+    /// A setting's value does not parse.
+    #[error("bad {setting} '{value}': {why}")]
+    BadValue {
+        /// The setting (as its flag is named).
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Settings out of range, or that do not fit together.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn bad(setting: &'static str, value: impl Into<String>, why: impl Into<String>) -> ConfigError {
+    ConfigError::BadValue {
+        setting,
+        value: value.into(),
+        why: why.into(),
+    }
+}
+
 /// AMQP heartbeat the server proposes, in seconds (RabbitMQ's default).
 pub const DEFAULT_HEARTBEAT: u16 = 60;
 /// Largest frame, overhead included (RabbitMQ's default).
@@ -127,21 +161,22 @@ pub enum Watermark {
 
 impl Watermark {
     /// Parses `0.4`, `512MiB`, `2GB`, `1000000`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
         let s = s.trim();
+        let bad = |why: String| bad("memory-high-watermark", s, why);
         if let Ok(f) = s.parse::<f64>()
             && s.contains('.')
         {
             if f > 0.0 && f <= 1.0 {
                 return Ok(Self::Fraction(f));
             }
-            return Err(format!("memory watermark fraction {f} must be in (0, 1]"));
+            return Err(bad(format!("a fraction must be in (0, 1], not {f}")));
         }
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let n: u64 = num
             .parse()
-            .map_err(|_| format!("bad memory watermark '{s}'"))?;
+            .map_err(|_| bad("expected a fraction or a size".into()))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kb" => 1000,
@@ -150,7 +185,7 @@ impl Watermark {
             "mib" | "m" => 1 << 20,
             "gb" => 1_000_000_000,
             "gib" | "g" => 1 << 30,
-            other => return Err(format!("unknown size unit '{other}'")),
+            other => return Err(bad(format!("unknown size unit '{other}'"))),
         };
         Ok(Self::Bytes(n.saturating_mul(mult)))
     }
@@ -232,24 +267,23 @@ impl Default for Config {
 }
 
 /// Parses `1=host:port,2=host:port`.
-pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
+pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
     let mut peers = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = |why: &str| bad("peer", part, why);
         let (id, addr) = part
             .split_once('=')
-            .ok_or_else(|| format!("bad peer '{part}': expected id=host:port"))?;
+            .ok_or_else(|| bad("expected id=host:port"))?;
         let id: u64 = id
             .trim()
             .parse()
-            .map_err(|_| format!("bad peer id in '{part}'"))?;
+            .map_err(|_| bad("the id is not a number"))?;
         let addr = addr.trim();
         if id == 0 || !addr.contains(':') {
-            return Err(format!(
-                "bad peer '{part}': id must be non-zero, address host:port"
-            ));
+            return Err(bad("the id must be non-zero, the address host:port"));
         }
         if peers.insert(id, addr.to_owned()).is_some() {
-            return Err(format!("peer {id} listed twice"));
+            return Err(bad("listed twice"));
         }
     }
     Ok(peers)
@@ -257,7 +291,7 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
 
 impl Config {
     /// Resolves flags/env over the file over defaults, then validates.
-    pub fn resolve(args: &ServerArgs) -> Result<Self, String> {
+    pub fn resolve(args: &ServerArgs) -> Result<Self, ConfigError> {
         let file = match &args.config {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
@@ -266,7 +300,7 @@ impl Config {
         if let Some(a) = args.amqp_listen.clone().or(file.amqp_listen) {
             c.amqp_listen = a
                 .parse()
-                .map_err(|e| format!("bad --amqp-listen '{a}': {e}"))?;
+                .map_err(|e: std::net::AddrParseError| bad("amqp-listen", &a, e.to_string()))?;
         }
         if let Some(d) = args.data_dir.clone().or(file.data_dir) {
             c.data_dir = d;
@@ -279,7 +313,13 @@ impl Config {
             (None, Some(toml::Value::String(s))) => Some(s),
             (None, Some(toml::Value::Float(f))) => Some(format!("{f:?}")),
             (None, Some(toml::Value::Integer(i))) => Some(i.to_string()),
-            (None, Some(other)) => return Err(format!("bad memory-high-watermark {other}")),
+            (None, Some(other)) => {
+                return Err(bad(
+                    "memory-high-watermark",
+                    other.to_string(),
+                    "expected a number or a string",
+                ));
+            }
             (None, None) => None,
         };
         if let Some(w) = wm {
@@ -304,10 +344,10 @@ impl Config {
             c.node_id = n;
         }
         if let Some(a) = args.cluster_listen.clone().or(file.cluster_listen) {
-            c.cluster_listen = Some(
-                a.parse()
-                    .map_err(|e| format!("bad --cluster-listen '{a}': {e}"))?,
-            );
+            c.cluster_listen =
+                Some(a.parse().map_err(|e: std::net::AddrParseError| {
+                    bad("cluster-listen", &a, e.to_string())
+                })?);
         }
         if let Some(p) = args.peers.clone().or(file.peers) {
             c.peers = parse_peers(&p)?;
@@ -335,32 +375,36 @@ impl Config {
     }
 
     /// Checks relations between settings.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |why: &str| Err(ConfigError::Invalid(why.into()));
         if self.frame_max < warren_amqp::FRAME_MIN_SIZE {
-            return Err(format!(
+            return Err(ConfigError::Invalid(format!(
                 "frame-max {} is below the protocol minimum {}",
                 self.frame_max,
                 warren_amqp::FRAME_MIN_SIZE
-            ));
+            )));
         }
         if self.channel_max == 0 {
-            return Err("channel-max must be at least 1".into());
+            return invalid("channel-max must be at least 1");
         }
         if self.users.is_empty() {
-            return Err("at least one user is needed".into());
+            return invalid("at least one user is needed");
         }
         if self.node_id == 0 || self.node_id > 0xffff {
-            return Err(format!("node-id {} must be in 1..=65535", self.node_id));
+            return Err(ConfigError::Invalid(format!(
+                "node-id {} must be in 1..=65535",
+                self.node_id
+            )));
         }
         let others = self.peers.keys().any(|id| *id != self.node_id);
         if others && self.cluster_listen.is_none() {
-            return Err("--peers names other nodes: --cluster-listen is needed".into());
+            return invalid("--peers names other nodes: --cluster-listen is needed");
         }
         if self.raft_election_timeout_ms <= self.raft_heartbeat_ms {
-            return Err("the raft election timeout must exceed the heartbeat".into());
+            return invalid("the raft election timeout must exceed the heartbeat");
         }
         if self.raft_snapshot_every == 0 {
-            return Err("raft-snapshot-every must be at least 1".into());
+            return invalid("raft-snapshot-every must be at least 1");
         }
         Ok(())
     }
@@ -379,9 +423,13 @@ impl Config {
     }
 }
 
-fn load_file(path: &Path) -> Result<FileConfig, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let file = |cause: String| ConfigError::File {
+        path: path.to_owned(),
+        cause,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
+    toml::from_str(&text).map_err(|e| file(e.to_string()))
 }
 
 #[cfg(test)]

@@ -2,28 +2,27 @@
 //!
 //! ## Layout
 //! - [`config`]: flags, environment, TOML file, defaults.
-//! - [`server`]: listener, connection tasks, graceful shutdown.
-//! - [`broker`]: the node's shared state (metadata, queue registry, store writer,
-//!   memory monitor) and the metadata operations that persist.
-//! - [`connection`]: one task per client connection: handshake, frames in,
-//!   events from queues, one write per wake-up.
-//! - [`channel`]: per-channel state and method handlers.
-//! - [`queue_actor`]: one task per queue, owning its `QueueState`.
-//! - [`flow`]: delivery credit between queues and connections.
-//! - [`memory`]: the memory watermark that blocks publishers.
+//! - [`server`]: listeners, connection tasks, graceful shutdown.
+//! - [`connection`]: one task per client connection: handshake, the socket
+//!   loop (frames in, events from queues, one write per wake-up), the
+//!   connection-level methods.
+//! - [`channel`]: channels: their life cycle, state and method handlers.
+//! - [`broker`]: the node: metadata replica and the metadata operations that
+//!   go through Raft, the queue registry, storage, memory.
+//! - [`error`]: [`ServerError`], why a node cannot start.
 //!
-//! Domain rules live in `warren-core`, wire handling in `warren-amqp`, disk in
+//! Modules depend one way: server → connection → channel → broker → config.
+//! Domain rules live in `warren-core`, wire handling in `warren-amqp`, queue
+//! types in `warren-queues`, Raft and gRPC in `warren-cluster`, disk in
 //! `warren-store`; this crate connects them to sockets and tasks.
 
 pub mod broker;
 pub mod channel;
 pub mod config;
 pub mod connection;
-pub mod flow;
-pub mod memory;
-pub mod queue_actor;
-pub mod remote;
+pub mod error;
 pub mod server;
 
 pub use config::{Config, ServerArgs};
+pub use error::ServerError;
 pub use server::Server;

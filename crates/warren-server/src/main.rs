@@ -62,7 +62,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => {
-            let config = Config::resolve(&args).map_err(anyhow::Error::msg)?;
+            let config = Config::resolve(&args)?;
             let filter = EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new(&config.log_level));
             tracing_subscriber::fmt()
@@ -84,7 +84,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
-    use warren_cluster::admin;
+    use warren_cluster::admin_client as admin;
     match cmd {
         ClusterCommand::Status { server, json } => {
             let s = admin::cluster_status(&server).await?;

@@ -19,10 +19,12 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use warren_cluster::{ClusterService, MetaNode, RaftService};
+use warren_queues::link::{LocalQueues, QueuesService};
 use warren_store::raft::META_GROUP;
 
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::error::ServerError;
 
 /// How long connections get to close before storage is flushed anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -41,28 +43,30 @@ pub struct Server {
 impl Server {
     /// Opens storage, joins the metadata group, binds the AMQP listener and
     /// starts accepting.
-    pub async fn start(config: Config) -> anyhow::Result<Self> {
+    pub async fn start(config: Config) -> Result<Self, ServerError> {
         let broker = Broker::open(config).await?;
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
-        if let Some(addr) = broker.config.cluster_listen {
+        let config = broker.config();
+        if let Some(addr) = config.cluster_listen {
             let listener = TcpListener::bind(addr).await?;
             let cluster_addr = listener.local_addr()?;
-            tracing::info!(%cluster_addr, node = broker.config.node_id, "cluster listening");
+            tracing::info!(%cluster_addr, node = config.node_id, "cluster listening");
             let _ = std::fs::write(
-                broker.config.data_dir.join("cluster.addr"),
+                config.data_dir.join("cluster.addr"),
                 cluster_addr.to_string(),
             );
-            let queues = crate::remote::QueuesService::new(Arc::downgrade(&broker));
+            let registry: Arc<dyn LocalQueues> = broker.registry().clone();
+            let queues = QueuesService::new(Arc::downgrade(&registry), broker.ids().clone());
             tracker.spawn(serve_cluster(
                 listener,
-                broker.node.clone(),
+                broker.node().clone(),
                 queues,
                 token.clone(),
             ));
         }
-        let node = broker.node.clone();
-        let opts = broker.node_options.clone();
+        let node = broker.node().clone();
+        let opts = broker.node_options().clone();
         tracker.spawn(until_cancelled(token.clone(), async move {
             warren_cluster::bootstrap::form_group(&node, &opts).await;
         }));
@@ -75,7 +79,8 @@ impl Server {
             crate::broker::watch_nodes(Arc::downgrade(&broker)),
         ));
         broker.join().await?;
-        let listener = TcpListener::bind(broker.config.amqp_listen).await?;
+        let config = broker.config();
+        let listener = TcpListener::bind(config.amqp_listen).await?;
         let amqp_addr = listener.local_addr()?;
         tracker.spawn(accept_loop(
             listener,
@@ -83,12 +88,9 @@ impl Server {
             token.clone(),
             tracker.clone(),
         ));
-        tracing::info!(%amqp_addr, data_dir = %broker.config.data_dir.display(), "AMQP listening");
+        tracing::info!(%amqp_addr, data_dir = %config.data_dir.display(), "AMQP listening");
         // Readiness for tools and tests that asked for port 0.
-        let _ = std::fs::write(
-            broker.config.data_dir.join("amqp.addr"),
-            amqp_addr.to_string(),
-        );
+        let _ = std::fs::write(config.data_dir.join("amqp.addr"), amqp_addr.to_string());
         Ok(Self {
             amqp_addr,
             broker,
@@ -125,7 +127,7 @@ async fn until_cancelled(token: CancellationToken, f: impl Future<Output = ()>) 
 async fn serve_cluster(
     listener: TcpListener,
     node: Arc<MetaNode>,
-    queues: crate::remote::QueuesService,
+    queues: QueuesService,
     token: CancellationToken,
 ) {
     let groups = HashMap::from([(META_GROUP, node.raft().clone())]);

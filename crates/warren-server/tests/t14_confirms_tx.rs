@@ -118,7 +118,7 @@ async fn persistent_confirms_share_fsyncs() {
     let s = TestServer::start().await;
     let broker = s.server.as_ref().expect("running").broker.clone();
     let syncs_before = broker
-        .writer
+        .writer()
         .stats()
         .syncs
         .load(std::sync::atomic::Ordering::Relaxed);
@@ -165,7 +165,7 @@ async fn persistent_confirms_share_fsyncs() {
         t.await.expect("publisher");
     }
     let syncs = broker
-        .writer
+        .writer()
         .stats()
         .syncs
         .load(std::sync::atomic::Ordering::Relaxed)

@@ -7,7 +7,7 @@ use common::*;
 use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
-use warren_server::queue_actor::PAGE_BUDGET;
+use warren_queues::classic::PAGE_BUDGET;
 
 const N: u32 = 30_000;
 const SIZE: usize = 1024; // 30 MiB of bodies, several times the budget
@@ -88,7 +88,7 @@ async fn backlog_beyond_the_budget_pages_to_disk() {
         publish_backlog(&ch).await;
         let broker = s.server.as_ref().expect("running").broker.clone();
         // Bodies of durable, confirmed messages past the budget left memory.
-        let used = broker.memory.used() as usize;
+        let used = broker.memory().used() as usize;
         assert!(
             used < PAGE_BUDGET * 2,
             "{used} bytes held for a {} byte backlog",
@@ -103,7 +103,7 @@ async fn backlog_beyond_the_budget_pages_to_disk() {
         let (_c, ch) = s.channel().await;
         let broker = s.server.as_ref().expect("running").broker.clone();
         assert!(
-            (broker.memory.used() as usize) < PAGE_BUDGET * 2,
+            (broker.memory().used() as usize) < PAGE_BUDGET * 2,
             "recovery keeps only the budget in memory"
         );
         let q = ch

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 pub use wait::{DEADLINE, wait_for, wait_for_async};
-pub use warren_cluster::admin::{ClusterStatus, MemberStatus};
+pub use warren_cluster::admin_client::{ClusterStatus, MemberStatus};
 
 /// Spreads tests of one process over distinct address blocks.
 static NEXT_BLOCK: AtomicU8 = AtomicU8::new(0);
@@ -263,7 +263,7 @@ impl Cluster {
 
     /// What node `id` reports of the cluster, if it answers.
     pub async fn status(&self, id: u64) -> Option<ClusterStatus> {
-        warren_cluster::admin::cluster_status(&self.node(id).cluster_addr())
+        warren_cluster::admin_client::cluster_status(&self.node(id).cluster_addr())
             .await
             .ok()
     }

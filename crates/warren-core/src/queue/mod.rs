@@ -17,10 +17,7 @@ pub mod state;
 pub use args::QueueArgs;
 pub use state::{ChannelKey, ConsumerId, ConsumerSpec, Delivery, Entry, QueueState};
 
-/// Kept so `warren_core::queue::NodeId` still resolves for other crates;
-/// the type lives at the crate root ([`crate::NodeId`]).
-pub use crate::NodeId;
-use crate::{FieldTable, Name, QueueId};
+use crate::{FieldTable, Name, NodeId, QueueId};
 
 /// A connection, unique in the cluster and across restarts: the serving
 /// node's id in the top 16 bits, that node's epoch (its restart count) in the

@@ -4,25 +4,33 @@
 //! whichever node the client is on. Passive declarations read the local
 //! replica. The Raft log is the durable record: nothing else is written.
 
-use tokio::sync::oneshot;
 use warren_core::binding::Binding;
 use warren_core::meta::{Command, Outcome};
 use warren_core::queue::{ConnectionId, QueueDef};
 use warren_core::vhost::{ExchangeDeclare, QueueDeclare};
-use warren_core::{AmqpError, ReplyCode};
+use warren_core::{AmqpError, QueueId, ReplyCode};
+use warren_queues::QueueHandle;
 
 use super::{Broker, DEFAULT_VHOST};
-use crate::queue_actor::{QueueHandle, QueueMsg};
-
-/// The state machine answered a command with another command's outcome.
-fn unexpected() -> AmqpError {
-    AmqpError::new(
-        ReplyCode::InternalError,
-        "metadata state machine returned an unexpected outcome",
-    )
-}
 
 impl Broker {
+    /// Proposes `cmd` and gives the outcome `expect` accepts; any other
+    /// outcome is an internal error (the state machine answered another
+    /// command).
+    async fn propose<T>(
+        &self,
+        cmd: Command,
+        expect: impl FnOnce(Outcome) -> Option<T>,
+    ) -> Result<T, AmqpError> {
+        let outcome = self.node.propose(cmd).await?;
+        expect(outcome).ok_or_else(|| {
+            AmqpError::new(
+                ReplyCode::InternalError,
+                "metadata state machine returned an unexpected outcome",
+            )
+        })
+    }
+
     /// `exchange.declare`.
     pub async fn declare_exchange(&self, d: &ExchangeDeclare<'_>) -> Result<(), AmqpError> {
         if d.passive {
@@ -31,38 +39,32 @@ impl Broker {
                 None => Err(AmqpError::not_found("exchange", d.name, DEFAULT_VHOST)),
             };
         }
-        let outcome = self
-            .node
-            .propose(Command::DeclareExchange {
-                vhost: DEFAULT_VHOST.into(),
-                name: d.name.into(),
-                kind: d.kind.into(),
-                durable: d.durable,
-                auto_delete: d.auto_delete,
-                internal: d.internal,
-                arguments: d.arguments.clone(),
-            })
-            .await?;
-        match outcome {
-            Outcome::ExchangeDeclared { .. } => Ok(()),
-            _ => Err(unexpected()),
-        }
+        let cmd = Command::DeclareExchange {
+            vhost: DEFAULT_VHOST.into(),
+            name: d.name.into(),
+            kind: d.kind.into(),
+            durable: d.durable,
+            auto_delete: d.auto_delete,
+            internal: d.internal,
+            arguments: d.arguments.clone(),
+        };
+        self.propose(cmd, |o| {
+            matches!(o, Outcome::ExchangeDeclared { .. }).then_some(())
+        })
+        .await
     }
 
     /// `exchange.delete`.
     pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
-        let outcome = self
-            .node
-            .propose(Command::DeleteExchange {
-                vhost: DEFAULT_VHOST.into(),
-                name: name.into(),
-                if_unused,
-            })
-            .await?;
-        match outcome {
-            Outcome::ExchangeDeleted(_) => Ok(()),
-            _ => Err(unexpected()),
-        }
+        let cmd = Command::DeleteExchange {
+            vhost: DEFAULT_VHOST.into(),
+            name: name.into(),
+            if_unused,
+        };
+        self.propose(cmd, |o| {
+            matches!(o, Outcome::ExchangeDeleted(_)).then_some(())
+        })
+        .await
     }
 
     /// `queue.declare` (the name is already chosen). Returns the queue with its
@@ -74,49 +76,42 @@ impl Broker {
         let def = if d.passive {
             self.read().vhost().queue_for(d.name, d.owner)?.clone()
         } else {
-            let outcome = self
-                .node
-                .propose(Command::DeclareQueue {
-                    vhost: DEFAULT_VHOST.into(),
-                    name: d.name.into(),
-                    durable: d.durable,
-                    exclusive: d.exclusive,
-                    auto_delete: d.auto_delete,
-                    arguments: d.arguments.clone(),
-                    owner: d.owner,
-                    server_named: d.server_named,
-                    home: self.home(),
+            let cmd = Command::DeclareQueue {
+                vhost: DEFAULT_VHOST.into(),
+                name: d.name.into(),
+                durable: d.durable,
+                exclusive: d.exclusive,
+                auto_delete: d.auto_delete,
+                arguments: d.arguments.clone(),
+                owner: d.owner,
+                server_named: d.server_named,
+                home: self.home(),
+            };
+            let (queue, created) = self
+                .propose(cmd, |o| match o {
+                    Outcome::QueueDeclared { queue, created } => Some((queue, created)),
+                    _ => None,
                 })
                 .await?;
-            let Outcome::QueueDeclared { queue, created } = outcome else {
-                return Err(unexpected());
-            };
             if created {
                 self.reconcile().await;
                 return Ok((queue, 0, 0));
             }
             queue
         };
-        let Some(handle) = self.read().queues.get(&def.id).cloned() else {
-            // Homed on another node: its counts live there.
+        let Some(handle) = self.read().queue(def.id).cloned() else {
+            // Not started here yet: its counts live with its home.
             return Ok((def, 0, 0));
         };
-        let (tx, rx) = oneshot::channel();
-        let gone = || AmqpError::not_found("queue", d.name, DEFAULT_VHOST);
-        handle
-            .tx
-            .send(QueueMsg::Status(tx))
-            .await
-            .map_err(|_| gone())?;
-        let (msgs, consumers) = rx.await.map_err(|_| gone())?;
+        let (msgs, consumers) = handle.status().await?;
         Ok((def, msgs, consumers))
     }
 
-    /// The actor of a queue `conn` may use (404 / 405 otherwise).
+    /// The queue `conn` may use (404 / 405 otherwise), whatever its type.
     pub fn queue_handle(&self, name: &str, conn: ConnectionId) -> Result<QueueHandle, AmqpError> {
         let st = self.read();
         let def = st.vhost().queue_for(name, conn)?;
-        st.queues.get(&def.id).cloned().ok_or_else(|| {
+        st.queue(def.id).cloned().ok_or_else(|| {
             AmqpError::new(
                 ReplyCode::NotFound,
                 format!(
@@ -135,43 +130,32 @@ impl Broker {
         if_unused: bool,
         if_empty: bool,
     ) -> Result<u32, AmqpError> {
-        let local = {
+        let handle = {
             let st = self.read();
             let def = st.vhost().queue_for(name, conn)?;
-            st.queues.get(&def.id).cloned()
+            st.queue(def.id).cloned()
         };
-        let mut n = 0;
-        if let Some(handle) = local {
-            // The queue checks if-unused / if-empty (its consumers and
-            // messages live with it), then stops.
-            let (tx, rx) = oneshot::channel();
-            let gone = || AmqpError::not_found("queue", name, DEFAULT_VHOST);
-            handle
-                .tx
-                .send(QueueMsg::Delete {
-                    if_unused,
-                    if_empty,
-                    reply: tx,
-                })
-                .await
-                .map_err(|_| gone())?;
-            n = rx.await.map_err(|_| gone())??;
-        }
-        let outcome = self
-            .node
-            .propose(Command::DeleteQueue {
-                vhost: DEFAULT_VHOST.into(),
-                name: name.into(),
-                conn: Some(conn),
-                id: None,
+        // The queue checks if-unused / if-empty (its consumers and messages
+        // live with it), then stops.
+        let n = match handle {
+            Some(h) => h.delete(if_unused, if_empty).await?,
+            None => 0,
+        };
+        let cmd = Command::DeleteQueue {
+            vhost: DEFAULT_VHOST.into(),
+            name: name.into(),
+            conn: Some(conn),
+            id: None,
+        };
+        match self
+            .propose(cmd, |o| {
+                matches!(o, Outcome::QueuesDeleted(_)).then_some(())
             })
-            .await;
-        match outcome {
-            Ok(Outcome::QueuesDeleted(_)) => {}
+            .await
+        {
             // Deleted meanwhile by someone else: the queue is gone, as asked.
             Err(e) if e.code == ReplyCode::NotFound => {}
-            Err(e) => return Err(e),
-            Ok(_) => return Err(unexpected()),
+            other => other?,
         }
         self.reconcile().await;
         Ok(n)
@@ -179,7 +163,7 @@ impl Broker {
 
     /// Removes a stopped queue's metadata (auto-delete fired). Only if the
     /// name still maps to `id` when the command applies.
-    pub async fn forget_queue(&self, name: &str, id: warren_core::QueueId) {
+    pub async fn forget_queue(&self, name: &str, id: QueueId) {
         if self.read().vhost().queue(name).map(|q| q.id) != Some(id) {
             return;
         }
@@ -213,46 +197,28 @@ impl Broker {
 
     /// `queue.purge`.
     pub async fn purge_queue(&self, name: &str, conn: ConnectionId) -> Result<u32, AmqpError> {
-        let handle = self.queue_handle(name, conn)?;
-        let (tx, rx) = oneshot::channel();
-        let gone = || AmqpError::not_found("queue", name, DEFAULT_VHOST);
-        handle
-            .tx
-            .send(QueueMsg::Purge(tx))
-            .await
-            .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())
+        self.queue_handle(name, conn)?.purge().await
     }
 
-    /// `queue.bind` / `exchange.bind`.
-    pub async fn bind(&self, b: Binding, conn: ConnectionId) -> Result<(), AmqpError> {
-        let outcome = self
-            .node
-            .propose(Command::Bind {
-                vhost: DEFAULT_VHOST.into(),
+    /// `queue.bind` / `exchange.bind` (`bind`), or the unbinds.
+    pub async fn bind(&self, b: Binding, conn: ConnectionId, bind: bool) -> Result<(), AmqpError> {
+        let vhost = DEFAULT_VHOST.into();
+        if bind {
+            let cmd = Command::Bind {
+                vhost,
                 binding: b,
                 conn,
-            })
-            .await?;
-        match outcome {
-            Outcome::Bound { .. } => Ok(()),
-            _ => Err(unexpected()),
-        }
-    }
-
-    /// `queue.unbind` / `exchange.unbind`.
-    pub async fn unbind(&self, b: &Binding, conn: ConnectionId) -> Result<(), AmqpError> {
-        let outcome = self
-            .node
-            .propose(Command::Unbind {
-                vhost: DEFAULT_VHOST.into(),
-                binding: b.clone(),
+            };
+            self.propose(cmd, |o| matches!(o, Outcome::Bound { .. }).then_some(()))
+                .await
+        } else {
+            let cmd = Command::Unbind {
+                vhost,
+                binding: b,
                 conn,
-            })
-            .await?;
-        match outcome {
-            Outcome::Unbound(_) => Ok(()),
-            _ => Err(unexpected()),
+            };
+            self.propose(cmd, |o| matches!(o, Outcome::Unbound(_)).then_some(()))
+                .await
         }
     }
 }

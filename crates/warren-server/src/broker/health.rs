@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::{PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use warren_core::NodeId;
 use warren_core::meta::Command;
-use warren_core::queue::NodeId;
 
 use super::Broker;
 

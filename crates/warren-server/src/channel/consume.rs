@@ -1,20 +1,15 @@
 //! Consumers, deliveries, acknowledgements, `basic.get` and `basic.qos`.
 
-use std::sync::Arc;
-
 use amq_protocol::protocol::{AMQPClass, basic};
 use amq_protocol::types::AMQPValue;
 use rand::Rng;
-use tokio::sync::oneshot;
 use warren_amqp::encode;
 use warren_core::queue::ConsumerSpec;
 use warren_core::{AmqpError, Name, ReplyCode};
+use warren_queues::DeliverEvent;
 
+use super::ctx::ConnCtx;
 use super::{Channel, ChannelConsumer, Mode, Unacked, reply};
-use crate::connection::ctx::ConnCtx;
-use crate::connection::events::DeliverEvent;
-use crate::flow::ConsumerFlow;
-use crate::queue_actor::{ConsumerLink, QueueMsg};
 
 fn internal(e: impl std::fmt::Display) -> AmqpError {
     AmqpError::new(ReplyCode::InternalError, e.to_string())
@@ -85,7 +80,7 @@ impl Channel {
                 format!("attempt to reuse consumer tag '{tag}'"),
             ));
         }
-        let id = ctx.broker.next_consumer_id();
+        let id = ctx.broker.ids().consumer();
         let spec = ConsumerSpec {
             id,
             tag: tag.clone(),
@@ -95,24 +90,10 @@ impl Channel {
             exclusive: c.exclusive,
             priority: priority_arg(&c.arguments)?,
         };
-        let link = ConsumerLink {
-            out: ctx.events.clone(),
-            flow: Arc::new(ConsumerFlow::new(handle.tx.clone())),
-            credit: self.credit.clone(),
-        };
-        let (tx, rx) = oneshot::channel();
-        let gone = || AmqpError::not_found("queue", &name, crate::broker::DEFAULT_VHOST);
         handle
-            .tx
-            .send(QueueMsg::Consume {
-                spec,
-                link,
-                reply: tx,
-            })
-            .await
-            .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())??;
-        self.queues_used.insert(handle.id, handle.clone());
+            .consume(spec, ctx.events.clone(), self.credit.clone())
+            .await?;
+        self.queues_used.insert(handle.id(), handle.clone());
         self.consumers
             .insert(tag.clone(), ChannelConsumer { id, queue: handle });
         if !c.nowait {
@@ -133,19 +114,7 @@ impl Channel {
         ctx: &mut ConnCtx,
     ) -> Result<(), AmqpError> {
         if let Some(cons) = self.consumers.remove(c.consumer_tag.as_str()) {
-            let (tx, rx) = oneshot::channel();
-            if cons
-                .queue
-                .tx
-                .send(QueueMsg::Cancel {
-                    consumer: cons.id,
-                    reply: Some(tx),
-                })
-                .await
-                .is_ok()
-            {
-                let _ = rx.await;
-            }
+            cons.queue.cancel(cons.id).await;
         }
         if !c.nowait {
             reply(
@@ -304,19 +273,8 @@ impl Channel {
     pub(super) async fn get(&mut self, g: basic::Get, ctx: &mut ConnCtx) -> Result<(), AmqpError> {
         let name = self.queue_name(g.queue.as_str())?;
         let handle = ctx.broker.queue_handle(&name, ctx.id)?;
-        let (tx, rx) = oneshot::channel();
-        let gone = || AmqpError::not_found("queue", &name, crate::broker::DEFAULT_VHOST);
-        handle
-            .tx
-            .send(QueueMsg::Get {
-                channel: self.key,
-                no_ack: g.no_ack,
-                reply: tx,
-            })
-            .await
-            .map_err(|_| gone())?;
-        let got = rx.await.map_err(|_| gone())?;
-        self.queues_used.insert(handle.id, handle.clone());
+        let got = handle.get(self.key, g.no_ack).await?;
+        self.queues_used.insert(handle.id(), handle.clone());
         let Some((entry, remaining)) = got else {
             return reply(
                 ctx,
@@ -330,7 +288,7 @@ impl Channel {
             self.unacked.insert(
                 tag,
                 Unacked {
-                    queue: handle.id,
+                    queue: handle.id(),
                     seq: entry.seq,
                     via_consumer: false,
                 },

@@ -1,29 +1,27 @@
 //! Exchanges, queues and bindings: the channel side of the metadata methods.
 
 use amq_protocol::protocol::{AMQPClass, exchange, queue};
-use amq_protocol::types::FieldTable;
 use warren_core::binding::{Binding, DestinationKind};
 use warren_core::vhost::{ExchangeDeclare, QueueDeclare};
-use warren_core::{AmqpError, Name};
+use warren_core::{AmqpError, Name, ReplyCode};
 
 use super::consume::generated_name;
+use super::ctx::ConnCtx;
 use super::{Channel, reply};
-use crate::connection::ctx::ConnCtx;
 
-fn binding(
-    source: &str,
-    destination: Name,
-    kind: DestinationKind,
-    key: &str,
-    arguments: FieldTable,
-) -> Binding {
-    Binding {
-        source: source.into(),
-        destination,
-        kind,
-        routing_key: key.to_owned(),
-        arguments,
-    }
+/// The four binding methods: `queue.bind`, `queue.unbind`, `exchange.bind`
+/// and `exchange.unbind`. They differ only in their destination's kind,
+/// their direction and their reply.
+#[derive(Debug)]
+pub(super) enum BindMethod {
+    /// `queue.bind`.
+    QueueBind(queue::Bind),
+    /// `queue.unbind` (it has no `nowait`).
+    QueueUnbind(queue::Unbind),
+    /// `exchange.bind`.
+    ExchangeBind(exchange::Bind),
+    /// `exchange.unbind`.
+    ExchangeUnbind(exchange::Unbind),
 }
 
 impl Channel {
@@ -64,7 +62,7 @@ impl Channel {
             .await
         {
             // Deleting a missing exchange succeeds in RabbitMQ 3.x and later.
-            Err(e) if e.code == warren_core::ReplyCode::NotFound => {}
+            Err(e) if e.code == ReplyCode::NotFound => {}
             other => other?,
         }
         if d.nowait {
@@ -74,52 +72,6 @@ impl Channel {
             ctx,
             self.id,
             AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
-        )
-    }
-
-    pub(super) async fn exchange_bind(
-        &mut self,
-        b: exchange::Bind,
-        ctx: &mut ConnCtx,
-    ) -> Result<(), AmqpError> {
-        let binding = binding(
-            b.source.as_str(),
-            b.destination.as_str().into(),
-            DestinationKind::Exchange,
-            b.routing_key.as_str(),
-            b.arguments,
-        );
-        ctx.broker.bind(binding, ctx.id).await?;
-        if b.nowait {
-            return Ok(());
-        }
-        reply(
-            ctx,
-            self.id,
-            AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
-        )
-    }
-
-    pub(super) async fn exchange_unbind(
-        &mut self,
-        b: exchange::Unbind,
-        ctx: &mut ConnCtx,
-    ) -> Result<(), AmqpError> {
-        let binding = binding(
-            b.source.as_str(),
-            b.destination.as_str().into(),
-            DestinationKind::Exchange,
-            b.routing_key.as_str(),
-            b.arguments,
-        );
-        ctx.broker.unbind(&binding, ctx.id).await?;
-        if b.nowait {
-            return Ok(());
-        }
-        reply(
-            ctx,
-            self.id,
-            AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
         )
     }
 
@@ -163,49 +115,6 @@ impl Channel {
         )
     }
 
-    pub(super) async fn queue_bind(
-        &mut self,
-        b: queue::Bind,
-        ctx: &mut ConnCtx,
-    ) -> Result<(), AmqpError> {
-        let binding = binding(
-            b.exchange.as_str(),
-            self.queue_name(b.queue.as_str())?,
-            DestinationKind::Queue,
-            b.routing_key.as_str(),
-            b.arguments,
-        );
-        ctx.broker.bind(binding, ctx.id).await?;
-        if b.nowait {
-            return Ok(());
-        }
-        reply(
-            ctx,
-            self.id,
-            AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
-        )
-    }
-
-    pub(super) async fn queue_unbind(
-        &mut self,
-        b: queue::Unbind,
-        ctx: &mut ConnCtx,
-    ) -> Result<(), AmqpError> {
-        let binding = binding(
-            b.exchange.as_str(),
-            self.queue_name(b.queue.as_str())?,
-            DestinationKind::Queue,
-            b.routing_key.as_str(),
-            b.arguments,
-        );
-        ctx.broker.unbind(&binding, ctx.id).await?;
-        reply(
-            ctx,
-            self.id,
-            AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
-        )
-    }
-
     pub(super) async fn queue_purge(
         &mut self,
         p: queue::Purge,
@@ -238,7 +147,7 @@ impl Channel {
         {
             Ok(n) => n,
             // Deleting a missing queue succeeds in RabbitMQ 3.x and later.
-            Err(e) if e.code == warren_core::ReplyCode::NotFound => 0,
+            Err(e) if e.code == ReplyCode::NotFound => 0,
             Err(e) => return Err(e),
         };
         if d.nowait {
@@ -251,5 +160,82 @@ impl Channel {
                 message_count: n,
             })),
         )
+    }
+
+    /// One of the [`BindMethod`]s.
+    pub(super) async fn change_binding(
+        &mut self,
+        m: BindMethod,
+        ctx: &mut ConnCtx,
+    ) -> Result<(), AmqpError> {
+        use BindMethod as M;
+        let (source, destination, kind, key, arguments) = match &m {
+            M::QueueBind(b) => (
+                &b.exchange,
+                &b.queue,
+                DestinationKind::Queue,
+                &b.routing_key,
+                &b.arguments,
+            ),
+            M::QueueUnbind(b) => (
+                &b.exchange,
+                &b.queue,
+                DestinationKind::Queue,
+                &b.routing_key,
+                &b.arguments,
+            ),
+            M::ExchangeBind(b) => (
+                &b.source,
+                &b.destination,
+                DestinationKind::Exchange,
+                &b.routing_key,
+                &b.arguments,
+            ),
+            M::ExchangeUnbind(b) => (
+                &b.source,
+                &b.destination,
+                DestinationKind::Exchange,
+                &b.routing_key,
+                &b.arguments,
+            ),
+        };
+        let destination: Name = match kind {
+            DestinationKind::Queue => self.queue_name(destination.as_str())?,
+            DestinationKind::Exchange => destination.as_str().into(),
+        };
+        let binding = Binding {
+            source: source.as_str().into(),
+            destination,
+            kind,
+            routing_key: key.as_str().to_owned(),
+            arguments: arguments.clone(),
+        };
+        let (bind, nowait, ok) = match m {
+            M::QueueBind(b) => (
+                true,
+                b.nowait,
+                AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+            ),
+            M::QueueUnbind(_) => (
+                false,
+                false,
+                AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
+            ),
+            M::ExchangeBind(b) => (
+                true,
+                b.nowait,
+                AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+            ),
+            M::ExchangeUnbind(b) => (
+                false,
+                b.nowait,
+                AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+            ),
+        };
+        ctx.broker.bind(binding, ctx.id, bind).await?;
+        if nowait {
+            return Ok(());
+        }
+        reply(ctx, self.id, ok)
     }
 }

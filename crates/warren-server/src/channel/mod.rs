@@ -1,31 +1,40 @@
-//! A channel: the per-channel state and the dispatch of its methods.
+//! Channels: their life cycle, their state and the dispatch of their methods.
 //!
-//! One flat `match` maps each method to its handler (LavinMQ's
-//! `process_frame`); the handlers live in files by concept:
-//! [`publish`] (routing, mandatory returns), [`consume`] (consumers,
-//! deliveries, acks, get, qos), [`declare`] (exchanges, queues, bindings),
-//! [`modes`] (confirm and tx modes).
+//! - [`table`]: the channels of one connection: open, close, and each frame
+//!   and queue event handed to its channel.
+//! - [`ctx`]: what a connection's channels share (write buffer, broker, the
+//!   burst of queue operations waiting to be sent).
+//! - this file: one flat `match` maps each method to its handler (LavinMQ's
+//!   `process_frame`); the handlers live in files by concept: [`publish`]
+//!   (routing, mandatory returns), [`consume`] (consumers, deliveries, acks,
+//!   get, qos), [`declare`] (exchanges, queues, bindings), [`modes`] (confirm
+//!   and tx modes).
 //!
-//! Handlers return `AmqpError`; the connection turns a channel-level code into
-//! `channel.close` and a connection-level one into `connection.close`.
+//! Channels reach queues only through [`QueueHandle`], the same for every
+//! queue type. Handlers return `AmqpError`; [`table`] turns a channel-level
+//! code into `channel.close` and returns a connection-level one to the
+//! connection.
 
 mod consume;
+mod ctx;
 mod declare;
 mod modes;
 mod publish;
+mod table;
+
+pub use ctx::{ClientCaps, ConnCtx};
+use declare::BindMethod;
+pub use table::{Channels, ConnectionFault};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, exchange, queue, tx};
-use warren_amqp::{Command, encode};
+use warren_amqp::{Inbound, encode};
 use warren_core::confirms::{ConfirmReply, Confirms};
 use warren_core::queue::{ChannelKey, ConsumerId};
 use warren_core::{AmqpError, Name, QueueId, ReplyCode};
-
-use crate::connection::ctx::ConnCtx;
-use crate::flow::ChannelCredit;
-use crate::queue_actor::{QueueHandle, QueueMsg};
+use warren_queues::{ChannelCredit, QueueHandle};
 
 pub use modes::Mode;
 
@@ -73,7 +82,7 @@ pub struct Channel {
 }
 
 /// Reply with a method on this channel.
-pub(crate) fn reply(ctx: &mut ConnCtx, channel: u16, class: AMQPClass) -> Result<(), AmqpError> {
+fn reply(ctx: &mut ConnCtx, channel: u16, class: AMQPClass) -> Result<(), AmqpError> {
     encode::method(&mut ctx.out, channel, class)
         .map_err(|e| AmqpError::new(ReplyCode::InternalError, e.to_string()))
 }
@@ -108,11 +117,11 @@ impl Channel {
         self.key
     }
 
-    /// Handles one assembled command.
-    pub async fn handle(&mut self, cmd: Command, ctx: &mut ConnCtx) -> Result<(), AmqpError> {
+    /// Handles one assembled method (with its content, for a publish).
+    pub async fn handle(&mut self, cmd: Inbound, ctx: &mut ConnCtx) -> Result<(), AmqpError> {
         let m = match cmd {
-            Command::Content(c) => return self.publish(*c, ctx),
-            Command::Method(m) => m,
+            Inbound::Content(c) => return self.publish(*c, ctx),
+            Inbound::Method(m) => m,
         };
         // Acks ride in the burst; anything else may observe queue state.
         if !matches!(
@@ -131,11 +140,20 @@ impl Channel {
             C::Channel(channel::AMQPMethod::Flow(f)) => self.flow(f.active, ctx),
             C::Exchange(exchange::AMQPMethod::Declare(d)) => self.exchange_declare(d, ctx).await,
             C::Exchange(exchange::AMQPMethod::Delete(d)) => self.exchange_delete(d, ctx).await,
-            C::Exchange(exchange::AMQPMethod::Bind(b)) => self.exchange_bind(b, ctx).await,
-            C::Exchange(exchange::AMQPMethod::Unbind(b)) => self.exchange_unbind(b, ctx).await,
+            C::Exchange(exchange::AMQPMethod::Bind(b)) => {
+                self.change_binding(BindMethod::ExchangeBind(b), ctx).await
+            }
+            C::Exchange(exchange::AMQPMethod::Unbind(b)) => {
+                self.change_binding(BindMethod::ExchangeUnbind(b), ctx)
+                    .await
+            }
             C::Queue(queue::AMQPMethod::Declare(d)) => self.queue_declare(d, ctx).await,
-            C::Queue(queue::AMQPMethod::Bind(b)) => self.queue_bind(b, ctx).await,
-            C::Queue(queue::AMQPMethod::Unbind(b)) => self.queue_unbind(b, ctx).await,
+            C::Queue(queue::AMQPMethod::Bind(b)) => {
+                self.change_binding(BindMethod::QueueBind(b), ctx).await
+            }
+            C::Queue(queue::AMQPMethod::Unbind(b)) => {
+                self.change_binding(BindMethod::QueueUnbind(b), ctx).await
+            }
             C::Queue(queue::AMQPMethod::Purge(p)) => self.queue_purge(p, ctx).await,
             C::Queue(queue::AMQPMethod::Delete(d)) => self.queue_delete(d, ctx).await,
             C::Basic(basic::AMQPMethod::Qos(q)) => self.qos(q, ctx),
@@ -187,7 +205,7 @@ impl Channel {
 
     fn wake_queues(&self) {
         for c in self.consumers.values() {
-            let _ = c.queue.tx.try_send(QueueMsg::Wake);
+            c.queue.wake();
         }
     }
 
@@ -207,7 +225,7 @@ impl Channel {
         // Acks already received are applied before the requeue.
         ctx.flush().await;
         for (_, h) in self.queues_used.drain() {
-            let _ = h.tx.send(QueueMsg::ChannelClosed(self.key)).await;
+            h.channel_closed(self.key).await;
         }
         self.consumers.clear();
         self.unacked.clear();
@@ -225,11 +243,7 @@ impl Channel {
         match self.mode {
             Mode::Confirm => {
                 for r in scratch.iter() {
-                    let res = if r.ack {
-                        encode::ack(&mut ctx.out, self.id, r.tag, r.multiple)
-                    } else {
-                        encode::nack(&mut ctx.out, self.id, r.tag, r.multiple)
-                    };
+                    let res = encode::confirm(&mut ctx.out, self.id, r.tag, r.multiple, r.ack);
                     if let Err(e) = res {
                         tracing::error!(cause = %e, "could not encode a confirm");
                     }

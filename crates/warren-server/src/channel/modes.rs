@@ -10,8 +10,8 @@ use amq_protocol::protocol::{AMQPClass, confirm, tx};
 use warren_amqp::Content;
 use warren_core::AmqpError;
 
+use super::ctx::ConnCtx;
 use super::{Channel, reply};
-use crate::connection::ctx::ConnCtx;
 
 /// The channel's publishing mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

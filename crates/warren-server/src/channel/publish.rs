@@ -6,8 +6,8 @@ use warren_amqp::{Content, encode};
 use warren_core::message::MessageFlags;
 use warren_core::{AmqpError, Message, Name, QueueId, ReplyCode};
 
+use super::ctx::{ConnCtx, PendingPublish};
 use super::{Channel, Mode, reply};
-use crate::connection::ctx::{ConnCtx, PendingPublish};
 
 impl Channel {
     pub(super) fn publish(&mut self, c: Content, ctx: &mut ConnCtx) -> Result<(), AmqpError> {
@@ -56,12 +56,12 @@ impl Channel {
                 .unwrap_or_else(|| "".into());
             ids.retain(|id| {
                 if let Some(p) = ctx.publishes.get(id) {
-                    durable.push(p.handle.durable);
+                    durable.push(p.handle.durable());
                     return true;
                 }
-                match st.queues.get(id) {
+                match st.queue(*id) {
                     Some(h) => {
-                        durable.push(h.durable);
+                        durable.push(h.durable());
                         ctx.publishes.insert(
                             *id,
                             PendingPublish {

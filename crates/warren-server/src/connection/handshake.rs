@@ -15,19 +15,13 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
+use warren_amqp::methods::{CONNECTION_OPEN, CONNECTION_START_OK, CONNECTION_TUNE_OK, MethodId};
 use warren_amqp::{Frame, FrameDecoder, PROTOCOL_HEADER, encode};
+use warren_core::{AmqpError, ReplyCode};
 
 use crate::broker::DEFAULT_VHOST;
+use crate::channel::ClientCaps;
 use crate::config::Config;
-
-/// What the client announced it understands.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ClientCaps {
-    /// `connection.blocked` / `connection.unblocked`.
-    pub blocked: bool,
-    /// Server-sent `basic.cancel`.
-    pub consumer_cancel_notify: bool,
-}
 
 /// The outcome of a successful handshake.
 #[derive(Debug)]
@@ -89,12 +83,15 @@ impl Io<'_> {
         }
     }
 
-    async fn refuse(&mut self, code: u16, text: String, class: u16, method: u16) -> HandshakeError {
+    /// Sends `connection.close` with `e` (answering `method`) and ends the
+    /// handshake.
+    async fn refuse(&mut self, e: AmqpError, method: MethodId) -> HandshakeError {
+        let text = e.reply_text();
         let close = connection::Close {
-            reply_code: code,
+            reply_code: e.code.code(),
             reply_text: text.as_str().into(),
-            class_id: class,
-            method_id: method,
+            class_id: method.0,
+            method_id: method.1,
         };
         if encode::method(
             self.out,
@@ -114,11 +111,17 @@ impl Io<'_> {
     ) -> Result<connection::AMQPMethod, HandshakeError> {
         match self.next().await? {
             Frame::Method(0, AMQPClass::Connection(m)) => Ok(m),
-            _ => Err(self
-                .refuse(503, format!("COMMAND_INVALID - expected {what}"), 0, 0)
-                .await),
+            _ => Err(self.refuse(command_invalid(what), (0, 0)).await),
         }
     }
+}
+
+fn command_invalid(expected: &str) -> AmqpError {
+    AmqpError::new(ReplyCode::CommandInvalid, format!("expected {expected}"))
+}
+
+fn not_allowed(text: String) -> AmqpError {
+    AmqpError::new(ReplyCode::NotAllowed, text)
 }
 
 fn server_properties() -> FieldTable {
@@ -250,34 +253,26 @@ pub async fn run(
 
     let connection::AMQPMethod::StartOk(ok) = io.expect_method("connection.start-ok").await? else {
         return Err(io
-            .refuse(
-                503,
-                "COMMAND_INVALID - expected connection.start-ok".into(),
-                10,
-                11,
-            )
+            .refuse(command_invalid("connection.start-ok"), CONNECTION_START_OK)
             .await);
     };
     let mechanism = ok.mechanism.as_str();
     if mechanism != "PLAIN" && mechanism != "AMQPLAIN" {
-        return Err(io
-            .refuse(
-                503,
-                format!("COMMAND_INVALID - unknown authentication mechanism '{mechanism}'"),
-                10,
-                11,
-            )
-            .await);
+        let e = AmqpError::new(
+            ReplyCode::CommandInvalid,
+            format!("unknown authentication mechanism '{mechanism}'"),
+        );
+        return Err(io.refuse(e, CONNECTION_START_OK).await);
     }
-    let refused = format!(
-        "ACCESS_REFUSED - Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
-    );
+    let refused = AmqpError::access_refused(format!(
+        "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+    ));
     let Some((user, pass)) = credentials(mechanism, ok.response.as_bytes()) else {
-        return Err(io.refuse(403, refused, 10, 11).await);
+        return Err(io.refuse(refused, CONNECTION_START_OK).await);
     };
     if let Err(why) = login_allowed(config, &user, &pass, peer) {
         tracing::warn!(%peer, user, why, "login refused");
-        return Err(io.refuse(403, refused, 10, 11).await);
+        return Err(io.refuse(refused, CONNECTION_START_OK).await);
     }
     let caps = capabilities(&ok.client_properties);
 
@@ -296,12 +291,7 @@ pub async fn run(
 
     let connection::AMQPMethod::TuneOk(t) = io.expect_method("connection.tune-ok").await? else {
         return Err(io
-            .refuse(
-                503,
-                "COMMAND_INVALID - expected connection.tune-ok".into(),
-                10,
-                31,
-            )
+            .refuse(command_invalid("connection.tune-ok"), CONNECTION_TUNE_OK)
             .await);
     };
     let frame_max = if t.frame_max == 0 {
@@ -310,30 +300,15 @@ pub async fn run(
         t.frame_max
     };
     if frame_max < warren_amqp::FRAME_MIN_SIZE {
-        return Err(io
-            .refuse(
-                530,
-                format!(
-                    "NOT_ALLOWED - frame_max={frame_max} < {} min",
-                    warren_amqp::FRAME_MIN_SIZE
-                ),
-                10,
-                31,
-            )
-            .await);
+        let text = format!(
+            "frame_max={frame_max} < {} min",
+            warren_amqp::FRAME_MIN_SIZE
+        );
+        return Err(io.refuse(not_allowed(text), CONNECTION_TUNE_OK).await);
     }
     if frame_max > config.frame_max {
-        return Err(io
-            .refuse(
-                530,
-                format!(
-                    "NOT_ALLOWED - frame_max={frame_max} > {} max",
-                    config.frame_max
-                ),
-                10,
-                31,
-            )
-            .await);
+        let text = format!("frame_max={frame_max} > {} max", config.frame_max);
+        return Err(io.refuse(not_allowed(text), CONNECTION_TUNE_OK).await);
     }
     let channel_max = if t.channel_max == 0 {
         config.channel_max
@@ -341,42 +316,19 @@ pub async fn run(
         t.channel_max
     };
     if channel_max > config.channel_max {
-        return Err(io
-            .refuse(
-                530,
-                format!(
-                    "NOT_ALLOWED - channel_max={channel_max} > {} max",
-                    config.channel_max
-                ),
-                10,
-                31,
-            )
-            .await);
+        let text = format!("channel_max={channel_max} > {} max", config.channel_max);
+        return Err(io.refuse(not_allowed(text), CONNECTION_TUNE_OK).await);
     }
     io.decoder.set_frame_max(frame_max);
 
     let connection::AMQPMethod::Open(open) = io.expect_method("connection.open").await? else {
         return Err(io
-            .refuse(
-                503,
-                "COMMAND_INVALID - expected connection.open".into(),
-                10,
-                40,
-            )
+            .refuse(command_invalid("connection.open"), CONNECTION_OPEN)
             .await);
     };
     if open.virtual_host.as_str() != DEFAULT_VHOST {
-        return Err(io
-            .refuse(
-                530,
-                format!(
-                    "NOT_ALLOWED - vhost {} not found",
-                    open.virtual_host.as_str()
-                ),
-                10,
-                40,
-            )
-            .await);
+        let text = format!("vhost {} not found", open.virtual_host.as_str());
+        return Err(io.refuse(not_allowed(text), CONNECTION_OPEN).await);
     }
     encode::method(
         io.out,

@@ -9,16 +9,13 @@
 //! over [`OUT_HIGH`] the task neither reads nor takes events, and the queues'
 //! delivery credit stops them from dispatching more.
 
-pub mod ctx;
-pub mod events;
 pub mod handshake;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use amq_protocol::protocol::{AMQPClass, channel, connection};
+use amq_protocol::protocol::{AMQPClass, connection};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -27,14 +24,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
-use warren_amqp::{Frame, FrameDecoder, FrameError, encode};
-use warren_core::confirms::ConfirmReply;
+use warren_amqp::methods::{CONNECTION_CLASS, MethodId};
+use warren_amqp::{Frame, FrameDecoder, encode};
 use warren_core::{AmqpError, ReplyCode};
+use warren_queues::ConnEvent;
 
 use crate::broker::Broker;
-use crate::channel::Channel;
-use ctx::ConnCtx;
-use events::ConnEvent;
+use crate::channel::{Channels, ConnCtx, ConnectionFault};
 
 /// Write-buffer size above which the connection stops producing more output.
 const OUT_HIGH: usize = 1 << 20;
@@ -52,7 +48,7 @@ enum Stop {
     /// Socket closed or failed, heartbeat missed: nothing more to say.
     Drop(String),
     /// A connection-level error: send `connection.close`, await `close-ok`.
-    Close(AmqpError, u16, u16),
+    Close(ConnectionFault),
     /// The client closed and got `close-ok`.
     Closed,
 }
@@ -60,22 +56,18 @@ enum Stop {
 struct Connection {
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
-    peer: SocketAddr,
     rbuf: BytesMut,
     written: usize,
     decoder: FrameDecoder,
-    channels: HashMap<u16, Channel>,
+    channels: Channels,
     ctx: ConnCtx,
     events: mpsc::UnboundedReceiver<ConnEvent>,
-    channel_max: u16,
     heartbeat: Duration,
     last_recv: Instant,
     last_send: Instant,
     blocked: watch::Receiver<bool>,
     blocked_sent: bool,
     closing: Option<Instant>,
-    max_body: u64,
-    scratch: Vec<ConfirmReply>,
 }
 
 /// Serves one accepted socket until it closes.
@@ -88,11 +80,11 @@ pub async fn serve(
     let _ = stream.set_nodelay(true);
     let mut rbuf = BytesMut::with_capacity(READ_BUF);
     let mut out = Vec::with_capacity(READ_BUF);
-    let mut decoder = FrameDecoder::new(broker.config.frame_max);
+    let mut decoder = FrameDecoder::new(broker.config().frame_max);
     let negotiated = tokio::select! {
         r = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
-            handshake::run(&mut stream, &mut rbuf, &mut out, &mut decoder, &broker.config, peer),
+            handshake::run(&mut stream, &mut rbuf, &mut out, &mut decoder, broker.config(), peer),
         ) => r,
         _ = token.cancelled() => return,
     };
@@ -107,44 +99,28 @@ pub async fn serve(
             return;
         }
     };
-    let id = broker.next_connection_id();
+    let id = broker.ids().connection();
     let span = tracing::info_span!("conn", id, %peer, user = %n.user);
     let _e = span.enter();
     tracing::info!("connection opened");
     let (tx, rx) = mpsc::unbounded_channel();
     let (reader, writer) = stream.into_split();
-    let blocked = broker.memory.subscribe();
+    let blocked = broker.memory().subscribe();
     let mut conn = Connection {
         reader,
         writer,
-        peer,
         rbuf,
         written: 0,
         decoder,
-        channels: HashMap::new(),
-        ctx: ConnCtx {
-            id,
-            broker: broker.clone(),
-            user: n.user,
-            frame_max: n.frame_max,
-            out,
-            events: tx,
-            caps: n.caps,
-            has_published: false,
-            publishes: HashMap::new(),
-            settles: HashMap::new(),
-            throttled_by: None,
-        },
+        channels: Channels::new(n.channel_max, broker.config().max_message_size),
+        ctx: ConnCtx::new(id, broker.clone(), n.user, n.frame_max, out, tx, n.caps),
         events: rx,
-        channel_max: n.channel_max,
         heartbeat: Duration::from_secs(n.heartbeat.into()),
         last_recv: Instant::now(),
         last_send: Instant::now(),
         blocked,
         blocked_sent: false,
         closing: None,
-        max_body: broker.config.max_message_size,
-        scratch: Vec::new(),
     };
     drop(_e);
     let reason = conn.run(token).instrument_in(&span).await;
@@ -184,11 +160,8 @@ impl Connection {
                 biased;
                 _ = token.cancelled(), if !shutting_down => {
                     shutting_down = true;
-                    Err(Stop::Close(
-                        AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'"),
-                        0,
-                        0,
-                    ))
+                    let e = AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'");
+                    Err(Stop::Close(ConnectionFault::new(e, (0, 0))))
                 }
                 r = self.writer.write(&self.ctx.out[self.written..]), if pending_out > 0 => match r {
                     Ok(n) => {
@@ -233,17 +206,17 @@ impl Connection {
                     self.flush_out().await;
                     return "closed by client".into();
                 }
-                Err(Stop::Close(e, class, method)) => {
+                Err(Stop::Close(ConnectionFault { error: e, method })) => {
                     if self.closing.is_some() {
                         continue;
                     }
                     tracing::info!(code = e.code.code(), text = %e.text, "closing connection");
-                    self.cleanup_channels().await;
+                    self.channels.close_all(&mut self.ctx).await;
                     let close = connection::Close {
                         reply_code: e.code.code(),
                         reply_text: e.reply_text().as_str().into(),
-                        class_id: class,
-                        method_id: method,
+                        class_id: method.0,
+                        method_id: method.1,
                     };
                     let _ = encode::method(
                         &mut self.ctx.out,
@@ -317,7 +290,7 @@ impl Connection {
     async fn on_read(&mut self) -> Result<(), Stop> {
         let result = self.process_frames().await;
         self.ctx.flush().await;
-        self.write_confirms();
+        self.channels.write_confirms(&mut self.ctx);
         if self.ctx.has_published {
             self.notify_blocked();
         }
@@ -329,56 +302,23 @@ impl Connection {
             let frame = match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(()),
-                Err(e) => return Err(frame_error(&e)),
+                Err(e) => return Err(Stop::Close(ConnectionFault::frame(&e))),
             };
             self.on_frame(frame).await?;
         }
     }
 
     async fn on_events(&mut self, first: ConnEvent) -> Result<(), Stop> {
-        self.on_event(first);
+        self.channels.on_event(first, &mut self.ctx);
         for _ in 0..EVENT_BURST {
             match self.events.try_recv() {
-                Ok(ev) => self.on_event(ev),
+                Ok(ev) => self.channels.on_event(ev, &mut self.ctx),
                 Err(_) => break,
             }
         }
         self.ctx.flush().await;
-        self.write_confirms();
+        self.channels.write_confirms(&mut self.ctx);
         Ok(())
-    }
-
-    fn on_event(&mut self, ev: ConnEvent) {
-        match ev {
-            // Events for an earlier opening of a channel number are stale:
-            // the queue requeued that channel's messages when it closed.
-            ConnEvent::Deliver(d) => match self.channels.get_mut(&d.channel.channel) {
-                Some(ch) if ch.key() == d.channel => ch.on_deliver(d, &mut self.ctx),
-                _ => d.flow.release(),
-            },
-            ConnEvent::Persisted { confirms, ok } => {
-                for (key, seq) in confirms {
-                    if let Some(c) = self.channels.get_mut(&key.channel)
-                        && c.key() == key
-                    {
-                        c.on_persisted(seq, ok);
-                    }
-                }
-            }
-            ConnEvent::Cancelled { channel, tag } => {
-                if let Some(c) = self.channels.get_mut(&channel.channel)
-                    && c.key() == channel
-                {
-                    c.on_cancelled(tag, &mut self.ctx);
-                }
-            }
-        }
-    }
-
-    fn write_confirms(&mut self) {
-        for ch in self.channels.values_mut() {
-            ch.write_confirms(&mut self.ctx, &mut self.scratch);
-        }
     }
 
     async fn on_frame(&mut self, frame: Frame) -> Result<(), Stop> {
@@ -400,17 +340,19 @@ impl Connection {
         match frame {
             Frame::Heartbeat => Ok(()),
             Frame::Method(0, AMQPClass::Connection(m)) => self.on_connection_method(m).await,
-            Frame::Method(0, m) => Err(Stop::Close(
+            Frame::Method(0, m) => close(
                 AmqpError::new(ReplyCode::CommandInvalid, "unexpected method on channel 0"),
-                m.get_amqp_class_id(),
-                m.get_amqp_method_id(),
-            )),
-            Frame::Header(0, _) | Frame::Body(0, _) => Err(Stop::Close(
+                (m.get_amqp_class_id(), m.get_amqp_method_id()),
+            ),
+            Frame::Header(0, _) | Frame::Body(0, _) => close(
                 AmqpError::new(ReplyCode::UnexpectedFrame, "content frame on channel 0"),
-                0,
-                0,
-            )),
-            frame => self.on_channel_frame(ch, frame).await,
+                (0, 0),
+            ),
+            frame => self
+                .channels
+                .on_frame(ch, frame, &mut self.ctx)
+                .await
+                .map_err(Stop::Close),
         }
     }
 
@@ -430,7 +372,7 @@ impl Connection {
                     text = c.reply_text.as_str(),
                     "client closing"
                 );
-                self.cleanup_channels().await;
+                self.channels.close_all(&mut self.ctx).await;
                 self.send_close_ok();
                 Err(Stop::Closed)
             }
@@ -449,146 +391,24 @@ impl Connection {
             | connection::AMQPMethod::CloseOk(_) => Ok(()),
             other => {
                 let id = AMQPClass::Connection(other).get_amqp_method_id();
-                Err(Stop::Close(
+                close(
                     AmqpError::new(ReplyCode::CommandInvalid, "unexpected connection method"),
-                    10,
-                    id,
-                ))
+                    (CONNECTION_CLASS, id),
+                )
             }
-        }
-    }
-
-    async fn on_channel_frame(&mut self, ch: u16, frame: Frame) -> Result<(), Stop> {
-        let Some(channel) = self.channels.get_mut(&ch) else {
-            return match frame {
-                Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
-                    if ch > self.channel_max {
-                        return Err(Stop::Close(
-                            AmqpError::new(
-                                ReplyCode::NotAllowed,
-                                format!(
-                                    "channel number {ch} exceeds the negotiated channel_max ({})",
-                                    self.channel_max
-                                ),
-                            ),
-                            20,
-                            10,
-                        ));
-                    }
-                    self.channels
-                        .insert(ch, Channel::new(ch, self.ctx.broker.next_channel_id()));
-                    let _ = encode::method(
-                        &mut self.ctx.out,
-                        ch,
-                        AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
-                    );
-                    Ok(())
-                }
-                _ => Err(Stop::Close(
-                    AmqpError::new(ReplyCode::ChannelError, "expected 'channel.open'"),
-                    0,
-                    0,
-                )),
-            };
-        };
-        if channel.closing {
-            match frame {
-                Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
-                    self.channels.remove(&ch);
-                }
-                Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
-                    self.channels.remove(&ch);
-                    self.reply_channel_close_ok(ch);
-                }
-                _ => {}
-            }
-            return Ok(());
-        }
-        match frame {
-            Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
-                return Err(Stop::Close(
-                    AmqpError::new(ReplyCode::ChannelError, "second 'channel.open' seen"),
-                    20,
-                    10,
-                ));
-            }
-            Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
-                if let Some(mut c) = self.channels.remove(&ch) {
-                    c.cleanup(&mut self.ctx).await;
-                }
-                self.reply_channel_close_ok(ch);
-                return Ok(());
-            }
-            Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => return Ok(()),
-            _ => {}
-        }
-        let ids = match &frame {
-            Frame::Method(_, m) => (m.get_amqp_class_id(), m.get_amqp_method_id()),
-            _ => (60, 40),
-        };
-        let cmd = match channel.assembler.feed(frame, self.max_body) {
-            Ok(Some(cmd)) => cmd,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(frame_error(&e)),
-        };
-        match channel.handle(cmd, &mut self.ctx).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_connection_level() => Err(Stop::Close(e, ids.0, ids.1)),
-            Err(e) => {
-                tracing::debug!(channel = ch, code = e.code.code(), text = %e.text, "channel error");
-                if let Some(c) = self.channels.get_mut(&ch) {
-                    c.cleanup(&mut self.ctx).await;
-                    c.closing = true;
-                }
-                let close = channel::Close {
-                    reply_code: e.code.code(),
-                    reply_text: e.reply_text().as_str().into(),
-                    class_id: ids.0,
-                    method_id: ids.1,
-                };
-                let _ = encode::method(
-                    &mut self.ctx.out,
-                    ch,
-                    AMQPClass::Channel(channel::AMQPMethod::Close(close)),
-                );
-                Ok(())
-            }
-        }
-    }
-
-    fn reply_channel_close_ok(&mut self, ch: u16) {
-        let _ = encode::method(
-            &mut self.ctx.out,
-            ch,
-            AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
-        );
-    }
-
-    async fn cleanup_channels(&mut self) {
-        let mut chans: Vec<(u16, Channel)> = self.channels.drain().collect();
-        chans.sort_by_key(|(id, _)| *id);
-        for (_, mut c) in chans {
-            c.cleanup(&mut self.ctx).await;
         }
     }
 
     /// After the socket is gone: channels release their messages, exclusive
     /// queues are deleted.
     async fn cleanup(&mut self) {
-        self.cleanup_channels().await;
+        self.channels.close_all(&mut self.ctx).await;
         let broker = self.ctx.broker.clone();
         broker.drop_connection(self.ctx.id).await;
-        let _ = self.peer;
     }
 }
 
-fn frame_error(e: &FrameError) -> Stop {
-    let code = match e.reply_code() {
-        502 => ReplyCode::SyntaxError,
-        505 => ReplyCode::UnexpectedFrame,
-        540 => ReplyCode::NotImplemented,
-        541 => ReplyCode::InternalError,
-        _ => ReplyCode::FrameError,
-    };
-    Stop::Close(AmqpError::new(code, e.to_string()), 0, 0)
+/// Ends the connection with `connection.close` for `e`.
+fn close(e: AmqpError, method: MethodId) -> Result<(), Stop> {
+    Err(Stop::Close(ConnectionFault::new(e, method)))
 }

@@ -31,8 +31,8 @@ pub use state_machine::MetaStateMachine;
 /// Identifies a Raft group of the node (0: metadata).
 pub type GroupId = u64;
 
-/// Node ids of the cluster.
-pub type NodeId = u64;
+/// Node ids of the cluster (the domain's).
+pub use warren_core::NodeId;
 
 /// The metadata group.
 pub const META_GROUP: GroupId = 0;

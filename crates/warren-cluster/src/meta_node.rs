@@ -21,6 +21,7 @@ use warren_core::{AmqpError, ReplyCode};
 use warren_store::raft::{Applied, META_GROUP, MetaStateMachine, NodeId, RaftLogStore};
 use warren_store::{Store, Writer};
 
+use crate::error::ClusterError;
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::{AddNodeRequest, Member, NodeStatus, ProposeRequest, RemoveNodeRequest};
 use crate::{MetaRaftNode, Network, stats};
@@ -128,7 +129,7 @@ impl MetaNode {
         writer: Writer,
         opts: &NodeOptions,
         network: Network,
-    ) -> anyhow::Result<Arc<Self>> {
+    ) -> Result<Arc<Self>, ClusterError> {
         let t = &opts.timing;
         let config = Config {
             cluster_name: "warren".into(),
@@ -267,7 +268,10 @@ impl MetaNode {
 
     /// `Cluster.Propose` on this node: append if leader, else `None` (the
     /// caller retries elsewhere). Returns the entry's index and outcome.
-    pub async fn propose_as_leader(&self, cmd: Command) -> Result<Option<(u64, Applied)>, String> {
+    pub async fn propose_as_leader(
+        &self,
+        cmd: Command,
+    ) -> Result<Option<(u64, Applied)>, ClusterError> {
         match self.raft.client_write(cmd).await {
             Ok(resp) => {
                 // Followers learn the new commit index with the next
@@ -277,7 +281,7 @@ impl MetaNode {
                 Ok(Some((resp.log_id.index, resp.data)))
             }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(None),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(ClusterError::raft("proposing", e)),
         }
     }
 
@@ -397,6 +401,20 @@ impl MetaNode {
         voters == [self.id]
     }
 
+    /// The cluster address of member `id`, from the membership.
+    pub fn peer_addr(&self, id: NodeId) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    /// A channel to member `id` (shared with Raft's traffic to it).
+    pub fn peer_channel(&self, id: NodeId) -> Option<tonic::transport::Channel> {
+        self.network.channel(&self.peer_addr(id)?).ok()
+    }
+
     /// The leader's address if another node leads.
     fn remote_leader(&self) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();
@@ -404,10 +422,7 @@ impl MetaNode {
         if leader == self.id {
             return None;
         }
-        m.membership_config
-            .membership()
-            .get_node(&leader)
-            .map(|n| n.addr.clone())
+        self.peer_addr(leader)
     }
 
     fn voters(&self) -> Vec<Member> {
@@ -420,7 +435,7 @@ impl MetaNode {
 
     /// Adds node `id` at `addr`: as a learner until it has caught up, then
     /// as a voter. On a follower the request goes to the leader.
-    pub async fn add_node(&self, id: NodeId, addr: String) -> Result<Vec<Member>, tonic::Status> {
+    pub async fn add_node(&self, id: NodeId, addr: String) -> Result<Vec<Member>, ClusterError> {
         if let Some(leader) = self.remote_leader() {
             let channel = self.channel(&leader)?;
             let reply = ClusterClient::new(channel)
@@ -431,17 +446,17 @@ impl MetaNode {
         self.raft
             .add_learner(id, BasicNode::new(&addr), true)
             .await
-            .map_err(|e| tonic::Status::unavailable(format!("adding learner {id}: {e}")))?;
+            .map_err(|e| ClusterError::raft(format_args!("adding learner {id}"), e))?;
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
-            .map_err(|e| tonic::Status::unavailable(format!("promoting {id}: {e}")))?;
+            .map_err(|e| ClusterError::raft(format_args!("promoting {id}"), e))?;
         Ok(self.voters())
     }
 
     /// Removes node `id` from the group. On a follower the request goes to
     /// the leader.
-    pub async fn remove_node(&self, id: NodeId) -> Result<Vec<Member>, tonic::Status> {
+    pub async fn remove_node(&self, id: NodeId) -> Result<Vec<Member>, ClusterError> {
         if let Some(leader) = self.remote_leader() {
             let channel = self.channel(&leader)?;
             let reply = ClusterClient::new(channel)
@@ -452,14 +467,17 @@ impl MetaNode {
         self.raft
             .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
             .await
-            .map_err(|e| tonic::Status::unavailable(format!("removing {id}: {e}")))?;
+            .map_err(|e| ClusterError::raft(format_args!("removing {id}"), e))?;
         Ok(self.voters())
     }
 
-    fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, tonic::Status> {
+    fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, ClusterError> {
         self.network
             .channel(addr)
-            .map_err(|e| tonic::Status::unavailable(format!("no channel to {addr}: {e}")))
+            .map_err(|e| ClusterError::Unreachable {
+                addr: addr.to_owned(),
+                cause: e.to_string(),
+            })
     }
 
     /// Stops the Raft instance.

@@ -22,26 +22,37 @@ use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec};
 use warren_core::{AmqpError, Message, QueueId};
 
 use super::wire::{channel_from, channel_to, error_to, message_from, message_to};
-use crate::broker::Broker;
-use crate::connection::events::{ConnEvent, ConnTx};
-use crate::flow::{ChannelCredit, ConsumerFlow};
-use crate::queue_actor::{ConsumerLink, PublishBatch, QueueHandle, QueueMsg};
+use crate::api::{
+    ChannelCredit, ConnEvent, ConnTx, ConsumerFlow, ConsumerLink, DELIVERY_WINDOW, PublishBatch,
+    QueueHandle, QueueMsg,
+};
+use crate::ids::Ids;
 
 /// Frames buffered towards the other node.
 const DOWN_FRAMES: usize = 64;
 /// Most items in one `Down` frame.
 const FRAME_ITEMS: usize = 512;
 
+/// What the home side needs of the node: its own queues.
+pub trait LocalQueues: Send + Sync + std::fmt::Debug + 'static {
+    /// The handle of queue `id` if this node is its home.
+    fn local(&self, id: QueueId) -> Option<QueueHandle>;
+    /// Whether the node's queues are started (links wait until they are).
+    fn is_ready(&self) -> bool;
+}
+
 /// Serves queue links for the queues of this node.
 #[derive(Debug, Clone)]
 pub struct QueuesService {
-    broker: Weak<Broker>,
+    registry: Weak<dyn LocalQueues>,
+    ids: Arc<Ids>,
 }
 
 impl QueuesService {
-    /// The service of `broker`'s node.
-    pub fn new(broker: Weak<Broker>) -> Self {
-        Self { broker }
+    /// The service for the queues of `registry`; each link is a connection
+    /// of this node with an id from `ids`.
+    pub fn new(registry: Weak<dyn LocalQueues>, ids: Arc<Ids>) -> Self {
+        Self { registry, ids }
     }
 
     /// The tonic server for it.
@@ -58,11 +69,11 @@ impl Queues for QueuesService {
         &self,
         request: Request<Streaming<pb::Up>>,
     ) -> Result<Response<Self::LinkStream>, Status> {
-        let broker = self
-            .broker
+        let registry = self
+            .registry
             .upgrade()
             .ok_or_else(|| Status::unavailable("node stopping"))?;
-        if !broker.is_ready() {
+        if !registry.is_ready() {
             return Err(Status::unavailable("node still starting"));
         }
         let (down_tx, down_rx) = mpsc::channel(DOWN_FRAMES);
@@ -70,8 +81,8 @@ impl Queues for QueuesService {
         let (reply_tx, reply_rx) = mpsc::unbounded_channel();
         tokio::spawn(pump(conn_rx, reply_rx, down_tx));
         let link = Link {
-            broker: self.broker.clone(),
-            conn: broker.next_connection_id(),
+            registry: self.registry.clone(),
+            conn: self.ids.connection(),
             conn_tx,
             reply_tx,
             consumers: HashMap::new(),
@@ -88,7 +99,7 @@ type Batch = (QueueId, Vec<(Message, Option<(ChannelKey, u64)>)>);
 
 /// One link's state on the home side.
 struct Link {
-    broker: Weak<Broker>,
+    registry: Weak<dyn LocalQueues>,
     /// The id this link has as a "connection" of this node (for confirms).
     conn: u64,
     conn_tx: ConnTx,
@@ -116,7 +127,7 @@ fn not_found(q: QueueId) -> pb::reply::Result {
 
 impl Link {
     fn queue(&self, q: QueueId) -> Option<QueueHandle> {
-        self.broker.upgrade()?.local_queue(q)
+        self.registry.upgrade()?.local(q)
     }
 
     async fn run(mut self, mut inbound: Streaming<pb::Up>) {
@@ -150,24 +161,14 @@ impl Link {
 
     async fn flush(&mut self, batches: &mut Vec<Batch>) {
         for (q, items) in batches.drain(..) {
-            let confirms: Vec<(ChannelKey, u64)> = items.iter().filter_map(|(_, c)| *c).collect();
-            let Some(h) = self.queue(q) else {
-                // Gone (deleted meanwhile): RabbitMQ confirms such messages.
-                if !confirms.is_empty() {
-                    let _ = self
-                        .conn_tx
-                        .send(ConnEvent::Persisted { confirms, ok: true });
-                }
-                continue;
-            };
             let batch = PublishBatch {
                 from: Some((self.conn, self.conn_tx.clone())),
                 items,
             };
-            if h.tx.send(QueueMsg::Publish(batch)).await.is_err() && !confirms.is_empty() {
-                let _ = self
-                    .conn_tx
-                    .send(ConnEvent::Persisted { confirms, ok: true });
+            match self.queue(q) {
+                Some(h) => h.publish(batch).await,
+                // Gone (deleted meanwhile): RabbitMQ confirms such messages.
+                None => batch.release(true),
             }
         }
     }
@@ -179,7 +180,7 @@ impl Link {
     /// Sends `msg` to queue `q`; `Err(msg)` when the queue is not here.
     async fn send(&self, q: QueueId, msg: QueueMsg) -> Result<(), ()> {
         match self.queue(q) {
-            Some(h) => h.tx.send(msg).await.map_err(|_| ()),
+            Some(h) => h.mailbox().send(msg).await.map_err(|_| ()),
             None => Err(()),
         }
     }
@@ -223,7 +224,7 @@ impl Link {
                         cr
                     })
                     .clone();
-                let flow = Arc::new(ConsumerFlow::new(h.tx.clone()));
+                let flow = Arc::new(ConsumerFlow::new(h.mailbox().clone()));
                 self.consumers.insert(c.consumer, (q, key, flow.clone()));
                 self.track(key, q);
                 let spec = ConsumerSpec {
@@ -246,7 +247,7 @@ impl Link {
                     link,
                     reply: tx,
                 };
-                if h.tx.send(msg).await.is_err() {
+                if h.mailbox().send(msg).await.is_err() {
                     let _ = self.reply_tx.send(reply(c.request, not_found(q)));
                     return;
                 }
@@ -378,7 +379,7 @@ impl Link {
             }
             Op::Credit(c) => {
                 if let Some((_, _, flow)) = self.consumers.get(&c.consumer) {
-                    for _ in 0..c.n.min(crate::flow::DELIVERY_WINDOW) {
+                    for _ in 0..c.n.min(DELIVERY_WINDOW) {
                         flow.release();
                     }
                 }

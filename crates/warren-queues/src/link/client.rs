@@ -1,4 +1,4 @@
-//! The client side of queue links: a queue homed on another node looks, to
+//! This side of queue links: a queue homed on another node looks, to
 //! channels, like any queue (a [`QueueHandle`] with a mailbox); a small proxy
 //! task tags its mailbox messages with the queue id and hands them to the
 //! link task of the home node, which batches everything pending into one
@@ -16,17 +16,17 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
+use warren_cluster::MetaNode;
 use warren_cluster::pb::queues as pb;
 use warren_cluster::pb::queues::queues_client::QueuesClient;
 use warren_cluster::stats;
-use warren_core::queue::{ChannelKey, Entry, NodeId, QueueDef};
-use warren_core::{AmqpError, Name, QueueId, ReplyCode};
+use warren_core::queue::{ChannelKey, Entry, QueueDef};
+use warren_core::{AmqpError, Name, NodeId, QueueId, ReplyCode};
 
 use super::wire::{channel_from, channel_to, error_from, message_from, message_to};
-use crate::broker::Broker;
-use crate::connection::events::{ConnEvent, ConnTx, DeliverEvent};
-use crate::flow::{ConsumerFlow, QueueFlow};
-use crate::queue_actor::{Absent, GetReply, QueueHandle, QueueMsg};
+use crate::api::{
+    Absent, ConnEvent, ConnTx, ConsumerFlow, DeliverEvent, GetReply, QueueHandle, QueueMsg,
+};
 
 /// Mailbox of a proxy and of a link.
 const MAILBOX: usize = 1024;
@@ -42,7 +42,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 pub type Routed = (QueueId, QueueMsg);
 
 /// Starts the proxy of a queue homed on another node, feeding `link`.
-pub fn spawn_proxy(def: &QueueDef, link: mpsc::Sender<Routed>) -> QueueHandle {
+pub fn spawn_proxy(def: &QueueDef, vhost: Name, link: mpsc::Sender<Routed>) -> QueueHandle {
     let (tx, mut rx) = mpsc::channel::<QueueMsg>(MAILBOX);
     let id = def.id;
     tokio::spawn(async move {
@@ -52,20 +52,14 @@ pub fn spawn_proxy(def: &QueueDef, link: mpsc::Sender<Routed>) -> QueueHandle {
             }
         }
     });
-    QueueHandle {
-        id: def.id,
-        name: def.name.clone(),
-        durable: def.durable,
-        tx,
-        flow: Arc::new(QueueFlow::default()),
-        remote: true,
-    }
+    QueueHandle::new(def.id, def.name.clone(), vhost, def.durable, tx)
 }
 
-/// Starts the link task to `home`; returns its mailbox.
-pub fn spawn_link(broker: Weak<Broker>, home: NodeId) -> mpsc::Sender<Routed> {
+/// Starts the link task to `home`, which it finds in `node`'s membership;
+/// returns its mailbox.
+pub fn spawn_link(node: Weak<MetaNode>, home: NodeId) -> mpsc::Sender<Routed> {
     let (tx, rx) = mpsc::channel(MAILBOX);
-    tokio::spawn(run(broker, home, rx));
+    tokio::spawn(run(node, home, rx));
     tx
 }
 
@@ -393,16 +387,7 @@ impl State {
     }
 }
 
-/// The address of `home`'s cluster listener, from the membership.
-fn home_addr(broker: &Broker, home: NodeId) -> Option<String> {
-    let m = broker.node.raft().metrics().borrow().clone();
-    m.membership_config
-        .membership()
-        .get_node(&home)
-        .map(|n| n.addr.clone())
-}
-
-async fn run(broker: Weak<Broker>, home: NodeId, mut rx: mpsc::Receiver<Routed>) {
+async fn run(node: Weak<MetaNode>, home: NodeId, mut rx: mpsc::Receiver<Routed>) {
     let (credit_tx, mut credit_rx) = mpsc::unbounded_channel();
     let mut st = State {
         next_request: 0,
@@ -414,9 +399,9 @@ async fn run(broker: Weak<Broker>, home: NodeId, mut rx: mpsc::Receiver<Routed>)
     };
     let mut backoff = BACKOFF_MIN;
     loop {
-        let Some(b) = broker.upgrade() else { return };
-        let channel = home_addr(&b, home).and_then(|a| b.node.network().channel(&a).ok());
-        drop(b);
+        let Some(n) = node.upgrade() else { return };
+        let channel = n.peer_channel(home);
+        drop(n);
         let (up_tx, up_rx) = mpsc::channel::<pb::Up>(UP_FRAMES);
         let down = match channel {
             Some(ch) => QueuesClient::new(ch)

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use tokio::sync::mpsc;
 
-use crate::queue_actor::QueueMsg;
+use super::mailbox::QueueMsg;
 
 /// Most deliveries in flight from a queue to one consumer's connection.
 pub const DELIVERY_WINDOW: u32 = 512;

@@ -13,23 +13,20 @@
 //! redelivery, never a loss).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec, Entry, QueueDef, QueueState};
-use warren_core::{AmqpError, Message, Name};
+use warren_core::{AmqpError, Message, Name, QueueId};
 use warren_store::{Op, Store, Writer};
 
-use crate::broker::Broker;
-use crate::connection::events::{ConnEvent, ConnTx, DeliverEvent};
-use crate::flow::QueueFlow;
+use crate::api::{
+    Absent, ConnEvent, ConnTx, ConsumerLink, DeliverEvent, PublishBatch, QueueFlow, QueueHandle,
+    QueueMsg,
+};
 use crate::memory::Memory;
-
-mod mailbox;
-
-pub use mailbox::{Absent, ConsumerLink, GetReply, PublishBatch, QueueHandle, QueueMsg};
 
 /// Mailbox depth of a queue, in messages (each may carry a batch).
 const MAILBOX: usize = 256;
@@ -56,7 +53,7 @@ struct QueueActor {
     writer: Writer,
     store: Store,
     memory: Arc<Memory>,
-    broker: Weak<Broker>,
+    auto_deleted: mpsc::UnboundedSender<AutoDeleted>,
     /// Highest seq whose write has completed (set by the writer's completion).
     durable_upto: Arc<AtomicU64>,
     /// Highest seq put in the current burst.
@@ -72,33 +69,36 @@ struct QueueActor {
     stopped: bool,
 }
 
-/// What a queue actor needs from the node.
+/// An auto-delete queue lost its last consumer and stopped: its metadata
+/// should go too (only if the name still maps to this id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoDeleted {
+    /// The queue's name.
+    pub name: Name,
+    /// The queue's id.
+    pub id: QueueId,
+}
+
+/// What a classic queue actor needs from the node.
 #[derive(Clone, Debug)]
-pub struct QueueEnv {
+pub struct ClassicEnv {
     /// The group-commit writer.
     pub writer: Writer,
     /// Reads (recovery, paging).
     pub store: Store,
     /// Memory accounting.
     pub memory: Arc<Memory>,
-    /// For auto-delete.
-    pub broker: Weak<Broker>,
+    /// Where an auto-deleted queue is reported.
+    pub auto_deleted: mpsc::UnboundedSender<AutoDeleted>,
     /// Where the actor's task is tracked.
     pub tasks: TaskTracker,
 }
 
 /// Starts the actor of a queue; a durable queue first recovers its messages
 /// from disk (bodies only up to the page budget).
-pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &QueueEnv) -> QueueHandle {
+pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &ClassicEnv) -> QueueHandle {
     let (tx, rx) = mpsc::channel(MAILBOX);
-    let handle = QueueHandle {
-        id: def.id,
-        name: def.name.clone(),
-        durable: def.durable,
-        tx,
-        flow: Arc::new(QueueFlow::default()),
-        remote: false,
-    };
+    let handle = QueueHandle::new(def.id, def.name.clone(), vhost.clone(), def.durable, tx);
     let mut state = QueueState::new();
     let mut durable_upto = 0;
     if def.durable {
@@ -117,7 +117,7 @@ pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &QueueEnv) -> Queue
         }
     }
     let actor = QueueActor {
-        flow: handle.flow.clone(),
+        flow: handle.flow().clone(),
         def,
         vhost,
         state,
@@ -126,7 +126,7 @@ pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &QueueEnv) -> Queue
         writer: env.writer.clone(),
         store: env.store.clone(),
         memory: env.memory.clone(),
-        broker: env.broker.clone(),
+        auto_deleted: env.auto_deleted.clone(),
         durable_upto: Arc::new(AtomicU64::new(durable_upto)),
         burst_max_put: 0,
         ops: Vec::new(),
@@ -430,10 +430,10 @@ impl QueueActor {
     fn maybe_auto_delete(&mut self) {
         if self.def.auto_delete && self.had_consumers && self.state.consumer_count() == 0 {
             self.delete();
-            if let Some(b) = self.broker.upgrade() {
-                let (name, id) = (self.def.name.clone(), self.def.id);
-                tokio::spawn(async move { b.forget_queue(&name, id).await });
-            }
+            let _ = self.auto_deleted.send(AutoDeleted {
+                name: self.def.name.clone(),
+                id: self.def.id,
+            });
         }
     }
 

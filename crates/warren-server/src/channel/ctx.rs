@@ -12,12 +12,19 @@ use std::sync::Arc;
 
 use warren_core::queue::ChannelKey;
 use warren_core::{Message, QueueId};
+use warren_queues::api::PublishBatch;
+use warren_queues::{ConnTx, QueueFlow, QueueHandle};
 
-use super::events::{ConnEvent, ConnTx};
-use super::handshake::ClientCaps;
 use crate::broker::Broker;
-use crate::flow::QueueFlow;
-use crate::queue_actor::{PublishBatch, QueueHandle, QueueMsg};
+
+/// What the client announced it understands (in `connection.start-ok`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientCaps {
+    /// `connection.blocked` / `connection.unblocked`.
+    pub blocked: bool,
+    /// Server-sent `basic.cancel`.
+    pub consumer_cancel_notify: bool,
+}
 
 /// Publishes of the current burst for one queue.
 #[derive(Debug)]
@@ -57,10 +64,35 @@ pub struct ConnCtx {
 }
 
 impl ConnCtx {
+    /// The shared state of a connection that completed its handshake.
+    pub fn new(
+        id: u64,
+        broker: Arc<Broker>,
+        user: String,
+        frame_max: u32,
+        out: Vec<u8>,
+        events: ConnTx,
+        caps: ClientCaps,
+    ) -> Self {
+        Self {
+            id,
+            broker,
+            user,
+            frame_max,
+            out,
+            events,
+            caps,
+            has_published: false,
+            publishes: HashMap::new(),
+            settles: HashMap::new(),
+            throttled_by: None,
+        }
+    }
+
     /// Queues a settle (ack, reject, requeue) for the end of the burst.
     pub fn settle(&mut self, handle: &QueueHandle, channel: ChannelKey, seq: u64, requeue: bool) {
         self.settles
-            .entry((handle.id, channel, requeue))
+            .entry((handle.id(), channel, requeue))
             .or_insert_with(|| (handle.clone(), Vec::new()))
             .1
             .push(seq);
@@ -72,15 +104,7 @@ impl ConnCtx {
     pub async fn flush(&mut self) {
         let settles: Vec<_> = self.settles.drain().collect();
         for ((_, channel, requeue), (handle, seqs)) in settles {
-            // A queue that is gone has nothing left to settle.
-            let _ = handle
-                .tx
-                .send(QueueMsg::Settle {
-                    channel,
-                    seqs,
-                    requeue,
-                })
-                .await;
+            handle.settle(channel, seqs, requeue).await;
         }
         self.send_publishes().await;
     }
@@ -92,27 +116,16 @@ impl ConnCtx {
 
     async fn send_publishes(&mut self) {
         for (_, p) in self.publishes.drain() {
-            if self.throttled_by.is_none() && p.handle.flow.busy() {
+            let flow = p.handle.flow();
+            if self.throttled_by.is_none() && flow.busy() {
                 let until = tokio::time::Instant::now() + QueueFlow::MAX_PAUSE;
-                self.throttled_by = Some((p.handle.flow.clone(), until));
+                self.throttled_by = Some((flow.clone(), until));
             }
             let batch = PublishBatch {
                 from: Some((self.id, self.events.clone())),
                 items: p.items,
             };
-            if let Err(tokio::sync::mpsc::error::SendError(QueueMsg::Publish(b))) =
-                p.handle.tx.send(QueueMsg::Publish(batch)).await
-            {
-                // The queue was deleted after routing: the message is dropped
-                // and its publisher released, as RabbitMQ does.
-                let confirms: Vec<(ChannelKey, u64)> =
-                    b.items.iter().filter_map(|(_, c)| *c).collect();
-                if !confirms.is_empty() {
-                    let _ = self
-                        .events
-                        .send(ConnEvent::Persisted { confirms, ok: true });
-                }
-            }
+            p.handle.publish(batch).await;
         }
     }
 }

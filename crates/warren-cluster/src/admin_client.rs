@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tonic::transport::Endpoint;
 
+use crate::error::ClusterError;
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::{AddNodeRequest, Member, NodeStatus, RemoveNodeRequest, StatusRequest};
 
@@ -65,17 +66,22 @@ fn index(i: i64) -> Option<u64> {
 async fn client(
     addr: &str,
     timeout: Duration,
-) -> anyhow::Result<ClusterClient<tonic::transport::Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+) -> Result<ClusterClient<tonic::transport::Channel>, ClusterError> {
+    let unreachable = |e: tonic::transport::Error| ClusterError::Unreachable {
+        addr: addr.to_owned(),
+        cause: e.to_string(),
+    };
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(unreachable)?
         .connect_timeout(CALL_TIMEOUT)
         .timeout(timeout)
         .connect()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach {addr}: {e}"))?;
+        .map_err(unreachable)?;
     Ok(ClusterClient::new(channel))
 }
 
-async fn node_status(addr: &str) -> anyhow::Result<NodeStatus> {
+async fn node_status(addr: &str) -> Result<NodeStatus, ClusterError> {
     let mut c = client(addr, CALL_TIMEOUT).await?;
     Ok(c.status(StatusRequest {}).await?.into_inner())
 }
@@ -118,7 +124,7 @@ fn member_status(m: &Member, s: Option<&NodeStatus>) -> MemberStatus {
 }
 
 /// Asks `server` for the members, then each member for its status.
-pub async fn cluster_status(server: &str) -> anyhow::Result<ClusterStatus> {
+pub async fn cluster_status(server: &str) -> Result<ClusterStatus, ClusterError> {
     let first = node_status(server).await?;
     let mut members = Vec::new();
     if first.members.is_empty() {
@@ -177,7 +183,7 @@ pub fn render(s: &ClusterStatus) -> String {
 }
 
 /// Adds node `id` at `addr` through `server`; returns the voters after.
-pub async fn add_node(server: &str, id: u64, addr: &str) -> anyhow::Result<Vec<Member>> {
+pub async fn add_node(server: &str, id: u64, addr: &str) -> Result<Vec<Member>, ClusterError> {
     let mut c = client(server, CHANGE_TIMEOUT).await?;
     let r = c
         .add_node(AddNodeRequest {
@@ -189,7 +195,7 @@ pub async fn add_node(server: &str, id: u64, addr: &str) -> anyhow::Result<Vec<M
 }
 
 /// Removes node `id` through `server`; returns the voters after.
-pub async fn remove_node(server: &str, id: u64) -> anyhow::Result<Vec<Member>> {
+pub async fn remove_node(server: &str, id: u64) -> Result<Vec<Member>, ClusterError> {
     let mut c = client(server, CHANGE_TIMEOUT).await?;
     let r = c.remove_node(RemoveNodeRequest { id }).await?;
     Ok(r.into_inner().members)

@@ -1,33 +1,14 @@
-//! A queue actor's interface: its handle and the messages its mailbox takes.
-//!
-//! Channels, connections and the broker talk to a queue only through these;
-//! the actor itself (`mod.rs`) is the one place that handles them.
+//! The messages a queue's mailbox takes: the protocol every queue type
+//! serves. Channels do not send them directly; [`super::QueueHandle`] does.
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec, Entry};
-use warren_core::{AmqpError, Message, Name, QueueId};
+use warren_core::{AmqpError, Message};
 
-use crate::connection::events::{ConnEvent, ConnTx};
-use crate::flow::{ChannelCredit, ConsumerFlow, QueueFlow};
-
-/// A queue's address: cheap to clone, held by the registry and by channels.
-#[derive(Clone, Debug)]
-pub struct QueueHandle {
-    /// Node-local id.
-    pub id: QueueId,
-    /// Name.
-    pub name: Name,
-    /// Durable: persistent messages are written to disk.
-    pub durable: bool,
-    /// Mailbox.
-    pub tx: mpsc::Sender<QueueMsg>,
-    /// Tells publishers when consumers fall behind.
-    pub flow: Arc<QueueFlow>,
-    /// A proxy of a queue homed on another node (see `crate::remote`).
-    pub remote: bool,
-}
+use super::events::{ConnEvent, ConnTx};
+use super::flow::{ChannelCredit, ConsumerFlow};
 
 /// Messages from one connection for one queue.
 #[derive(Debug)]
@@ -37,6 +18,17 @@ pub struct PublishBatch {
     /// Each message with its confirm (channel, seq) when the publisher waits
     /// for this queue to write it.
     pub items: Vec<(Message, Option<(ChannelKey, u64)>)>,
+}
+
+impl PublishBatch {
+    /// The batch will not be enqueued: its publishers are answered now,
+    /// confirmed (`ok`, a queue deleted after routing) or nacked.
+    pub fn release(self, ok: bool) {
+        let confirms: Vec<(ChannelKey, u64)> = self.items.iter().filter_map(|(_, c)| *c).collect();
+        if let (false, Some((_, tx))) = (confirms.is_empty(), self.from) {
+            let _ = tx.send(ConnEvent::Persisted { confirms, ok });
+        }
+    }
 }
 
 /// How a queue reaches one consumer.
@@ -131,16 +123,7 @@ impl QueueMsg {
             Absent::Unreachable(e) => (e, false),
         };
         match self {
-            QueueMsg::Publish(b) => {
-                let confirms: Vec<(ChannelKey, u64)> =
-                    b.items.iter().filter_map(|(_, c)| *c).collect();
-                if let (false, Some((_, tx))) = (confirms.is_empty(), b.from) {
-                    let _ = tx.send(ConnEvent::Persisted {
-                        confirms,
-                        ok: deleted,
-                    });
-                }
-            }
+            QueueMsg::Publish(b) => b.release(deleted),
             QueueMsg::Consume { reply, .. } => {
                 let _ = reply.send(Err(err.clone()));
             }

@@ -1,103 +1,29 @@
-//! The queue actors of this node, kept in step with the applied metadata.
-//!
-//! A queue lives on its home node ([`warren_core::queue::Home`]): that node
-//! runs its actor and stores its messages. Every node applies the same
-//! metadata log; after each applied change the registry is reconciled with
-//! it: actors start for queues homed here that have none, and actors of
-//! queues that are gone are deleted with their messages. The proposer of a
-//! declaration reconciles before answering, so `queue.declare-ok` comes
-//! after the actor exists; the follower task covers changes proposed
-//! elsewhere (a `queue.delete` on another node) and the replay at start.
+//! Joining Raft group 0 at start, and what comes with it: the transient
+//! queues of earlier starts go, a single node's older store seeds the group,
+//! messages of queues that are gone are removed, the queues start.
 
-use std::collections::HashMap;
-use std::sync::{PoisonError, Weak};
+use std::collections::HashSet;
+use std::sync::PoisonError;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use warren_core::QueueId;
 use warren_core::meta::{Command, MetaSnapshot, Outcome, VHostSnapshot};
-use warren_core::queue::QueueDef;
 use warren_core::vhost::PREDECLARED;
 use warren_store::Op;
 
 use super::{Broker, DEFAULT_VHOST};
-use crate::queue_actor::{self, QueueHandle, QueueMsg};
+use crate::error::ServerError;
 
 /// Pause between attempts to reach the group at start.
 const JOIN_RETRY: Duration = Duration::from_millis(500);
 
 impl Broker {
-    /// Brings the registry in line with the metadata applied so far.
-    pub async fn reconcile(&self) {
-        let _serial = self.reconciling.lock().await;
-        let me = self.config.node_id;
-        // Every queue has a handle here: its actor at home, a proxy elsewhere.
-        let wanted: HashMap<QueueId, QueueDef> = {
-            let meta = self
-                .node
-                .meta()
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            meta.default_vhost()
-                .queues()
-                .map(|q| (q.id, q.clone()))
-                .collect()
-        };
-        let gone: Vec<QueueHandle> = {
-            let mut queues = self.queues.write().unwrap_or_else(PoisonError::into_inner);
-            let gone_ids: Vec<QueueId> = queues
-                .keys()
-                .filter(|id| !wanted.contains_key(id))
-                .copied()
-                .collect();
-            let gone = gone_ids.iter().filter_map(|id| queues.remove(id)).collect();
-            for (id, def) in wanted {
-                let std::collections::hash_map::Entry::Vacant(slot) = queues.entry(id) else {
-                    continue;
-                };
-                if def.home.node != me {
-                    slot.insert(crate::remote::link::spawn_proxy(
-                        &def,
-                        self.link_to(def.home.node),
-                    ));
-                    continue;
-                }
-                // Durable queues may have messages on disk from before a
-                // restart; a new id has none, so the scan is one seek.
-                let recover = def.durable;
-                slot.insert(queue_actor::spawn(
-                    def,
-                    DEFAULT_VHOST.into(),
-                    recover,
-                    &self.env,
-                ));
-            }
-            gone
-        };
-        for h in gone {
-            if h.remote {
-                let _ = h.tx.send(QueueMsg::Stop).await;
-                continue;
-            }
-            // Deleted elsewhere (or by a command whose actor already
-            // stopped): consumers are cancelled, messages dropped.
-            let (tx, _rx) = oneshot::channel();
-            let _ =
-                h.tx.send(QueueMsg::Delete {
-                    if_unused: false,
-                    if_empty: false,
-                    reply: tx,
-                })
-                .await;
-        }
-    }
-
     /// Joins group 0 at start and gets the node ready to serve: drops the
     /// transient and exclusive queues of earlier epochs, seeds the group from
     /// a single node's older store, removes messages no queue owns, starts the
     /// actors. Waits as long as it takes for a majority, like a RabbitMQ node
     /// waiting for its metadata store at boot.
-    pub async fn join(&self) -> anyhow::Result<()> {
+    pub async fn join(&self) -> Result<(), ServerError> {
         let mut attempts: u64 = 0;
         while !self.node.wait_member(Duration::from_secs(10)).await {
             attempts += 1;
@@ -130,13 +56,13 @@ impl Broker {
         self.seed_from_legacy().await?;
         self.drop_orphan_messages().await?;
         self.reconcile().await;
-        self.ready.store(true, std::sync::atomic::Ordering::Release);
+        self.registry.mark_ready();
         Ok(())
     }
 
     /// The upgrade path: metadata a single node wrote before it ran Raft is
     /// proposed as the group's first state, then removed from where it was.
-    async fn seed_from_legacy(&self) -> anyhow::Result<()> {
+    async fn seed_from_legacy(&self) -> Result<(), ServerError> {
         let Some((legacy, next_queue_id)) = self
             .legacy
             .lock()
@@ -194,22 +120,22 @@ impl Broker {
                     );
                 }
                 Ok(_) => {}
-                Err(e) => anyhow::bail!("seeding the metadata group: {e}"),
+                Err(e) => return Err(ServerError::Seed(e)),
             }
         } else {
             tracing::warn!(
                 "this node's store holds metadata from before it joined a cluster that already has some; the cluster's wins"
             );
         }
-        self.env.store.clear_legacy_meta()?;
+        self.store.clear_legacy_meta()?;
         Ok(())
     }
 
     /// Deletes stored messages of queue ids that no queue homed here has:
     /// queues deleted while this node was down, or an old store's queues
     /// that a cluster's metadata replaced.
-    async fn drop_orphan_messages(&self) -> anyhow::Result<()> {
-        let ids = self.env.store.message_queue_ids()?;
+    async fn drop_orphan_messages(&self) -> Result<(), ServerError> {
+        let ids = self.store.message_queue_ids()?;
         let me = self.config.node_id;
         let ops: Vec<Op> = {
             let meta = self
@@ -217,7 +143,7 @@ impl Broker {
                 .meta()
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
-            let homed: std::collections::HashSet<QueueId> = meta
+            let homed: HashSet<QueueId> = meta
                 .default_vhost()
                 .queues()
                 .filter(|q| q.home.node == me)
@@ -236,25 +162,5 @@ impl Broker {
             self.writer.write_sync(ops).await?;
         }
         Ok(())
-    }
-}
-
-/// Reconciles the registry whenever the applied index moves (changes made
-/// through other nodes). Ends when the broker is gone or Raft stops.
-pub async fn follow_applied(broker: Weak<Broker>) {
-    let Some(mut rx) = broker.upgrade().map(|b| b.node.raft().metrics()) else {
-        return;
-    };
-    let mut last = None;
-    loop {
-        let applied = rx.borrow_and_update().last_applied;
-        if applied != last {
-            last = applied;
-            let Some(b) = broker.upgrade() else { return };
-            b.reconcile().await;
-        }
-        if rx.changed().await.is_err() {
-            return;
-        }
     }
 }

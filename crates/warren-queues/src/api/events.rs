@@ -1,4 +1,4 @@
-//! What queues (and the store writer) send to a connection.
+//! What queues (and the store writer's completions) send to a connection.
 
 use std::sync::Arc;
 
@@ -6,10 +6,10 @@ use tokio::sync::mpsc;
 use warren_core::queue::ChannelKey;
 use warren_core::{Message, Name, QueueId};
 
-use crate::flow::ConsumerFlow;
+use super::flow::ConsumerFlow;
 
 /// Sends events to one connection. Unbounded by type, bounded by credit: see
-/// [`crate::flow`].
+/// [`super::flow`].
 pub type ConnTx = mpsc::UnboundedSender<ConnEvent>;
 
 /// A message for one of the connection's consumers.

@@ -1,0 +1,198 @@
+//! [`QueueHandle`]: what a channel holds to use a queue.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec};
+use warren_core::{AmqpError, Name, QueueId};
+
+use super::events::ConnTx;
+use super::flow::{ChannelCredit, ConsumerFlow, QueueFlow};
+use super::mailbox::{ConsumerLink, GetReply, PublishBatch, QueueMsg};
+
+/// A queue's address: cheap to clone, held by the registry and by channels.
+///
+/// Every method is the same for every queue type; a queue that is gone
+/// answers as RabbitMQ does for a deleted queue (404 for requests, confirms
+/// for publishes routed to it).
+#[derive(Clone, Debug)]
+pub struct QueueHandle {
+    id: QueueId,
+    name: Name,
+    vhost: Name,
+    durable: bool,
+    tx: mpsc::Sender<QueueMsg>,
+    flow: Arc<QueueFlow>,
+}
+
+impl QueueHandle {
+    /// A handle on the mailbox `tx` of a queue (for queue types).
+    pub(crate) fn new(
+        id: QueueId,
+        name: Name,
+        vhost: Name,
+        durable: bool,
+        tx: mpsc::Sender<QueueMsg>,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            vhost,
+            durable,
+            tx,
+            flow: Arc::new(QueueFlow::default()),
+        }
+    }
+
+    /// The queue's id (unique in the cluster).
+    pub fn id(&self) -> QueueId {
+        self.id
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// Durable: persistent messages routed to it wait for its disk write
+    /// before they are confirmed.
+    pub fn durable(&self) -> bool {
+        self.durable
+    }
+
+    /// The signal the queue gives its publishers when consumers fall behind.
+    pub fn flow(&self) -> &Arc<QueueFlow> {
+        &self.flow
+    }
+
+    /// The mailbox, for the queue types of this crate.
+    pub(crate) fn mailbox(&self) -> &mpsc::Sender<QueueMsg> {
+        &self.tx
+    }
+
+    fn gone(&self) -> AmqpError {
+        AmqpError::not_found("queue", &self.name, &self.vhost)
+    }
+
+    /// Sends `msg` and waits for the answer `rx` gives.
+    async fn ask<T>(&self, msg: QueueMsg, rx: oneshot::Receiver<T>) -> Result<T, AmqpError> {
+        self.tx.send(msg).await.map_err(|_| self.gone())?;
+        rx.await.map_err(|_| self.gone())
+    }
+
+    /// Hands a batch of messages to the queue. Waits while its mailbox is
+    /// full: that is the backpressure that eventually stops the publishing
+    /// connection from reading its socket. A queue deleted after routing
+    /// drops the batch and releases its confirms, as RabbitMQ does.
+    pub async fn publish(&self, batch: PublishBatch) {
+        if let Err(mpsc::error::SendError(QueueMsg::Publish(b))) =
+            self.tx.send(QueueMsg::Publish(batch)).await
+        {
+            b.release(true);
+        }
+    }
+
+    /// `basic.consume`: deliveries go to `out`, within the channel's
+    /// `credit` and a delivery window of their own. Fails with 403 on an
+    /// exclusivity conflict, 404 if the queue is gone.
+    pub async fn consume(
+        &self,
+        spec: ConsumerSpec,
+        out: ConnTx,
+        credit: Arc<ChannelCredit>,
+    ) -> Result<(), AmqpError> {
+        let link = ConsumerLink {
+            out,
+            flow: Arc::new(ConsumerFlow::new(self.tx.clone())),
+            credit,
+        };
+        let (reply, rx) = oneshot::channel();
+        self.ask(QueueMsg::Consume { spec, link, reply }, rx)
+            .await?
+    }
+
+    /// `basic.cancel`: returns once the consumer is gone (at once if the
+    /// queue is).
+    pub async fn cancel(&self, consumer: ConsumerId) {
+        let (tx, rx) = oneshot::channel();
+        let reply = Some(tx);
+        let _ = self.ask(QueueMsg::Cancel { consumer, reply }, rx).await;
+    }
+
+    /// Acks (`requeue == false`, also reject/nack without requeue) or
+    /// requeues messages delivered on `channel`. A queue that is gone has
+    /// nothing left to settle.
+    pub async fn settle(&self, channel: ChannelKey, seqs: Vec<u64>, requeue: bool) {
+        let msg = QueueMsg::Settle {
+            channel,
+            seqs,
+            requeue,
+        };
+        let _ = self.tx.send(msg).await;
+    }
+
+    /// A channel that used the queue closed: its consumers go, its unacked
+    /// messages return to the queue.
+    pub async fn channel_closed(&self, channel: ChannelKey) {
+        let _ = self.tx.send(QueueMsg::ChannelClosed(channel)).await;
+    }
+
+    /// `basic.get`: the next ready message, if any, with the count left.
+    pub async fn get(&self, channel: ChannelKey, no_ack: bool) -> Result<GetReply, AmqpError> {
+        let (reply, rx) = oneshot::channel();
+        let msg = QueueMsg::Get {
+            channel,
+            no_ack,
+            reply,
+        };
+        self.ask(msg, rx).await
+    }
+
+    /// `queue.purge`: the number of ready messages removed.
+    pub async fn purge(&self) -> Result<u32, AmqpError> {
+        let (reply, rx) = oneshot::channel();
+        self.ask(QueueMsg::Purge(reply), rx).await
+    }
+
+    /// Ready messages and consumers (for `queue.declare-ok`).
+    pub async fn status(&self) -> Result<(u32, u32), AmqpError> {
+        let (reply, rx) = oneshot::channel();
+        self.ask(QueueMsg::Status(reply), rx).await
+    }
+
+    /// `queue.delete`: checks `if_unused` / `if_empty` (406), then deletes
+    /// the queue's contents and stops it. Returns the messages deleted.
+    pub async fn delete(&self, if_unused: bool, if_empty: bool) -> Result<u32, AmqpError> {
+        let (reply, rx) = oneshot::channel();
+        let msg = QueueMsg::Delete {
+            if_unused,
+            if_empty,
+            reply,
+        };
+        self.ask(msg, rx).await?
+    }
+
+    /// Credit came back (prefetch released, `channel.flow` on): the queue
+    /// tries to dispatch. Never waits; a full mailbox wakes the queue anyway.
+    pub fn wake(&self) {
+        let _ = self.tx.try_send(QueueMsg::Wake);
+    }
+
+    /// The queue left the metadata: its contents go, its consumers are
+    /// cancelled. Does not wait for the queue to answer.
+    pub(crate) async fn discard(&self) {
+        let (reply, _) = oneshot::channel();
+        let msg = QueueMsg::Delete {
+            if_unused: false,
+            if_empty: false,
+            reply,
+        };
+        let _ = self.tx.send(msg).await;
+    }
+
+    /// The node is stopping, or the queue left this node's registry
+    /// without being deleted: its task ends (messages stay on disk).
+    pub(crate) async fn stop(&self) {
+        let _ = self.tx.send(QueueMsg::Stop).await;
+    }
+}

@@ -1,0 +1,36 @@
+//! # warren-queues: queue types behind one interface
+//!
+//! Channels use every queue the same way, through [`QueueHandle`] (Warren's
+//! `rabbit_queue_type`); each queue type serves the same mailbox protocol:
+//!
+//! - [`api`]: the interface and its vocabulary: handles, mailbox messages,
+//!   connection events, delivery and prefetch credit. Imports nothing else
+//!   of this crate.
+//! - [`classic`]: the classic queue at home: one actor task owns a queue's
+//!   `QueueState`, writes persistent messages through the group-commit
+//!   writer, pages bodies past a budget.
+//! - [`link`]: the classic queue reached through a peer link: a proxy per
+//!   remote queue, one batched gRPC stream per home node, and the service
+//!   that serves those streams on the home node.
+//! - [`registry`]: the handles of the node's queues, reconciled with the
+//!   applied metadata; the one place that picks a queue's type.
+//! - [`memory`]: the bytes messages hold, and the watermark that blocks
+//!   publishers.
+//! - [`ids`]: connection, channel and consumer ids unique in the cluster.
+//!
+//! Quorum queues will be a third type here, served by their Raft group's
+//! leader. The crate sits between the server (connections and channels,
+//! above) and the cluster (gRPC, Raft, below): server → queues → cluster →
+//! store → core.
+
+pub mod api;
+pub mod classic;
+pub mod ids;
+pub mod link;
+pub mod memory;
+pub mod registry;
+
+pub use api::{ChannelCredit, ConnEvent, ConnTx, DeliverEvent, QueueFlow, QueueHandle};
+pub use ids::Ids;
+pub use memory::Memory;
+pub use registry::Registry;

@@ -1,0 +1,194 @@
+//! The queues this node serves, one [`QueueHandle`] per queue of the
+//! metadata, started with the queue's type.
+//!
+//! Every node applies the same metadata log; after each applied change the
+//! registry is reconciled with it ([`Registry::reconcile`]): a queue that has
+//! no handle gets one (the classic actor when this node is its home, a proxy
+//! to its home otherwise), and a queue that is gone has its handle removed
+//! (an actor deletes its messages, a proxy just stops). Which type serves a
+//! queue is decided in one place, [`Kind::of`].
+//!
+//! Lock order: the registry's lock is taken after the metadata's (routing
+//! holds both for the length of a lookup) and never across an `.await`.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, Weak};
+
+use tokio::sync::mpsc;
+use warren_cluster::MetaNode;
+use warren_core::queue::QueueDef;
+use warren_core::{Name, NodeId, QueueId};
+
+use crate::api::QueueHandle;
+use crate::classic::{self, ClassicEnv};
+use crate::link::{self, LocalQueues, Routed};
+
+/// How this node serves a queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A classic queue whose home is this node: its actor runs here.
+    ClassicHome,
+    /// A classic queue homed on another node: a proxy feeds the link to it.
+    ClassicRemote,
+}
+
+impl Kind {
+    /// The type that serves `def` on node `me`.
+    fn of(def: &QueueDef, me: NodeId) -> Self {
+        if def.home.node == me {
+            Kind::ClassicHome
+        } else {
+            Kind::ClassicRemote
+        }
+    }
+}
+
+/// A queue's handle and the type behind it.
+#[derive(Debug)]
+struct Slot {
+    handle: QueueHandle,
+    kind: Kind,
+}
+
+/// The queue handles of this node, by queue id.
+#[derive(Debug)]
+pub struct Registry {
+    me: NodeId,
+    vhost: Name,
+    queues: RwLock<HashMap<QueueId, Slot>>,
+    /// Serialises reconciliations (each compares, then starts and stops
+    /// queues; two interleaved could undo each other).
+    reconciling: tokio::sync::Mutex<()>,
+    env: ClassicEnv,
+    /// Membership, to find the home nodes of remote queues.
+    node: Weak<MetaNode>,
+    /// Links to the home nodes of queues used here.
+    links: Mutex<HashMap<NodeId, mpsc::Sender<Routed>>>,
+    /// The node's queues are started: links from other nodes are served.
+    ready: AtomicBool,
+}
+
+/// A read of the registry (see the lock order above).
+#[derive(Debug)]
+pub struct RegistryView<'a>(RwLockReadGuard<'a, HashMap<QueueId, Slot>>);
+
+impl RegistryView<'_> {
+    /// The handle of queue `id`, whatever its type.
+    pub fn get(&self, id: QueueId) -> Option<&QueueHandle> {
+        self.0.get(&id).map(|s| &s.handle)
+    }
+}
+
+impl Registry {
+    /// An empty registry of node `me` for the queues of `vhost`.
+    pub fn new(me: NodeId, vhost: Name, env: ClassicEnv, node: Weak<MetaNode>) -> Self {
+        Self {
+            me,
+            vhost,
+            queues: RwLock::new(HashMap::new()),
+            reconciling: tokio::sync::Mutex::new(()),
+            env,
+            node,
+            links: Mutex::new(HashMap::new()),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Read access (never hold across `.await`).
+    pub fn read(&self) -> RegistryView<'_> {
+        RegistryView(self.queues.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Marks the node's queues as started.
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Brings the handles in line with `wanted`, every queue of the
+    /// metadata as applied on this node.
+    pub async fn reconcile(&self, wanted: HashMap<QueueId, QueueDef>) {
+        let _serial = self.reconciling.lock().await;
+        let gone: Vec<Slot> = {
+            let mut queues = self.queues.write().unwrap_or_else(PoisonError::into_inner);
+            let gone_ids: Vec<QueueId> = queues
+                .keys()
+                .filter(|id| !wanted.contains_key(id))
+                .copied()
+                .collect();
+            let gone = gone_ids.iter().filter_map(|id| queues.remove(id)).collect();
+            for (id, def) in wanted {
+                if let Entry::Vacant(slot) = queues.entry(id) {
+                    slot.insert(self.start(def));
+                }
+            }
+            gone
+        };
+        for s in gone {
+            match s.kind {
+                Kind::ClassicRemote => s.handle.stop().await,
+                // Deleted elsewhere (or by a command whose actor already
+                // stopped): consumers are cancelled, messages dropped.
+                Kind::ClassicHome => s.handle.discard().await,
+            }
+        }
+    }
+
+    /// Starts the handle of a queue that has none.
+    fn start(&self, def: QueueDef) -> Slot {
+        let kind = Kind::of(&def, self.me);
+        let handle = match kind {
+            Kind::ClassicRemote => {
+                let link = self.link_to(def.home.node);
+                link::spawn_proxy(&def, self.vhost.clone(), link)
+            }
+            Kind::ClassicHome => {
+                // Durable queues may have messages on disk from before a
+                // restart; a new id has none, so the scan is one seek.
+                let recover = def.durable;
+                classic::spawn(def, self.vhost.clone(), recover, &self.env)
+            }
+        };
+        Slot { handle, kind }
+    }
+
+    /// The link task to `home` (started on first use).
+    fn link_to(&self, home: NodeId) -> mpsc::Sender<Routed> {
+        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        links
+            .entry(home)
+            .or_insert_with(|| link::spawn_link(self.node.clone(), home))
+            .clone()
+    }
+
+    /// Stops every queue (messages stay on disk) and waits for the actors.
+    pub async fn stop(&self) {
+        let slots: Vec<Slot> = self
+            .queues
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for s in slots {
+            s.handle.stop().await;
+        }
+        self.env.tasks.close();
+        self.env.tasks.wait().await;
+    }
+}
+
+impl LocalQueues for Registry {
+    fn local(&self, id: QueueId) -> Option<QueueHandle> {
+        let queues = self.queues.read().unwrap_or_else(PoisonError::into_inner);
+        queues
+            .get(&id)
+            .filter(|s| s.kind == Kind::ClassicHome)
+            .map(|s| s.handle.clone())
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
