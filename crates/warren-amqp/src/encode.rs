@@ -223,31 +223,21 @@ mod tests {
                 }))
             ))
         );
-        let mut out = vec![];
-        confirm(&mut out, 2, 5, true, true).expect("ack");
-        assert_eq!(
-            out,
-            generated(AMQPFrame::Method(
-                2,
-                AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                    delivery_tag: 5,
-                    multiple: true
-                }))
-            ))
-        );
-        let mut out = vec![];
-        confirm(&mut out, 2, 5, false, false).expect("nack");
-        assert_eq!(
-            out,
-            generated(AMQPFrame::Method(
-                2,
-                AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
-                    delivery_tag: 5,
-                    multiple: false,
-                    requeue: false
-                }))
-            ))
-        );
+        let ack = basic::AMQPMethod::Ack(basic::Ack {
+            delivery_tag: 5,
+            multiple: true,
+        });
+        let nack = basic::AMQPMethod::Nack(basic::Nack {
+            delivery_tag: 5,
+            multiple: false,
+            requeue: false,
+        });
+        for (is_ack, multiple, expected) in [(true, true, ack), (false, false, nack)] {
+            let mut out = vec![];
+            confirm(&mut out, 2, 5, multiple, is_ack).expect("confirm");
+            let frame = AMQPFrame::Method(2, AMQPClass::Basic(expected));
+            assert_eq!(out, generated(frame));
+        }
     }
 
     #[test]

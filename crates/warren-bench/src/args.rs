@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::error::BenchError;
+
 /// What the run does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -97,29 +99,26 @@ pub struct Args {
 
 impl Args {
     /// Checks combinations clap cannot.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.size < 16 {
-            return Err("--size must be at least 16 (timestamp + sequence number)".into());
+    pub fn validate(&self) -> Result<(), BenchError> {
+        let checks = [
+            (
+                self.size < 16,
+                "--size must be at least 16 (timestamp + sequence number)",
+            ),
+            (self.uris.is_empty(), "at least one --uri"),
+            (self.queues == 0, "--queues must be at least 1"),
+            (
+                self.duration == 0 && self.count == 0,
+                "give --duration or --count",
+            ),
+            (self.pipeline == 0, "--pipeline must be at least 1"),
+            (self.multi_ack == 0, "--multi-ack must be at least 1"),
+        ];
+        if let Some((_, why)) = checks.iter().find(|(bad, _)| *bad) {
+            return Err(BenchError::Args(why));
         }
-        if self.uris.is_empty() {
-            return Err("at least one --uri".into());
-        }
-        if self.queues == 0 {
-            return Err("--queues must be at least 1".into());
-        }
-        if self.duration == 0 && self.count == 0 {
-            return Err("give --duration or --count".into());
-        }
-        if self.pipeline == 0 {
-            return Err("--pipeline must be at least 1".into());
-        }
-        if self.multi_ack == 0 {
-            return Err("--multi-ack must be at least 1".into());
-        }
-        for a in &self.queue_args {
-            if !a.contains('=') {
-                return Err(format!("--queue-arg '{a}' is not key=value"));
-            }
+        if let Some(a) = self.queue_args.iter().find(|a| !a.contains('=')) {
+            return Err(BenchError::QueueArg(a.clone()));
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //!
 //! - [`args`]: the options (producers, consumers, sizes, confirms, queues, rates...).
 //! - [`stats`]: counters and latency histograms, and the JSON [`stats::Summary`].
+//! - [`error`]: [`BenchError`], why a run could not go on.
 //! - [`run`]: declares the topology, runs producers and consumers, prints a
 //!   progress line a second, and returns the summary.
 //!
@@ -10,8 +11,10 @@
 //! measured end to end within one process clock.
 
 pub mod args;
+pub mod error;
 pub mod run;
 pub mod stats;
 
 pub use args::Args;
+pub use error::BenchError;
 pub use run::run;

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use futures::StreamExt;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use crate::args::{Args, Mode};
+use crate::error::{BenchError, Doing};
 use crate::stats::{Stats, Summary};
 
 /// How long consumers keep going after the producers stop, waiting for the
@@ -26,18 +26,24 @@ const SETTLE_MAX: Duration = Duration::from_secs(30);
 /// the same moment stalled the client (its I/O threads and DNS helper pool), so
 /// they are opened a few at a time.
 static CONNECTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
+type Result<T> = std::result::Result<T, BenchError>;
+
 /// Bound on opening one connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 async fn connect(uri: &str) -> Result<Connection> {
-    let _slot = CONNECTING.acquire().await?;
+    // The semaphore is a static that is never closed.
+    let _slot = CONNECTING.acquire().await.ok();
     tokio::time::timeout(
         CONNECT_TIMEOUT,
         Connection::connect(uri, ConnectionProperties::default()),
     )
     .await
-    .with_context(|| format!("connecting to {uri}: no answer in {CONNECT_TIMEOUT:?}"))?
-    .with_context(|| format!("connecting to {uri}"))
+    .map_err(|_| BenchError::Timeout {
+        what: format!("connecting to {uri}"),
+        after: CONNECT_TIMEOUT,
+    })?
+    .doing(|| format!("connecting to {uri}"))
 }
 
 fn queue_arguments(args: &Args) -> FieldTable {
@@ -83,7 +89,7 @@ async fn topology(args: &Args) -> Result<()> {
             queue_arguments(args),
         )
         .await
-        .with_context(|| format!("declaring queue {q}"))?;
+        .doing(|| format!("declaring queue {q}"))?;
     }
     if !args.exchange.is_empty() {
         if !args.exchange.starts_with("amq.") {
@@ -103,7 +109,7 @@ async fn topology(args: &Args) -> Result<()> {
                 FieldTable::default(),
             )
             .await
-            .context("declaring the exchange")?;
+            .doing(|| "declaring the exchange".into())?;
         }
         for q in args.queue_names() {
             ch.queue_bind(
@@ -114,7 +120,7 @@ async fn topology(args: &Args) -> Result<()> {
                 FieldTable::default(),
             )
             .await
-            .context("binding")?;
+            .doing(|| "binding".into())?;
         }
     }
     conn.close(200, "topology done".into()).await?;
@@ -311,9 +317,15 @@ async fn ack(ch: &Channel, tag: u64) -> Result<()> {
     Ok(())
 }
 
+/// The outcome of a producer or consumer task.
+async fn joined(what: &'static str, t: tokio::task::JoinHandle<Result<()>>) -> Result<()> {
+    t.await
+        .map_err(|source| BenchError::Task { what, source })?
+}
+
 /// Runs the benchmark described by `args` and returns its summary.
 pub async fn run(args: Args) -> Result<Summary> {
-    args.validate().map_err(anyhow::Error::msg)?;
+    args.validate()?;
     topology(&args).await?;
     let args = Arc::new(args);
     let stats = Arc::new(Stats::new());
@@ -337,10 +349,7 @@ pub async fn run(args: Args) -> Result<Summary> {
     drop(ready_tx);
     while ready_rx.recv().await.is_some() {}
     if let Some(failed) = consumer_tasks.iter().position(|t| t.is_finished()) {
-        consumer_tasks
-            .swap_remove(failed)
-            .await
-            .context("consumer task")??;
+        joined("consumer", consumer_tasks.swap_remove(failed)).await?;
     }
     stats.restart_clock();
     let mut producer_tasks = Vec::new();
@@ -392,7 +401,7 @@ pub async fn run(args: Args) -> Result<Summary> {
     }
     stop_producers.store(true, Ordering::Relaxed);
     for t in producer_tasks {
-        t.await.context("producer task")??;
+        joined("producer", t).await?;
     }
 
     // Consumers run until what was published arrived (or, consume-only, until
@@ -422,14 +431,16 @@ pub async fn run(args: Args) -> Result<Summary> {
         }
         stop_consumers.store(true, Ordering::Relaxed);
         for t in consumer_tasks {
-            t.await.context("consumer task")??;
+            joined("consumer", t).await?;
         }
     }
     reporter.abort();
     let summary = stats.summary();
-    let json = serde_json::to_string(&summary)?;
     if let Some(path) = &args.json {
-        std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
+        let json =
+            serde_json::to_string(&summary).map_err(|e| BenchError::Output(e.to_string()))?;
+        std::fs::write(path, &json)
+            .map_err(|e| BenchError::Output(format!("{}: {e}", path.display())))?;
     }
     Ok(summary)
 }

@@ -106,10 +106,13 @@ impl Registry {
         self.ready.store(true, Ordering::Release);
     }
 
-    /// Brings the handles in line with `wanted`, every queue of the
-    /// metadata as applied on this node.
-    pub async fn reconcile(&self, wanted: HashMap<QueueId, QueueDef>) {
+    /// Brings the handles in line with what `wanted` gives: every queue of
+    /// the metadata as applied on this node. `wanted` is read once the
+    /// reconciliations before this one are done, so a slower one never
+    /// applies an older picture over a newer one.
+    pub async fn reconcile(&self, wanted: impl FnOnce() -> HashMap<QueueId, QueueDef>) {
         let _serial = self.reconciling.lock().await;
+        let wanted = wanted();
         let gone: Vec<Slot> = {
             let mut queues = self.queues.write().unwrap_or_else(PoisonError::into_inner);
             let gone_ids: Vec<QueueId> = queues

@@ -302,12 +302,8 @@ impl Config {
                 .parse()
                 .map_err(|e: std::net::AddrParseError| bad("amqp-listen", &a, e.to_string()))?;
         }
-        if let Some(d) = args.data_dir.clone().or(file.data_dir) {
-            c.data_dir = d;
-        }
-        if let Some(l) = args.log_level.clone().or(file.log_level) {
-            c.log_level = l;
-        }
+        set(&mut c.data_dir, args.data_dir.clone().or(file.data_dir));
+        set(&mut c.log_level, args.log_level.clone().or(file.log_level));
         let wm = match (&args.memory_high_watermark, file.memory_high_watermark) {
             (Some(s), _) => Some(s.clone()),
             (None, Some(toml::Value::String(s))) => Some(s),
@@ -325,24 +321,14 @@ impl Config {
         if let Some(w) = wm {
             c.memory_high_watermark = Watermark::parse(&w)?;
         }
-        if let Some(h) = args.heartbeat.or(file.heartbeat) {
-            c.heartbeat = h;
-        }
-        if let Some(f) = args.frame_max.or(file.frame_max) {
-            c.frame_max = f;
-        }
-        if let Some(ch) = args.channel_max.or(file.channel_max) {
-            c.channel_max = ch;
-        }
-        if let Some(m) = file.max_message_size {
-            c.max_message_size = m;
-        }
+        set(&mut c.heartbeat, args.heartbeat.or(file.heartbeat));
+        set(&mut c.frame_max, args.frame_max.or(file.frame_max));
+        set(&mut c.channel_max, args.channel_max.or(file.channel_max));
+        set(&mut c.max_message_size, file.max_message_size);
         if !file.users.is_empty() {
             c.users = file.users;
         }
-        if let Some(n) = args.node_id.or(file.node_id) {
-            c.node_id = n;
-        }
+        set(&mut c.node_id, args.node_id.or(file.node_id));
         if let Some(a) = args.cluster_listen.clone().or(file.cluster_listen) {
             c.cluster_listen =
                 Some(a.parse().map_err(|e: std::net::AddrParseError| {
@@ -352,24 +338,27 @@ impl Config {
         if let Some(p) = args.peers.clone().or(file.peers) {
             c.peers = parse_peers(&p)?;
         }
-        if let Some(v) = args.raft_heartbeat_ms.or(file.raft_heartbeat_ms) {
-            c.raft_heartbeat_ms = v;
-        }
-        if let Some(v) = args
-            .raft_election_timeout_ms
-            .or(file.raft_election_timeout_ms)
-        {
-            c.raft_election_timeout_ms = v;
-        }
-        if let Some(v) = args.raft_snapshot_every.or(file.raft_snapshot_every) {
-            c.raft_snapshot_every = v;
-        }
-        if let Some(v) = args.metadata_timeout_ms.or(file.metadata_timeout_ms) {
-            c.metadata_timeout_ms = v;
-        }
-        if let Some(v) = args.node_down_after_ms.or(file.node_down_after_ms) {
-            c.node_down_after_ms = v;
-        }
+        set(
+            &mut c.raft_heartbeat_ms,
+            args.raft_heartbeat_ms.or(file.raft_heartbeat_ms),
+        );
+        set(
+            &mut c.raft_election_timeout_ms,
+            args.raft_election_timeout_ms
+                .or(file.raft_election_timeout_ms),
+        );
+        set(
+            &mut c.raft_snapshot_every,
+            args.raft_snapshot_every.or(file.raft_snapshot_every),
+        );
+        set(
+            &mut c.metadata_timeout_ms,
+            args.metadata_timeout_ms.or(file.metadata_timeout_ms),
+        );
+        set(
+            &mut c.node_down_after_ms,
+            args.node_down_after_ms.or(file.node_down_after_ms),
+        );
         c.validate()?;
         Ok(c)
     }
@@ -420,6 +409,14 @@ impl Config {
         self.cluster_listen
             .map(|a| a.to_string())
             .unwrap_or_default()
+    }
+}
+
+/// `slot` takes `value` when one was given (by a flag, the environment or
+/// the file).
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
     }
 }
 

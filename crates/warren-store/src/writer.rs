@@ -246,18 +246,14 @@ fn write(
     sync: bool,
     scratch: &mut Vec<u8>,
 ) -> Result<(), StoreError> {
-    let meta = db
-        .cf_handle(CF_META)
-        .ok_or(StoreError::Rocks("no meta cf".into()))?;
-    let msgs = db
-        .cf_handle(CF_MESSAGES)
-        .ok_or(StoreError::Rocks("no messages cf".into()))?;
-    let raft_log = db
-        .cf_handle(CF_RAFT_LOG)
-        .ok_or(StoreError::Rocks("no raft_log cf".into()))?;
-    let raft_state = db
-        .cf_handle(CF_RAFT_STATE)
-        .ok_or(StoreError::Rocks("no raft_state cf".into()))?;
+    let cf = |name: &str| {
+        db.cf_handle(name)
+            .ok_or_else(|| StoreError::Rocks(format!("no {name} column family")))
+    };
+    let meta = cf(CF_META)?;
+    let msgs = cf(CF_MESSAGES)?;
+    let raft_log = cf(CF_RAFT_LOG)?;
+    let raft_state = cf(CF_RAFT_STATE)?;
     let raft_cf = |cf: RaftCf| match cf {
         RaftCf::Log => raft_log,
         RaftCf::State => raft_state,

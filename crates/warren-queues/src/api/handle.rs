@@ -74,9 +74,14 @@ impl QueueHandle {
         AmqpError::not_found("queue", &self.name, &self.vhost)
     }
 
-    /// Sends `msg` and waits for the answer `rx` gives.
-    async fn ask<T>(&self, msg: QueueMsg, rx: oneshot::Receiver<T>) -> Result<T, AmqpError> {
-        self.tx.send(msg).await.map_err(|_| self.gone())?;
+    /// Sends the request `msg` builds around its reply channel and waits
+    /// for the answer.
+    async fn ask<T>(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<T>) -> QueueMsg,
+    ) -> Result<T, AmqpError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(msg(reply)).await.map_err(|_| self.gone())?;
         rx.await.map_err(|_| self.gone())
     }
 
@@ -106,17 +111,19 @@ impl QueueHandle {
             flow: Arc::new(ConsumerFlow::new(self.tx.clone())),
             credit,
         };
-        let (reply, rx) = oneshot::channel();
-        self.ask(QueueMsg::Consume { spec, link, reply }, rx)
+        self.ask(|reply| QueueMsg::Consume { spec, link, reply })
             .await?
     }
 
     /// `basic.cancel`: returns once the consumer is gone (at once if the
     /// queue is).
     pub async fn cancel(&self, consumer: ConsumerId) {
-        let (tx, rx) = oneshot::channel();
-        let reply = Some(tx);
-        let _ = self.ask(QueueMsg::Cancel { consumer, reply }, rx).await;
+        let _ = self
+            .ask(|tx| QueueMsg::Cancel {
+                consumer,
+                reply: Some(tx),
+            })
+            .await;
     }
 
     /// Acks (`requeue == false`, also reject/nack without requeue) or
@@ -139,37 +146,33 @@ impl QueueHandle {
 
     /// `basic.get`: the next ready message, if any, with the count left.
     pub async fn get(&self, channel: ChannelKey, no_ack: bool) -> Result<GetReply, AmqpError> {
-        let (reply, rx) = oneshot::channel();
-        let msg = QueueMsg::Get {
+        self.ask(|reply| QueueMsg::Get {
             channel,
             no_ack,
             reply,
-        };
-        self.ask(msg, rx).await
+        })
+        .await
     }
 
     /// `queue.purge`: the number of ready messages removed.
     pub async fn purge(&self) -> Result<u32, AmqpError> {
-        let (reply, rx) = oneshot::channel();
-        self.ask(QueueMsg::Purge(reply), rx).await
+        self.ask(QueueMsg::Purge).await
     }
 
     /// Ready messages and consumers (for `queue.declare-ok`).
     pub async fn status(&self) -> Result<(u32, u32), AmqpError> {
-        let (reply, rx) = oneshot::channel();
-        self.ask(QueueMsg::Status(reply), rx).await
+        self.ask(QueueMsg::Status).await
     }
 
     /// `queue.delete`: checks `if_unused` / `if_empty` (406), then deletes
     /// the queue's contents and stops it. Returns the messages deleted.
     pub async fn delete(&self, if_unused: bool, if_empty: bool) -> Result<u32, AmqpError> {
-        let (reply, rx) = oneshot::channel();
-        let msg = QueueMsg::Delete {
+        self.ask(|reply| QueueMsg::Delete {
             if_unused,
             if_empty,
             reply,
-        };
-        self.ask(msg, rx).await?
+        })
+        .await?
     }
 
     /// Credit came back (prefetch released, `channel.flow` on): the queue

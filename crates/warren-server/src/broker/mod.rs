@@ -217,12 +217,17 @@ impl Broker {
 
     /// Brings the queue registry in line with the metadata applied so far.
     pub async fn reconcile(&self) {
-        let wanted: HashMap<QueueId, QueueDef> = self
-            .read()
-            .vhost()
-            .queues()
-            .map(|q| (q.id, q.clone()))
-            .collect();
+        let wanted = || -> HashMap<QueueId, QueueDef> {
+            let meta = self
+                .node
+                .meta()
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            meta.default_vhost()
+                .queues()
+                .map(|q| (q.id, q.clone()))
+                .collect()
+        };
         self.registry.reconcile(wanted).await;
     }
 

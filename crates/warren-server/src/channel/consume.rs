@@ -96,16 +96,13 @@ impl Channel {
         self.queues_used.insert(handle.id(), handle.clone());
         self.consumers
             .insert(tag.clone(), ChannelConsumer { id, queue: handle });
-        if !c.nowait {
-            reply(
-                ctx,
-                self.id,
-                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-                    consumer_tag: tag.as_ref().into(),
-                })),
-            )?;
-        }
-        Ok(())
+        self.answer(
+            ctx,
+            c.nowait,
+            AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                consumer_tag: tag.as_ref().into(),
+            })),
+        )
     }
 
     pub(super) async fn cancel(
@@ -116,16 +113,13 @@ impl Channel {
         if let Some(cons) = self.consumers.remove(c.consumer_tag.as_str()) {
             cons.queue.cancel(cons.id).await;
         }
-        if !c.nowait {
-            reply(
-                ctx,
-                self.id,
-                AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
-                    consumer_tag: c.consumer_tag,
-                })),
-            )?;
-        }
-        Ok(())
+        self.answer(
+            ctx,
+            c.nowait,
+            AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                consumer_tag: c.consumer_tag,
+            })),
+        )
     }
 
     /// A message for one of this channel's consumers.

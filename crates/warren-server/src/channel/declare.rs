@@ -7,7 +7,7 @@ use warren_core::{AmqpError, Name, ReplyCode};
 
 use super::consume::generated_name;
 use super::ctx::ConnCtx;
-use super::{Channel, reply};
+use super::Channel;
 
 /// The four binding methods: `queue.bind`, `queue.unbind`, `exchange.bind`
 /// and `exchange.unbind`. They differ only in their destination's kind,
@@ -41,12 +41,9 @@ impl Channel {
                 arguments: &d.arguments,
             })
             .await?;
-        if d.nowait {
-            return Ok(());
-        }
-        reply(
+        self.answer(
             ctx,
-            self.id,
+            d.nowait,
             AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})),
         )
     }
@@ -65,12 +62,9 @@ impl Channel {
             Err(e) if e.code == ReplyCode::NotFound => {}
             other => other?,
         }
-        if d.nowait {
-            return Ok(());
-        }
-        reply(
+        self.answer(
             ctx,
-            self.id,
+            d.nowait,
             AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
         )
     }
@@ -101,12 +95,9 @@ impl Channel {
             })
             .await?;
         self.last_queue = Some(def.name.clone());
-        if d.nowait {
-            return Ok(());
-        }
-        reply(
+        self.answer(
             ctx,
-            self.id,
+            d.nowait,
             AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
                 queue: def.name.as_ref().into(),
                 message_count: messages,
@@ -122,12 +113,9 @@ impl Channel {
     ) -> Result<(), AmqpError> {
         let name = self.queue_name(p.queue.as_str())?;
         let n = ctx.broker.purge_queue(&name, ctx.id).await?;
-        if p.nowait {
-            return Ok(());
-        }
-        reply(
+        self.answer(
             ctx,
-            self.id,
+            p.nowait,
             AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
                 message_count: n,
             })),
@@ -150,12 +138,9 @@ impl Channel {
             Err(e) if e.code == ReplyCode::NotFound => 0,
             Err(e) => return Err(e),
         };
-        if d.nowait {
-            return Ok(());
-        }
-        reply(
+        self.answer(
             ctx,
-            self.id,
+            d.nowait,
             AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
                 message_count: n,
             })),
@@ -233,9 +218,6 @@ impl Channel {
             ),
         };
         ctx.broker.bind(binding, ctx.id, bind).await?;
-        if nowait {
-            return Ok(());
-        }
-        reply(ctx, self.id, ok)
+        self.answer(ctx, nowait, ok)
     }
 }

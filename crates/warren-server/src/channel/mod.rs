@@ -191,6 +191,14 @@ impl Channel {
         }
     }
 
+    /// Answers with `ok` on this channel, unless the client asked for none.
+    fn answer(&self, ctx: &mut ConnCtx, nowait: bool, ok: AMQPClass) -> Result<(), AmqpError> {
+        if nowait {
+            return Ok(());
+        }
+        reply(ctx, self.id, ok)
+    }
+
     fn flow(&mut self, active: bool, ctx: &mut ConnCtx) -> Result<(), AmqpError> {
         self.credit.set_paused(!active);
         if active {

@@ -44,12 +44,9 @@ impl Channel {
             ));
         }
         self.mode = Mode::Confirm;
-        if nowait {
-            return Ok(());
-        }
-        reply(
+        self.answer(
             ctx,
-            self.id,
+            nowait,
             AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
         )
     }

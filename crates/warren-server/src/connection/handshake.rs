@@ -63,6 +63,13 @@ struct Io<'a> {
 }
 
 impl Io<'_> {
+    /// Writes a connection method and flushes.
+    async fn send(&mut self, m: connection::AMQPMethod) -> Result<(), HandshakeError> {
+        encode::method(self.out, 0, AMQPClass::Connection(m))
+            .map_err(|e| HandshakeError::Refused(e.to_string()))?;
+        self.flush().await
+    }
+
     async fn flush(&mut self) -> Result<(), HandshakeError> {
         self.stream.write_all(self.out).await?;
         self.out.clear();
@@ -243,13 +250,7 @@ pub async fn run(
         mechanisms: "PLAIN AMQPLAIN".into(),
         locales: "en_US".into(),
     };
-    encode::method(
-        io.out,
-        0,
-        AMQPClass::Connection(connection::AMQPMethod::Start(start)),
-    )
-    .map_err(|e| HandshakeError::Refused(e.to_string()))?;
-    io.flush().await?;
+    io.send(connection::AMQPMethod::Start(start)).await?;
 
     let connection::AMQPMethod::StartOk(ok) = io.expect_method("connection.start-ok").await? else {
         return Err(io
@@ -281,13 +282,7 @@ pub async fn run(
         frame_max: config.frame_max,
         heartbeat: config.heartbeat,
     };
-    encode::method(
-        io.out,
-        0,
-        AMQPClass::Connection(connection::AMQPMethod::Tune(tune)),
-    )
-    .map_err(|e| HandshakeError::Refused(e.to_string()))?;
-    io.flush().await?;
+    io.send(connection::AMQPMethod::Tune(tune)).await?;
 
     let connection::AMQPMethod::TuneOk(t) = io.expect_method("connection.tune-ok").await? else {
         return Err(io
@@ -330,13 +325,8 @@ pub async fn run(
         let text = format!("vhost {} not found", open.virtual_host.as_str());
         return Err(io.refuse(not_allowed(text), CONNECTION_OPEN).await);
     }
-    encode::method(
-        io.out,
-        0,
-        AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
-    )
-    .map_err(|e| HandshakeError::Refused(e.to_string()))?;
-    io.flush().await?;
+    io.send(connection::AMQPMethod::OpenOk(connection::OpenOk {}))
+        .await?;
     Ok(Negotiated {
         user,
         frame_max,
