@@ -3,20 +3,27 @@
 //! state machine's errors come back to the proposer, and after the leader is
 //! stopped the other two elect a new one and keep applying.
 
+// The kit's waits and metadata commands, shared by file: this crate's tests
+// do not depend on warren-testkit (which depends on this crate).
+#[path = "../../warren-testkit/src/meta.rs"]
+mod meta;
+#[allow(dead_code)]
+#[path = "../../warren-testkit/src/wait.rs"]
+mod wait;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use meta::declare_queue;
 use openraft::{BasicNode, Config, Raft};
 use tokio_stream::wrappers::TcpListenerStream;
+use wait::wait_for;
 use warren_cluster::{MetaRaftNode, Network, RaftService};
+use warren_core::ReplyCode;
 use warren_core::meta::{Command, MetaState, Outcome};
-use warren_core::{FieldTable, ReplyCode};
 use warren_store::Store;
 use warren_store::raft::{Applied, META_GROUP, MetaStateMachine, NodeId, RaftLogStore};
-
-/// Bound on every wait.
-const DEADLINE: Duration = Duration::from_secs(20);
 
 struct Node {
     id: NodeId,
@@ -72,37 +79,26 @@ async fn start(id: NodeId) -> Node {
     }
 }
 
-fn declare(name: &str, durable: bool) -> Command {
-    Command::DeclareQueue {
-        vhost: "/".into(),
-        name: name.into(),
-        durable,
-        exclusive: false,
-        auto_delete: false,
-        arguments: FieldTable::default(),
-        owner: 1,
-        server_named: false,
-        home: warren_core::queue::Home::default(),
-    }
-}
-
-/// Polls `f` until it holds (bounded by `DEADLINE`).
-async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn leader_of(nodes: &[&Node]) -> Option<NodeId> {
+/// The leader every node of `nodes` names, if they agree on one of them.
+fn leader_of<'a>(nodes: &[&'a Node]) -> Option<&'a Node> {
     let leaders: Vec<Option<NodeId>> = nodes
         .iter()
         .map(|n| n.raft.metrics().borrow().current_leader)
         .collect();
     let first = leaders[0]?;
-    let known = nodes.iter().any(|n| n.id == first);
-    (known && leaders.iter().all(|l| *l == Some(first))).then_some(first)
+    let leader = nodes.iter().find(|n| n.id == first)?;
+    leaders.iter().all(|l| *l == Some(first)).then_some(*leader)
+}
+
+/// Proposes `cmd` through `n`: what the state machine answered.
+async fn propose(n: &Node, cmd: Command) -> Applied {
+    n.raft.client_write(cmd).await.expect("write").data
+}
+
+/// Stops node `n`'s Raft and its gRPC listener.
+async fn stop(n: &Node) {
+    n.raft.shutdown().await.expect("shutdown");
+    n.server.abort();
 }
 
 fn has_queue(n: &Node, name: &str) -> bool {
@@ -121,21 +117,12 @@ async fn three_nodes_replicate_metadata_and_survive_the_leader() {
         .collect();
     nodes[0].raft.initialize(members).await.expect("initialize");
     let all: Vec<&Node> = nodes.iter().collect();
-    wait_for("a leader every node knows", || leader_of(&all).is_some()).await;
-    let leader_id = leader_of(&all).expect("leader");
-    let leader = nodes
-        .iter()
-        .find(|n| n.id == leader_id)
-        .expect("leader node");
+    let leader = wait_for("a leader every node knows", || leader_of(&all)).await;
+    let leader_id = leader.id;
 
     // A declaration is committed, and applied on every node.
-    let r = leader
-        .raft
-        .client_write(declare("orders", true))
-        .await
-        .expect("write");
     assert!(matches!(
-        r.data,
+        propose(leader, declare_queue("orders", true)).await,
         Applied(Some(Ok(Outcome::QueueDeclared { created: true, .. })))
     ));
     for n in &nodes {
@@ -143,41 +130,25 @@ async fn three_nodes_replicate_metadata_and_survive_the_leader() {
     }
 
     // The state machine decides equivalence: the proposer gets the 406.
-    let r = leader
-        .raft
-        .client_write(declare("orders", false))
-        .await
-        .expect("write");
-    match r.data {
+    match propose(leader, declare_queue("orders", false)).await {
         Applied(Some(Err(e))) => assert_eq!(e.code, ReplyCode::PreconditionFailed),
         other => panic!("expected a 406, got {other:?}"),
     }
 
     // Stop the leader: the others elect a new one and keep going.
     let stopped = Instant::now();
-    leader.raft.shutdown().await.expect("shutdown");
-    leader.server.abort();
+    stop(leader).await;
     let survivors: Vec<&Node> = nodes.iter().filter(|n| n.id != leader_id).collect();
-    wait_for("a new leader among the survivors", || {
-        leader_of(&survivors).is_some_and(|l| l != leader_id)
+    let new_leader = wait_for("a new leader among the survivors", || {
+        leader_of(&survivors).filter(|l| l.id != leader_id)
     })
     .await;
     println!(
         "new leader elected {} ms after the old one stopped",
         stopped.elapsed().as_millis()
     );
-    let new_leader_id = leader_of(&survivors).expect("new leader");
-    let new_leader = survivors
-        .iter()
-        .find(|n| n.id == new_leader_id)
-        .expect("new leader node");
-    let r = new_leader
-        .raft
-        .client_write(declare("after-failover", true))
-        .await
-        .expect("write after failover");
     assert!(matches!(
-        r.data,
+        propose(new_leader, declare_queue("after-failover", true)).await,
         Applied(Some(Ok(Outcome::QueueDeclared { created: true, .. })))
     ));
     for n in &survivors {
@@ -188,8 +159,7 @@ async fn three_nodes_replicate_metadata_and_survive_the_leader() {
         assert!(has_queue(n, "orders"), "earlier entries kept");
     }
     for n in &survivors {
-        n.raft.shutdown().await.expect("shutdown");
-        n.server.abort();
+        stop(n).await;
     }
     drop(survivors);
     drop(nodes);

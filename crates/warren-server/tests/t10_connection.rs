@@ -4,10 +4,12 @@ mod common;
 
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{AMQPClass, connection};
-use common::*;
-use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable};
+use common::TestServer;
+use lapin::options::BasicPublishOptions;
+use lapin::types::AMQPValue;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
+use warren_testkit::client::*;
+use warren_testkit::wait_for;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_advertises_rabbitmq_capabilities() {
@@ -80,14 +82,9 @@ async fn wrong_password_and_unknown_vhost_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_frame_max_gets_split_content() {
     let s = TestServer::start().await;
-    let c = s
-        .connect_uri(&format!(
-            "amqp://guest:guest@{}/%2f?frame_max=4096",
-            s.addr()
-        ))
-        .await;
+    let c = s.connect_with("frame_max=4096").await;
     assert_eq!(c.configuration().frame_max(), 4096);
-    let ch = c.create_channel().await.expect("channel");
+    let ch = channel(&c).await;
     declare(&ch, "big").await.expect("declare");
     let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     publish(&ch, "", "big", &body).await;
@@ -99,21 +96,10 @@ async fn small_frame_max_gets_split_content() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_closes_clients_with_320() {
     let s = TestServer::start().await;
-    let c = s.connect().await;
-    let ch = c.create_channel().await.expect("channel");
+    let (c, ch) = s.channel().await;
     s.stop().await;
-    wait_until("client sees the close", || async {
-        !c.status().connected()
-    })
-    .await;
-    let e = ch
-        .basic_publish(
-            "".into(),
-            "x".into(),
-            BasicPublishOptions::default(),
-            b"x",
-            BasicProperties::default(),
-        )
+    wait_for("client sees the close", || !c.status().connected()).await;
+    let e = try_publish(&ch, "", "x", b"x", BasicProperties::default())
         .await
         .expect_err("closed");
     let _ = e;
@@ -123,19 +109,9 @@ async fn graceful_shutdown_closes_clients_with_320() {
 async fn channel_errors_close_only_the_channel() {
     let s = TestServer::start().await;
     let c = s.connect().await;
-    let bad = c.create_channel().await.expect("channel");
-    let good = c.create_channel().await.expect("channel");
-    let e = bad
-        .queue_declare(
-            "missing".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect_err("404");
+    let bad = channel(&c).await;
+    let good = channel(&c).await;
+    let e = passive(&bad, "missing").await.expect_err("404");
     assert_eq!(code(&e), Some(404));
     assert_eq!(text(&e), "NOT_FOUND - no queue 'missing' in vhost '/'");
     declare(&good, "still-works")
@@ -163,7 +139,7 @@ async fn immediate_publish_is_a_540_connection_error() {
             BasicProperties::default(),
         )
         .await;
-    wait_until("connection closed", || async { !c.status().connected() }).await;
+    wait_for("connection closed", || !c.status().connected()).await;
     let e = declare(&ch, "q").await.expect_err("connection is gone");
     let _ = e;
     s.stop().await;
@@ -172,13 +148,8 @@ async fn immediate_publish_is_a_540_connection_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqplain_login_works() {
     let s = TestServer::start().await;
-    let c = s
-        .connect_uri(&format!(
-            "amqp://guest:guest@{}/%2f?auth_mechanism=amqplain",
-            s.addr()
-        ))
-        .await;
-    let ch = c.create_channel().await.expect("channel");
+    let c = s.connect_with("auth_mechanism=amqplain").await;
+    let ch = channel(&c).await;
     declare(&ch, "x").await.expect("declare");
     s.stop().await;
 }

@@ -2,87 +2,65 @@
 
 mod common;
 
-use common::*;
-use lapin::ExchangeKind;
+use common::TestServer;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
-
-fn ex_opts(durable: bool) -> ExchangeDeclareOptions {
-    ExchangeDeclareOptions {
-        durable,
-        ..Default::default()
-    }
-}
+use lapin::{BasicProperties, ExchangeKind};
+use warren_testkit::client::*;
+use warren_testkit::{wait_for, wait_for_async};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declare_rules() {
     let s = TestServer::start().await;
-    let c = s.connect().await;
-    let ch = c.create_channel().await.expect("ch");
-    ch.exchange_declare(
-        "logs".into(),
-        ExchangeKind::Fanout,
-        ex_opts(false),
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare");
-    ch.exchange_declare(
-        "logs".into(),
-        ExchangeKind::Fanout,
-        ex_opts(false),
-        FieldTable::default(),
-    )
-    .await
-    .expect("same again");
-    ch.exchange_declare(
-        "logs".into(),
-        ExchangeKind::Fanout,
-        ExchangeDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("passive");
+    let (c, ch) = s.channel().await;
+    let transient = ExchangeDeclareOptions::default();
+    for (opts, what) in [
+        (transient, "declare"),
+        (transient, "same again"),
+        (passive_exchange(), "passive"),
+    ] {
+        declare_exchange(&ch, "logs", ExchangeKind::Fanout, opts)
+            .await
+            .expect(what);
+    }
 
     let cases: Vec<(&str, ExchangeKind, ExchangeDeclareOptions, u16)> = vec![
-        ("logs", ExchangeKind::Direct, ex_opts(false), 406),
-        ("logs", ExchangeKind::Fanout, ex_opts(true), 406),
-        ("amq.mine", ExchangeKind::Direct, ex_opts(false), 403),
+        (
+            "logs",
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions::default(),
+            406,
+        ),
+        ("logs", ExchangeKind::Fanout, durable_exchange(), 406),
+        (
+            "amq.mine",
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions::default(),
+            403,
+        ),
         (
             "odd",
             ExchangeKind::Custom("x-nonsense".into()),
-            ex_opts(false),
+            ExchangeDeclareOptions::default(),
             406,
         ),
-        (
-            "missing",
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            404,
-        ),
+        ("missing", ExchangeKind::Direct, passive_exchange(), 404),
     ];
     for (name, kind, opts, expected) in cases {
-        let ch = c.create_channel().await.expect("ch");
-        let e = ch
-            .exchange_declare(name.into(), kind.clone(), opts, FieldTable::default())
+        let ch = channel(&c).await;
+        let e = declare_exchange(&ch, name, kind.clone(), opts)
             .await
             .expect_err("must fail");
         assert_eq!(code(&e), Some(expected), "{name} {kind:?}: {e:?}");
     }
     // Deleting predeclared exchanges is refused; deleting a missing one is fine.
-    let ch = c.create_channel().await.expect("ch");
+    let ch = channel(&c).await;
     let e = ch
         .exchange_delete("amq.direct".into(), ExchangeDeleteOptions::default())
         .await
         .expect_err("403");
     assert_eq!(code(&e), Some(403));
-    let ch = c.create_channel().await.expect("ch");
+    let ch = channel(&c).await;
     ch.exchange_delete("never-was".into(), ExchangeDeleteOptions::default())
         .await
         .expect("idempotent");
@@ -93,79 +71,29 @@ async fn declare_rules() {
 async fn delete_if_unused() {
     let s = TestServer::start().await;
     let (c, ch) = s.channel().await;
-    ch.exchange_declare(
-        "x".into(),
-        ExchangeKind::Direct,
-        ex_opts(false),
-        FieldTable::default(),
-    )
-    .await
-    .expect("x");
+    declare_exchange(&ch, "x", ExchangeKind::Direct, Default::default())
+        .await
+        .expect("x");
     declare(&ch, "q").await.expect("q");
-    ch.queue_bind(
-        "q".into(),
-        "x".into(),
-        "k".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("bind");
+    bind(&ch, "q", "x", "k").await.expect("bind");
+    let if_unused = ExchangeDeleteOptions {
+        if_unused: true,
+        ..Default::default()
+    };
     let e = ch
-        .exchange_delete(
-            "x".into(),
-            ExchangeDeleteOptions {
-                if_unused: true,
-                ..Default::default()
-            },
-        )
+        .exchange_delete("x".into(), if_unused)
         .await
         .expect_err("in use");
     assert_eq!(code(&e), Some(406));
-    let ch = c.create_channel().await.expect("ch");
+    let ch = channel(&c).await;
     ch.exchange_delete("x".into(), ExchangeDeleteOptions::default())
         .await
         .expect("delete");
-    let e = ch
-        .exchange_declare(
-            "x".into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    let e = declare_exchange(&ch, "x", ExchangeKind::Direct, passive_exchange())
         .await
         .expect_err("gone");
     assert_eq!(code(&e), Some(404));
     s.stop().await;
-}
-
-async fn bind(ch: &lapin::Channel, q: &str, x: &str, key: &str, args: FieldTable) {
-    ch.queue_bind(
-        q.into(),
-        x.into(),
-        key.into(),
-        QueueBindOptions::default(),
-        args,
-    )
-    .await
-    .expect("bind");
-}
-
-async fn count(ch: &lapin::Channel, q: &str) -> u32 {
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("passive")
-    .message_count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,23 +103,21 @@ async fn routes_direct_fanout_topic_headers_and_e2e() {
     for q in ["d", "f1", "f2", "t", "h", "e2e"] {
         declare(&ch, q).await.expect("q");
     }
-    bind(&ch, "d", "amq.direct", "k", FieldTable::default()).await;
-    bind(&ch, "f1", "amq.fanout", "", FieldTable::default()).await;
-    bind(&ch, "f2", "amq.fanout", "whatever", FieldTable::default()).await;
-    bind(&ch, "t", "amq.topic", "*.critical", FieldTable::default()).await;
-    let mut hargs = FieldTable::default();
-    hargs.insert("x-match".into(), AMQPValue::LongString("all".into()));
-    hargs.insert("format".into(), AMQPValue::LongString("pdf".into()));
-    hargs.insert("type".into(), AMQPValue::LongString("report".into()));
-    bind(&ch, "h", "amq.headers", "", hargs).await;
-    ch.exchange_declare(
-        "up".into(),
-        ExchangeKind::Topic,
-        ex_opts(false),
-        FieldTable::default(),
-    )
-    .await
-    .expect("up");
+    for (q, x, key) in [
+        ("d", "amq.direct", "k"),
+        ("f1", "amq.fanout", ""),
+        ("f2", "amq.fanout", "whatever"),
+        ("t", "amq.topic", "*.critical"),
+    ] {
+        bind(&ch, q, x, key).await.expect("bind");
+    }
+    let hargs = headers(&[("x-match", "all"), ("format", "pdf"), ("type", "report")]);
+    bind_with(&ch, "h", "amq.headers", "", hargs)
+        .await
+        .expect("bind");
+    declare_exchange(&ch, "up", ExchangeKind::Topic, Default::default())
+        .await
+        .expect("up");
     ch.exchange_bind(
         "amq.direct".into(),
         "up".into(),
@@ -201,41 +127,27 @@ async fn routes_direct_fanout_topic_headers_and_e2e() {
     )
     .await
     .expect("e2e");
-    bind(&ch, "e2e", "up", "a.#", FieldTable::default()).await;
+    bind(&ch, "e2e", "up", "a.#").await.expect("bind");
 
     publish(&ch, "amq.direct", "k", b"1").await;
     publish(&ch, "amq.direct", "other", b"2").await;
     publish(&ch, "amq.fanout", "zzz", b"3").await;
     publish(&ch, "amq.topic", "kern.critical", b"4").await;
     publish(&ch, "amq.topic", "kern.critical.x", b"5").await;
-    let mut headers = FieldTable::default();
-    headers.insert("format".into(), AMQPValue::LongString("pdf".into()));
-    headers.insert("type".into(), AMQPValue::LongString("report".into()));
-    ch.basic_publish(
-        "amq.headers".into(),
-        "".into(),
-        BasicPublishOptions::default(),
-        b"6",
-        lapin::BasicProperties::default().with_headers(headers),
-    )
-    .await
-    .expect("publish");
-    let mut half = FieldTable::default();
-    half.insert("format".into(), AMQPValue::LongString("pdf".into()));
-    ch.basic_publish(
-        "amq.headers".into(),
-        "".into(),
-        BasicPublishOptions::default(),
-        b"7",
-        lapin::BasicProperties::default().with_headers(half),
-    )
-    .await
-    .expect("publish");
+    for (body, with) in [
+        (b"6", headers(&[("format", "pdf"), ("type", "report")])),
+        (b"7", headers(&[("format", "pdf")])),
+    ] {
+        let props = BasicProperties::default().with_headers(with);
+        try_publish(&ch, "amq.headers", "", body, props)
+            .await
+            .expect("publish");
+    }
     // Through `up` (topic) to amq.direct and to e2e: "k" reaches d, "a.b" reaches e2e.
     publish(&ch, "up", "k", b"8").await;
     publish(&ch, "up", "a.b", b"9").await;
 
-    wait_until("routing settled", || async {
+    wait_for_async("routing settled", || async {
         count(&ch, "e2e").await == 1 && count(&ch, "d").await == 2
     })
     .await;
@@ -249,68 +161,46 @@ async fn routes_direct_fanout_topic_headers_and_e2e() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alternate_exchange_and_internal() {
     let s = TestServer::start().await;
-    let c = s.connect().await;
-    let ch = c.create_channel().await.expect("ch");
+    let (c, ch) = s.channel().await;
     declare(&ch, "unrouted").await.expect("q");
-    ch.exchange_declare(
-        "ae".into(),
-        ExchangeKind::Fanout,
-        ex_opts(false),
-        FieldTable::default(),
-    )
-    .await
-    .expect("ae");
-    bind(&ch, "unrouted", "ae", "", FieldTable::default()).await;
+    declare_exchange(&ch, "ae", ExchangeKind::Fanout, Default::default())
+        .await
+        .expect("ae");
+    bind(&ch, "unrouted", "ae", "").await.expect("bind");
     let mut args = FieldTable::default();
     args.insert(
         "alternate-exchange".into(),
         AMQPValue::LongString("ae".into()),
     );
-    ch.exchange_declare("main".into(), ExchangeKind::Direct, ex_opts(false), args)
-        .await
-        .expect("main");
+    ch.exchange_declare(
+        "main".into(),
+        ExchangeKind::Direct,
+        Default::default(),
+        args,
+    )
+    .await
+    .expect("main");
     publish(&ch, "main", "nobody", b"x").await;
     let m = get_one(&ch, "unrouted", true).await;
     assert_eq!(m.delivery.data, b"x");
 
-    ch.exchange_declare(
-        "inner".into(),
-        ExchangeKind::Direct,
-        ExchangeDeclareOptions {
-            internal: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("internal");
-    let _ = ch
-        .basic_publish(
-            "inner".into(),
-            "k".into(),
-            BasicPublishOptions::default(),
-            b"x",
-            lapin::BasicProperties::default(),
-        )
-        .await;
-    wait_until("channel closed by 403", || async {
-        !ch.status().connected()
-    })
-    .await;
-    let ch = c.create_channel().await.expect("ch");
-    let _ = ch
-        .basic_publish(
-            "nope".into(),
-            "k".into(),
-            BasicPublishOptions::default(),
-            b"x",
-            lapin::BasicProperties::default(),
-        )
-        .await;
-    wait_until("channel closed by 404", || async {
-        !ch.status().connected()
-    })
-    .await;
+    let internal = ExchangeDeclareOptions {
+        internal: true,
+        ..Default::default()
+    };
+    declare_exchange(&ch, "inner", ExchangeKind::Direct, internal)
+        .await
+        .expect("internal");
+    // A publish to an internal exchange, then to a missing one: each closes
+    // its channel, neither the connection.
+    for (x, refusal) in [
+        ("inner", "channel closed by 403"),
+        ("nope", "channel closed by 404"),
+    ] {
+        let ch = channel(&c).await;
+        let _ = try_publish(&ch, x, "k", b"x", BasicProperties::default()).await;
+        wait_for(refusal, || !ch.status().connected()).await;
+    }
     assert!(
         c.status().connected(),
         "channel errors leave the connection open"

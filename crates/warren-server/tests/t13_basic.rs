@@ -2,30 +2,19 @@
 
 mod common;
 
-use common::*;
+use std::time::Duration;
+
+use common::TestServer;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, message::BasicReturnMessage};
-
-async fn consume(ch: &lapin::Channel, q: &str, tag: &str, no_ack: bool) -> lapin::Consumer {
-    ch.basic_consume(
-        q.into(),
-        tag.into(),
-        BasicConsumeOptions {
-            no_ack,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("consume")
-}
+use warren_testkit::client::*;
+use warren_testkit::{DEADLINE, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacked_messages_return_in_order_when_the_channel_closes() {
     let s = TestServer::start().await;
-    let c = s.connect().await;
-    let ch = c.create_channel().await.expect("ch");
+    let (c, ch) = s.channel().await;
     declare(&ch, "q").await.expect("declare");
     for i in 0..5 {
         publish(&ch, "", "q", format!("m{i}").as_bytes()).await;
@@ -40,7 +29,7 @@ async fn unacked_messages_return_in_order_when_the_channel_closes() {
     // Ack the second only; close the channel with the rest unacked.
     first[1].ack(BasicAckOptions::default()).await.expect("ack");
     ch.close(200, "bye".into()).await.expect("close");
-    let ch2 = c.create_channel().await.expect("ch");
+    let ch2 = channel(&c).await;
     let mut cons2 = consume(&ch2, "q", "c2", false).await;
     let mut got = vec![];
     for _ in 0..4 {
@@ -103,14 +92,11 @@ async fn nack_reject_and_recover() {
 async fn unknown_delivery_tag_is_406_and_double_ack_too() {
     let s = TestServer::start().await;
     let (c, ch) = s.channel().await;
-    let e_ch = c.create_channel().await.expect("ch");
+    let e_ch = channel(&c).await;
     e_ch.basic_ack(99, BasicAckOptions::default())
         .await
         .expect("sent");
-    wait_until("406 closes the channel", || async {
-        !e_ch.status().connected()
-    })
-    .await;
+    wait_for("406 closes the channel", || !e_ch.status().connected()).await;
     declare(&ch, "q").await.expect("declare");
     publish(&ch, "", "q", b"a").await;
     let m = get_one(&ch, "q", false).await;
@@ -120,10 +106,7 @@ async fn unknown_delivery_tag_is_406_and_double_ack_too() {
     ch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default())
         .await
         .expect("sent");
-    wait_until("double ack closes the channel", || async {
-        !ch.status().connected()
-    })
-    .await;
+    wait_for("double ack closes the channel", || !ch.status().connected()).await;
     assert!(c.status().connected());
     s.stop().await;
 }
@@ -143,14 +126,7 @@ async fn prefetch_per_consumer_and_global() {
     let a = next(&mut cons).await;
     let _b = next(&mut cons).await;
     // Two unacked: nothing more arrives until one is acked.
-    assert!(
-        tokio::time::timeout(
-            std::time::Duration::from_millis(200),
-            futures::StreamExt::next(&mut cons)
-        )
-        .await
-        .is_err()
-    );
+    assert!(nothing_for(&mut cons, Duration::from_millis(200)).await);
     a.ack(BasicAckOptions::default()).await.expect("ack");
     let _c3 = next(&mut cons).await;
 
@@ -166,7 +142,7 @@ async fn prefetch_per_consumer_and_global() {
     let mut g1 = consume(&ch2, "g", "g1", false).await;
     let mut g2 = consume(&ch2, "g", "g2", false).await;
     let first = tokio::select! { d = async { next(&mut g1).await } => d, d = async { next(&mut g2).await } => d };
-    let none = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+    let none = tokio::time::timeout(Duration::from_millis(200), async {
         tokio::select! { d = futures::StreamExt::next(&mut g1) => d, d = futures::StreamExt::next(&mut g2) => d }
     })
     .await;
@@ -183,9 +159,7 @@ async fn prefetch_per_consumer_and_global() {
 async fn mandatory_unroutable_is_returned_before_the_confirm() {
     let s = TestServer::start().await;
     let (_c, ch) = s.channel().await;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirm");
+    confirms(&ch).await;
     let confirm = ch
         .basic_publish(
             "amq.direct".into(),
@@ -232,49 +206,38 @@ async fn deleting_a_queue_cancels_its_consumers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exclusive_consumer_tag_reuse_and_priorities() {
     let s = TestServer::start().await;
-    let c = s.connect().await;
-    let ch = c.create_channel().await.expect("ch");
+    let (c, ch) = s.channel().await;
     declare(&ch, "q").await.expect("declare");
     // lapin cancels a consumer when its handle is dropped: keep it.
-    let _ex = ch
-        .basic_consume(
-            "q".into(),
-            "ex".into(),
-            BasicConsumeOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    let exclusive = BasicConsumeOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    let _ex = consume_with(&ch, "q", "ex", exclusive, FieldTable::default())
         .await
         .expect("exclusive");
-    let ch2 = c.create_channel().await.expect("ch");
-    let e = ch2
-        .basic_consume(
-            "q".into(),
-            "other".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect_err("403");
+    let ch2 = channel(&c).await;
+    let e = consume_with(
+        &ch2,
+        "q",
+        "other",
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect_err("403");
     assert_eq!(code(&e), Some(403));
 
-    let ch3 = c.create_channel().await.expect("ch");
+    let ch3 = channel(&c).await;
     declare(&ch3, "p").await.expect("declare");
     let mut low = consume(&ch3, "p", "low", true).await;
     let mut args = FieldTable::default();
     args.insert("x-priority".into(), AMQPValue::LongInt(10));
-    let mut high = ch3
-        .basic_consume(
-            "p".into(),
-            "high".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            args,
-        )
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let mut high = consume_with(&ch3, "p", "high", no_ack, args)
         .await
         .expect("priority consumer");
     for i in 0..3 {
@@ -283,28 +246,14 @@ async fn exclusive_consumer_tag_reuse_and_priorities() {
     for _ in 0..3 {
         next(&mut high).await;
     }
-    assert!(
-        tokio::time::timeout(
-            std::time::Duration::from_millis(100),
-            futures::StreamExt::next(&mut low)
-        )
-        .await
-        .is_err()
-    );
+    assert!(nothing_for(&mut low, Duration::from_millis(100)).await);
 
     // Reusing a consumer tag on the same channel is a 530 connection error.
-    let ch4 = c.create_channel().await.expect("ch");
+    let ch4 = channel(&c).await;
     declare(&ch4, "r").await.expect("declare");
     let _same = consume(&ch4, "r", "same", true).await;
-    let _ = ch4
-        .basic_consume(
-            "r".into(),
-            "same".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
-    wait_until("connection closed", || async { !c.status().connected() }).await;
+    let _ = consume_with(&ch4, "r", "same", Default::default(), FieldTable::default()).await;
+    wait_for("connection closed", || !c.status().connected()).await;
     s.stop().await;
 }
 
@@ -340,12 +289,7 @@ async fn channel_flow_pauses_and_resumes_deliveries() {
         .expect("flow off");
     publish(&ch, "", "f", b"held").await;
     assert!(
-        tokio::time::timeout(
-            std::time::Duration::from_millis(200),
-            futures::StreamExt::next(&mut cons)
-        )
-        .await
-        .is_err(),
+        nothing_for(&mut cons, Duration::from_millis(200)).await,
         "no delivery while flow is off"
     );
     ch.channel_flow(ChannelFlowOptions { active: true })

@@ -2,76 +2,53 @@
 
 mod common;
 
-use common::*;
+use common::TestServer;
 use lapin::options::*;
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Confirmation};
+use lapin::{BasicProperties, Channel, Confirmation};
+use warren_testkit::client::*;
+
+/// A channel in confirm mode with the durable queue `name` declared.
+async fn confirmed_to_durable(s: &TestServer, name: &str) -> (lapin::Connection, Channel) {
+    let (c, ch) = s.channel().await;
+    declare_with(&ch, name, durable()).await.expect("declare");
+    confirms(&ch).await;
+    (c, ch)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirms_for_transient_and_persistent_messages() {
     let s = TestServer::start().await;
-    let (_c, ch) = s.channel().await;
-    ch.queue_declare(
-        "d".into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare");
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("select");
+    let (_c, ch) = confirmed_to_durable(&s, "d").await;
     let mut pending = vec![];
     for i in 0..500u32 {
         let props = if i % 2 == 0 {
-            BasicProperties::default().with_delivery_mode(2)
+            persistent()
         } else {
             BasicProperties::default()
         };
         pending.push(
-            ch.basic_publish(
-                "".into(),
-                "d".into(),
-                BasicPublishOptions::default(),
-                &i.to_be_bytes(),
-                props,
-            )
-            .await
-            .expect("publish"),
+            try_publish(&ch, "", "d", &i.to_be_bytes(), props)
+                .await
+                .expect("publish"),
         );
     }
     for p in pending {
         assert!(matches!(p.await.expect("confirm"), Confirmation::Ack(_)));
     }
-    let q = ch
-        .queue_declare(
-            "d".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("passive");
-    assert_eq!(q.message_count(), 500);
+    assert_eq!(count(&ch, "d").await, 500);
     s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_commit_and_rollback() {
     let s = TestServer::start().await;
-    let c = s.connect().await;
-    let ch = c.create_channel().await.expect("ch");
+    let (c, ch) = s.channel().await;
     declare(&ch, "t").await.expect("declare");
     ch.tx_select().await.expect("select");
     publish(&ch, "", "t", b"rolled back").await;
     ch.tx_rollback().await.expect("rollback");
     publish(&ch, "", "t", b"committed").await;
-    let reader = c.create_channel().await.expect("ch");
+    let reader = channel(&c).await;
     assert!(
         reader
             .basic_get("t".into(), BasicGetOptions::default())
@@ -107,7 +84,7 @@ async fn transactions_commit_and_rollback() {
         .await
         .expect_err("tx -> confirm");
     assert_eq!(code(&e), Some(406));
-    let plain = c.create_channel().await.expect("ch");
+    let plain = channel(&c).await;
     let e = plain.tx_commit().await.expect_err("not transactional");
     assert_eq!(code(&e), Some(406));
     s.stop().await;
@@ -126,33 +103,15 @@ async fn persistent_confirms_share_fsyncs() {
     const EACH: u32 = 500;
     let mut tasks = vec![];
     for p in 0..PUBLISHERS {
-        let (c, ch) = s.channel().await;
-        ch.queue_declare(
-            "gc".into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .expect("select");
+        let (c, ch) = confirmed_to_durable(&s, "gc").await;
         tasks.push(tokio::spawn(async move {
             let mut pending = vec![];
             for i in 0..EACH {
+                let body = format!("{p}-{i}");
                 pending.push(
-                    ch.basic_publish(
-                        "".into(),
-                        "gc".into(),
-                        BasicPublishOptions::default(),
-                        format!("{p}-{i}").as_bytes(),
-                        BasicProperties::default().with_delivery_mode(2),
-                    )
-                    .await
-                    .expect("publish"),
+                    try_publish(&ch, "", "gc", body.as_bytes(), persistent())
+                        .await
+                        .expect("publish"),
                 );
             }
             for c in pending {

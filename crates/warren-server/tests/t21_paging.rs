@@ -3,43 +3,28 @@
 
 mod common;
 
-use common::*;
+use common::TestServer;
+use lapin::Channel;
 use lapin::options::*;
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel};
 use warren_queues::classic::PAGE_BUDGET;
+use warren_testkit::client::*;
 
 const N: u32 = 30_000;
 const SIZE: usize = 1024; // 30 MiB of bodies, several times the budget
 
 async fn publish_backlog(ch: &Channel) {
-    ch.queue_declare(
-        "backlog".into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("declare");
-    ch.confirm_select(ConfirmSelectOptions::default())
+    declare_with(ch, "backlog", durable())
         .await
-        .expect("confirms");
+        .expect("declare");
+    confirms(ch).await;
     let mut body = vec![0u8; SIZE];
     let mut pending = Vec::new();
     for i in 0..N {
         body[..4].copy_from_slice(&i.to_be_bytes());
         pending.push(
-            ch.basic_publish(
-                "".into(),
-                "backlog".into(),
-                BasicPublishOptions::default(),
-                &body,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .expect("publish"),
+            try_publish(ch, "", "backlog", &body, persistent())
+                .await
+                .expect("publish"),
         );
         if pending.len() == 500 {
             for c in pending.drain(..) {
@@ -56,15 +41,7 @@ async fn consume_in_order(ch: &Channel, from: u32, to: u32) {
     ch.basic_qos(500, BasicQosOptions::default())
         .await
         .expect("qos");
-    let mut cons = ch
-        .basic_consume(
-            "backlog".into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
+    let mut cons = consume(ch, "backlog", "", false).await;
     for i in from..to {
         let d = next(&mut cons).await;
         assert_eq!(d.data.len(), SIZE);
@@ -106,18 +83,7 @@ async fn backlog_beyond_the_budget_pages_to_disk() {
             (broker.memory().used() as usize) < PAGE_BUDGET * 2,
             "recovery keeps only the budget in memory"
         );
-        let q = ch
-            .queue_declare(
-                "backlog".into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("passive");
-        assert_eq!(q.message_count(), N / 2);
+        assert_eq!(count(&ch, "backlog").await, N / 2);
         consume_in_order(&ch, N / 2, N).await;
     }
     s.stop().await;

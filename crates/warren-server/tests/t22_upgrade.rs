@@ -5,15 +5,16 @@
 
 mod common;
 
-use common::*;
-use lapin::options::{BasicGetOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use common::TestServer;
+use lapin::options::BasicGetOptions;
 use warren_core::binding::{Binding, DestinationKind};
 use warren_core::exchange::{ExchangeDef, ExchangeKind};
 use warren_core::message::MessageFlags;
 use warren_core::queue::{Home, QueueArgs, QueueDef};
 use warren_core::{FieldTable as CoreTable, Message};
 use warren_store::{Op, Store, codec, keys};
+use warren_testkit::client::*;
+use warren_testkit::wait_for;
 
 /// Writes what an older Warren left in its store.
 async fn write_legacy_store(dir: &std::path::Path) {
@@ -76,13 +77,6 @@ async fn write_legacy_store(dir: &std::path::Path) {
     w.close().await.expect("close");
 }
 
-fn passive() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_from_before_raft_seeds_the_metadata_group() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -91,18 +85,13 @@ async fn a_store_from_before_raft_seeds_the_metadata_group() {
     let mut s = TestServer::start_with(|c| c.data_dir = path).await;
     {
         let (_c, ch) = s.channel().await;
-        let q = ch
-            .queue_declare("legacy-q".into(), passive(), FieldTable::default())
+        let q = passive(&ch, "legacy-q")
             .await
             .expect("the old queue is there");
         assert_eq!(q.message_count(), 1);
         publish(&ch, "legacy-x", "k", b"via the old binding").await;
-        wait_until("the old binding routes", || async {
-            ch.queue_declare("legacy-q".into(), passive(), FieldTable::default())
-                .await
-                .is_ok_and(|q| q.message_count() == 2)
-        })
-        .await;
+        // The old binding routes.
+        wait_ready(&ch, "legacy-q", 2).await;
     }
     // Restarted: the group's log holds it all now (the old records are gone).
     s.restart().await;
@@ -114,21 +103,10 @@ async fn a_store_from_before_raft_seeds_the_metadata_group() {
         .expect("a message");
     assert_eq!(m.delivery.data, b"written before raft");
     // A new durable queue gets a fresh id: none of the old messages in it.
-    let q = ch
-        .queue_declare(
-            "new-q".into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    let q = declare_with(&ch, "new-q", durable())
         .await
         .expect("declare");
     assert_eq!(q.message_count(), 0);
     s.stop().await;
-    wait_until("stores closed", || async {
-        warren_store::live_writers() == 0
-    })
-    .await;
+    wait_for("stores closed", || warren_store::live_writers() == 0).await;
 }

@@ -4,8 +4,9 @@ mod common;
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{AMQPClass, basic, queue};
+use common::TestServer;
 use common::raw::{Raw, bytes, method};
-use common::*;
+use warren_testkit::client::declare;
 
 fn publish(ch: u16) -> Vec<u8> {
     method(
@@ -178,27 +179,29 @@ async fn channel_close_handshake_and_frames_after_close_are_ignored() {
         (404, "NOT_FOUND - no queue 'missing' in vhost '/'")
     );
     // Reopen the channel and use it.
-    r.send(&method(
-        1,
-        AMQPClass::Channel(amq_protocol::protocol::channel::AMQPMethod::Open(
-            Default::default(),
-        )),
-    ))
-    .await;
+    let reopened = r
+        .call(
+            1,
+            AMQPClass::Channel(amq_protocol::protocol::channel::AMQPMethod::Open(
+                Default::default(),
+            )),
+        )
+        .await;
     assert!(matches!(
-        r.frame().await,
+        reopened,
         Some(AMQPFrame::Method(1, AMQPClass::Channel(_)))
     ));
-    r.send(&method(
-        1,
-        AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
-            queue: "q".into(),
-            ..Default::default()
-        })),
-    ))
-    .await;
+    let declared = r
+        .call(
+            1,
+            AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                queue: "q".into(),
+                ..Default::default()
+            })),
+        )
+        .await;
     assert!(matches!(
-        r.frame().await,
+        declared,
         Some(AMQPFrame::Method(
             1,
             AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))
@@ -212,22 +215,16 @@ async fn update_secret_is_accepted() {
     use amq_protocol::protocol::connection;
     let s = TestServer::start().await;
     let mut r = Raw::open(s.addr(), 0).await;
-    r.send(&method(
-        0,
-        AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(
-            connection::UpdateSecret {
-                new_secret: "token".into(),
-                reason: "refresh".into(),
-            },
-        )),
-    ))
-    .await;
+    let update = connection::UpdateSecret {
+        new_secret: "token".into(),
+        reason: "refresh".into(),
+    };
+    let answer = r
+        .connection_call(connection::AMQPMethod::UpdateSecret(update))
+        .await;
     assert!(matches!(
-        r.frame().await,
-        Some(AMQPFrame::Method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(_))
-        ))
+        answer,
+        Some(connection::AMQPMethod::UpdateSecretOk(_))
     ));
     s.stop().await;
 }
@@ -237,23 +234,16 @@ async fn client_close_gets_close_ok_and_the_socket_ends() {
     use amq_protocol::protocol::connection;
     let s = TestServer::start().await;
     let mut r = Raw::open(s.addr(), 0).await;
-    r.send(&method(
-        0,
-        AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-            reply_code: 200,
-            reply_text: "bye".into(),
-            class_id: 0,
-            method_id: 0,
-        })),
-    ))
-    .await;
-    assert!(matches!(
-        r.frame().await,
-        Some(AMQPFrame::Method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))
-        ))
-    ));
+    let close = connection::Close {
+        reply_code: 200,
+        reply_text: "bye".into(),
+        class_id: 0,
+        method_id: 0,
+    };
+    let answer = r
+        .connection_call(connection::AMQPMethod::Close(close))
+        .await;
+    assert!(matches!(answer, Some(connection::AMQPMethod::CloseOk(_))));
     assert!(r.frame().await.is_none(), "socket closed after close-ok");
     s.stop().await;
 }
@@ -265,19 +255,7 @@ async fn tune_limits_are_enforced() {
     // A client asking for more than we offer is refused with 530.
     for (channel_max, frame_max) in [(2047u16, 200_000u32), (3000, 131_072), (2047, 1024)] {
         let mut r = Raw::connect(s.addr()).await;
-        r.send(b"AMQP\x00\x00\x09\x01").await;
-        r.frame().await;
-        r.send(&method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-                client_properties: Default::default(),
-                mechanism: "PLAIN".into(),
-                response: "\0guest\0guest".into(),
-                locale: "en_US".into(),
-            })),
-        ))
-        .await;
-        r.frame().await;
+        r.login().await;
         r.send(&method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {

@@ -5,12 +5,13 @@ mod common;
 
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{AMQPClass, basic, queue};
-use common::process::Process;
+use common::BIN;
 use common::raw::{Raw, bytes, method};
-use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use tokio::io::AsyncWriteExt;
+use warren_testkit::SingleNode;
+use warren_testkit::client::*;
 
 /// One hostile input: what is sent after (or instead of) a handshake.
 fn garbage(rng: &mut StdRng) -> (bool, Vec<u8>) {
@@ -105,13 +106,11 @@ fn garbage(rng: &mut StdRng) -> (bool, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_leaves_the_broker_healthy() {
-    let p = Process::spawn(&["--heartbeat", "5"]).await;
+    let p = SingleNode::start(BIN, &["--heartbeat", "5"]).await;
     let mut rng = StdRng::seed_from_u64(0x5eed);
     // A healthy client connected throughout.
-    let c = lapin::Connection::connect(&p.uri(), lapin::ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let ch = c.create_channel().await.expect("ch");
+    let c = p.connect().await;
+    let ch = channel(&c).await;
     declare(&ch, "healthy").await.expect("declare");
 
     let baseline = p.rss();
@@ -148,8 +147,7 @@ async fn hostile_input_leaves_the_broker_healthy() {
         after < baseline + 64 * 1024 * 1024,
         "RSS grew from {baseline} to {after} after 500 hostile connections"
     );
-    let c2 = lapin::Connection::connect(&p.uri(), lapin::ConnectionProperties::default())
-        .await
-        .expect("new clients still served");
+    // New clients are still served.
+    let c2 = p.connect().await;
     c2.close(200, "ok".into()).await.expect("close");
 }

@@ -5,34 +5,42 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{AMQPClass, basic};
-use common::process::Process;
+use common::BIN;
 use common::raw::{Raw, bytes, method};
-use common::*;
 use futures::StreamExt;
+use lapin::Event;
 use lapin::options::*;
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties, Event};
 use tokio::io::AsyncWriteExt;
+use warren_testkit::client::*;
+use warren_testkit::{DEADLINE, SingleNode, wait_for_async};
 
 const MIB: u64 = 1024 * 1024;
 
+/// Prints the broker's RSS after `what` (and `before` it), and checks that
+/// it is at most `limit` MiB.
+fn assert_rss_within(p: &SingleNode, what: &str, before: u64, limit: u64) {
+    let rss = p.rss();
+    println!(
+        "{what}: broker RSS {} MiB (before: {} MiB)",
+        rss / MIB,
+        before / MIB
+    );
+    assert!(rss <= limit * MIB, "RSS {} MiB", rss / MIB);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watermark_blocks_a_fast_publisher_and_nothing_is_lost() {
-    let p = Process::spawn(&["--memory-high-watermark", "8MiB"]).await;
+    let p = SingleNode::start(BIN, &["--memory-high-watermark", "8MiB"]).await;
     const N: u32 = 60_000;
     const SIZE: usize = 4096; // 240 MiB published in all, 30x the watermark
-    let publisher = Connection::connect(&p.uri(), ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let consumer = Connection::connect(&p.uri(), ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let pch = publisher.create_channel().await.expect("ch");
+    let publisher = p.connect().await;
+    let consumer = p.connect().await;
+    let pch = channel(&publisher).await;
     declare(&pch, "wm").await.expect("declare");
 
     let blocked = Arc::new(AtomicBool::new(false));
@@ -55,19 +63,11 @@ async fn watermark_blocks_a_fast_publisher_and_nothing_is_lost() {
 
     // The consumer is slow until the publisher has been blocked, then fast.
     let received = Arc::new(AtomicU64::new(0));
-    let cch = consumer.create_channel().await.expect("ch");
+    let cch = channel(&consumer).await;
     cch.basic_qos(200, BasicQosOptions::default())
         .await
         .expect("qos");
-    let mut cons = cch
-        .basic_consume(
-            "wm".into(),
-            "c".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
+    let mut cons = consume(&cch, "wm", "c", false).await;
     let drain = {
         let (received, blocked) = (received.clone(), blocked.clone());
         tokio::spawn(async move {
@@ -92,17 +92,11 @@ async fn watermark_blocks_a_fast_publisher_and_nothing_is_lost() {
 
     let max_rss = Arc::new(AtomicU64::new(0));
     let sampling = {
-        let (max_rss, pid) = (max_rss.clone(), p.child.id());
+        let (max_rss, pid) = (max_rss.clone(), p.pid());
         tokio::spawn(async move {
             loop {
-                if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    && let Some(kb) = s
-                        .lines()
-                        .find(|l| l.starts_with("VmRSS:"))
-                        .and_then(|l| l.split_whitespace().nth(1))
-                        .and_then(|k| k.parse::<u64>().ok())
-                {
-                    max_rss.fetch_max(kb * 1024, Ordering::SeqCst);
+                if let Some(rss) = warren_testkit::rss(pid) {
+                    max_rss.fetch_max(rss, Ordering::SeqCst);
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -112,15 +106,7 @@ async fn watermark_blocks_a_fast_publisher_and_nothing_is_lost() {
     let mut body = vec![7u8; SIZE];
     for i in 0..N {
         body[..4].copy_from_slice(&i.to_be_bytes());
-        pch.basic_publish(
-            "".into(),
-            "wm".into(),
-            BasicPublishOptions::default(),
-            &body,
-            BasicProperties::default(),
-        )
-        .await
-        .expect("publish");
+        publish(&pch, "", "wm", &body).await;
     }
     tokio::time::timeout(Duration::from_secs(120), drain)
         .await
@@ -173,14 +159,9 @@ fn publishes(queue: &str, n: usize, size: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_million_small_messages_fit_in_300_mib() {
-    let p = Process::spawn(&[]).await;
-    let (c, ch) = {
-        let c = Connection::connect(&p.uri(), ConnectionProperties::default())
-            .await
-            .expect("connect");
-        let ch = c.create_channel().await.expect("ch");
-        (c, ch)
-    };
+    let p = SingleNode::start(BIN, &[]).await;
+    let c = p.connect().await;
+    let ch = channel(&c).await;
     declare(&ch, "million").await.expect("declare");
     let before = p.rss();
     let mut raw = Raw::open(p.addr, 0).await;
@@ -188,47 +169,21 @@ async fn one_million_small_messages_fit_in_300_mib() {
     for _ in 0..100 {
         raw.stream.write_all(&chunk).await.expect("write");
     }
-    wait_until("1M messages queued", || async {
-        ch.queue_declare(
-            "million".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map(|q| q.message_count())
-        .unwrap_or(0)
-            == 1_000_000
-    })
-    .await;
-    let rss = p.rss();
-    println!(
-        "1M x 100 B transient messages: broker RSS {} MiB (before: {} MiB)",
-        rss / MIB,
-        before / MIB
-    );
-    assert!(rss <= 300 * MIB, "RSS {} MiB", rss / MIB);
+    wait_ready(&ch, "million", 1_000_000).await;
+    assert_rss_within(&p, "1M x 100 B transient messages", before, 300);
     drop(raw);
     c.close(200, "ok".into()).await.expect("close");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_idle_connections_fit_in_100_mib() {
-    let p = Process::spawn(&[]).await;
+    let p = SingleNode::start(BIN, &[]).await;
     let before = p.rss();
     let mut conns = Vec::with_capacity(1000);
     for _ in 0..1000 {
         conns.push(Raw::open(p.addr, 0).await);
     }
-    let rss = p.rss();
-    println!(
-        "1000 idle connections with a channel each: broker RSS {} MiB (before: {} MiB)",
-        rss / MIB,
-        before / MIB
-    );
-    assert!(rss <= 100 * MIB, "RSS {} MiB", rss / MIB);
+    assert_rss_within(&p, "1000 idle connections with a channel each", before, 100);
     drop(conns);
 }
 
@@ -239,25 +194,15 @@ async fn a_thousand_idle_connections_fit_in_100_mib() {
 async fn a_consumed_queue_slows_its_publisher() {
     const PUBLISHED: usize = 150_000;
     const CONSUME: u64 = 20_000;
-    let p = Process::spawn(&[]).await;
-    let c = Connection::connect(&p.uri(), ConnectionProperties::default())
-        .await
-        .expect("connect");
-    let ch = c.create_channel().await.expect("ch");
+    let p = SingleNode::start(BIN, &[]).await;
+    let c = p.connect().await;
+    let ch = channel(&c).await;
     declare(&ch, "paced").await.expect("declare");
-    let cch = c.create_channel().await.expect("ch");
+    let cch = channel(&c).await;
     cch.basic_qos(50, BasicQosOptions::default())
         .await
         .expect("qos");
-    let mut cons = cch
-        .basic_consume(
-            "paced".into(),
-            "c".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
+    let mut cons = consume(&cch, "paced", "c", false).await;
     let received = Arc::new(AtomicU64::new(0));
     let slow = {
         let received = received.clone();
@@ -282,26 +227,17 @@ async fn a_consumed_queue_slows_its_publisher() {
         }
         raw
     });
-    let mut peak = 0;
-    for _ in 0..3000 {
+    // Sample the backlog while the consumer takes its share.
+    let peak = AtomicU32::new(0);
+    wait_for_async(&format!("the consumer took {CONSUME}"), || async {
         if received.load(Ordering::SeqCst) >= CONSUME {
-            break;
+            return true;
         }
-        let ready = ch
-            .queue_declare(
-                "paced".into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("passive declare")
-            .message_count();
-        peak = peak.max(ready);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        peak.fetch_max(count(&ch, "paced").await, Ordering::SeqCst);
+        false
+    })
+    .await;
+    let peak = peak.into_inner();
     tokio::time::timeout(DEADLINE, slow)
         .await
         .expect("consumer finished")

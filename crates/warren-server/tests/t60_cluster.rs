@@ -9,84 +9,26 @@
 
 mod common;
 
-use common::cluster::{BIN, channel, connect};
-
 use std::time::{Duration, Instant};
 
-use common::code;
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use common::BIN;
 use lapin::{Connection, ExchangeKind};
+use warren_testkit::client::*;
 use warren_testkit::{Cluster, Options, wait_for_async};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    }
-}
-
-fn passive() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    }
-}
-
-/// `queue.declare passive` on a fresh channel: the reply code (0 for ok).
-async fn probe_queue(conn: &Connection, name: &str) -> u16 {
-    let ch = channel(conn).await;
-    match ch
-        .queue_declare(name.into(), passive(), FieldTable::default())
-        .await
-    {
-        Ok(_) => {
-            let _ = ch.close(200, "ok".into()).await;
-            0
-        }
-        Err(e) => code(&e).unwrap_or(1),
-    }
-}
-
-/// Waits until `name` answers `want` on `conn`'s node.
-async fn wait_queue(conn: &Connection, name: &str, want: u16) {
-    wait_for_async(&format!("queue {name} answers {want}"), || async {
-        (probe_queue(conn, name).await == want).then_some(())
-    })
-    .await;
-}
 
 /// Publishes `body` to `queue` through `from` with a confirm, then gets it
 /// through `to`.
 async fn publish_get(from: &Connection, to: &Connection, queue: &str, body: &[u8]) {
     let ch = channel(from).await;
-    ch.confirm_select(Default::default())
-        .await
-        .expect("confirms");
-    let confirm = ch
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            Default::default(),
-            body,
-            lapin::BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .expect("publish");
-    assert!(confirm.await.expect("confirm").is_ack());
-    let got = wait_for_async(&format!("the message in {queue}"), || async {
-        channel(to)
+    confirms(&ch).await;
+    assert!(
+        publish_confirmed(&ch, "", queue, body, persistent())
             .await
-            .basic_get(
-                queue.into(),
-                lapin::options::BasicGetOptions { no_ack: true },
-            )
-            .await
-            .expect("get")
-    })
-    .await;
+            .is_ack()
+    );
+    let got = get_one(&channel(to).await, queue, true).await;
     assert_eq!(got.delivery.data, body);
 }
 
@@ -94,16 +36,12 @@ async fn publish_get(from: &Connection, to: &Connection, queue: &str, body: &[u8
 async fn metadata_declared_on_one_node_is_seen_and_checked_on_all() {
     let _turn = SERIAL.lock().await;
     let c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
-    let (n1, n2, n3) = (
-        connect(&c, 1).await,
-        connect(&c, 2).await,
-        connect(&c, 3).await,
-    );
+    let [n1, n2, n3] = c.connect_each([1, 2, 3]).await;
     c.wait_leader(&[1, 2, 3]).await;
 
     // Every exchange type, declared and bound on node 1.
     let ch1 = channel(&n1).await;
-    ch1.queue_declare("q1".into(), durable(), FieldTable::default())
+    declare_with(&ch1, "q1", durable())
         .await
         .expect("declare q1");
     let kinds = [
@@ -113,26 +51,10 @@ async fn metadata_declared_on_one_node_is_seen_and_checked_on_all() {
         ("x.headers", ExchangeKind::Headers),
     ];
     for (name, kind) in &kinds {
-        ch1.exchange_declare(
-            (*name).into(),
-            kind.clone(),
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare exchange");
-        ch1.queue_bind(
-            "q1".into(),
-            (*name).into(),
-            "k".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind");
+        declare_exchange(&ch1, name, kind.clone(), durable_exchange())
+            .await
+            .expect("declare exchange");
+        bind(&ch1, "q1", name, "k").await.expect("bind");
     }
 
     // Nodes 2 and 3 see them (a declare-ok on node 1 means applied on node
@@ -141,44 +63,20 @@ async fn metadata_declared_on_one_node_is_seen_and_checked_on_all() {
         wait_queue(conn, "q1", 0).await;
         for (name, kind) in &kinds {
             let ch = channel(conn).await;
-            ch.exchange_declare(
-                (*name).into(),
-                kind.clone(),
-                ExchangeDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("exchange visible");
+            declare_exchange(&ch, name, kind.clone(), passive_exchange())
+                .await
+                .expect("exchange visible");
         }
     }
 
     // The state machine decides equivalence, whichever node asks.
     let ch3 = channel(&n3).await;
-    let e = ch3
-        .exchange_declare(
-            "x.topic".into(),
-            ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    let e = declare_exchange(&ch3, "x.topic", ExchangeKind::Fanout, durable_exchange())
         .await
         .expect_err("inequivalent type");
     assert_eq!(code(&e), Some(406));
     let ch3 = channel(&n3).await;
-    let e = ch3
-        .queue_bind(
-            "q1".into(),
-            "missing".into(),
-            "k".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
+    let e = bind(&ch3, "q1", "missing", "k")
         .await
         .expect_err("no such exchange");
     assert_eq!(code(&e), Some(404));
@@ -186,16 +84,9 @@ async fn metadata_declared_on_one_node_is_seen_and_checked_on_all() {
     // An exclusive queue of a node-2 connection: locked for others, gone
     // when its connection closes.
     let ch2 = channel(&n2).await;
-    ch2.queue_declare(
-        "excl".into(),
-        QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("exclusive");
+    declare_with(&ch2, "excl", exclusive())
+        .await
+        .expect("exclusive");
     wait_queue(&n1, "excl", 405).await;
     n2.close(200, "bye".into()).await.expect("close");
     wait_queue(&n1, "excl", 404).await;
@@ -222,9 +113,9 @@ async fn a_killed_leader_is_replaced_and_catches_up_through_a_snapshot() {
     }
     let leader = c.wait_leader(&[1, 2, 3]).await;
     let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
-    let s = connect(&c, survivors[0]).await;
+    let s = c.connect(survivors[0]).await;
     let ch = channel(&s).await;
-    ch.queue_declare("before".into(), durable(), FieldTable::default())
+    declare_with(&ch, "before", durable())
         .await
         .expect("declare");
 
@@ -234,7 +125,7 @@ async fn a_killed_leader_is_replaced_and_catches_up_through_a_snapshot() {
     let killed = Instant::now();
     let failover = wait_for_async("a declaration after the leader died", || async {
         let ch = channel(&s).await;
-        ch.queue_declare("after-failover".into(), durable(), FieldTable::default())
+        declare_with(&ch, "after-failover", durable())
             .await
             .ok()
             .map(|_| killed.elapsed())
@@ -247,7 +138,7 @@ async fn a_killed_leader_is_replaced_and_catches_up_through_a_snapshot() {
     let new_leader = c.wait_leader(&survivors).await;
     assert_ne!(new_leader, leader);
     // Publishes continue too: into a queue on one survivor, out of the other.
-    let other = connect(&c, survivors[1]).await;
+    let other = c.connect(survivors[1]).await;
     wait_queue(&other, "after-failover", 0).await;
     publish_get(&s, &other, "after-failover", b"after the leader died").await;
 
@@ -255,20 +146,15 @@ async fn a_killed_leader_is_replaced_and_catches_up_through_a_snapshot() {
     // survivors' purged logs, so it can only catch up from a snapshot.
     let ch = channel(&s).await;
     for i in 0..1200 {
-        ch.queue_declare(
-            format!("bulk-{i}").as_str().into(),
-            durable(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bulk declare");
-        ch.queue_delete(format!("bulk-{i}").as_str().into(), Default::default())
+        let name = format!("bulk-{i}");
+        declare_with(&ch, &name, durable())
+            .await
+            .expect("bulk declare");
+        ch.queue_delete(name.as_str().into(), Default::default())
             .await
             .expect("bulk delete");
     }
-    ch.queue_declare("last".into(), durable(), FieldTable::default())
-        .await
-        .expect("declare");
+    declare_with(&ch, "last", durable()).await.expect("declare");
     let target = c
         .applied(survivors[0])
         .await
@@ -286,11 +172,11 @@ async fn a_killed_leader_is_replaced_and_catches_up_through_a_snapshot() {
 
     c.restart(leader);
     c.wait_applied(&[leader], target).await;
-    let back = connect(&c, leader).await;
+    let back = c.connect(leader).await;
     for q in ["before", "after-failover", "last"] {
         wait_queue(&back, q, 0).await;
     }
-    assert_eq!(probe_queue(&back, "bulk-7").await, 404);
+    assert_eq!(probe(&back, "bulk-7").await.0, 404);
     let st = c.status(leader).await.expect("status");
     let me = st.members.iter().find(|m| m.id == leader).expect("self");
     assert!(
@@ -307,31 +193,21 @@ async fn a_single_node_grows_into_three_and_shrinks_back_to_two() {
     // takes a durable queue and a confirmed persistent message.
     c.start_plain(1);
     {
-        let n1 = connect(&c, 1).await;
+        let n1 = c.connect(1).await;
         let ch = channel(&n1).await;
-        ch.queue_declare("early".into(), durable(), FieldTable::default())
+        declare_with(&ch, "early", durable())
             .await
             .expect("declare");
-        ch.confirm_select(Default::default())
-            .await
-            .expect("confirms");
-        let confirm = ch
-            .basic_publish(
-                "".into(),
-                "early".into(),
-                Default::default(),
-                b"from the single node",
-                lapin::BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .expect("publish");
-        assert!(confirm.await.expect("confirm").is_ack());
+        confirms(&ch).await;
+        let confirm =
+            publish_confirmed(&ch, "", "early", b"from the single node", persistent()).await;
+        assert!(confirm.is_ack());
     }
     // Its data dir becomes the first member of a cluster: restarted with a
     // cluster listener, it is a one-member group that others can join.
     c.kill9(1);
     c.start_with_peers(1, None);
-    let n1 = connect(&c, 1).await;
+    let n1 = c.connect(1).await;
 
     // Nodes 2 and 3 know node 1 only; they wait until added.
     for id in [2, 3] {
@@ -346,24 +222,12 @@ async fn a_single_node_grows_into_three_and_shrinks_back_to_two() {
                 .expect("add node");
         assert!(voters.iter().any(|m| m.id == id && m.voter), "{voters:?}");
     }
-    let n3 = connect(&c, 3).await;
+    let n3 = c.connect(3).await;
     wait_queue(&n3, "early", 0).await;
     // The single node's message is served to a consumer on a new member.
-    let got = wait_for_async("the single node's message on node 3", || async {
-        channel(&n3)
-            .await
-            .basic_get(
-                "early".into(),
-                lapin::options::BasicGetOptions { no_ack: true },
-            )
-            .await
-            .expect("get")
-    })
-    .await;
+    let got = get_one(&channel(&n3).await, "early", true).await;
     assert_eq!(got.delivery.data, b"from the single node");
-    channel(&n3)
-        .await
-        .queue_declare("grown".into(), durable(), FieldTable::default())
+    declare_with(&channel(&n3).await, "grown", durable())
         .await
         .expect("declare on a new member");
     wait_queue(&n1, "grown", 0).await;
@@ -378,10 +242,8 @@ async fn a_single_node_grows_into_three_and_shrinks_back_to_two() {
     assert_eq!(voters.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 2]);
     drop(n3);
     c.kill9(3);
-    let n2 = connect(&c, 2).await;
-    channel(&n2)
-        .await
-        .queue_declare("shrunk".into(), durable(), FieldTable::default())
+    let n2 = c.connect(2).await;
+    declare_with(&channel(&n2).await, "shrunk", durable())
         .await
         .expect("declare after shrinking");
     wait_queue(&n1, "shrunk", 0).await;
@@ -395,11 +257,7 @@ async fn a_cut_off_node_refuses_metadata_changes_then_converges() {
         ..Options::default()
     };
     let mut c = Cluster::start_all(BIN, &[1, 2, 3], opts);
-    let conns = [
-        connect(&c, 1).await,
-        connect(&c, 2).await,
-        connect(&c, 3).await,
-    ];
+    let conns = c.connect_each([1, 2, 3]).await;
     let leader = c.wait_leader(&[1, 2, 3]).await;
     let cut = leader;
     let majority: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != cut).collect();
@@ -410,8 +268,7 @@ async fn a_cut_off_node_refuses_metadata_changes_then_converges() {
     // time; its connection stays usable.
     let asked = Instant::now();
     let ch = channel(on(cut)).await;
-    let e = ch
-        .queue_declare("refused".into(), durable(), FieldTable::default())
+    let e = declare_with(&ch, "refused", durable())
         .await
         .expect_err("no majority");
     let waited = asked.elapsed();
@@ -422,7 +279,7 @@ async fn a_cut_off_node_refuses_metadata_changes_then_converges() {
     assert_eq!(code(&e), Some(541), "{e}");
     assert!(waited < Duration::from_secs(10), "bounded: {waited:?}");
     assert_eq!(
-        probe_queue(on(cut), "nothing-here").await,
+        probe(on(cut), "nothing-here").await.0,
         404,
         "connection still usable"
     );
@@ -430,9 +287,7 @@ async fn a_cut_off_node_refuses_metadata_changes_then_converges() {
     // The majority elects a leader of its own and keeps declaring.
     let new_leader = c.wait_leader(&majority).await;
     assert_ne!(new_leader, cut);
-    channel(on(majority[0]))
-        .await
-        .queue_declare("during-cut".into(), durable(), FieldTable::default())
+    declare_with(&channel(on(majority[0])).await, "during-cut", durable())
         .await
         .expect("majority declares");
     wait_queue(on(majority[1]), "during-cut", 0).await;
@@ -448,19 +303,15 @@ async fn a_cut_off_node_refuses_metadata_changes_then_converges() {
     // could not commit is gone.
     c.heal(cut);
     wait_queue(on(cut), "during-cut", 0).await;
-    assert_eq!(probe_queue(on(majority[0]), "refused").await, 404);
-    assert_eq!(probe_queue(on(cut), "refused").await, 404);
+    assert_eq!(probe(on(majority[0]), "refused").await.0, 404);
+    assert_eq!(probe(on(cut), "refused").await.0, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_is_replaced_and_rejoins_as_a_follower() {
     let _turn = SERIAL.lock().await;
     let mut c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
-    let conns = [
-        connect(&c, 1).await,
-        connect(&c, 2).await,
-        connect(&c, 3).await,
-    ];
+    let conns = c.connect_each([1, 2, 3]).await;
     let on = |id: u64| &conns[usize::try_from(id - 1).expect("id")];
     let leader = c.wait_leader(&[1, 2, 3]).await;
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
@@ -469,9 +320,7 @@ async fn a_frozen_leader_is_replaced_and_rejoins_as_a_follower() {
     c.pause(leader);
     let new_leader = c.wait_leader(&others).await;
     assert_ne!(new_leader, leader);
-    channel(on(others[0]))
-        .await
-        .queue_declare("while-frozen".into(), durable(), FieldTable::default())
+    declare_with(&channel(on(others[0])).await, "while-frozen", durable())
         .await
         .expect("the others declare");
 

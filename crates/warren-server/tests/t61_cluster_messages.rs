@@ -6,64 +6,25 @@
 
 mod common;
 
-use common::cluster::{BIN, channel, connect};
-
-use common::{code, next};
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Confirmation, Connection, ExchangeKind};
+use common::BIN;
+use lapin::options::{BasicAckOptions, BasicQosOptions, ExchangeDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Confirmation, ExchangeKind};
+use warren_testkit::client::*;
 use warren_testkit::{Cluster, Options, wait_for_async};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// `queue.declare passive` on a fresh channel: (reply code, message count).
-async fn probe(conn: &Connection, name: &str) -> (u16, u32) {
-    let ch = channel(conn).await;
-    let opts = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    match ch
-        .queue_declare(name.into(), opts, FieldTable::default())
-        .await
-    {
-        Ok(q) => {
-            let _ = ch.close(200, "ok".into()).await;
-            (0, q.message_count())
-        }
-        Err(e) => (code(&e).unwrap_or(1), 0),
-    }
-}
-
-fn headers(pairs: &[(&str, &str)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in pairs {
-        t.insert((*k).into(), AMQPValue::LongString((*v).into()));
-    }
-    t
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_on_one_node_consume_on_another_through_every_exchange_type() {
     let _turn = SERIAL.lock().await;
     let c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
-    let (n1, n2, n3) = (
-        connect(&c, 1).await,
-        connect(&c, 2).await,
-        connect(&c, 3).await,
-    );
+    let [n1, n2, n3] = c.connect_each([1, 2, 3]).await;
     c.wait_leader(&[1, 2, 3]).await;
 
     // The queue and one exchange of each type, declared on node 1.
     let ch1 = channel(&n1).await;
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    ch1.queue_declare("flow".into(), durable, FieldTable::default())
+    declare_with(&ch1, "flow", durable())
         .await
         .expect("declare");
     let bindings = [
@@ -78,23 +39,12 @@ async fn publish_on_one_node_consume_on_another_through_every_exchange_type() {
         ),
     ];
     for (x, kind, key, args) in &bindings {
-        ch1.exchange_declare(
-            (*x).into(),
-            kind.clone(),
-            ExchangeDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("exchange");
-        ch1.queue_bind(
-            "flow".into(),
-            (*x).into(),
-            (*key).into(),
-            QueueBindOptions::default(),
-            args.clone(),
-        )
-        .await
-        .expect("bind");
+        declare_exchange(&ch1, x, kind.clone(), ExchangeDeclareOptions::default())
+            .await
+            .expect("exchange");
+        bind_with(&ch1, "flow", x, key, args.clone())
+            .await
+            .expect("bind");
     }
     // Node 2 routes with its own replica: wait until it has applied every
     // binding (an unroutable message would be confirmed and dropped).
@@ -103,47 +53,32 @@ async fn publish_on_one_node_consume_on_another_through_every_exchange_type() {
 
     // Confirmed publishes on node 2: one per exchange, then a burst.
     let ch2 = channel(&n2).await;
-    ch2.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirm mode");
-    let persistent = BasicProperties::default().with_delivery_mode(2);
+    confirms(&ch2).await;
     let routed = [
-        ("x.direct", "k", persistent.clone()),
-        ("x.fanout", "any", persistent.clone()),
-        ("x.topic", "a.b", persistent.clone()),
+        ("x.direct", "k", persistent()),
+        ("x.fanout", "any", persistent()),
+        ("x.topic", "a.b", persistent()),
         (
             "x.headers",
             "",
-            persistent.clone().with_headers(headers(&[("h", "v")])),
+            persistent().with_headers(headers(&[("h", "v")])),
         ),
     ];
     let mut pending = Vec::new();
-    for (x, key, props) in &routed {
+    for (x, key, props) in routed {
         let body = format!("via {x}");
         pending.push(
-            ch2.basic_publish(
-                (*x).into(),
-                (*key).into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                props.clone(),
-            )
-            .await
-            .expect("publish"),
+            try_publish(&ch2, x, key, body.as_bytes(), props)
+                .await
+                .expect("publish"),
         );
     }
     let burst = 1000u32;
     for i in 0..burst {
         pending.push(
-            ch2.basic_publish(
-                "".into(),
-                "flow".into(),
-                BasicPublishOptions::default(),
-                &i.to_be_bytes(),
-                persistent.clone(),
-            )
-            .await
-            .expect("publish"),
+            try_publish(&ch2, "", "flow", &i.to_be_bytes(), persistent())
+                .await
+                .expect("publish"),
         );
     }
     for p in pending {
@@ -158,15 +93,7 @@ async fn publish_on_one_node_consume_on_another_through_every_exchange_type() {
     ch3.basic_qos(50, BasicQosOptions::default())
         .await
         .expect("qos");
-    let mut consumer = ch3
-        .basic_consume(
-            "flow".into(),
-            "c3".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
+    let mut consumer = consume(&ch3, "flow", "c3", false).await;
     let mut via = Vec::new();
     for _ in 0..total {
         let d = next(&mut consumer).await;
@@ -186,7 +113,7 @@ async fn publish_on_one_node_consume_on_another_through_every_exchange_type() {
         ]
     );
     wait_for_async("acks reached the home node", || async {
-        (probe(&n1, "flow").await == (0, 0)).then_some(())
+        probe(&n1, "flow").await == (0, 0)
     })
     .await;
     ch3.close(200, "done".into()).await.expect("close");
@@ -195,48 +122,21 @@ async fn publish_on_one_node_consume_on_another_through_every_exchange_type() {
     // it (and come back requeued, as RabbitMQ would do too).
     wait_for_async("the consumer is gone at home", || async {
         let ch = channel(&n1).await;
-        let opts = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let q = ch
-            .queue_declare("flow".into(), opts, FieldTable::default())
+        passive(&ch, "flow")
             .await
-            .ok()?;
-        (q.consumer_count() == 0).then_some(())
+            .is_ok_and(|q| q.consumer_count() == 0)
     })
     .await;
 
     // basic.get from node 2 without ack, channel closed: requeued, and
     // redelivered to a basic.get on node 3.
-    channel(&n1)
-        .await
-        .basic_publish(
-            "".into(),
-            "flow".into(),
-            BasicPublishOptions::default(),
-            b"once",
-            BasicProperties::default(),
-        )
-        .await
-        .expect("publish");
+    publish(&channel(&n1).await, "", "flow", b"once").await;
     let g = channel(&n2).await;
-    let m = wait_for_async("a message to get on node 2", || async {
-        g.basic_get("flow".into(), BasicGetOptions { no_ack: false })
-            .await
-            .expect("get")
-    })
-    .await;
+    let m = get_one(&g, "flow", false).await;
     assert_eq!(m.delivery.data, b"once");
     assert!(!m.delivery.redelivered);
     g.close(200, "requeue".into()).await.expect("close");
-    let g3 = channel(&n3).await;
-    let m = wait_for_async("the requeued message on node 3", || async {
-        g3.basic_get("flow".into(), BasicGetOptions { no_ack: true })
-            .await
-            .expect("get")
-    })
-    .await;
+    let m = get_one(&channel(&n3).await, "flow", true).await;
     assert_eq!(m.delivery.data, b"once");
     assert!(m.delivery.redelivered, "requeued after its channel closed");
 }
@@ -249,28 +149,15 @@ async fn an_exclusive_queue_goes_with_its_node() {
         ..Options::default()
     };
     let mut c = Cluster::start_all(BIN, &[1, 2, 3], opts);
-    let (n1, n3) = (connect(&c, 1).await, connect(&c, 3).await);
+    let [n1, n3] = c.connect_each([1, 3]).await;
     c.wait_leader(&[1, 2, 3]).await;
-    channel(&n3)
-        .await
-        .queue_declare(
-            "owned-by-3".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    declare_with(&channel(&n3).await, "owned-by-3", exclusive())
         .await
         .expect("exclusive");
-    wait_for_async("node 1 sees it locked", || async {
-        (probe(&n1, "owned-by-3").await.0 == 405).then_some(())
-    })
-    .await;
+    // Node 1 sees it locked.
+    wait_queue(&n1, "owned-by-3", 405).await;
     c.kill9(3);
     drop(n3);
-    wait_for_async("the exclusive queue is gone", || async {
-        (probe(&n1, "owned-by-3").await.0 == 404).then_some(())
-    })
-    .await;
+    // The exclusive queue is gone.
+    wait_queue(&n1, "owned-by-3", 404).await;
 }

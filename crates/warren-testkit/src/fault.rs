@@ -6,10 +6,10 @@
 //! this isolates the node from its peers while its AMQP listener (on
 //! 127.0.0.1) stays reachable for the test's client.
 
+use std::net::Ipv4Addr;
 use std::process::Command;
-use std::time::Instant;
 
-use crate::{Cluster, REAP};
+use crate::Cluster;
 
 fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")
@@ -35,6 +35,23 @@ fn iptables(args: &[String]) -> Result<(), String> {
     ))
 }
 
+/// An iptables rule that drops TCP to `to:port` (from `from`, or from anywhere).
+fn drop_rule(from: Option<Ipv4Addr>, to: Ipv4Addr, port: u16) -> Vec<String> {
+    let mut rule = vec!["-p".to_owned(), "tcp".to_owned()];
+    if let Some(from) = from {
+        rule.extend(["-s".to_owned(), from.to_string()]);
+    }
+    rule.extend([
+        "-d".to_owned(),
+        to.to_string(),
+        "--dport".to_owned(),
+        port.to_string(),
+        "-j".to_owned(),
+        "DROP".to_owned(),
+    ]);
+    rule
+}
+
 impl Cluster {
     /// kill -9 the node and reap it.
     pub fn kill9(&mut self, id: u64) {
@@ -47,13 +64,6 @@ impl Cluster {
             n.stopped = false;
         }
         let _ = child.kill();
-        let end = Instant::now() + REAP;
-        while Instant::now() < end {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
         let _ = child.wait();
     }
 
@@ -75,31 +85,13 @@ impl Cluster {
         }
     }
 
+    /// The rules of a cut: what reaches the node's cluster listener, and
+    /// what it sends to the other nodes' cluster listeners.
     fn cut_rules(&self, id: u64) -> Vec<Vec<String>> {
         let me = self.node(id);
-        let mut rules = vec![vec![
-            "-p".into(),
-            "tcp".into(),
-            "-d".into(),
-            me.ip.to_string(),
-            "--dport".into(),
-            me.cluster_port.to_string(),
-            "-j".into(),
-            "DROP".into(),
-        ]];
+        let mut rules = vec![drop_rule(None, me.ip, me.cluster_port)];
         for other in self.nodes.values().filter(|n| n.id != id) {
-            rules.push(vec![
-                "-p".into(),
-                "tcp".into(),
-                "-s".into(),
-                me.ip.to_string(),
-                "-d".into(),
-                other.ip.to_string(),
-                "--dport".into(),
-                other.cluster_port.to_string(),
-                "-j".into(),
-                "DROP".into(),
-            ]);
+            rules.push(drop_rule(Some(me.ip), other.ip, other.cluster_port));
         }
         rules
     }

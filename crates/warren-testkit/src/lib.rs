@@ -1,4 +1,11 @@
-//! # warren-testkit: real `warren` processes for cluster tests
+//! # warren-testkit: what the tests share
+//!
+//! - [`client`]: the lapin helpers every AMQP test uses.
+//! - [`wait_for`] and its family: bounded polls of named conditions, one
+//!   [`DEADLINE`].
+//! - [`Cluster`]: real `warren` processes, and [`SingleNode`], one of them
+//!   measured from the outside (started by the same code).
+//! - [`meta`]: metadata commands for tests that drive a Raft group directly.
 //!
 //! A [`Cluster`] starts `warren server` processes, node `i` on its own
 //! loopback address `127.0.0.<i+k>` (the cluster listener, and the address
@@ -13,7 +20,10 @@
 //! iptables rules, also when the test panicked (and then prints the tail of
 //! each node's log).
 
+pub mod client;
 mod fault;
+pub mod meta;
+mod single;
 mod wait;
 
 use std::collections::BTreeMap;
@@ -21,9 +31,9 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Duration;
 
-pub use wait::{DEADLINE, wait_for, wait_for_async};
+pub use single::{SingleNode, rss};
+pub use wait::{DEADLINE, Ready, wait_for, wait_for_async, wait_for_blocking};
 pub use warren_cluster::admin_client::{ClusterStatus, MemberStatus};
 
 /// Spreads tests of one process over distinct address blocks.
@@ -261,6 +271,22 @@ impl Cluster {
         format!("amqp://guest:guest@{}/%2f", self.amqp_addr(id).await)
     }
 
+    /// A lapin connection to node `id` (waits until it serves).
+    pub async fn connect(&self, id: u64) -> lapin::Connection {
+        client::connect(&self.amqp_uri(id).await).await
+    }
+
+    /// A lapin connection to each node of `ids`, in that order.
+    pub async fn connect_each<const N: usize>(&self, ids: [u64; N]) -> [lapin::Connection; N] {
+        let mut conns = Vec::with_capacity(N);
+        for id in ids {
+            conns.push(self.connect(id).await);
+        }
+        conns
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one connection per id"))
+    }
+
     /// What node `id` reports of the cluster, if it answers.
     pub async fn status(&self, id: u64) -> Option<ClusterStatus> {
         warren_cluster::admin_client::cluster_status(&self.node(id).cluster_addr())
@@ -325,9 +351,6 @@ impl Cluster {
 fn read_addr(path: &Path) -> Option<SocketAddr> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
-
-/// How long a killed process gets to be reaped.
-const REAP: Duration = Duration::from_secs(5);
 
 impl Drop for Cluster {
     fn drop(&mut self) {

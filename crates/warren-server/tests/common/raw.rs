@@ -4,8 +4,7 @@ use amq_protocol::frame::{AMQPFrame, WriteContext, gen_frame, parse_frame};
 use amq_protocol::protocol::{AMQPClass, channel, connection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-use super::DEADLINE;
+use warren_testkit::DEADLINE;
 
 pub struct Raw {
     pub stream: TcpStream,
@@ -65,28 +64,55 @@ impl Raw {
         out
     }
 
+    /// Sends `m` on channel `ch`; the next frame the server sends.
+    pub async fn call(&mut self, ch: u16, m: AMQPClass) -> Option<AMQPFrame> {
+        self.send(&method(ch, m)).await;
+        self.frame().await
+    }
+
+    /// Sends a connection method on channel 0; the connection method the
+    /// server answers with (`None` for anything else).
+    pub async fn connection_call(
+        &mut self,
+        m: connection::AMQPMethod,
+    ) -> Option<connection::AMQPMethod> {
+        match self.call(0, AMQPClass::Connection(m)).await {
+            Some(AMQPFrame::Method(0, AMQPClass::Connection(answer))) => Some(answer),
+            _ => None,
+        }
+    }
+
+    /// The protocol header, then start-ok as guest: what the server answers
+    /// to each (start, then tune).
+    pub async fn login(&mut self) -> (Option<AMQPFrame>, Option<AMQPFrame>) {
+        self.send(b"AMQP\x00\x00\x09\x01").await;
+        let start = self.frame().await;
+        let tune = self
+            .call(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                    client_properties: Default::default(),
+                    mechanism: "PLAIN".into(),
+                    response: "\0guest\0guest".into(),
+                    locale: "en_US".into(),
+                })),
+            )
+            .await;
+        (start, tune)
+    }
+
     /// Handshake as guest, heartbeat as given; opens channel 1.
     pub async fn open(addr: std::net::SocketAddr, heartbeat: u16) -> Self {
         let mut r = Self::connect(addr).await;
-        r.send(b"AMQP\x00\x00\x09\x01").await;
+        let (start, tune) = r.login().await;
         assert!(matches!(
-            r.frame().await,
+            start,
             Some(AMQPFrame::Method(
                 0,
                 AMQPClass::Connection(connection::AMQPMethod::Start(_))
             ))
         ));
-        r.send(&method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-                client_properties: Default::default(),
-                mechanism: "PLAIN".into(),
-                response: "\0guest\0guest".into(),
-                locale: "en_US".into(),
-            })),
-        ))
-        .await;
-        let tune = match r.frame().await {
+        let tune = match tune {
             Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Tune(t)))) => t,
             other => panic!("expected tune, got {other:?}"),
         };
@@ -99,27 +125,19 @@ impl Raw {
             })),
         ))
         .await;
-        r.send(&method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
-                virtual_host: "/".into(),
-            })),
-        ))
-        .await;
+        let open = connection::Open {
+            virtual_host: "/".into(),
+        };
+        let open_ok = r.connection_call(connection::AMQPMethod::Open(open)).await;
+        assert!(matches!(open_ok, Some(connection::AMQPMethod::OpenOk(_))));
+        let channel_open_ok = r
+            .call(
+                1,
+                AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+            )
+            .await;
         assert!(matches!(
-            r.frame().await,
-            Some(AMQPFrame::Method(
-                0,
-                AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))
-            ))
-        ));
-        r.send(&method(
-            1,
-            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-        ))
-        .await;
-        assert!(matches!(
-            r.frame().await,
+            channel_open_ok,
             Some(AMQPFrame::Method(
                 1,
                 AMQPClass::Channel(channel::AMQPMethod::OpenOk(_))

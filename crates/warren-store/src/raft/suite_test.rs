@@ -1,6 +1,14 @@
 //! openraft's own storage conformance suite, run against the RocksDB log
 //! store and the metadata state machine.
 
+// The test kit's waits and metadata commands, shared by file: warren-store
+// cannot depend on warren-testkit (which depends on it).
+#[path = "../../../warren-testkit/src/meta.rs"]
+mod meta;
+#[allow(dead_code)]
+#[path = "../../../warren-testkit/src/wait.rs"]
+mod wait;
+
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
 
@@ -22,19 +30,11 @@ impl StoreBuilder<MetaRaft, RaftLogStore, MetaStateMachine, tempfile::TempDir> f
     }
 }
 
-/// Waits (bounded) until every writer thread of this process closed its
-/// database, so the process never exits while RocksDB is still closing one.
-pub(crate) fn wait_for_closed_stores() {
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while crate::live_writers() > 0 && std::time::Instant::now() < end {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn openraft_storage_suite() {
     let result = Suite::test_all(Builder);
-    wait_for_closed_stores();
+    // The process must not exit while RocksDB is still closing a database.
+    wait::wait_for_blocking("stores closed", || crate::live_writers() == 0);
     result.expect("openraft storage suite");
 }
 
@@ -44,22 +44,11 @@ fn openraft_storage_suite() {
 async fn vote_and_snapshot_survive_a_restart() {
     use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
-    use warren_core::FieldTable;
-    use warren_core::meta::{Command, Outcome};
+    use warren_core::meta::Outcome;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let id = |index| LogId::new(CommittedLeaderId::new(3, 1), index);
-    let declare = Command::DeclareQueue {
-        vhost: "/".into(),
-        name: "kept".into(),
-        durable: true,
-        exclusive: false,
-        auto_delete: false,
-        arguments: FieldTable::default(),
-        owner: 1,
-        server_named: false,
-        home: warren_core::queue::Home::default(),
-    };
+    let declare = meta::declare_queue("kept", true);
     {
         let store = Store::open(dir.path()).expect("open");
         let writer = store.start_writer();
