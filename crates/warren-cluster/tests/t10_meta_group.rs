@@ -3,27 +3,19 @@
 //! state machine's errors come back to the proposer, and after the leader is
 //! stopped the other two elect a new one and keep applying.
 
-// The kit's waits and metadata commands, shared by file: this crate's tests
-// do not depend on warren-testkit (which depends on this crate).
-#[path = "../../warren-testkit/src/meta.rs"]
-mod meta;
-#[allow(dead_code)]
-#[path = "../../warren-testkit/src/wait.rs"]
-mod wait;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use meta::declare_queue;
 use openraft::{BasicNode, Config, Raft};
 use tokio_stream::wrappers::TcpListenerStream;
-use wait::wait_for;
 use warren_cluster::{MetaRaftNode, Network, RaftService};
 use warren_core::ReplyCode;
 use warren_core::meta::{Command, MetaState, Outcome};
 use warren_store::Store;
 use warren_store::raft::{Applied, META_GROUP, MetaStateMachine, NodeId, RaftLogStore};
+use warren_testkit::meta::declare_queue;
+use warren_testkit::wait_for;
 
 struct Node {
     id: NodeId,

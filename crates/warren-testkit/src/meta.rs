@@ -1,8 +1,5 @@
-//! Metadata commands for tests that drive a Raft group directly.
-//!
-//! This file needs only warren-core: warren-store's unit tests and
-//! warren-cluster's tests, which do not depend on the kit, include it with
-//! `#[path]`.
+//! Metadata commands for tests that drive a Raft group directly (the
+//! storage suite of warren-store, the meta group test of warren-cluster).
 
 use warren_core::FieldTable;
 use warren_core::meta::Command;

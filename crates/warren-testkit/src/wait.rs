@@ -6,9 +6,8 @@
 //! [`wait_for_async`] one that gives a future, [`wait_for_blocking`] a plain
 //! closure on a thread with no runtime.
 //!
-//! This file needs only std and tokio: warren-store's unit tests and
-//! warren-cluster's tests, which do not depend on the kit, include it with
-//! `#[path]` so that every test of the workspace waits the same way.
+//! Every test of the workspace waits this way (warren-store's and
+//! warren-cluster's integration tests through a dev-dependency on the kit).
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -5,9 +5,9 @@ use warren_core::binding::{Binding, DestinationKind};
 use warren_core::vhost::{ExchangeDeclare, QueueDeclare};
 use warren_core::{AmqpError, Name, ReplyCode};
 
+use super::Channel;
 use super::consume::generated_name;
 use super::ctx::ConnCtx;
-use super::Channel;
 
 /// The four binding methods: `queue.bind`, `queue.unbind`, `exchange.bind`
 /// and `exchange.unbind`. They differ only in their destination's kind,

@@ -121,6 +121,3 @@ fn read_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
 fn write_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
     StorageIOError::write(io_err(e)).into()
 }
-
-#[cfg(test)]
-mod suite_test;

@@ -1,19 +1,12 @@
 //! openraft's own storage conformance suite, run against the RocksDB log
 //! store and the metadata state machine.
 
-// The test kit's waits and metadata commands, shared by file: warren-store
-// cannot depend on warren-testkit (which depends on it).
-#[path = "../../../warren-testkit/src/meta.rs"]
-mod meta;
-#[allow(dead_code)]
-#[path = "../../../warren-testkit/src/wait.rs"]
-mod wait;
-
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
 
-use super::{META_GROUP, MetaRaft, MetaStateMachine, NodeId, RaftLogStore};
-use crate::Store;
+use warren_store::Store;
+use warren_store::raft::{META_GROUP, MetaRaft, MetaStateMachine, NodeId, RaftLogStore};
+use warren_testkit::meta;
 
 struct Builder;
 
@@ -21,8 +14,8 @@ impl StoreBuilder<MetaRaft, RaftLogStore, MetaStateMachine, tempfile::TempDir> f
     async fn build(
         &self,
     ) -> Result<(tempfile::TempDir, RaftLogStore, MetaStateMachine), StorageError<NodeId>> {
-        let dir = tempfile::tempdir().map_err(super::write_err)?;
-        let store = Store::open(dir.path()).map_err(super::write_err)?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store opens");
         let writer = store.start_writer();
         let log = RaftLogStore::new(&store, writer.clone(), META_GROUP);
         let sm = MetaStateMachine::open(&store, writer, META_GROUP)?;
@@ -34,7 +27,7 @@ impl StoreBuilder<MetaRaft, RaftLogStore, MetaStateMachine, tempfile::TempDir> f
 fn openraft_storage_suite() {
     let result = Suite::test_all(Builder);
     // The process must not exit while RocksDB is still closing a database.
-    wait::wait_for_blocking("stores closed", || crate::live_writers() == 0);
+    warren_testkit::wait_for_blocking("stores closed", || warren_store::live_writers() == 0);
     result.expect("openraft storage suite");
 }
 
