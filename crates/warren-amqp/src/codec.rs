@@ -20,6 +20,11 @@ const FRAME_BODY: u8 = 3;
 const FRAME_HEARTBEAT: u8 = 8;
 const FRAME_END: u8 = 0xCE;
 const HEADER_LEN: usize = 7;
+/// How far past `frame_max` a frame may go: RabbitMQ's reader accepts a
+/// payload of up to `frame_max` octets (the whole frame 8 over), because
+/// clients differ on whether the limit counts the frame's overhead
+/// (`?FRAME_SIZE_FUDGE` in `rabbit_reader`). We accept what it accepts, no more.
+const FRAME_SIZE_FUDGE: u32 = FRAME_OVERHEAD;
 
 /// A content header: the parsed properties plus their raw bytes.
 #[derive(Clone, Debug)]
@@ -102,7 +107,7 @@ impl Decoder for FrameDecoder {
             return Err(FrameError::UnknownType(kind));
         }
         let total = u64::from(size) + u64::from(FRAME_OVERHEAD);
-        if total > u64::from(self.frame_max) {
+        if total > u64::from(self.frame_max) + u64::from(FRAME_SIZE_FUDGE) {
             return Err(FrameError::TooLarge {
                 size: total,
                 max: self.frame_max,
@@ -238,7 +243,11 @@ mod tests {
                 .expect_err("must fail")
                 .reply_code()
         };
-        // Oversized: rejected from the header alone.
+        // Oversized: rejected from the header alone. A payload of
+        // `frame_max` (4096) octets is accepted, one more is not.
+        assert_eq!(err(&[3, 0, 1, 0, 0, 0x10, 1], &mut dec), 501);
+        let mut at_limit = BytesMut::from(&[3, 0, 1, 0, 0, 0x10, 0][..]);
+        assert!(matches!(dec.decode(&mut at_limit), Ok(None)));
         assert_eq!(err(&[3, 0, 1, 0, 1, 0, 0], &mut dec), 501);
         assert_eq!(err(&[9, 0, 0, 0, 0, 0, 0, 0xCE], &mut dec), 501);
         assert_eq!(err(&[8, 0, 0, 0, 0, 0, 0, 0x00], &mut dec), 501);

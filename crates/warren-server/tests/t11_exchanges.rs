@@ -207,3 +207,33 @@ async fn alternate_exchange_and_internal() {
     );
     s.stop().await;
 }
+
+/// A topic binding of many `#` words against a long routing key: the route
+/// must not take exponential time under the metadata lock, which every
+/// publish and declare of the node needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_hash_words_do_not_stall_routing() {
+    let s = TestServer::start().await;
+    let (_c, ch) = s.channel().await;
+    declare(&ch, "deep").await.expect("declare");
+    let binding = format!("{}z", "#.".repeat(16));
+    bind(&ch, "deep", "amq.topic", &binding)
+        .await
+        .expect("bind");
+    confirms(&ch).await;
+    // 100 words in a short string's 255 bytes.
+    let key = format!("{}z", "a.".repeat(99));
+    let props = lapin::BasicProperties::default();
+    let confirm = try_publish(&ch, "amq.topic", &key, b"deep", props).await;
+    // Meanwhile another connection declares: it needs the same lock.
+    let (_c2, ch2) = s.channel().await;
+    declare(&ch2, "other")
+        .await
+        .expect("declare on another connection");
+    assert!(
+        confirm.expect("publish").await.expect("confirm").is_ack(),
+        "the publish is confirmed"
+    );
+    assert_eq!(get_one(&ch, "deep", true).await.delivery.data, b"deep");
+    s.stop().await;
+}

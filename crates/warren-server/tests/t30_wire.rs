@@ -278,3 +278,37 @@ async fn tune_limits_are_enforced() {
     assert_eq!(r.expect_connection_close().await.0, 530);
     s.stop().await;
 }
+
+/// RabbitMQ's reader accepts a frame whose payload is `frame_max` octets
+/// (8 over the limit with the frame's overhead), as some clients (amqpstorm)
+/// count the limit on the payload; one octet more is a frame error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_frame_of_frame_max_payload_is_accepted_as_rabbitmq_does() {
+    const FRAME_MAX: usize = 131_072;
+    let s = TestServer::start().await;
+    let (_c, ch) = s.channel().await;
+    declare(&ch, "q").await.expect("declare");
+    let body = |n: usize| bytes(&AMQPFrame::Body(1, vec![b'x'; n]));
+    let mut r = Raw::open(s.addr(), 0).await;
+    r.send(&[publish(1), header(1, FRAME_MAX as u64), body(FRAME_MAX)].concat())
+        .await;
+    let got = warren_testkit::wait_for_async("the message of one full frame", || async {
+        ch.basic_get("q".into(), Default::default())
+            .await
+            .expect("get")
+    })
+    .await;
+    assert_eq!(got.delivery.data.len(), FRAME_MAX);
+    r.send(
+        &[
+            publish(1),
+            header(1, FRAME_MAX as u64 + 1),
+            body(FRAME_MAX + 1),
+        ]
+        .concat(),
+    )
+    .await;
+    let (code, text) = r.expect_connection_close().await;
+    assert_eq!(code, 501, "{text}");
+    s.stop().await;
+}

@@ -4,8 +4,15 @@
 //! routing key's words, so its cost depends on the key's length and the number of
 //! wildcard branches, not on the number of bindings. `*` matches exactly one word,
 //! `#` zero or more (AMQP/RabbitMQ semantics; an empty key has zero words).
+//!
+//! A `#` can swallow any number of words, so a binding such as `#.#.#.z`
+//! reaches the same trie node at the same word along many paths: walked
+//! naively that is exponential in the number of `#`s, under the metadata
+//! read lock every publish takes. The walk therefore enters each `#` node at
+//! most once per word position, which bounds a route by (trie nodes × words
+//! in the key); a routing key is a short string, at most 255 bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use smallvec::SmallVec;
 
@@ -58,7 +65,12 @@ impl TopicTrie {
 
     pub(crate) fn route(&self, key: &str, out: &mut Targets) {
         let path: SmallVec<[&str; 16]> = words(key).collect();
-        walk(&self.root, &path, out);
+        let mut walk = Walk {
+            path: &path,
+            out,
+            entered: HashSet::new(),
+        };
+        walk.node(&self.root, 0);
     }
 }
 
@@ -93,21 +105,39 @@ fn remove_at(node: &mut Node, path: &[&str], target: &Target) -> bool {
     node.is_empty()
 }
 
-fn walk(node: &Node, path: &[&str], out: &mut Targets) {
-    if let Some(hash) = &node.hash {
-        // `#` swallows zero, one, ... or all of the remaining words.
-        for skip in 0..=path.len() {
-            walk(hash, &path[skip..], out);
-        }
-    }
-    match path.split_first() {
-        None => out.extend(node.targets.iter().map(|(t, _)| t.clone())),
-        Some((w, rest)) => {
-            if let Some(child) = node.words.get(*w) {
-                walk(child, rest, out);
+/// One route through the trie.
+struct Walk<'a, 'k> {
+    /// The routing key's words.
+    path: &'a [&'k str],
+    out: &'a mut Targets,
+    /// `#` nodes entered, by address, with the word position they were
+    /// entered at: entering again could only find the same targets. (An
+    /// empty `HashSet` does not allocate, so keys that meet no `#` pay
+    /// nothing for it.)
+    entered: HashSet<(usize, usize)>,
+}
+
+impl Walk<'_, '_> {
+    /// Matches the words from position `at` on under `node`.
+    fn node(&mut self, node: &Node, at: usize) {
+        if let Some(hash) = &node.hash {
+            let id = &**hash as *const Node as usize;
+            // `#` swallows zero, one, ... or all of the remaining words.
+            for skip in at..=self.path.len() {
+                if self.entered.insert((id, skip)) {
+                    self.node(hash, skip);
+                }
             }
-            if let Some(star) = &node.star {
-                walk(star, rest, out);
+        }
+        match self.path.get(at) {
+            None => self.out.extend(node.targets.iter().map(|(t, _)| t.clone())),
+            Some(w) => {
+                if let Some(child) = node.words.get(*w) {
+                    self.node(child, at + 1);
+                }
+                if let Some(star) = &node.star {
+                    self.node(star, at + 1);
+                }
             }
         }
     }
@@ -194,5 +224,18 @@ mod tests {
         trie.remove("a.*", &Target::Queue(1));
         trie.remove("#", &Target::Queue(2));
         assert!(trie.root.is_empty());
+    }
+
+    /// Walked naively, 16 `#`s against 100 words would try more paths than
+    /// there are atoms; entering each `#` node once per word position keeps
+    /// it to (16 + 1) × 101 entries.
+    #[test]
+    fn many_hashes_route_in_bounded_time() {
+        let binding = format!("{}z", "#.".repeat(16));
+        let mut words: Vec<String> = (0..99).map(|i| format!("w{i}")).collect();
+        let miss = words.join(".");
+        words.push("z".into());
+        let hit = words.join(".");
+        check(&[(&binding, &hit, true), (&binding, &miss, false)]);
     }
 }

@@ -66,12 +66,7 @@ impl VHost {
 
     /// Both ends exist and `conn` may use them; returns the resolved target.
     fn check_bindable(&self, b: &Binding, conn: ConnectionId) -> Result<Target, AmqpError> {
-        if b.source.is_empty() || (b.kind == DestinationKind::Exchange && b.destination.is_empty())
-        {
-            return Err(AmqpError::access_refused(
-                "operation not permitted on the default exchange",
-            ));
-        }
+        check_not_default(b)?;
         let target = match b.kind {
             DestinationKind::Queue => Target::Queue(self.queue_for(&b.destination, conn)?.id),
             DestinationKind::Exchange => {
@@ -134,8 +129,22 @@ impl VHost {
     /// `queue.unbind` / `exchange.unbind`. Unbinding a binding that does not
     /// exist is not an error (RabbitMQ); missing ends are 404s.
     pub fn unbind(&mut self, b: &Binding, conn: ConnectionId) -> Result<Removed, AmqpError> {
-        self.check_bindable(b, conn)?;
+        // As RabbitMQ's `rabbit_binding:remove`: unbinding what is not bound,
+        // or from an exchange or queue that is gone, succeeds (clean-up code
+        // deletes a queue, then unbinds it); only an existing binding is
+        // checked for access to its queue.
+        check_not_default(b)?;
         let mut removed = Removed::default();
+        let bound = self
+            .bindings
+            .get(&*b.source)
+            .is_some_and(|list| list.iter().any(|(x, _)| x == b));
+        if !bound {
+            return Ok(removed);
+        }
+        if b.kind == DestinationKind::Queue {
+            self.queue_for(&b.destination, conn)?;
+        }
         let Some(list) = self.bindings.get_mut(&*b.source) else {
             return Ok(removed);
         };
@@ -150,4 +159,15 @@ impl VHost {
         self.after_unbind(&b.source, &mut removed);
         Ok(removed)
     }
+}
+
+/// The default exchange's bindings are implicit: neither end of a binding
+/// may be it (403).
+fn check_not_default(b: &Binding) -> Result<(), AmqpError> {
+    if b.source.is_empty() || (b.kind == DestinationKind::Exchange && b.destination.is_empty()) {
+        return Err(AmqpError::access_refused(
+            "operation not permitted on the default exchange",
+        ));
+    }
+    Ok(())
 }

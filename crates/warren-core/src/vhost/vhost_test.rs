@@ -235,6 +235,11 @@ fn binding_errors() {
             .bindings
             .is_empty()
     );
+    // Unbinding from what is gone succeeds, as in RabbitMQ.
+    for (x, q) in [("nope", "a"), ("amq.direct", "nope")] {
+        let r = v.unbind(&b(x, q), 1).expect("unbind from what is gone");
+        assert!(r.bindings.is_empty(), "{x} -> {q}");
+    }
     let mut bad = b("amq.headers", "a");
     bad.arguments
         .insert("x-match".into(), AMQPValue::LongString("most".into()));
