@@ -53,3 +53,5 @@ pub const CONNECTION_START_OK: MethodId = (CONNECTION_CLASS, 11);
 pub const CONNECTION_TUNE_OK: MethodId = (CONNECTION_CLASS, 31);
 /// `connection.open`.
 pub const CONNECTION_OPEN: MethodId = (CONNECTION_CLASS, 40);
+/// `tx.commit`.
+pub const TX_COMMIT: MethodId = (90, 20);

@@ -2,6 +2,7 @@
 //! nodes, status, membership changes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 use warren_core::meta::Command;
@@ -11,8 +12,11 @@ use crate::meta_node::MetaNode;
 use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::{
     AddNodeRequest, MembershipReply, NodeStatus, ProposeReply, ProposeRequest, RemoveNodeRequest,
-    StatusRequest,
+    StatusRequest, WaitAppliedReply, WaitAppliedRequest,
 };
+
+/// Longest wait a peer may ask for (its request cannot pin a task longer).
+const MAX_WAIT_APPLIED: Duration = Duration::from_secs(5);
 
 /// Serves the cluster RPCs of this node.
 #[derive(Clone, Debug)]
@@ -72,6 +76,19 @@ impl Cluster for ClusterService {
         }
         let members = self.node.add_node(req.id, req.addr).await?;
         Ok(Response::new(MembershipReply { members }))
+    }
+
+    async fn wait_applied(
+        &self,
+        request: Request<WaitAppliedRequest>,
+    ) -> Result<Response<WaitAppliedReply>, Status> {
+        let req = request.into_inner();
+        if req.group != META_GROUP {
+            return Err(Status::not_found(format!("no group {} here", req.group)));
+        }
+        let limit = Duration::from_millis(req.timeout_ms).min(MAX_WAIT_APPLIED);
+        let applied = self.node.wait_applied_for(req.index, limit).await;
+        Ok(Response::new(WaitAppliedReply { applied }))
     }
 
     async fn remove_node(

@@ -9,8 +9,8 @@
 //! change. Every proposal is bounded by `propose_timeout`: a node cut off from
 //! the majority answers with an error, never a hang.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -23,8 +23,16 @@ use warren_store::{Store, Writer};
 
 use crate::error::ClusterError;
 use crate::pb::cluster_client::ClusterClient;
-use crate::pb::{AddNodeRequest, Member, NodeStatus, ProposeRequest, RemoveNodeRequest};
+use crate::pb::{
+    AddNodeRequest, Member, NodeStatus, ProposeRequest, RemoveNodeRequest, WaitAppliedRequest,
+};
 use crate::{MetaRaftNode, Network, stats};
+
+/// How long the proposer of a metadata change waits for each other voter to
+/// apply it (a few heartbeats: a healthy follower applies within one).
+const SPREAD_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a voter that missed [`SPREAD_TIMEOUT`] is not waited for.
+const LAGGING_FOR: Duration = Duration::from_secs(10);
 
 /// Raft timing and snapshot settings of group 0.
 #[derive(Clone, Debug)]
@@ -90,6 +98,9 @@ pub struct MetaNode {
     meta: Arc<RwLock<MetaState>>,
     network: Network,
     propose_timeout: Duration,
+    /// Voters that did not apply a change in time, and until when they are
+    /// not waited for (see `spread`).
+    lagging: Mutex<HashMap<NodeId, Instant>>,
 }
 
 impl std::fmt::Debug for MetaNode {
@@ -159,6 +170,7 @@ impl MetaNode {
             meta,
             network,
             propose_timeout: t.propose_timeout,
+            lagging: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -187,21 +199,35 @@ impl MetaNode {
     /// error RabbitMQ's wording would give for a metadata store timeout.
     pub async fn propose(&self, cmd: Command) -> Result<Outcome, AmqpError> {
         let deadline = Instant::now() + self.propose_timeout;
-        match tokio::time::timeout_at(deadline, self.propose_until(cmd, deadline)).await {
-            Ok(r) => r,
-            Err(_) => Err(AmqpError::new(
-                ReplyCode::InternalError,
-                format!(
-                    "the metadata store operation timed out on node {} (no Raft majority within {} ms)",
-                    self.id,
-                    self.propose_timeout.as_millis()
-                ),
-            )
-            .on_channel()),
+        let (index, applied) = match tokio::time::timeout_at(deadline, self.commit(cmd, deadline))
+            .await
+        {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(AmqpError::new(
+                    ReplyCode::InternalError,
+                    format!(
+                        "the metadata store operation timed out on node {} (no Raft majority within {} ms)",
+                        self.id,
+                        self.propose_timeout.as_millis()
+                    ),
+                )
+                .on_channel());
+            }
+        };
+        let result = outcome(applied);
+        if result.is_ok() {
+            // Committed: the wait for the other voters is bounded on its
+            // own and never turns the change into an error. A refused
+            // command changed nothing: nothing to wait for.
+            self.spread(index).await;
         }
+        result
     }
 
-    async fn propose_until(&self, cmd: Command, deadline: Instant) -> Result<Outcome, AmqpError> {
+    /// Commits `cmd` (through the leader) and waits until this node has
+    /// applied it: the entry's index and what applying it gave.
+    async fn commit(&self, cmd: Command, deadline: Instant) -> Result<(u64, Applied), AmqpError> {
         let mut pause = Duration::from_millis(10);
         loop {
             match self.raft.client_write(cmd.clone()).await {
@@ -209,7 +235,7 @@ impl MetaNode {
                     // Tell followers the new commit index now, not at the
                     // next heartbeat: their routing catches up in one RTT.
                     let _ = self.raft.trigger().heartbeat().await;
-                    return outcome(resp.data);
+                    return Ok((resp.log_id.index, resp.data));
                 }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     if let (Some(leader), Some(node)) = (f.leader_id, f.leader_node)
@@ -218,7 +244,7 @@ impl MetaNode {
                         match self.forward(&node.addr, &cmd).await {
                             Ok((index, applied)) => {
                                 self.wait_applied(index, deadline).await?;
-                                return outcome(applied);
+                                return Ok((index, applied));
                             }
                             Err(ForwardError::Retry) => {}
                             Err(ForwardError::Fail(e)) => return Err(e),
@@ -254,6 +280,66 @@ impl MetaNode {
         let result: Result<Outcome, AmqpError> = serde_json::from_slice(&reply.outcome)
             .map_err(|e| ForwardError::Fail(internal(format!("decoding outcome: {e}"))))?;
         Ok((reply.index, Applied(Some(result))))
+    }
+
+    /// Waits (bounded) until the other voters have applied entry `index`,
+    /// so that a client told "declare-ok" on this node finds the queue
+    /// routed to on every node it reaches next, as RabbitMQ's synchronous
+    /// metadata store gives. A voter that does not answer in time is not
+    /// waited for again for a while: a slow or cut-off node delays changes
+    /// once, not each of them.
+    async fn spread(&self, index: u64) {
+        let now = Instant::now();
+        let peers: Vec<(NodeId, String)> = {
+            let m = self.raft.metrics().borrow().clone();
+            let membership = m.membership_config.membership();
+            let lagging = self.lagging.lock().unwrap_or_else(PoisonError::into_inner);
+            membership
+                .voter_ids()
+                .filter(|id| *id != self.id)
+                .filter(|id| lagging.get(id).is_none_or(|until| *until <= now))
+                .filter_map(|id| membership.get_node(&id).map(|n| (id, n.addr.clone())))
+                .collect()
+        };
+        if peers.is_empty() {
+            return;
+        }
+        let mut waits = tokio::task::JoinSet::new();
+        for (id, addr) in peers {
+            let channel = self.network.channel(&addr).ok();
+            waits.spawn(async move {
+                let Some(channel) = channel else {
+                    return (id, false);
+                };
+                let mut req = tonic::Request::new(WaitAppliedRequest {
+                    group: META_GROUP,
+                    index,
+                    timeout_ms: SPREAD_TIMEOUT.as_millis() as u64,
+                });
+                req.set_timeout(SPREAD_TIMEOUT + SPREAD_TIMEOUT / 2);
+                let r = ClusterClient::new(channel).wait_applied(req).await;
+                (id, r.is_ok_and(|r| r.into_inner().applied))
+            });
+        }
+        while let Some(r) = waits.join_next().await {
+            if let Ok((id, applied)) = r {
+                let mut lagging = self.lagging.lock().unwrap_or_else(PoisonError::into_inner);
+                if applied {
+                    lagging.remove(&id);
+                } else {
+                    lagging.insert(id, Instant::now() + LAGGING_FOR);
+                }
+            }
+        }
+    }
+
+    /// Waits up to `limit` until this node has applied entry `index`.
+    pub async fn wait_applied_for(&self, index: u64, limit: Duration) -> bool {
+        self.raft
+            .wait(Some(limit))
+            .applied_index_at_least(Some(index), "entry applied")
+            .await
+            .is_ok()
     }
 
     async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), AmqpError> {

@@ -29,6 +29,13 @@ use crate::pb::raft_client::RaftClient;
 
 /// Bound on establishing a connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 pings on every peer connection, idle or not: a peer that stopped
+/// answering (SIGSTOP, a partition that drops packets) is noticed within
+/// [`KEEPALIVE_INTERVAL`] + [`KEEPALIVE_TIMEOUT`], and its streams (queue
+/// links) fail then, instead of when TCP gives up after minutes.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a ping may go unanswered.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Channels to peers, by address, shared by every group's network factory
 /// and by the cluster RPCs (forwarded proposals, status).
@@ -68,7 +75,10 @@ impl Network {
             .map_err(|e| NetworkError::new(&e))?
             .connect_timeout(CONNECT_TIMEOUT)
             .local_address(self.local)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)

@@ -21,9 +21,9 @@ use warren_cluster::MetaNode;
 use warren_core::queue::QueueDef;
 use warren_core::{Name, NodeId, QueueId};
 
-use crate::api::QueueHandle;
+use crate::api::{Ending, QueueHandle};
 use crate::classic::{self, ClassicEnv};
-use crate::link::{self, LocalQueues, Routed};
+use crate::link::{self, Routed};
 
 /// How this node serves a queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +68,8 @@ pub struct Registry {
     links: Mutex<HashMap<NodeId, mpsc::Sender<Routed>>>,
     /// The node's queues are started: links from other nodes are served.
     ready: AtomicBool,
+    /// The node is stopping: no queue starts any more.
+    stopping: AtomicBool,
 }
 
 /// A read of the registry (see the lock order above).
@@ -93,6 +95,7 @@ impl Registry {
             node,
             links: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -106,12 +109,37 @@ impl Registry {
         self.ready.store(true, Ordering::Release);
     }
 
+    /// Whether the node's queues are started.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Whether the node is stopping its queues.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// The handle of a queue homed on this node that is serving.
+    pub fn local(&self, id: QueueId) -> Option<QueueHandle> {
+        if self.is_stopping() {
+            return None;
+        }
+        let queues = self.queues.read().unwrap_or_else(PoisonError::into_inner);
+        queues
+            .get(&id)
+            .filter(|s| s.kind == Kind::ClassicHome)
+            .map(|s| s.handle.clone())
+    }
+
     /// Brings the handles in line with what `wanted` gives: every queue of
     /// the metadata as applied on this node. `wanted` is read once the
     /// reconciliations before this one are done, so a slower one never
     /// applies an older picture over a newer one.
     pub async fn reconcile(&self, wanted: impl FnOnce() -> HashMap<QueueId, QueueDef>) {
         let _serial = self.reconciling.lock().await;
+        if self.is_stopping() {
+            return;
+        }
         let wanted = wanted();
         let gone: Vec<Slot> = {
             let mut queues = self.queues.write().unwrap_or_else(PoisonError::into_inner);
@@ -128,13 +156,21 @@ impl Registry {
             }
             gone
         };
+        // Told without waiting here: a queue whose mailbox is full (a proxy
+        // whose home stalled) must not hold up every other reconciliation,
+        // and with it every declaration on this node.
         for s in gone {
-            match s.kind {
-                Kind::ClassicRemote => s.handle.stop().await,
-                // Deleted elsewhere (or by a command whose actor already
-                // stopped): consumers are cancelled, messages dropped.
-                Kind::ClassicHome => s.handle.discard().await,
-            }
+            tokio::spawn(async move {
+                match s.kind {
+                    Kind::ClassicRemote => {
+                        s.handle.mark(Ending::Deleted);
+                        s.handle.stop().await
+                    }
+                    // Deleted elsewhere (or through this node): consumers
+                    // are cancelled, messages and their disk copies go.
+                    Kind::ClassicHome => s.handle.discard().await,
+                }
+            });
         }
     }
 
@@ -166,7 +202,10 @@ impl Registry {
     }
 
     /// Stops every queue (messages stay on disk) and waits for the actors.
+    /// What reaches a queue from now on is refused, not dropped as accepted.
     pub async fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let _serial = self.reconciling.lock().await;
         let slots: Vec<Slot> = self
             .queues
             .write()
@@ -175,23 +214,12 @@ impl Registry {
             .map(|(_, s)| s)
             .collect();
         for s in slots {
+            if s.kind == Kind::ClassicRemote {
+                s.handle.mark(Ending::Stopped);
+            }
             s.handle.stop().await;
         }
         self.env.tasks.close();
         self.env.tasks.wait().await;
-    }
-}
-
-impl LocalQueues for Registry {
-    fn local(&self, id: QueueId) -> Option<QueueHandle> {
-        let queues = self.queues.read().unwrap_or_else(PoisonError::into_inner);
-        queues
-            .get(&id)
-            .filter(|s| s.kind == Kind::ClassicHome)
-            .map(|s| s.handle.clone())
-    }
-
-    fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
     }
 }

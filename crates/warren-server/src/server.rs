@@ -56,8 +56,8 @@ impl Server {
                 config.data_dir.join("cluster.addr"),
                 cluster_addr.to_string(),
             );
-            let registry: Arc<dyn LocalQueues> = broker.registry().clone();
-            let queues = QueuesService::new(Arc::downgrade(&registry), broker.ids().clone());
+            let node: Arc<dyn LocalQueues> = broker.clone();
+            let queues = QueuesService::new(Arc::downgrade(&node), broker.ids().clone());
             tracker.spawn(serve_cluster(
                 listener,
                 broker.node().clone(),
@@ -135,8 +135,12 @@ async fn serve_cluster(
     let cluster = ClusterService::new(node).into_server();
     // Not a graceful shutdown: queue links are endless streams that a
     // graceful one would wait out. Dropping the server closes them.
+    // Pings both ways: a client node that stopped answering ends its queue
+    // links here too (its channels are closed, unacked messages requeued).
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(warren_cluster::raft_client::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(warren_cluster::raft_client::KEEPALIVE_TIMEOUT))
         .add_service(raft)
         .add_service(cluster)
         .add_service(queues.into_server())

@@ -13,16 +13,20 @@ const N: u32 = 30_000;
 const SIZE: usize = 1024; // 30 MiB of bodies, several times the budget
 
 async fn publish_backlog(ch: &Channel) {
-    declare_with(ch, "backlog", durable())
-        .await
-        .expect("declare");
+    publish_to(ch, "backlog", N).await;
+}
+
+/// `n` persistent 1 KiB messages numbered 0.. to the durable queue `queue`,
+/// confirmed.
+async fn publish_to(ch: &Channel, queue: &str, n: u32) {
+    declare_with(ch, queue, durable()).await.expect("declare");
     confirms(ch).await;
     let mut body = vec![0u8; SIZE];
     let mut pending = Vec::new();
-    for i in 0..N {
+    for i in 0..n {
         body[..4].copy_from_slice(&i.to_be_bytes());
         pending.push(
-            try_publish(ch, "", "backlog", &body, persistent())
+            try_publish(ch, "", queue, &body, persistent())
                 .await
                 .expect("publish"),
         );
@@ -85,6 +89,43 @@ async fn backlog_beyond_the_budget_pages_to_disk() {
         );
         assert_eq!(count(&ch, "backlog").await, N / 2);
         consume_in_order(&ch, N / 2, N).await;
+    }
+    s.stop().await;
+}
+
+/// No-ack consumers take a paged backlog to the end: when the part in
+/// memory runs out, the queue pages the next bodies in and goes on
+/// dispatching by itself (no ack or credit comes back to wake it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paged_backlog_drains_to_no_ack_consumers() {
+    const MANY: u32 = 100_000;
+    let s = TestServer::start().await;
+    let (c, ch) = s.channel().await;
+    publish_to(&ch, "no-ack", MANY).await;
+    let mut consumers = Vec::new();
+    for _ in 0..2 {
+        let ch = channel(&c).await;
+        consumers.push((consume(&ch, "no-ack", "", true).await, ch));
+    }
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for (mut cons, ch) in consumers {
+        let received = received.clone();
+        tasks.push(tokio::spawn(async move {
+            use futures::StreamExt;
+            let _ch = ch;
+            while let Some(Ok(_)) = cons.next().await {
+                received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+    warren_testkit::wait_for("every message reaches a no-ack consumer", || {
+        received.load(std::sync::atomic::Ordering::Relaxed) == MANY
+    })
+    .await;
+    assert_eq!(count(&ch, "no-ack").await, 0);
+    for t in tasks {
+        t.abort();
     }
     s.stop().await;
 }

@@ -67,6 +67,24 @@ impl Cluster {
         let _ = child.wait();
     }
 
+    /// SIGTERM: a graceful shutdown; waits (bounded) for the process to
+    /// exit and returns whether it exited cleanly.
+    pub fn terminate(&mut self, id: u64) -> bool {
+        let n = self.node_mut(id);
+        let Some(mut child) = n.child.take() else {
+            return false;
+        };
+        if n.stopped {
+            signal(child.id(), "CONT");
+            n.stopped = false;
+        }
+        signal(child.id(), "TERM");
+        let status = crate::wait_for_blocking(&format!("node {id} exits"), || {
+            child.try_wait().ok().flatten()
+        });
+        status.success()
+    }
+
     /// SIGSTOP: the process freezes, its sockets stay open.
     pub fn pause(&mut self, id: u64) {
         let n = self.node_mut(id);

@@ -38,11 +38,13 @@ pub struct DeliverEvent {
 pub enum ConnEvent {
     /// A delivery.
     Deliver(DeliverEvent),
-    /// Durable writes finished for these (channel, confirm seq) pairs.
-    Persisted {
+    /// A queue took these publishes on its own terms: enqueued, and written
+    /// to disk first when they are persistent in a durable queue.
+    Accepted {
         /// (channel, publish seq)
         confirms: Vec<(ChannelKey, u64)>,
-        /// False: the write failed, nack them.
+        /// False: the queue could not take them (a write failed, its home is
+        /// unreachable): nack them.
         ok: bool,
     },
     /// The queue of a consumer went away: send `basic.cancel`.

@@ -1,20 +1,45 @@
 //! [`QueueHandle`]: what a channel holds to use a queue.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec};
-use warren_core::{AmqpError, Name, QueueId};
+use warren_core::{AmqpError, Name, QueueId, ReplyCode};
 
 use super::events::ConnTx;
 use super::flow::{ChannelCredit, ConsumerFlow, QueueFlow};
 use super::mailbox::{ConsumerLink, GetReply, PublishBatch, QueueMsg};
 
+/// Why a queue's mailbox closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Ending {
+    /// Still serving (a closed mailbox then means its task failed).
+    Running = 0,
+    /// Deleted: its messages are gone, as the metadata says.
+    Deleted = 1,
+    /// Stopped without being deleted (the node is stopping): its messages
+    /// stay, and what reaches it now is refused, never dropped as accepted.
+    Stopped = 2,
+}
+
+/// See [`QueueHandle::end_mark`].
+#[derive(Clone, Debug)]
+pub(crate) struct EndMark(Arc<AtomicU8>);
+
+impl EndMark {
+    /// Records why the mailbox is about to close.
+    pub(crate) fn mark(&self, why: Ending) {
+        self.0.store(why as u8, Ordering::Release);
+    }
+}
+
 /// A queue's address: cheap to clone, held by the registry and by channels.
 ///
-/// Every method is the same for every queue type; a queue that is gone
-/// answers as RabbitMQ does for a deleted queue (404 for requests, confirms
-/// for publishes routed to it).
+/// Every method is the same for every queue type. A queue that was deleted
+/// answers as RabbitMQ does (404 for requests, confirms for publishes routed
+/// to it); a queue that stopped or failed refuses (541, nacks).
 #[derive(Clone, Debug)]
 pub struct QueueHandle {
     id: QueueId,
@@ -23,6 +48,7 @@ pub struct QueueHandle {
     durable: bool,
     tx: mpsc::Sender<QueueMsg>,
     flow: Arc<QueueFlow>,
+    ending: Arc<AtomicU8>,
 }
 
 impl QueueHandle {
@@ -41,6 +67,27 @@ impl QueueHandle {
             durable,
             tx,
             flow: Arc::new(QueueFlow::default()),
+            ending: Arc::new(AtomicU8::new(Ending::Running as u8)),
+        }
+    }
+
+    /// Records why the queue's mailbox is about to close (for queue types).
+    pub(crate) fn mark(&self, why: Ending) {
+        self.end_mark().mark(why);
+    }
+
+    /// Where the task serving the mailbox records why it ends; unlike a
+    /// handle, it does not keep the mailbox open.
+    pub(crate) fn end_mark(&self) -> EndMark {
+        EndMark(self.ending.clone())
+    }
+
+    /// Why the queue's mailbox closed, if it did.
+    pub fn ending(&self) -> Ending {
+        match self.ending.load(Ordering::Acquire) {
+            1 => Ending::Deleted,
+            2 => Ending::Stopped,
+            _ => Ending::Running,
         }
     }
 
@@ -70,8 +117,19 @@ impl QueueHandle {
         &self.tx
     }
 
+    /// The answer to a request the queue can no longer take.
     fn gone(&self) -> AmqpError {
-        AmqpError::not_found("queue", &self.name, &self.vhost)
+        match self.ending() {
+            Ending::Deleted => AmqpError::not_found("queue", &self.name, &self.vhost),
+            Ending::Stopped | Ending::Running => AmqpError::new(
+                ReplyCode::InternalError,
+                format!(
+                    "queue '{}' in vhost '{}' is not running on this node",
+                    self.name, self.vhost
+                ),
+            )
+            .on_channel(),
+        }
     }
 
     /// Sends the request `msg` builds around its reply channel and waits
@@ -88,12 +146,13 @@ impl QueueHandle {
     /// Hands a batch of messages to the queue. Waits while its mailbox is
     /// full: that is the backpressure that eventually stops the publishing
     /// connection from reading its socket. A queue deleted after routing
-    /// drops the batch and releases its confirms, as RabbitMQ does.
+    /// drops the batch and confirms it, as RabbitMQ does; a queue that
+    /// stopped nacks it.
     pub async fn publish(&self, batch: PublishBatch) {
         if let Err(mpsc::error::SendError(QueueMsg::Publish(b))) =
             self.tx.send(QueueMsg::Publish(batch)).await
         {
-            b.release(true);
+            b.release(self.ending() == Ending::Deleted);
         }
     }
 
@@ -164,10 +223,12 @@ impl QueueHandle {
         self.ask(QueueMsg::Status).await
     }
 
-    /// `queue.delete`: checks `if_unused` / `if_empty` (406), then deletes
-    /// the queue's contents and stops it. Returns the messages deleted.
-    pub async fn delete(&self, if_unused: bool, if_empty: bool) -> Result<u32, AmqpError> {
-        self.ask(|reply| QueueMsg::Delete {
+    /// Before `queue.delete` is proposed: 406 under `if_unused` /
+    /// `if_empty`, else the ready count. Changes nothing: the queue is
+    /// deleted once the metadata change is applied on its home, so a delete
+    /// that fails to commit leaves it whole.
+    pub async fn check_delete(&self, if_unused: bool, if_empty: bool) -> Result<u32, AmqpError> {
+        self.ask(|reply| QueueMsg::CheckDelete {
             if_unused,
             if_empty,
             reply,
@@ -184,13 +245,7 @@ impl QueueHandle {
     /// The queue left the metadata: its contents go, its consumers are
     /// cancelled. Does not wait for the queue to answer.
     pub(crate) async fn discard(&self) {
-        let (reply, _) = oneshot::channel();
-        let msg = QueueMsg::Delete {
-            if_unused: false,
-            if_empty: false,
-            reply,
-        };
-        let _ = self.tx.send(msg).await;
+        let _ = self.tx.send(QueueMsg::Delete).await;
     }
 
     /// The node is stopping, or the queue left this node's registry

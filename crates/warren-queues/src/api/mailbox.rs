@@ -26,7 +26,7 @@ impl PublishBatch {
     pub fn release(self, ok: bool) {
         let confirms: Vec<(ChannelKey, u64)> = self.items.iter().filter_map(|(_, c)| *c).collect();
         if let (false, Some((_, tx))) = (confirms.is_empty(), self.from) {
-            let _ = tx.send(ConnEvent::Persisted { confirms, ok });
+            let _ = tx.send(ConnEvent::Accepted { confirms, ok });
         }
     }
 }
@@ -90,15 +90,19 @@ pub enum QueueMsg {
     Purge(oneshot::Sender<u32>),
     /// Message and consumer counts.
     Status(oneshot::Sender<(u32, u32)>),
-    /// `queue.delete`: checks the conditions, then stops the actor.
-    Delete {
+    /// Before `queue.delete` is proposed: checks its conditions and counts
+    /// the ready messages. Changes nothing.
+    CheckDelete {
         /// Refuse while it has consumers.
         if_unused: bool,
         /// Refuse while it has ready messages.
         if_empty: bool,
-        /// Number of messages deleted, or the 406.
+        /// The ready count, or the 406.
         reply: oneshot::Sender<Result<u32, AmqpError>>,
     },
+    /// The queue left the metadata: its consumers are cancelled, its
+    /// messages and their disk copies go, its task ends.
+    Delete,
     /// Credit came back somewhere: try to dispatch.
     Wake,
     /// The node is stopping: exit (messages stay on disk if durable).
@@ -139,7 +143,7 @@ impl QueueMsg {
             QueueMsg::Status(r) => {
                 let _ = r.send((0, 0));
             }
-            QueueMsg::Delete { reply, .. } => {
+            QueueMsg::CheckDelete { reply, .. } => {
                 let _ = reply.send(if deleted { Ok(0) } else { Err(err.clone()) });
             }
             _ => {}

@@ -26,5 +26,5 @@ pub mod mailbox;
 
 pub use events::{ConnEvent, ConnTx, DeliverEvent};
 pub use flow::{ChannelCredit, ConsumerFlow, DELIVERY_WINDOW, QueueFlow};
-pub use handle::QueueHandle;
+pub use handle::{Ending, QueueHandle};
 pub use mailbox::{Absent, ConsumerLink, GetReply, PublishBatch, QueueMsg};

@@ -6,11 +6,13 @@
 //! it handles every message already queued, submits the burst's disk writes as
 //! one request to the group-commit writer, then dispatches to consumers.
 //!
-//! Persistence: a persistent message in a durable queue is written before its
-//! confirm is released (the writer's completion sends `Persisted` to the
-//! publishing connection). Settling such a message deletes it; the delete rides
-//! in the next batch without its own sync (losing it in a crash only means a
-//! redelivery, never a loss).
+//! Confirms: every publish that waits for a confirm is accepted by the queue
+//! (`ConnEvent::Accepted`) once it is enqueued; a persistent message in a
+//! durable queue only once it is also written and synced (the writer's
+//! completion sends the event). A burst with no such write releases its
+//! confirms at once, without a trip through the writer. Settling a persisted
+//! message deletes it; the delete rides in the next batch without its own
+//! sync (losing it in a crash only means a redelivery, never a loss).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,9 +24,10 @@ use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec, Entry, QueueDef, 
 use warren_core::{AmqpError, Message, Name, QueueId};
 use warren_store::{Op, Store, Writer};
 
+use crate::api::handle::EndMark;
 use crate::api::{
-    Absent, ConnEvent, ConnTx, ConsumerLink, DeliverEvent, PublishBatch, QueueFlow, QueueHandle,
-    QueueMsg,
+    Absent, ConnEvent, ConnTx, ConsumerLink, DeliverEvent, Ending, PublishBatch, QueueFlow,
+    QueueHandle, QueueMsg,
 };
 use crate::memory::Memory;
 
@@ -44,6 +47,8 @@ const MAX_BURST: usize = 256;
 type PendingConfirms = (u64, ConnTx, Vec<(ChannelKey, u64)>);
 
 struct QueueActor {
+    /// Where it records why its mailbox closes.
+    end: EndMark,
     flow: Arc<QueueFlow>,
     def: QueueDef,
     vhost: Name,
@@ -117,6 +122,7 @@ pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &ClassicEnv) -> Que
         }
     }
     let actor = QueueActor {
+        end: handle.end_mark(),
         flow: handle.flow().clone(),
         def,
         vhost,
@@ -162,10 +168,7 @@ impl QueueActor {
                 let upto = self.durable_upto.load(Ordering::Acquire);
                 let durable = self.def.durable;
                 self.state.unpin(upto, |m| durable && m.persistent);
-                if self.state.consumer_count() > 0 {
-                    self.page_in();
-                }
-                self.dispatch();
+                self.page_in_and_dispatch();
             }
             self.flush().await;
             self.account();
@@ -178,6 +181,7 @@ impl QueueActor {
             if self.stopped {
                 // Messages held in memory leave the node's accounting.
                 self.memory.adjust(-(self.accounted as i64));
+                self.refuse_after_stop();
                 return;
             }
         }
@@ -261,28 +265,32 @@ impl QueueActor {
                     self.state.consumer_count() as u32,
                 ));
             }
-            QueueMsg::Delete {
+            QueueMsg::CheckDelete {
                 if_unused,
                 if_empty,
                 reply,
             } => {
-                if if_unused && self.state.consumer_count() > 0 {
-                    let _ = reply.send(Err(AmqpError::precondition(format!(
+                let r = if if_unused && self.state.consumer_count() > 0 {
+                    Err(AmqpError::precondition(format!(
                         "queue '{}' in vhost '{}' in use",
                         self.def.name, self.vhost
-                    ))));
+                    )))
                 } else if if_empty && self.state.ready_len() > 0 {
-                    let _ = reply.send(Err(AmqpError::precondition(format!(
+                    Err(AmqpError::precondition(format!(
                         "queue '{}' in vhost '{}' is not empty",
                         self.def.name, self.vhost
-                    ))));
+                    )))
                 } else {
-                    let _ = reply.send(Ok(self.state.ready_len() as u32));
-                    self.delete();
-                }
+                    Ok(self.state.ready_len() as u32)
+                };
+                let _ = reply.send(r);
             }
+            QueueMsg::Delete => self.delete(),
             QueueMsg::Wake => {}
-            QueueMsg::Stop => self.stopped = true,
+            QueueMsg::Stop => {
+                self.stopped = true;
+                self.mark(Ending::Stopped);
+            }
         }
     }
 
@@ -355,7 +363,25 @@ impl QueueActor {
         }
     }
 
-    fn dispatch(&mut self) {
+    /// Dispatches, paging bodies in as the part in memory runs short, for as
+    /// long as consumers take messages. Nothing else would wake the queue
+    /// when its memory runs dry while consumers still have credit (no-ack
+    /// consumers send nothing back), so it goes on until they are full or
+    /// the backlog is done. Bounded: every round delivers, within credit.
+    fn page_in_and_dispatch(&mut self) {
+        loop {
+            if self.state.consumer_count() > 0 {
+                self.page_in();
+            }
+            let delivered = self.dispatch();
+            if delivered == 0 || !self.state.needs_page_in(PAGE_LOW) {
+                return;
+            }
+        }
+    }
+
+    /// Hands ready messages to consumers with credit; how many it handed.
+    fn dispatch(&mut self) -> usize {
         let links = &self.links;
         let mut gate = |spec: &ConsumerSpec| {
             let Some(link) = links.get(&spec.id) else {
@@ -376,7 +402,9 @@ impl QueueActor {
             true
         };
         let mut settled = Vec::new();
+        let mut delivered = 0;
         while let Some(d) = self.state.next_delivery(&mut gate) {
+            delivered += 1;
             let Some(link) = links.get(&d.consumer) else {
                 continue;
             };
@@ -398,6 +426,7 @@ impl QueueActor {
             let _ = link.out.send(ev);
         }
         self.forget(settled);
+        delivered
     }
 
     /// Submits the burst's disk writes; confirms follow the sync.
@@ -407,8 +436,15 @@ impl QueueActor {
         }
         let ops = std::mem::take(&mut self.ops);
         let sync = std::mem::replace(&mut self.ops_need_sync, false);
-        let confirms = std::mem::take(&mut self.confirms);
+        let mut confirms = std::mem::take(&mut self.confirms);
         let max_put = std::mem::take(&mut self.burst_max_put);
+        if !sync {
+            // Nothing of this burst waits for the disk: accepted now.
+            release_confirms(std::mem::take(&mut confirms), true);
+        }
+        if ops.is_empty() {
+            return;
+        }
         let durable_upto = self.durable_upto.clone();
         let done: Option<warren_store::WriteDone> = if confirms.is_empty() && max_put == 0 {
             None
@@ -427,9 +463,12 @@ impl QueueActor {
         }
     }
 
+    /// An auto-delete queue whose last consumer left asks the node to delete
+    /// it. It keeps serving until the metadata change is applied (then the
+    /// registry deletes it): if the change never commits, it lives on.
     fn maybe_auto_delete(&mut self) {
         if self.def.auto_delete && self.had_consumers && self.state.consumer_count() == 0 {
-            self.delete();
+            self.had_consumers = false;
             let _ = self.auto_deleted.send(AutoDeleted {
                 name: self.def.name.clone(),
                 id: self.def.id,
@@ -440,6 +479,7 @@ impl QueueActor {
     /// Stops the queue: consumers are told, messages and their disk copies go.
     fn delete(&mut self) {
         self.deleted = true;
+        self.mark(Ending::Deleted);
         for spec in self.state.consumers() {
             if let Some(link) = self.links.get(&spec.id) {
                 let _ = link.out.send(ConnEvent::Cancelled {
@@ -456,6 +496,27 @@ impl QueueActor {
         self.rx.close();
     }
 
+    /// Records why the mailbox closes, for the handles that still point here.
+    fn mark(&self, why: Ending) {
+        self.end.mark(why);
+    }
+
+    /// After a stop: what is still in the mailbox is refused (publishes
+    /// nacked), never dropped unanswered or confirmed.
+    fn refuse_after_stop(&mut self) {
+        self.rx.close();
+        let why = Absent::Unreachable(AmqpError::new(
+            warren_core::ReplyCode::InternalError,
+            format!(
+                "queue '{}' in vhost '{}' stopped",
+                self.def.name, self.vhost
+            ),
+        ));
+        while let Ok(m) = self.rx.try_recv() {
+            m.answer_absent(&why);
+        }
+    }
+
     /// After deletion: answer what is still in the mailbox as a missing queue would.
     async fn drain_after_delete(&mut self) {
         let why = Absent::Deleted(AmqpError::not_found("queue", &self.def.name, &self.vhost));
@@ -467,6 +528,6 @@ impl QueueActor {
 
 fn release_confirms(confirms: Vec<PendingConfirms>, ok: bool) {
     for (_, tx, list) in confirms {
-        let _ = tx.send(ConnEvent::Persisted { confirms: list, ok });
+        let _ = tx.send(ConnEvent::Accepted { confirms: list, ok });
     }
 }

@@ -23,7 +23,9 @@ use warren_cluster::stats;
 use warren_core::queue::{ChannelKey, Entry, QueueDef};
 use warren_core::{AmqpError, Name, NodeId, QueueId, ReplyCode};
 
-use super::wire::{channel_from, channel_to, error_from, message_from, message_to};
+use super::wire::{
+    channel_from, channel_to, error_from, frames, message_from, message_to, up_bytes,
+};
 use crate::api::{
     Absent, ConnEvent, ConnTx, ConsumerFlow, DeliverEvent, GetReply, QueueHandle, QueueMsg,
 };
@@ -34,6 +36,8 @@ const MAILBOX: usize = 1024;
 const FRAME_ITEMS: usize = 512;
 /// `Up` frames buffered towards the home node.
 const UP_FRAMES: usize = 16;
+/// Bound on opening the link's stream.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Reconnection backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -78,7 +82,7 @@ enum Pending {
     Get(oneshot::Sender<GetReply>),
     Count(oneshot::Sender<u32>),
     Status(oneshot::Sender<(u32, u32)>),
-    Delete(oneshot::Sender<Result<u32, AmqpError>>),
+    CheckDelete(oneshot::Sender<Result<u32, AmqpError>>),
 }
 
 /// The link's memory of what must come back.
@@ -94,11 +98,14 @@ struct State {
     credit_tx: mpsc::UnboundedSender<(u64, u32)>,
 }
 
+/// The answer for a queue whose home does not answer: not a 404 (the queue
+/// exists; a `queue.delete` must not take 404 for done), a channel error.
 fn home_down(home: NodeId) -> AmqpError {
     AmqpError::new(
-        ReplyCode::NotFound,
+        ReplyCode::InternalError,
         format!("home node {home} of the queue is unreachable"),
     )
+    .on_channel()
 }
 
 impl State {
@@ -199,19 +206,20 @@ impl State {
                 let request = self.request(Pending::Status(reply));
                 push(Op::Status(request));
             }
-            QueueMsg::Delete {
+            QueueMsg::CheckDelete {
                 if_unused,
                 if_empty,
                 reply,
             } => {
-                let request = self.request(Pending::Delete(reply));
-                push(Op::Delete(pb::Delete {
+                let request = self.request(Pending::CheckDelete(reply));
+                push(Op::DeleteCheck(pb::DeleteCheck {
                     request,
                     if_unused,
                     if_empty,
                 }));
             }
-            QueueMsg::Wake | QueueMsg::Stop => {}
+            // Only the home's registry deletes or stops its queue.
+            QueueMsg::Delete | QueueMsg::Wake | QueueMsg::Stop => {}
         }
     }
 
@@ -233,7 +241,7 @@ impl State {
                     }
                     for (ch, confirms) in by_channel {
                         if let Some(tx) = self.routes.get(&ch) {
-                            let _ = tx.send(ConnEvent::Persisted { confirms, ok: c.ok });
+                            let _ = tx.send(ConnEvent::Accepted { confirms, ok: c.ok });
                         }
                     }
                 }
@@ -338,7 +346,7 @@ impl State {
                     _ => (0, 0),
                 });
             }
-            Pending::Delete(tx) => {
+            Pending::CheckDelete(tx) => {
                 let _ = tx.send(match result {
                     Some(R::Count(n)) => Ok(n),
                     Some(R::Error(e)) => Err(error_from(e)),
@@ -355,7 +363,7 @@ impl State {
                 Pending::Consume(tx, _) => {
                     let _ = tx.send(Err(home_down(home)));
                 }
-                Pending::Delete(tx) => {
+                Pending::CheckDelete(tx) => {
                     let _ = tx.send(Err(home_down(home)));
                 }
                 Pending::Get(tx) => {
@@ -377,7 +385,7 @@ impl State {
             }
             if let Some(tx) = self.routes.get(&ch) {
                 let confirms = seqs.into_iter().map(|s| (key, s)).collect();
-                let _ = tx.send(ConnEvent::Persisted {
+                let _ = tx.send(ConnEvent::Accepted {
                     confirms,
                     ok: false,
                 });
@@ -404,12 +412,18 @@ async fn run(node: Weak<MetaNode>, home: NodeId, mut rx: mpsc::Receiver<Routed>)
         drop(n);
         let (up_tx, up_rx) = mpsc::channel::<pb::Up>(UP_FRAMES);
         let down = match channel {
-            Some(ch) => QueuesClient::new(ch)
-                .max_decoding_message_size(256 << 20)
-                .link(ReceiverStream::new(up_rx))
-                .await
-                .ok()
-                .map(tonic::Response::into_inner),
+            // Bounded: a home that accepts connections but does not answer
+            // (SIGSTOP) must not hold the queues' traffic here.
+            Some(ch) => tokio::time::timeout(
+                OPEN_TIMEOUT,
+                QueuesClient::new(ch)
+                    .max_decoding_message_size(256 << 20)
+                    .link(ReceiverStream::new(up_rx)),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(tonic::Response::into_inner),
             None => None,
         };
         if let Some(mut down) = down {
@@ -450,8 +464,15 @@ async fn run(node: Weak<MetaNode>, home: NodeId, mut rx: mpsc::Receiver<Routed>)
                     .filter(|i| matches!(i.op, Some(pb::up_item::Op::Publish(_))))
                     .count();
                 stats::add(&stats::FORWARDED_PUBLISHES, publishes as u64);
-                stats::add(&stats::UP_FRAMES, 1);
-                if up_tx.send(pb::Up { items }).await.is_err() {
+                let mut sent = true;
+                for items in frames(items, up_bytes) {
+                    stats::add(&stats::UP_FRAMES, 1);
+                    if up_tx.send(pb::Up { items }).await.is_err() {
+                        sent = false;
+                        break;
+                    }
+                }
+                if !sent {
                     break;
                 }
             }

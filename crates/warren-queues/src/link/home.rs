@@ -11,6 +11,8 @@
 //! on every queue it touched: unacked messages go back to their queues.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
 use tokio::sync::{mpsc, oneshot};
@@ -21,7 +23,9 @@ use warren_cluster::pb::queues::queues_server::{Queues, QueuesServer};
 use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec};
 use warren_core::{AmqpError, Message, QueueId};
 
-use super::wire::{channel_from, channel_to, error_to, message_from, message_to};
+use super::wire::{
+    channel_from, channel_to, down_bytes, error_to, frames, message_from, message_to,
+};
 use crate::api::{
     ChannelCredit, ConnEvent, ConnTx, ConsumerFlow, ConsumerLink, DELIVERY_WINDOW, PublishBatch,
     QueueHandle, QueueMsg,
@@ -33,10 +37,30 @@ const DOWN_FRAMES: usize = 64;
 /// Most items in one `Down` frame.
 const FRAME_ITEMS: usize = 512;
 
+/// Where a queue a link names stands on its home.
+#[derive(Debug)]
+pub enum Lookup {
+    /// Served here.
+    Here(QueueHandle),
+    /// Not in the metadata any more: deleted.
+    Gone,
+    /// Not served here now (the node is stopping, or its metadata says the
+    /// queue lives elsewhere): what is sent to it is refused.
+    Unavailable,
+}
+
+/// A boxed future of a [`Lookup`].
+pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Lookup> + Send + 'a>>;
+
 /// What the home side needs of the node: its own queues.
 pub trait LocalQueues: Send + Sync + std::fmt::Debug + 'static {
-    /// The handle of queue `id` if this node is its home.
+    /// The handle of queue `id` if this node is its home and serves it now.
     fn local(&self, id: QueueId) -> Option<QueueHandle>;
+    /// Brings the node's queues in step with the metadata it has applied,
+    /// then says where queue `id` stands. For a queue [`Self::local`] did
+    /// not find: the other node may have applied its declaration a moment
+    /// before this one started it.
+    fn catch_up(&self, id: QueueId) -> LookupFuture<'_>;
     /// Whether the node's queues are started (links wait until they are).
     fn is_ready(&self) -> bool;
 }
@@ -125,9 +149,35 @@ fn not_found(q: QueueId) -> pb::reply::Result {
     )))
 }
 
+fn unavailable(q: QueueId) -> pb::reply::Result {
+    pb::reply::Result::Error(error_to(
+        &AmqpError::new(
+            warren_core::ReplyCode::InternalError,
+            format!("queue {q} is not served by its home node now"),
+        )
+        .on_channel(),
+    ))
+}
+
 impl Link {
-    fn queue(&self, q: QueueId) -> Option<QueueHandle> {
-        self.registry.upgrade()?.local(q)
+    /// Where queue `q` stands here, caught up with the applied metadata.
+    async fn find(&self, q: QueueId) -> Lookup {
+        let Some(node) = self.registry.upgrade() else {
+            return Lookup::Unavailable;
+        };
+        match node.local(q) {
+            Some(h) => Lookup::Here(h),
+            None => node.catch_up(q).await,
+        }
+    }
+
+    /// The handle of queue `q`, or the error to answer a request with.
+    async fn queue(&self, q: QueueId) -> Result<QueueHandle, pb::reply::Result> {
+        match self.find(q).await {
+            Lookup::Here(h) => Ok(h),
+            Lookup::Gone => Err(not_found(q)),
+            Lookup::Unavailable => Err(unavailable(q)),
+        }
     }
 
     async fn run(mut self, mut inbound: Streaming<pb::Up>) {
@@ -165,10 +215,12 @@ impl Link {
                 from: Some((self.conn, self.conn_tx.clone())),
                 items,
             };
-            match self.queue(q) {
-                Some(h) => h.publish(batch).await,
-                // Gone (deleted meanwhile): RabbitMQ confirms such messages.
-                None => batch.release(true),
+            match self.find(q).await {
+                Lookup::Here(h) => h.publish(batch).await,
+                // Deleted meanwhile: RabbitMQ confirms such messages.
+                Lookup::Gone => batch.release(true),
+                // Nothing took them: nacked, never confirmed.
+                Lookup::Unavailable => batch.release(false),
             }
         }
     }
@@ -177,12 +229,11 @@ impl Link {
         self.channels.entry(key).or_default().insert(q);
     }
 
-    /// Sends `msg` to queue `q`; `Err(msg)` when the queue is not here.
-    async fn send(&self, q: QueueId, msg: QueueMsg) -> Result<(), ()> {
-        match self.queue(q) {
-            Some(h) => h.mailbox().send(msg).await.map_err(|_| ()),
-            None => Err(()),
-        }
+    /// Sends `msg` to queue `q`; the error to answer with when it is not
+    /// served here.
+    async fn send(&self, q: QueueId, msg: QueueMsg) -> Result<(), pb::reply::Result> {
+        let h = self.queue(q).await?;
+        h.mailbox().send(msg).await.map_err(|_| unavailable(q))
     }
 
     /// Answers `request` with what `rx` yields, without holding up the link.
@@ -211,9 +262,12 @@ impl Link {
                 let Some(key) = channel_from(c.channel) else {
                     return;
                 };
-                let Some(h) = self.queue(q) else {
-                    let _ = self.reply_tx.send(reply(c.request, not_found(q)));
-                    return;
+                let h = match self.queue(q).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        let _ = self.reply_tx.send(reply(c.request, e));
+                        return;
+                    }
                 };
                 let credit = self
                     .credits
@@ -248,7 +302,7 @@ impl Link {
                     reply: tx,
                 };
                 if h.mailbox().send(msg).await.is_err() {
-                    let _ = self.reply_tx.send(reply(c.request, not_found(q)));
+                    let _ = self.reply_tx.send(reply(c.request, unavailable(q)));
                     return;
                 }
                 self.answer(c.request, rx, q, |r: Result<(), AmqpError>| match r {
@@ -322,10 +376,8 @@ impl Link {
                     no_ack: g.no_ack,
                     reply: tx,
                 };
-                if self.send(q, msg).await.is_err() {
-                    let _ = self
-                        .reply_tx
-                        .send(reply(g.request, pb::reply::Result::Empty(true)));
+                if let Err(e) = self.send(q, msg).await {
+                    let _ = self.reply_tx.send(reply(g.request, e));
                     return;
                 }
                 self.answer(g.request, rx, q, |r| match r {
@@ -340,16 +392,16 @@ impl Link {
             }
             Op::Purge(request) => {
                 let (tx, rx) = oneshot::channel();
-                if self.send(q, QueueMsg::Purge(tx)).await.is_err() {
-                    let _ = self.reply_tx.send(reply(request, not_found(q)));
+                if let Err(e) = self.send(q, QueueMsg::Purge(tx)).await {
+                    let _ = self.reply_tx.send(reply(request, e));
                     return;
                 }
                 self.answer(request, rx, q, pb::reply::Result::Count);
             }
             Op::Status(request) => {
                 let (tx, rx) = oneshot::channel();
-                if self.send(q, QueueMsg::Status(tx)).await.is_err() {
-                    let _ = self.reply_tx.send(reply(request, not_found(q)));
+                if let Err(e) = self.send(q, QueueMsg::Status(tx)).await {
+                    let _ = self.reply_tx.send(reply(request, e));
                     return;
                 }
                 self.answer(request, rx, q, |(messages, consumers)| {
@@ -359,17 +411,15 @@ impl Link {
                     })
                 });
             }
-            Op::Delete(d) => {
+            Op::DeleteCheck(d) => {
                 let (tx, rx) = oneshot::channel();
-                let msg = QueueMsg::Delete {
+                let msg = QueueMsg::CheckDelete {
                     if_unused: d.if_unused,
                     if_empty: d.if_empty,
                     reply: tx,
                 };
-                if self.send(q, msg).await.is_err() {
-                    let _ = self
-                        .reply_tx
-                        .send(reply(d.request, pb::reply::Result::Count(0)));
+                if let Err(e) = self.send(q, msg).await {
+                    let _ = self.reply_tx.send(reply(d.request, e));
                     return;
                 }
                 self.answer(d.request, rx, q, |r| match r {
@@ -428,8 +478,10 @@ async fn pump(
                 Err(_) => break,
             }
         }
-        if down.send(Ok(pb::Down { items })).await.is_err() {
-            return;
+        for items in frames(items, down_bytes) {
+            if down.send(Ok(pb::Down { items })).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -451,7 +503,7 @@ fn push_event(e: ConnEvent, items: &mut Vec<pb::DownItem>) {
             redelivered: d.redelivered,
             message: Some(message_to(&d.msg)),
         }),
-        ConnEvent::Persisted { confirms, ok } => Op::Confirms(pb::Confirms {
+        ConnEvent::Accepted { confirms, ok } => Op::Confirms(pb::Confirms {
             confirms: confirms
                 .into_iter()
                 .map(|(k, seq)| pb::ConfirmRef {

@@ -13,4 +13,4 @@ pub mod home;
 pub mod wire;
 
 pub use client::{Routed, spawn_link, spawn_proxy};
-pub use home::{LocalQueues, QueuesService};
+pub use home::{LocalQueues, Lookup, LookupFuture, QueuesService};

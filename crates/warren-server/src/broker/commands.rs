@@ -4,6 +4,9 @@
 //! whichever node the client is on. Passive declarations read the local
 //! replica. The Raft log is the durable record: nothing else is written.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use warren_core::binding::Binding;
 use warren_core::meta::{Command, Outcome};
 use warren_core::queue::{ConnectionId, QueueDef};
@@ -12,6 +15,11 @@ use warren_core::{AmqpError, QueueId, ReplyCode};
 use warren_queues::QueueHandle;
 
 use super::{Broker, DEFAULT_VHOST};
+
+/// First pause before retrying a connection's exclusive-queue removal.
+const DROP_RETRY_MIN: Duration = Duration::from_millis(200);
+/// Longest pause between those retries.
+const DROP_RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Broker {
     /// Proposes `cmd` and gives the outcome `expect` accepts; any other
@@ -130,16 +138,20 @@ impl Broker {
         if_unused: bool,
         if_empty: bool,
     ) -> Result<u32, AmqpError> {
-        let handle = {
+        let (handle, home) = {
             let st = self.read();
             let def = st.vhost().queue_for(name, conn)?;
-            st.queue(def.id).cloned()
+            (st.queue(def.id).cloned(), def.home.node)
         };
         // The queue checks if-unused / if-empty (its consumers and messages
-        // live with it), then stops.
+        // live with it) and counts; it is deleted only once the metadata
+        // change commits (the registry then deletes it on its home), so a
+        // proposal that fails leaves it whole, with a live owner. A queue
+        // whose home left the cluster has nothing left to check.
+        let home_left = home != self.config.node_id && self.node.peer_addr(home).is_none();
         let n = match handle {
-            Some(h) => h.delete(if_unused, if_empty).await?,
-            None => 0,
+            Some(h) if !home_left => h.check_delete(if_unused, if_empty).await?,
+            _ => 0,
         };
         let cmd = Command::DeleteQueue {
             vhost: DEFAULT_VHOST.into(),
@@ -185,14 +197,42 @@ impl Broker {
     }
 
     /// A connection closed: its exclusive queues go (one command for all).
-    pub async fn drop_connection(&self, conn: ConnectionId) {
-        if self.exclusive_queues_of(conn).is_empty() {
+    /// If the command cannot commit now (no majority), it is retried in the
+    /// background until it does, so an exclusive queue never outlives its
+    /// connection for longer than the partition.
+    pub async fn drop_connection(self: &Arc<Self>, conn: ConnectionId) {
+        if self.try_drop_connection(conn).await {
             return;
         }
-        if let Err(e) = self.node.propose(Command::DropConnection { conn }).await {
-            tracing::warn!(conn, cause = %e, "could not delete exclusive queues");
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut pause = DROP_RETRY_MIN;
+            loop {
+                tokio::time::sleep(pause).await;
+                let Some(b) = me.upgrade() else { return };
+                if b.registry.is_stopping() || b.try_drop_connection(conn).await {
+                    return;
+                }
+                pause = (pause * 2).min(DROP_RETRY_MAX);
+            }
+        });
+    }
+
+    /// One attempt at dropping `conn`'s exclusive queues: true when none
+    /// is left.
+    async fn try_drop_connection(&self, conn: ConnectionId) -> bool {
+        if self.exclusive_queues_of(conn).is_empty() {
+            return true;
         }
+        let done = match self.node.propose(Command::DropConnection { conn }).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(conn, cause = %e, "could not delete exclusive queues yet; will retry");
+                false
+            }
+        };
         self.reconcile().await;
+        done
     }
 
     /// `queue.purge`.

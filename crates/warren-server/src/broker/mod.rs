@@ -34,7 +34,7 @@ use warren_core::queue::{ConnectionId, Home, QueueDef};
 use warren_core::vhost::VHost;
 use warren_core::{Name, QueueId};
 use warren_queues::classic::{AutoDeleted, ClassicEnv};
-use warren_queues::link::LocalQueues;
+use warren_queues::link::{LocalQueues, Lookup, LookupFuture};
 use warren_queues::registry::RegistryView;
 use warren_queues::{Ids, Memory, QueueHandle, Registry};
 use warren_store::{Recovered, Store, Writer};
@@ -202,11 +202,6 @@ impl Broker {
         &self.ids
     }
 
-    /// Whether the node has joined the group and started its queues.
-    pub fn is_ready(&self) -> bool {
-        self.registry.is_ready()
-    }
-
     /// Where a queue declared on this node lives.
     pub fn home(&self) -> Home {
         Home {
@@ -244,6 +239,35 @@ impl Broker {
     /// Exclusive queues of a connection that is closing.
     pub fn exclusive_queues_of(&self, conn: ConnectionId) -> Vec<Name> {
         self.read().vhost().exclusive_queues_of(conn)
+    }
+}
+
+/// The home side of queue links sees the node through this.
+impl LocalQueues for Broker {
+    fn local(&self, id: QueueId) -> Option<QueueHandle> {
+        self.registry.local(id)
+    }
+
+    fn catch_up(&self, id: QueueId) -> LookupFuture<'_> {
+        Box::pin(async move {
+            if self.registry.is_stopping() {
+                return Lookup::Unavailable;
+            }
+            self.reconcile().await;
+            if let Some(h) = self.registry.local(id) {
+                return Lookup::Here(h);
+            }
+            let known = self.read().vhost().queues().any(|q| q.id == id);
+            if known {
+                Lookup::Unavailable
+            } else {
+                Lookup::Gone
+            }
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.registry.is_ready()
     }
 }
 

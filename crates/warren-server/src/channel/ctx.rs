@@ -6,6 +6,13 @@
 //! a queue wakes once per burst of a connection, not once per message. Any
 //! method that could observe queue state (a get, a declare, a delete...) flushes
 //! first, so ordering as seen by the client is preserved.
+//!
+//! A message routed to a queue this node has no handle for yet (declared
+//! through another node a moment ago; the registry catches up with the
+//! applied metadata asynchronously) waits in [`ConnCtx::unresolved`] until the
+//! flush has brought the registry up to date: it is then handed to the queue,
+//! or, if the queue is gone, confirmed as RabbitMQ confirms a message routed
+//! to a deleted queue. It is never confirmed without a queue taking it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +20,7 @@ use std::sync::Arc;
 use warren_core::queue::ChannelKey;
 use warren_core::{Message, QueueId};
 use warren_queues::api::PublishBatch;
-use warren_queues::{ConnTx, QueueFlow, QueueHandle};
+use warren_queues::{ConnEvent, ConnTx, QueueFlow, QueueHandle};
 
 use crate::broker::Broker;
 
@@ -26,13 +33,16 @@ pub struct ClientCaps {
     pub consumer_cancel_notify: bool,
 }
 
+/// A message and the confirm (channel, seq) its publisher waits for, if any.
+pub type Item = (Message, Option<(ChannelKey, u64)>);
+
 /// Publishes of the current burst for one queue.
 #[derive(Debug)]
 pub struct PendingPublish {
     /// The queue.
     pub handle: QueueHandle,
-    /// Messages with their confirm (channel, seq), if the publisher waits on this queue.
-    pub items: Vec<(Message, Option<(ChannelKey, u64)>)>,
+    /// Messages with their confirm (channel, seq), if the publisher waits.
+    pub items: Vec<Item>,
 }
 
 /// Shared state of one connection.
@@ -56,6 +66,9 @@ pub struct ConnCtx {
     pub has_published: bool,
     /// Publishes of the current burst, by queue.
     pub publishes: HashMap<QueueId, PendingPublish>,
+    /// Publishes of the current burst to queues without a handle yet, in
+    /// order.
+    pub unresolved: Vec<(QueueId, Item)>,
     /// Settles of the current burst, by (queue, channel, requeue).
     pub settles: HashMap<(QueueId, ChannelKey, bool), (QueueHandle, Vec<u64>)>,
     /// A queue this connection published to is busy: pause reading until it
@@ -84,6 +97,7 @@ impl ConnCtx {
             caps,
             has_published: false,
             publishes: HashMap::new(),
+            unresolved: Vec::new(),
             settles: HashMap::new(),
             throttled_by: None,
         }
@@ -106,12 +120,61 @@ impl ConnCtx {
         for ((_, channel, requeue), (handle, seqs)) in settles {
             handle.settle(channel, seqs, requeue).await;
         }
+        if !self.unresolved.is_empty() {
+            self.resolve().await;
+        }
         self.send_publishes().await;
     }
 
     /// True when nothing waits to be sent to queues.
     pub fn is_flushed(&self) -> bool {
-        self.publishes.is_empty() && self.settles.is_empty()
+        self.publishes.is_empty() && self.settles.is_empty() && self.unresolved.is_empty()
+    }
+
+    /// Adds a routed message to the burst of queue `id`.
+    pub fn enqueue(&mut self, id: QueueId, item: Item) {
+        if self.unresolved.iter().any(|(q, _)| *q == id) {
+            // Keep the queue's messages in order behind the first one.
+            self.unresolved.push((id, item));
+            return;
+        }
+        match self.publishes.get_mut(&id) {
+            Some(p) => p.items.push(item),
+            None => self.unresolved.push((id, item)),
+        }
+    }
+
+    /// Brings the registry up to date with the applied metadata, then hands
+    /// each unresolved message to its queue, or answers for it.
+    async fn resolve(&mut self) {
+        self.broker.reconcile().await;
+        let mut gone: Vec<(ChannelKey, u64)> = Vec::new();
+        let mut lost: Vec<(ChannelKey, u64)> = Vec::new();
+        {
+            let st = self.broker.read();
+            for (id, (msg, confirm)) in self.unresolved.drain(..) {
+                match st.queue(id) {
+                    Some(h) => self
+                        .publishes
+                        .entry(id)
+                        .or_insert_with(|| PendingPublish {
+                            handle: h.clone(),
+                            items: Vec::new(),
+                        })
+                        .items
+                        .push((msg, confirm)),
+                    // Deleted since it was routed to: confirmed, as RabbitMQ.
+                    None if !st.vhost().queues().any(|q| q.id == id) => gone.extend(confirm),
+                    // Still no handle: nothing took the message.
+                    None => lost.extend(confirm),
+                }
+            }
+        }
+        for (confirms, ok) in [(gone, true), (lost, false)] {
+            if !confirms.is_empty() {
+                let _ = self.events.send(ConnEvent::Accepted { confirms, ok });
+            }
+        }
     }
 
     async fn send_publishes(&mut self) {

@@ -30,6 +30,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, exchange, queue, tx};
+use warren_amqp::methods::MethodId;
 use warren_amqp::{Inbound, encode};
 use warren_core::confirms::{ConfirmReply, Confirms};
 use warren_core::queue::{ChannelKey, ConsumerId};
@@ -240,10 +241,16 @@ impl Channel {
         self.tx = Default::default();
     }
 
-    /// Writes confirm replies that became ready (or completes a pending commit).
-    pub fn write_confirms(&mut self, ctx: &mut ConnCtx, scratch: &mut Vec<ConfirmReply>) {
+    /// Writes confirm replies that became ready (or completes a pending
+    /// commit). Fails when a commit cannot complete, with the method to name
+    /// in `channel.close`.
+    pub fn write_confirms(
+        &mut self,
+        ctx: &mut ConnCtx,
+        scratch: &mut Vec<ConfirmReply>,
+    ) -> Result<(), (AmqpError, MethodId)> {
         if !self.confirms_dirty {
-            return;
+            return Ok(());
         }
         self.confirms_dirty = false;
         scratch.clear();
@@ -256,14 +263,18 @@ impl Channel {
                         tracing::error!(cause = %e, "could not encode a confirm");
                     }
                 }
+                Ok(())
             }
-            Mode::Tx => self.maybe_commit_ok(ctx),
-            Mode::Normal => {}
+            Mode::Tx => {
+                self.tx.failed |= scratch.iter().any(|r| !r.ack);
+                self.maybe_commit_ok(ctx)
+            }
+            Mode::Normal => Ok(()),
         }
     }
 
-    /// A durable write finished for publish `seq`.
-    pub fn on_persisted(&mut self, seq: u64, ok: bool) {
+    /// A target queue took publish `seq` (`ok`), or could not.
+    pub fn on_accepted(&mut self, seq: u64, ok: bool) {
         self.confirms.settle(seq, ok);
         self.confirms_dirty = true;
     }

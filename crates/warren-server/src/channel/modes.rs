@@ -8,6 +8,7 @@
 
 use amq_protocol::protocol::{AMQPClass, confirm, tx};
 use warren_amqp::Content;
+use warren_amqp::methods::{MethodId, TX_COMMIT};
 use warren_core::AmqpError;
 
 use super::ctx::ConnCtx;
@@ -30,6 +31,9 @@ pub struct TxBuffer {
     pub(super) publishes: Vec<Content>,
     pub(super) acks: Vec<(u64, bool, Option<bool>)>,
     commit_pending: bool,
+    /// A queue refused a message of the transaction (nack): the commit
+    /// fails, as RabbitMQ's "partial tx completion".
+    pub(super) failed: bool,
 }
 
 impl Channel {
@@ -96,17 +100,28 @@ impl Channel {
         )
     }
 
-    pub(super) fn maybe_commit_ok(&mut self, ctx: &mut ConnCtx) {
-        if self.tx.commit_pending && self.confirms.is_idle() {
-            self.tx.commit_pending = false;
-            let _ = reply(
-                ctx,
-                self.id,
-                AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})),
-            );
-        } else if self.tx.commit_pending {
+    pub(super) fn maybe_commit_ok(
+        &mut self,
+        ctx: &mut ConnCtx,
+    ) -> Result<(), (AmqpError, MethodId)> {
+        if !self.tx.commit_pending {
+            return Ok(());
+        }
+        if !self.confirms.is_idle() {
             // Still waiting: stay dirty so the next event re-checks.
             self.confirms_dirty = true;
+            return Ok(());
         }
+        self.tx.commit_pending = false;
+        if std::mem::take(&mut self.tx.failed) {
+            let e = AmqpError::precondition("partial tx completion");
+            return Err((e, TX_COMMIT));
+        }
+        let _ = reply(
+            ctx,
+            self.id,
+            AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})),
+        );
+        Ok(())
     }
 }

@@ -43,7 +43,6 @@ impl Channel {
         let exchange = c.method.exchange.as_str();
         let routing_key = c.method.routing_key.as_str();
         let mut ids: SmallVec<[QueueId; 4]> = SmallVec::new();
-        let mut durable: SmallVec<[bool; 4]> = SmallVec::new();
         let exchange_name: Name;
         {
             let st = ctx.broker.read();
@@ -54,26 +53,18 @@ impl Channel {
                 .exchange(exchange)
                 .map(|e| e.name.clone())
                 .unwrap_or_else(|| "".into());
-            ids.retain(|id| {
-                if let Some(p) = ctx.publishes.get(id) {
-                    durable.push(p.handle.durable());
-                    return true;
+            for id in &ids {
+                if ctx.publishes.contains_key(id) {
+                    continue;
                 }
-                match st.queue(*id) {
-                    Some(h) => {
-                        durable.push(h.durable());
-                        ctx.publishes.insert(
-                            *id,
-                            PendingPublish {
-                                handle: h.clone(),
-                                items: Vec::new(),
-                            },
-                        );
-                        true
-                    }
-                    None => false,
+                if let Some(h) = st.queue(*id) {
+                    let p = PendingPublish {
+                        handle: h.clone(),
+                        items: Vec::new(),
+                    };
+                    ctx.publishes.insert(*id, p);
                 }
-            });
+            }
         }
         let msg = Message::new(
             exchange_name,
@@ -82,11 +73,10 @@ impl Channel {
             c.body.iter().map(|b| &b[..]),
             flags,
         );
-        let waits = if persistent {
-            durable.iter().filter(|d| **d).count() as u32
-        } else {
-            0
-        };
+        // Every target queue accepts the message on its own terms before the
+        // publisher's confirm (DESIGN.md): enqueued, and written first if it
+        // is persistent and the queue durable.
+        let waits = ids.len() as u32;
         let seq = match self.mode {
             Mode::Confirm | Mode::Tx => {
                 self.confirms_dirty = true;
@@ -100,15 +90,9 @@ impl Channel {
             }
             return Ok(());
         }
-        for (id, d) in ids.iter().zip(durable) {
-            if let Some(p) = ctx.publishes.get_mut(id) {
-                let confirm = if persistent && d {
-                    seq.map(|s| (self.key, s))
-                } else {
-                    None
-                };
-                p.items.push((msg.clone(), confirm));
-            }
+        let confirm = seq.map(|s| (self.key, s));
+        for id in ids {
+            ctx.enqueue(id, (msg.clone(), confirm));
         }
         Ok(())
     }

@@ -112,20 +112,7 @@ impl Channels {
             Ok(()) => Ok(()),
             Err(e) if e.is_connection_level() => Err(ConnectionFault::new(e, method)),
             Err(e) => {
-                tracing::debug!(channel = ch, code = e.code.code(), text = %e.text, "channel error");
-                channel.cleanup(ctx).await;
-                channel.closing = true;
-                let close = channel::Close {
-                    reply_code: e.code.code(),
-                    reply_text: e.reply_text().as_str().into(),
-                    class_id: method.0,
-                    method_id: method.1,
-                };
-                let _ = reply(
-                    ctx,
-                    ch,
-                    AMQPClass::Channel(channel::AMQPMethod::Close(close)),
-                );
+                fail(channel, e, method, ctx).await;
                 Ok(())
             }
         }
@@ -168,12 +155,12 @@ impl Channels {
                 Some(ch) if ch.key() == d.channel => ch.on_deliver(d, ctx),
                 _ => d.flow.release(),
             },
-            ConnEvent::Persisted { confirms, ok } => {
+            ConnEvent::Accepted { confirms, ok } => {
                 for (key, seq) in confirms {
                     if let Some(c) = self.open.get_mut(&key.channel)
                         && c.key() == key
                     {
-                        c.on_persisted(seq, ok);
+                        c.on_accepted(seq, ok);
                     }
                 }
             }
@@ -187,10 +174,13 @@ impl Channels {
         }
     }
 
-    /// Writes the confirms (and commit-oks) that became ready.
-    pub fn write_confirms(&mut self, ctx: &mut ConnCtx) {
+    /// Writes the confirms (and commit-oks) that became ready; a commit
+    /// that cannot complete closes its channel.
+    pub async fn write_confirms(&mut self, ctx: &mut ConnCtx) {
         for ch in self.open.values_mut() {
-            ch.write_confirms(ctx, &mut self.scratch);
+            if let Err((e, method)) = ch.write_confirms(ctx, &mut self.scratch) {
+                fail(ch, e, method, ctx).await;
+            }
         }
     }
 
@@ -208,4 +198,25 @@ impl Channels {
 fn close_ok(ctx: &mut ConnCtx, ch: u16) {
     let ok = AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {}));
     let _ = reply(ctx, ch, ok);
+}
+
+/// A channel-level error: the channel releases what it holds, sends
+/// `channel.close` answering `method`, and ignores everything until
+/// `close-ok`.
+async fn fail(channel: &mut Channel, e: AmqpError, method: MethodId, ctx: &mut ConnCtx) {
+    let ch = channel.id;
+    tracing::debug!(channel = ch, code = e.code.code(), text = %e.text, "channel error");
+    channel.cleanup(ctx).await;
+    channel.closing = true;
+    let close = channel::Close {
+        reply_code: e.code.code(),
+        reply_text: e.reply_text().as_str().into(),
+        class_id: method.0,
+        method_id: method.1,
+    };
+    let _ = reply(
+        ctx,
+        ch,
+        AMQPClass::Channel(channel::AMQPMethod::Close(close)),
+    );
 }

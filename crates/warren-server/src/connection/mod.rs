@@ -290,7 +290,7 @@ impl Connection {
     async fn on_read(&mut self) -> Result<(), Stop> {
         let result = self.process_frames().await;
         self.ctx.flush().await;
-        self.channels.write_confirms(&mut self.ctx);
+        self.channels.write_confirms(&mut self.ctx).await;
         if self.ctx.has_published {
             self.notify_blocked();
         }
@@ -317,7 +317,7 @@ impl Connection {
             }
         }
         self.ctx.flush().await;
-        self.channels.write_confirms(&mut self.ctx);
+        self.channels.write_confirms(&mut self.ctx).await;
         Ok(())
     }
 
