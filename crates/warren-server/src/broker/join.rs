@@ -104,6 +104,7 @@ impl Broker {
         let image = MetaSnapshot {
             vhosts: predeclared.vhosts,
             next_queue_id,
+            cluster_id: None,
         };
         let pristine = self
             .node
