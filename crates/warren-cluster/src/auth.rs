@@ -18,9 +18,11 @@
 //! committed in group 0, [`warren_core::meta::Command::ChooseClusterId`]),
 //! persisted by every node that applied it, sent in `x-warren-cluster` by
 //! a node that knows it. A node that knows its id refuses calls that carry
-//! another one, and Raft calls that carry none (a fresh group that has not
-//! chosen its id yet). A node that knows no id yet (fresh, or being added)
-//! accepts the first leader that reaches it. See docs/decisions.md.
+//! another one (`PermissionDenied`), and Raft calls that carry none (a fresh
+//! group that has not chosen its id yet, or a member that learns it a moment
+//! later: `FailedPrecondition`, retried at the next heartbeat). A node
+//! that knows no id yet (fresh, or being added) accepts the first leader
+//! that reaches it. See docs/decisions.md.
 //!
 //! [`Signer`] is the client side (a tonic interceptor on every channel to a
 //! peer), [`Verifier`] the server side (a tonic interceptor over every
@@ -251,7 +253,10 @@ impl Refusal {
                 "this node belongs to cluster {}, the call came from cluster {theirs}",
                 format_id(ours)
             )),
-            Refusal::NoClusterId => Status::permission_denied(format!(
+            // Not PermissionDenied: a member that has just applied the id
+            // may have signed a call a moment before it learnt it; it
+            // retries at its next heartbeat instead of backing off.
+            Refusal::NoClusterId => Status::failed_precondition(format!(
                 "this node belongs to cluster {}; raft calls must name it",
                 format_id(ours)
             )),
@@ -419,7 +424,10 @@ impl Interceptor for Verifier {
                 let peer = req
                     .remote_addr()
                     .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
-                if self.0.logged.first(&peer, refusal as i32) {
+                if refusal == Refusal::NoClusterId {
+                    // Also the moment a new cluster chooses its id: quiet.
+                    tracing::debug!(%peer, path, reason = status.message(), "refused a cluster call");
+                } else if self.0.logged.first(&peer, refusal as i32) {
                     tracing::warn!(
                         %peer,
                         path,

@@ -462,7 +462,10 @@ impl MetaNode {
     /// A peer's status, if it answers within `limit`.
     pub async fn peer_status(&self, addr: &str, limit: Duration) -> Option<NodeStatus> {
         match self.try_peer_status(addr, limit).await? {
-            Ok(s) => Some(s),
+            Ok(s) => {
+                self.network.security().refusals().cleared(addr);
+                Some(s)
+            }
             Err(status) => {
                 self.network.security().refusals().note(addr, &status);
                 None

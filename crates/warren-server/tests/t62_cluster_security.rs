@@ -341,6 +341,22 @@ async fn two_clusters_with_overlapping_peer_lists_never_exchange_entries() {
     // Y's members each send to node 1: logged once per peer and kind.
     let refusals = count_lines(&c.log(1), &["refused a cluster call"]);
     assert!((1..=4).contains(&refusals), "{refusals} refusal lines");
+    // Y's leader backs off from node 1 (1 s, 2 s, 4 s...) instead of retrying
+    // at its 100 ms heartbeat: over these seconds openraft reports a
+    // handful of refused replications, not dozens.
+    let retries: usize = [3, 4]
+        .iter()
+        .map(|id| {
+            count_lines(
+                &c.log(*id),
+                &["error replication to target=1", "belongs to cluster"],
+            )
+        })
+        .sum();
+    assert!(
+        (1..=12).contains(&retries),
+        "{retries} refused replications to node 1"
+    );
 
     // Adding a node of one cluster to the other is refused, and changes
     // nothing.
