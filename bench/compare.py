@@ -21,6 +21,8 @@ WARREN = ROOT / "target" / "release" / "warren"
 BENCH = ROOT / "target" / "release" / "warren-bench"
 RMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 WARREN_PORT, RMQ_PORT = 5801, 5802
+# The cluster port's shared secret (RabbitMQ's nodes share an Erlang cookie).
+CLUSTER_SECRET = "warren-bench-cluster-secret"
 
 COMMON = ["--prefetch", "1000", "--multi-ack", "100", "--pipeline", "32"]
 SCENARIOS = {
@@ -172,7 +174,7 @@ class WarrenCluster:
              "--cluster-listen", f"127.0.0.1:{self.CLUSTER + i - 1}", "--peers", peers,
              "--data-dir", str(self.base / f"node{i}")],
             stdout=open(self.base / f"node{i}.log", "ab"), stderr=subprocess.STDOUT,
-            env=dict(os.environ, RUST_LOG="warn")) for i in (1, 2, 3)]
+            env=dict(os.environ, RUST_LOG="warn", WARREN_CLUSTER_SECRET=CLUSTER_SECRET)) for i in (1, 2, 3)]
         for i in (1, 2, 3):
             wait_port(self.AMQP + i - 1)
 
@@ -189,7 +191,8 @@ class WarrenCluster:
         """gRPC stream frames per 1,000 forwarded publishes (node 2) and deliveries (node 3)."""
         def status(i):
             out = subprocess.run([str(WARREN), "cluster", "status", "--json", "--server",
-                                  f"127.0.0.1:{self.CLUSTER + i - 1}"], capture_output=True, text=True, timeout=30)
+                                  f"127.0.0.1:{self.CLUSTER + i - 1}"], capture_output=True, text=True, timeout=30,
+                                 env=dict(os.environ, WARREN_CLUSTER_SECRET=CLUSTER_SECRET))
             me = [m for m in json.loads(out.stdout)["members"] if m["id"] == i][0]
             return me
         n2, n3 = status(2), status(3)

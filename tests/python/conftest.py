@@ -50,7 +50,9 @@ class Node:
         addr_file = self.data_dir / "amqp.addr"
         if addr_file.exists():
             addr_file.unlink()
-        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+        # Cluster nodes prove a shared secret on their cluster port.
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"),
+                   WARREN_CLUSTER_SECRET=CLUSTER_SECRET)
         self.proc = subprocess.Popen(
             [WARREN, "server", "--amqp-listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *self.extra],
             stdout=open(self.log, "ab"),
@@ -86,6 +88,9 @@ class Node:
 
     def env(self):
         return dict(os.environ, AMQP_HOST="127.0.0.1", AMQP_PORT=str(self.port), PYTHONUNBUFFERED="1")
+
+
+CLUSTER_SECRET = "pika-scenarios-cluster-secret"
 
 
 def free_port():

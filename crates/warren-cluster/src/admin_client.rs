@@ -1,14 +1,18 @@
 //! The client side of the admin RPCs, for `warren cluster ...`: the status of
-//! every member as each sees itself, and membership changes.
+//! every member as each sees itself, and membership changes. Calls prove
+//! the cluster secret of the [`Security`] they are given (and use its TLS
+//! settings), as a node's own calls do.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use tonic::transport::Endpoint;
+use tonic::service::interceptor::InterceptedService;
 
+use crate::auth::Security;
 use crate::error::ClusterError;
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::{AddNodeRequest, Member, NodeStatus, RemoveNodeRequest, StatusRequest};
+use crate::raft_client::PeerChannel;
 
 /// Bound on each admin call but membership changes (which wait for a new
 /// node to catch up).
@@ -40,6 +44,8 @@ pub struct MemberStatus {
     pub last_applied: Option<u64>,
     /// Index its last snapshot covers.
     pub snapshot: Option<u64>,
+    /// The cluster id it knows (32 hex digits).
+    pub cluster_id: Option<String>,
     /// Publishes it forwarded to other nodes' queues.
     pub forwarded_publishes: u64,
     /// Stream frames that carried them (batching: frames ≪ publishes).
@@ -55,6 +61,8 @@ pub struct MemberStatus {
 pub struct ClusterStatus {
     /// The leader the asked node knows.
     pub leader: Option<u64>,
+    /// The cluster's id as the asked node knows it.
+    pub cluster_id: Option<String>,
     /// Every member of group 0.
     pub members: Vec<MemberStatus>,
 }
@@ -64,25 +72,29 @@ fn index(i: i64) -> Option<u64> {
 }
 
 async fn client(
+    sec: &Security,
     addr: &str,
     timeout: Duration,
-) -> Result<ClusterClient<tonic::transport::Channel>, ClusterError> {
+) -> Result<ClusterClient<PeerChannel>, ClusterError> {
     let unreachable = |e: tonic::transport::Error| ClusterError::Unreachable {
         addr: addr.to_owned(),
-        cause: e.to_string(),
+        cause: crate::tls::describe(&e),
     };
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(unreachable)?
+    let channel = sec
+        .endpoint(addr)?
         .connect_timeout(CALL_TIMEOUT)
         .timeout(timeout)
         .connect()
         .await
         .map_err(unreachable)?;
-    Ok(ClusterClient::new(channel))
+    Ok(ClusterClient::new(InterceptedService::new(
+        channel,
+        sec.signer(),
+    )))
 }
 
-async fn node_status(addr: &str) -> Result<NodeStatus, ClusterError> {
-    let mut c = client(addr, CALL_TIMEOUT).await?;
+async fn node_status(sec: &Security, addr: &str) -> Result<NodeStatus, ClusterError> {
+    let mut c = client(sec, addr, CALL_TIMEOUT).await?;
     Ok(c.status(StatusRequest {}).await?.into_inner())
 }
 
@@ -99,6 +111,7 @@ fn member_status(m: &Member, s: Option<&NodeStatus>) -> MemberStatus {
             last_log_index: index(s.last_log_index),
             last_applied: index(s.last_applied),
             snapshot: index(s.snapshot),
+            cluster_id: (!s.cluster_id.is_empty()).then(|| s.cluster_id.clone()),
             forwarded_publishes: s.forwarded_publishes,
             up_frames: s.up_frames,
             remote_deliveries: s.remote_deliveries,
@@ -115,6 +128,7 @@ fn member_status(m: &Member, s: Option<&NodeStatus>) -> MemberStatus {
             last_log_index: None,
             last_applied: None,
             snapshot: None,
+            cluster_id: None,
             forwarded_publishes: 0,
             up_frames: 0,
             remote_deliveries: 0,
@@ -124,8 +138,8 @@ fn member_status(m: &Member, s: Option<&NodeStatus>) -> MemberStatus {
 }
 
 /// Asks `server` for the members, then each member for its status.
-pub async fn cluster_status(server: &str) -> Result<ClusterStatus, ClusterError> {
-    let first = node_status(server).await?;
+pub async fn cluster_status(sec: &Security, server: &str) -> Result<ClusterStatus, ClusterError> {
+    let first = node_status(sec, server).await?;
     let mut members = Vec::new();
     if first.members.is_empty() {
         // Not in a group yet: report the node alone.
@@ -141,11 +155,12 @@ pub async fn cluster_status(server: &str) -> Result<ClusterStatus, ClusterError>
             members.push(member_status(m, Some(&first)));
             continue;
         }
-        let s = node_status(&m.addr).await.ok();
+        let s = node_status(sec, &m.addr).await.ok();
         members.push(member_status(m, s.as_ref()));
     }
     Ok(ClusterStatus {
         leader: (first.leader != 0).then_some(first.leader),
+        cluster_id: (!first.cluster_id.is_empty()).then_some(first.cluster_id),
         members,
     })
 }
@@ -156,7 +171,8 @@ pub fn render(s: &ClusterStatus) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "leader: {}, members: {}",
+        "cluster: {}, leader: {}, members: {}",
+        s.cluster_id.as_deref().unwrap_or("-"),
         opt(s.leader),
         s.members.len()
     );
@@ -183,8 +199,13 @@ pub fn render(s: &ClusterStatus) -> String {
 }
 
 /// Adds node `id` at `addr` through `server`; returns the voters after.
-pub async fn add_node(server: &str, id: u64, addr: &str) -> Result<Vec<Member>, ClusterError> {
-    let mut c = client(server, CHANGE_TIMEOUT).await?;
+pub async fn add_node(
+    sec: &Security,
+    server: &str,
+    id: u64,
+    addr: &str,
+) -> Result<Vec<Member>, ClusterError> {
+    let mut c = client(sec, server, CHANGE_TIMEOUT).await?;
     let r = c
         .add_node(AddNodeRequest {
             id,
@@ -195,8 +216,12 @@ pub async fn add_node(server: &str, id: u64, addr: &str) -> Result<Vec<Member>, 
 }
 
 /// Removes node `id` through `server`; returns the voters after.
-pub async fn remove_node(server: &str, id: u64) -> Result<Vec<Member>, ClusterError> {
-    let mut c = client(server, CHANGE_TIMEOUT).await?;
+pub async fn remove_node(
+    sec: &Security,
+    server: &str,
+    id: u64,
+) -> Result<Vec<Member>, ClusterError> {
+    let mut c = client(sec, server, CHANGE_TIMEOUT).await?;
     let r = c.remove_node(RemoveNodeRequest { id }).await?;
     Ok(r.into_inner().members)
 }

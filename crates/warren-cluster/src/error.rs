@@ -24,6 +24,15 @@ pub enum ClusterError {
         /// Why.
         cause: String,
     },
+    /// The cluster secret could not be read or is too weak.
+    #[error("cluster secret: {0}")]
+    Secret(String),
+    /// The TLS files could not be read or do not fit together.
+    #[error("cluster TLS: {0}")]
+    Tls(String),
+    /// A node refused this cluster (another secret, or another cluster).
+    #[error("{0}")]
+    Refused(String),
     /// A peer answered the call with an error.
     #[error("{}", .0.message())]
     Remote(Box<tonic::Status>),
@@ -65,9 +74,11 @@ impl From<ClusterError> for tonic::Status {
     fn from(e: ClusterError) -> Self {
         match e {
             ClusterError::Remote(s) => *s,
-            ClusterError::Config(_) | ClusterError::Storage(_) => {
-                tonic::Status::internal(e.to_string())
-            }
+            ClusterError::Refused(_) => tonic::Status::failed_precondition(e.to_string()),
+            ClusterError::Config(_)
+            | ClusterError::Storage(_)
+            | ClusterError::Secret(_)
+            | ClusterError::Tls(_) => tonic::Status::internal(e.to_string()),
             ClusterError::Raft(_) | ClusterError::Unreachable { .. } => {
                 tonic::Status::unavailable(e.to_string())
             }

@@ -1,5 +1,8 @@
 //! # warren-cluster: Raft groups over gRPC
 //!
+//! - [`auth`]: the cluster secret's proof on every call (client and server
+//!   interceptors) and the cluster id check.
+//! - [`tls`]: optional mutual TLS on the cluster port.
 //! - [`raft_client`]: the client side of Raft RPCs, openraft's network for
 //!   Warren: one gRPC channel per peer, shared by every group; requests carry
 //!   their group id.
@@ -20,6 +23,7 @@
 //! The openraft type configuration and the storage are `warren_store::raft`'s.
 
 pub mod admin_client;
+pub mod auth;
 pub mod bootstrap;
 pub mod cluster_service;
 pub mod error;
@@ -27,6 +31,7 @@ pub mod meta_node;
 pub mod raft_client;
 pub mod raft_service;
 pub mod stats;
+pub mod tls;
 
 /// Generated from `proto/raft.proto`.
 #[allow(missing_docs, clippy::all)]
@@ -39,11 +44,13 @@ pub mod pb {
     }
 }
 
+pub use auth::{ClusterSecret, Security};
 pub use cluster_service::ClusterService;
 pub use error::ClusterError;
 pub use meta_node::{MetaNode, NodeOptions, Timing};
-pub use raft_client::Network;
+pub use raft_client::{Network, PeerChannel};
 pub use raft_service::RaftService;
+pub use tls::{Tls, TlsFiles};
 
 /// The Raft instance of the metadata group.
 pub type MetaRaftNode = openraft::Raft<warren_store::raft::MetaRaft>;

@@ -21,12 +21,33 @@ use warren_core::{AmqpError, ReplyCode};
 use warren_store::raft::{Applied, META_GROUP, MetaStateMachine, NodeId, RaftLogStore};
 use warren_store::{Store, Writer};
 
+use crate::auth::{ClusterId, format_id, parse_id};
 use crate::error::ClusterError;
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::{
     AddNodeRequest, Member, NodeStatus, ProposeRequest, RemoveNodeRequest, WaitAppliedRequest,
 };
-use crate::{MetaRaftNode, Network, stats};
+use crate::{MetaRaftNode, Network, PeerChannel, stats};
+
+/// Bound on asking a node to be added who it is.
+const JOINER_PROBE: Duration = Duration::from_secs(2);
+/// How long a node to be added may take to answer at all.
+const JOINER_WAIT: Duration = Duration::from_secs(10);
+/// Pause between those questions.
+const JOINER_RETRY: Duration = Duration::from_millis(200);
+
+/// A status call that got no answer from the node itself (not listening,
+/// timed out, TLS handshake refused), as opposed to a refusal.
+fn silent(answer: &Option<Result<NodeStatus, tonic::Status>>) -> bool {
+    match answer {
+        None => true,
+        Some(Ok(_)) => false,
+        Some(Err(s)) => !matches!(
+            s.code(),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+        ),
+    }
+}
 
 /// How long the proposer of a metadata change waits for each other voter to
 /// apply it (a few heartbeats: a healthy follower applies within one).
@@ -101,6 +122,7 @@ pub struct MetaNode {
     /// Voters that did not apply a change in time, and until when they are
     /// not waited for (see `spread`).
     lagging: Mutex<HashMap<NodeId, Instant>>,
+    store: Store,
 }
 
 impl std::fmt::Debug for MetaNode {
@@ -132,6 +154,51 @@ fn outcome(applied: Applied) -> Result<Outcome, AmqpError> {
         .unwrap_or_else(|| Err(internal("the log entry carried no command")))
 }
 
+/// Records the cluster's id on disk and for the interceptors.
+fn learn(store: &Store, cluster: &ClusterId, id: u128) {
+    if cluster.get() == Some(id) {
+        return;
+    }
+    if let Err(e) = store.set_cluster_id(id) {
+        tracing::error!(cause = %e, "could not persist the cluster id");
+    }
+    if cluster.set(id) {
+        tracing::info!(cluster = %format_id(id), "cluster id");
+    } else {
+        tracing::error!(
+            cluster = %format_id(id),
+            known = ?cluster.get().map(format_id),
+            "the applied cluster id differs from the one this node knew"
+        );
+    }
+}
+
+/// Learns the cluster's id as soon as this node applies it (a node added
+/// to a running cluster gets it with the log or a snapshot), then ends.
+async fn learn_cluster_id(
+    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+    meta: Arc<RwLock<MetaState>>,
+    store: Store,
+    cluster: Arc<ClusterId>,
+) {
+    loop {
+        if cluster.get().is_some() {
+            return;
+        }
+        let applied = meta
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .cluster_id();
+        if let Some(id) = applied {
+            learn(&store, &cluster, id);
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 impl MetaNode {
     /// Starts group 0's Raft instance on this node's store. Nothing is
     /// initialised here: see [`crate::bootstrap`].
@@ -152,6 +219,13 @@ impl MetaNode {
             ..Config::default()
         }
         .validate()?;
+        let cluster = network.security().cluster_id().clone();
+        let persisted = store
+            .cluster_id()
+            .map_err(|e| ClusterError::Raft(format!("reading the cluster id: {e}")))?;
+        if let Some(id) = persisted {
+            cluster.set(id);
+        }
         let log = RaftLogStore::new(store, writer.clone(), META_GROUP);
         let sm = MetaStateMachine::open(store, writer, META_GROUP)?;
         let meta = sm.shared();
@@ -163,6 +237,12 @@ impl MetaNode {
             sm,
         )
         .await?;
+        tokio::spawn(learn_cluster_id(
+            raft.metrics(),
+            meta.clone(),
+            store.clone(),
+            cluster,
+        ));
         Ok(Arc::new(Self {
             id: opts.id,
             addr: opts.addr.clone(),
@@ -171,7 +251,31 @@ impl MetaNode {
             network,
             propose_timeout: t.propose_timeout,
             lagging: Mutex::new(HashMap::new()),
+            store: store.clone(),
         }))
+    }
+
+    /// Makes sure the cluster has an id: proposes a random one if none is
+    /// applied here yet (the first one committed stays, whoever proposed
+    /// it). Returns the cluster's id once this node has applied it.
+    pub async fn ensure_cluster_id(&self) -> Result<u128, AmqpError> {
+        let known = self
+            .meta
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .cluster_id();
+        let id = match known {
+            Some(id) => id,
+            None => match self
+                .propose(Command::ChooseClusterId(rand::random()))
+                .await?
+            {
+                Outcome::ClusterId(id) => id,
+                other => return Err(internal(format!("choosing the cluster id: {other:?}"))),
+            },
+        };
+        learn(&self.store, self.network.security().cluster_id(), id);
+        Ok(id)
     }
 
     /// This node's id.
@@ -272,9 +376,14 @@ impl MetaNode {
                 command,
             })
             .await
-            .map_err(|s| match s.code() {
-                tonic::Code::FailedPrecondition | tonic::Code::Unavailable => ForwardError::Retry,
-                _ => ForwardError::Fail(internal(format!("forwarding to the leader: {s}"))),
+            .map_err(|s| {
+                self.network.security().refusals().note(addr, &s);
+                match s.code() {
+                    tonic::Code::FailedPrecondition | tonic::Code::Unavailable => {
+                        ForwardError::Retry
+                    }
+                    _ => ForwardError::Fail(internal(format!("forwarding to the leader: {s}"))),
+                }
             })?
             .into_inner();
         let result: Result<Outcome, AmqpError> = serde_json::from_slice(&reply.outcome)
@@ -402,6 +511,13 @@ impl MetaNode {
             snapshot: idx(m.snapshot.map(|l| l.index)),
             members,
             addr: self.addr.clone(),
+            cluster_id: self
+                .network
+                .security()
+                .cluster_id()
+                .get()
+                .map(format_id)
+                .unwrap_or_default(),
             forwarded_publishes: stats::get(&stats::FORWARDED_PUBLISHES),
             up_frames: stats::get(&stats::UP_FRAMES),
             remote_deliveries: stats::get(&stats::REMOTE_DELIVERIES),
@@ -431,11 +547,78 @@ impl MetaNode {
 
     /// A peer's status, if it answers within `limit`.
     pub async fn peer_status(&self, addr: &str, limit: Duration) -> Option<NodeStatus> {
+        match self.try_peer_status(addr, limit).await? {
+            Ok(s) => {
+                self.network.security().refusals().cleared(addr);
+                Some(s)
+            }
+            Err(status) => {
+                self.network.security().refusals().note(addr, &status);
+                None
+            }
+        }
+    }
+
+    /// A peer's status or its error; `None` if it does not answer within
+    /// `limit`.
+    async fn try_peer_status(
+        &self,
+        addr: &str,
+        limit: Duration,
+    ) -> Option<Result<NodeStatus, tonic::Status>> {
         let channel = self.network.channel(addr).ok()?;
         let mut req = tonic::Request::new(crate::pb::StatusRequest {});
         req.set_timeout(limit);
-        let r = tokio::time::timeout(limit, ClusterClient::new(channel).status(req)).await;
-        Some(r.ok()?.ok()?.into_inner())
+        let r = tokio::time::timeout(limit, ClusterClient::new(channel).status(req))
+            .await
+            .ok()?;
+        Some(r.map(tonic::Response::into_inner))
+    }
+
+    /// Refuses to add a node that does not answer (not started, or refusing
+    /// this node's TLS certificate), refuses this cluster (another secret),
+    /// or belongs to another cluster: the membership is not touched.
+    async fn check_joiner(&self, id: NodeId, addr: &str) -> Result<(), ClusterError> {
+        let refused = |why: String| {
+            tracing::warn!(node = id, addr, %why, "not adding a node");
+            Err(ClusterError::Refused(format!(
+                "node {id} at {addr} cannot join this cluster: {why}"
+            )))
+        };
+        // A node started a moment ago may not listen yet: ask again for a
+        // while before calling it silent.
+        let deadline = Instant::now() + JOINER_WAIT;
+        let mut answer = self.try_peer_status(addr, JOINER_PROBE).await;
+        while silent(&answer) && Instant::now() < deadline {
+            tokio::time::sleep(JOINER_RETRY).await;
+            answer = self.try_peer_status(addr, JOINER_PROBE).await;
+        }
+        match answer {
+            Some(Err(s))
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                ) =>
+            {
+                refused(format!("it refused this cluster's call ({})", s.message()))
+            }
+            Some(Ok(s)) => {
+                let ours = self.network.security().cluster_id().get();
+                match (ours, parse_id(&s.cluster_id)) {
+                    (Some(ours), Some(theirs)) if ours != theirs => refused(format!(
+                        "it belongs to cluster {}, this is cluster {}",
+                        format_id(theirs),
+                        format_id(ours)
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            Some(Err(s)) => refused(format!("it does not answer ({})", s.message())),
+            None => refused(format!(
+                "it does not answer within {} s (start it first)",
+                JOINER_WAIT.as_secs()
+            )),
+        }
     }
 
     /// The members other than this node, with their addresses, if this
@@ -497,7 +680,7 @@ impl MetaNode {
     }
 
     /// A channel to member `id` (shared with Raft's traffic to it).
-    pub fn peer_channel(&self, id: NodeId) -> Option<tonic::transport::Channel> {
+    pub fn peer_channel(&self, id: NodeId) -> Option<PeerChannel> {
         self.network.channel(&self.peer_addr(id)?).ok()
     }
 
@@ -529,6 +712,7 @@ impl MetaNode {
                 .await?;
             return Ok(reply.into_inner().members);
         }
+        self.check_joiner(id, &addr).await?;
         self.raft
             .add_learner(id, BasicNode::new(&addr), true)
             .await
@@ -557,7 +741,7 @@ impl MetaNode {
         Ok(self.voters())
     }
 
-    fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, ClusterError> {
+    fn channel(&self, addr: &str) -> Result<PeerChannel, ClusterError> {
         self.network
             .channel(addr)
             .map_err(|e| ClusterError::Unreachable {

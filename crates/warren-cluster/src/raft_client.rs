@@ -4,6 +4,12 @@
 //! node shares one tonic `Channel` (HTTP/2, multiplexed), so all groups talk to
 //! a peer over one connection. A request is the group id plus openraft's own
 //! request, serde-encoded; the reply is the remote `Result`, decoded back.
+//!
+//! Every call goes through the node's [`Signer`] (the cluster secret's proof
+//! and the cluster id, see [`crate::auth`]), over TLS when it is configured.
+//! A peer that refuses this node's secret or cluster id is logged once and
+//! reported to openraft as unreachable with a growing backoff (1 s doubling
+//! to 30 s): a configuration error is not retried at heartbeat pace.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,15 +20,18 @@ use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 use warren_store::raft::{GroupId, MetaRaft, NodeId};
+
+use crate::auth::{Security, Signer};
 
 use crate::pb::RaftRequest;
 use crate::pb::raft_client::RaftClient;
@@ -36,6 +45,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a ping may go unanswered.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// openraft's pause after an unreachable peer (its own default).
+const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(500);
+/// First pause after a peer refused this node's secret or cluster id.
+const REFUSED_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest pause after refusals.
+const REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// A channel to a peer whose calls prove the cluster secret and carry the
+/// cluster id.
+pub type PeerChannel = InterceptedService<Channel, Signer>;
 
 /// Channels to peers, by address, shared by every group's network factory
 /// and by the cluster RPCs (forwarded proposals, status).
@@ -45,16 +64,24 @@ pub struct Network {
     /// The address outgoing connections are made from (the node's own
     /// cluster address), so that cutting one address cuts all its links.
     local: Option<IpAddr>,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    security: Security,
+    channels: Arc<Mutex<HashMap<String, PeerChannel>>>,
 }
 
 impl Network {
-    /// A network whose connections start from `local` (bind before connect).
-    pub fn new(local: Option<IpAddr>) -> Self {
+    /// A network whose connections start from `local` (bind before connect)
+    /// and prove `security`'s secret.
+    pub fn new(local: Option<IpAddr>, security: Security) -> Self {
         Self {
             local,
+            security,
             ..Self::default()
         }
+    }
+
+    /// The secret, TLS settings and cluster id calls go out with.
+    pub fn security(&self) -> &Security {
+        &self.security
     }
 
     /// The network of `group`, sharing `self`'s channels.
@@ -66,12 +93,14 @@ impl Network {
     }
 
     /// The shared channel to `addr` (connected lazily).
-    pub fn channel(&self, addr: &str) -> Result<Channel, NetworkError> {
+    pub fn channel(&self, addr: &str) -> Result<PeerChannel, NetworkError> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = self
+            .security
+            .endpoint(addr)
             .map_err(|e| NetworkError::new(&e))?
             .connect_timeout(CONNECT_TIMEOUT)
             .local_address(self.local)
@@ -79,7 +108,7 @@ impl Network {
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
+        let channel = InterceptedService::new(endpoint.connect_lazy(), self.security.signer());
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -94,6 +123,8 @@ impl RaftNetworkFactory<MetaRaft> for Network {
             node: node.clone(),
             group: self.group,
             channel: self.channel(&node.addr),
+            network: self.clone(),
+            refused: false,
         }
     }
 }
@@ -103,7 +134,10 @@ pub struct PeerClient {
     target: NodeId,
     node: BasicNode,
     group: GroupId,
-    channel: Result<Channel, NetworkError>,
+    channel: Result<PeerChannel, NetworkError>,
+    network: Network,
+    /// The last call was refused (secret or cluster id): back off longer.
+    refused: bool,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -134,12 +168,23 @@ impl PeerClient {
             Rpc::Vote => client.vote(request).await,
             Rpc::Snapshot => client.install_snapshot(request).await,
         }
-        .map_err(|status| match status.code() {
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
-                RPCError::Unreachable(Unreachable::new(&status))
+        .map_err(|status| {
+            let refusals = self.network.security.refusals();
+            if refusals.note(&self.node.addr, &status) {
+                self.refused = true;
+                return RPCError::Unreachable(Unreachable::new(&status));
             }
-            _ => RPCError::Network(NetworkError::new(&status)),
+            match status.code() {
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+                    RPCError::Unreachable(Unreachable::new(&status))
+                }
+                _ => RPCError::Network(NetworkError::new(&status)),
+            }
         })?;
+        if self.refused {
+            self.refused = false;
+            self.network.security.refusals().cleared(&self.node.addr);
+        }
         let result: Result<Resp, RaftError<NodeId, E>> =
             serde_json::from_slice(&reply.into_inner().payload)
                 .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -161,6 +206,15 @@ enum Rpc {
 }
 
 impl RaftNetwork<MetaRaft> for PeerClient {
+    fn backoff(&self) -> Backoff {
+        if !self.refused {
+            return Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF));
+        }
+        Backoff::new(std::iter::successors(Some(REFUSED_BACKOFF_MIN), |d| {
+            Some((*d * 2).min(REFUSED_BACKOFF_MAX))
+        }))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<MetaRaft>,

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use warren_cluster::{ClusterSecret, Tls, TlsFiles};
 
 /// Why a configuration is refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +57,125 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 128 << 20;
 /// Fraction of RAM messages may hold before publishers are blocked
 /// (RabbitMQ's classic `vm_memory_high_watermark`).
 pub const DEFAULT_WATERMARK: f64 = 0.4;
+
+/// Environment variable holding the cluster secret itself (never a flag:
+/// command lines are visible to every user of the machine).
+pub const SECRET_ENV: &str = "WARREN_CLUSTER_SECRET";
+
+/// How a node, or `warren cluster ...`, proves itself on the cluster port:
+/// shared by `warren server` and the admin subcommands.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct SecurityArgs {
+    /// File holding the cluster secret every node shares (RabbitMQ's Erlang
+    /// cookie plays this role); needed with --cluster-listen or --peers.
+    /// WARREN_CLUSTER_SECRET may hold the secret itself instead.
+    #[arg(long, env = "WARREN_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// The secret itself, from WARREN_CLUSTER_SECRET (see
+    /// [`SecurityArgs::with_env`]).
+    #[arg(skip)]
+    pub cluster_secret: Option<String>,
+    /// This node's certificate (PEM) for mutual TLS on the cluster port.
+    #[arg(long, env = "WARREN_CLUSTER_TLS_CERT")]
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "WARREN_CLUSTER_TLS_KEY")]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// The CA every node's certificate must be signed by (PEM).
+    #[arg(long, env = "WARREN_CLUSTER_TLS_CA")]
+    pub cluster_tls_ca: Option<PathBuf>,
+}
+
+impl SecurityArgs {
+    /// Takes the secret from WARREN_CLUSTER_SECRET, if set.
+    pub fn with_env(mut self) -> Self {
+        if let Ok(v) = std::env::var(SECRET_ENV) {
+            self.cluster_secret = Some(v);
+        }
+        self
+    }
+}
+
+/// What the admin subcommands need to reach a node's cluster port.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ClusterClientArgs {
+    /// TOML configuration file (its cluster secret and TLS settings).
+    #[arg(long, env = "WARREN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The cluster secret and TLS files.
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+impl ClusterClientArgs {
+    /// The security settings the admin calls use: the same sources and
+    /// order as a node's. A secret is required.
+    pub fn resolve(&self) -> Result<warren_cluster::Security, ConfigError> {
+        let file = match &self.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let (secret, tls) = resolve_security(&self.security, &file)?;
+        let Some(secret) = secret else {
+            return Err(ConfigError::Invalid(NO_SECRET.replace(
+                "cluster options (--cluster-listen, --peers) need",
+                "`warren cluster` needs",
+            )));
+        };
+        Ok(warren_cluster::Security::new(Some(secret), tls))
+    }
+}
+
+/// The refusal of a node with cluster options and no secret.
+const NO_SECRET: &str = "cluster options (--cluster-listen, --peers) need a cluster secret: \
+--cluster-secret-file PATH (or WARREN_CLUSTER_SECRET_FILE), the secret itself in \
+WARREN_CLUSTER_SECRET, or cluster-secret-file / cluster-secret in the config file; \
+every node of the cluster must have the same one (like RabbitMQ's Erlang cookie)";
+
+/// The secret and TLS material, from flags and environment over the file.
+fn resolve_security(
+    args: &SecurityArgs,
+    file: &FileConfig,
+) -> Result<(Option<ClusterSecret>, Option<Tls>), ConfigError> {
+    let secret_error = |setting: &'static str, e: warren_cluster::ClusterError| {
+        bad(setting, "(hidden)", e.to_string())
+    };
+    let secret = if let Some(path) = &args.cluster_secret_file {
+        Some(ClusterSecret::from_file(path).map_err(|e| secret_error("cluster-secret-file", e))?)
+    } else if let Some(v) = &args.cluster_secret {
+        Some(ClusterSecret::new(v).map_err(|e| secret_error("WARREN_CLUSTER_SECRET", e))?)
+    } else if let Some(path) = &file.cluster_secret_file {
+        Some(ClusterSecret::from_file(path).map_err(|e| secret_error("cluster-secret-file", e))?)
+    } else if let Some(v) = &file.cluster_secret {
+        Some(ClusterSecret::new(v).map_err(|e| secret_error("cluster-secret", e))?)
+    } else {
+        None
+    };
+    let cert = args
+        .cluster_tls_cert
+        .clone()
+        .or(file.cluster_tls_cert.clone());
+    let key = args
+        .cluster_tls_key
+        .clone()
+        .or(file.cluster_tls_key.clone());
+    let ca = args.cluster_tls_ca.clone().or(file.cluster_tls_ca.clone());
+    let tls = match (cert, key, ca) {
+        (None, None, None) => None,
+        (Some(cert), Some(key), Some(ca)) => Some(
+            Tls::load(&TlsFiles { cert, key, ca })
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+        ),
+        _ => {
+            return Err(ConfigError::Invalid(
+                "mutual TLS on the cluster port needs all three of --cluster-tls-cert, \
+                 --cluster-tls-key and --cluster-tls-ca"
+                    .into(),
+            ));
+        }
+    };
+    Ok((secret, tls))
+}
 
 /// The `warren server` flags (each also an environment variable).
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -114,6 +234,9 @@ pub struct ServerArgs {
     /// down: its exclusive and transient queues are deleted, ms [default: 10000].
     #[arg(long, env = "WARREN_NODE_DOWN_AFTER_MS")]
     pub node_down_after_ms: Option<u64>,
+    /// The cluster secret and mutual TLS of the cluster port.
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// A user allowed to log in.
@@ -146,6 +269,11 @@ pub struct FileConfig {
     raft_snapshot_every: Option<u64>,
     metadata_timeout_ms: Option<u64>,
     node_down_after_ms: Option<u64>,
+    cluster_secret_file: Option<PathBuf>,
+    cluster_secret: Option<String>,
+    cluster_tls_cert: Option<PathBuf>,
+    cluster_tls_key: Option<PathBuf>,
+    cluster_tls_ca: Option<PathBuf>,
     #[serde(default)]
     users: Vec<User>,
 }
@@ -236,6 +364,11 @@ pub struct Config {
     pub metadata_timeout_ms: u64,
     /// Silence after which the leader declares a node down, ms.
     pub node_down_after_ms: u64,
+    /// The secret every call on the cluster port proves (required with
+    /// cluster options).
+    pub cluster_secret: Option<ClusterSecret>,
+    /// Mutual TLS on the cluster port.
+    pub cluster_tls: Option<Tls>,
 }
 
 impl Default for Config {
@@ -262,6 +395,8 @@ impl Default for Config {
             raft_snapshot_every: 5000,
             metadata_timeout_ms: 5000,
             node_down_after_ms: 10_000,
+            cluster_secret: None,
+            cluster_tls: None,
         }
     }
 }
@@ -297,6 +432,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let mut c = Config::default();
+        (c.cluster_secret, c.cluster_tls) = resolve_security(&args.security, &file)?;
         if let Some(a) = args.amqp_listen.clone().or(file.amqp_listen) {
             c.amqp_listen = a
                 .parse()
@@ -389,6 +525,11 @@ impl Config {
         if others && self.cluster_listen.is_none() {
             return invalid("--peers names other nodes: --cluster-listen is needed");
         }
+        if (self.cluster_listen.is_some() || !self.peers.is_empty())
+            && self.cluster_secret.is_none()
+        {
+            return invalid(NO_SECRET);
+        }
         if self.raft_election_timeout_ms <= self.raft_heartbeat_ms {
             return invalid("the raft election timeout must exceed the heartbeat");
         }
@@ -468,12 +609,20 @@ mod tests {
         );
     }
 
+    fn with_secret() -> SecurityArgs {
+        SecurityArgs {
+            cluster_secret: Some("a secret of sixteen bytes or more".into()),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn cluster_options() {
         let args = ServerArgs {
             node_id: Some(2),
             cluster_listen: Some("127.0.0.2:25672".into()),
             peers: Some("1=127.0.0.1:25672, 2=127.0.0.2:25672,3=127.0.0.3:25672".into()),
+            security: with_secret(),
             ..Default::default()
         };
         let c = Config::resolve(&args).expect("resolve");
@@ -485,9 +634,61 @@ mod tests {
         assert!(parse_peers("x").is_err());
         let no_listener = ServerArgs {
             peers: Some("1=a:1,2=b:2".into()),
+            security: with_secret(),
             ..Default::default()
         };
         assert!(Config::resolve(&no_listener).is_err());
+    }
+
+    #[test]
+    fn cluster_options_need_a_secret() {
+        let no_secret = ServerArgs {
+            cluster_listen: Some("127.0.0.2:25672".into()),
+            ..Default::default()
+        };
+        let e = Config::resolve(&no_secret).expect_err("no secret");
+        assert!(e.to_string().contains("need a cluster secret"), "{e}");
+        let short = ServerArgs {
+            cluster_listen: Some("127.0.0.2:25672".into()),
+            security: SecurityArgs {
+                cluster_secret: Some("short".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(Config::resolve(&short).is_err());
+        // From the file: a path or the value.
+        let dir = tempfile::tempdir().expect("tmp");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "a secret of sixteen bytes or more\n").expect("write");
+        let path = dir.path().join("warren.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "cluster-listen = \"127.0.0.1:1\"\ncluster-secret-file = {:?}\n",
+                secret.display().to_string()
+            ),
+        )
+        .expect("write");
+        let from_file = ServerArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = Config::resolve(&from_file).expect("secret from the file");
+        assert!(c.cluster_secret.is_some());
+        assert!(
+            !format!("{c:?}").contains("sixteen"),
+            "the secret is never printed"
+        );
+        // TLS needs all three files.
+        let half_tls = ServerArgs {
+            security: SecurityArgs {
+                cluster_tls_cert: Some(secret.clone()),
+                ..with_secret()
+            },
+            ..Default::default()
+        };
+        assert!(Config::resolve(&half_tls).is_err());
     }
 
     #[test]

@@ -23,6 +23,6 @@ pub mod connection;
 pub mod error;
 pub mod server;
 
-pub use config::{Config, ServerArgs};
+pub use config::{ClusterClientArgs, Config, SecurityArgs, ServerArgs};
 pub use error::ServerError;
 pub use server::Server;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use warren_server::{Config, Server, ServerArgs};
+use warren_server::{ClusterClientArgs, Config, Server, ServerArgs};
 
 /// Warren: a clustered AMQP 0-9-1 message broker.
 #[derive(Parser, Debug)]
@@ -34,6 +34,9 @@ enum ClusterCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// The cluster secret (and TLS files) to prove.
+        #[command(flatten)]
+        auth: ClusterClientArgs,
     },
     /// Add a node (started with its own --node-id and --cluster-listen).
     AddNode {
@@ -46,6 +49,9 @@ enum ClusterCommand {
         /// The new node's cluster address.
         #[arg(long)]
         addr: String,
+        /// The cluster secret (and TLS files) to prove.
+        #[command(flatten)]
+        auth: ClusterClientArgs,
     },
     /// Remove a node from the cluster.
     RemoveNode {
@@ -55,6 +61,9 @@ enum ClusterCommand {
         /// The node's id.
         #[arg(long)]
         id: u64,
+        /// The cluster secret (and TLS files) to prove.
+        #[command(flatten)]
+        auth: ClusterClientArgs,
     },
 }
 
@@ -62,6 +71,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => {
+            let mut args = *args;
+            args.security = args.security.with_env();
             let config = Config::resolve(&args)?;
             let filter = EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new(&config.log_level));
@@ -86,24 +97,37 @@ fn main() -> anyhow::Result<()> {
 async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
     use warren_cluster::admin_client as admin;
     match cmd {
-        ClusterCommand::Status { server, json } => {
-            let s = admin::cluster_status(&server).await?;
+        ClusterCommand::Status { server, json, auth } => {
+            let sec = security(auth)?;
+            let s = admin::cluster_status(&sec, &server).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
                 print!("{}", admin::render(&s));
             }
         }
-        ClusterCommand::AddNode { server, id, addr } => {
-            let voters = admin::add_node(&server, id, &addr).await?;
+        ClusterCommand::AddNode {
+            server,
+            id,
+            addr,
+            auth,
+        } => {
+            let voters = admin::add_node(&security(auth)?, &server, id, &addr).await?;
             println!("node {id} added; voters: {:?}", ids(&voters));
         }
-        ClusterCommand::RemoveNode { server, id } => {
-            let voters = admin::remove_node(&server, id).await?;
+        ClusterCommand::RemoveNode { server, id, auth } => {
+            let voters = admin::remove_node(&security(auth)?, &server, id).await?;
             println!("node {id} removed; voters: {:?}", ids(&voters));
         }
     }
     Ok(())
+}
+
+/// The admin calls' secret and TLS settings, from the same sources as a
+/// node's (flags, environment, `--config`).
+fn security(mut auth: ClusterClientArgs) -> anyhow::Result<warren_cluster::Security> {
+    auth.security = auth.security.with_env();
+    Ok(auth.resolve()?)
 }
 
 fn ids(members: &[warren_cluster::pb::Member]) -> Vec<u64> {

@@ -132,15 +132,38 @@ async fn serve_cluster(
 ) {
     let groups = HashMap::from([(META_GROUP, node.raft().clone())]);
     let raft = RaftService::new(groups).into_server();
+    let security = node.network().security().clone();
     let cluster = ClusterService::new(node).into_server();
-    // Not a graceful shutdown: queue links are endless streams that a
-    // graceful one would wait out. Dropping the server closes them.
+    // Config refuses a cluster listener without a secret.
+    let Some(verifier) = security.verifier() else {
+        tracing::error!("no cluster secret: the cluster port stays closed");
+        return;
+    };
     // Pings both ways: a client node that stopped answering ends its queue
     // links here too (its channels are closed, unacked messages requeued).
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(warren_cluster::raft_client::KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(warren_cluster::raft_client::KEEPALIVE_TIMEOUT))
+        .http2_keepalive_timeout(Some(warren_cluster::raft_client::KEEPALIVE_TIMEOUT));
+    if let Some(tls) = security.tls() {
+        builder = match builder.tls_config(tls.server_config()) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(cause = %e, "cluster TLS: the cluster port stays closed");
+                return;
+            }
+        };
+    }
+    // Every call of every service proves the cluster secret and names the
+    // cluster (warren_cluster::auth): the path is recorded first, for the
+    // proof is bound to it.
+    // Not a graceful shutdown: queue links are endless streams that a
+    // graceful one would wait out. Dropping the server closes them.
+    let server = builder
+        .layer(tower::util::MapRequestLayer::new(
+            warren_cluster::auth::tag_path::<tonic::body::Body>,
+        ))
+        .layer(tonic::service::InterceptorLayer::new(verifier))
         .add_service(raft)
         .add_service(cluster)
         .add_service(queues.into_server())

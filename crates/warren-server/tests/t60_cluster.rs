@@ -216,10 +216,14 @@ async fn a_single_node_grows_into_three_and_shrinks_back_to_two() {
     }
     let n1_addr = c.node(1).cluster_addr();
     for id in [2, 3] {
-        let voters =
-            warren_cluster::admin_client::add_node(&n1_addr, id, &c.node(id).cluster_addr())
-                .await
-                .expect("add node");
+        let voters = warren_cluster::admin_client::add_node(
+            c.security(),
+            &n1_addr,
+            id,
+            &c.node(id).cluster_addr(),
+        )
+        .await
+        .expect("add node");
         assert!(voters.iter().any(|m| m.id == id && m.voter), "{voters:?}");
     }
     let n3 = c.connect(3).await;
@@ -236,9 +240,10 @@ async fn a_single_node_grows_into_three_and_shrinks_back_to_two() {
 
     // Remove node 3 (asked through node 2, a follower or the leader), stop
     // it: the two left keep serving.
-    let voters = warren_cluster::admin_client::remove_node(&c.node(2).cluster_addr(), 3)
-        .await
-        .expect("remove node");
+    let voters =
+        warren_cluster::admin_client::remove_node(c.security(), &c.node(2).cluster_addr(), 3)
+            .await
+            .expect("remove node");
     assert_eq!(voters.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 2]);
     drop(n3);
     c.kill9(3);

@@ -242,6 +242,37 @@ impl Store {
         Ok(epoch)
     }
 
+    /// The id of the cluster this node belongs to, once it learnt it (see
+    /// [`Store::set_cluster_id`]).
+    pub fn cluster_id(&self) -> Result<Option<u128>, StoreError> {
+        let cf = self
+            .db
+            .cf_handle(CF_RAFT_STATE)
+            .ok_or(StoreError::Rocks("no raft_state cf".into()))?;
+        match self.db.get_cf(cf, CLUSTER_ID_KEY)? {
+            Some(v) => {
+                Ok(Some(u128::from_be_bytes(v.as_slice().try_into().map_err(
+                    |_| StoreError::Corrupt("cluster id record".into()),
+                )?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Records the cluster's id (synced): from then on the node refuses the
+    /// RPCs of any other cluster, from its first moment after a restart on.
+    pub fn set_cluster_id(&self, id: u128) -> Result<(), StoreError> {
+        let cf = self
+            .db
+            .cf_handle(CF_RAFT_STATE)
+            .ok_or(StoreError::Rocks("no raft_state cf".into()))?;
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(true);
+        self.db
+            .put_cf_opt(cf, CLUSTER_ID_KEY, id.to_be_bytes(), &wo)?;
+        Ok(())
+    }
+
     /// Removes every record of the `meta` column family: once its contents
     /// live in Raft group 0 they must not be read again.
     pub fn clear_legacy_meta(&self) -> Result<(), StoreError> {
@@ -260,3 +291,5 @@ impl Store {
 
 /// Key of the node's epoch in `raft_state` (group keys are 9 or 16 bytes).
 const EPOCH_KEY: &[u8] = b"epoch";
+/// Key of the cluster's id in `raft_state`.
+const CLUSTER_ID_KEY: &[u8] = b"cluster_id";

@@ -6,11 +6,14 @@
 //! - [`Cluster`]: real `warren` processes, and [`SingleNode`], one of them
 //!   measured from the outside (started by the same code).
 //! - [`meta`]: metadata commands for tests that drive a Raft group directly.
+//! - [`tls`]: a certificate authority made in the test (rcgen).
 //!
 //! A [`Cluster`] starts `warren server` processes, node `i` on its own
 //! loopback address `127.0.0.<i+k>` (the cluster listener, and the address
 //! its outgoing peer connections start from) with its own data dir and
-//! ports, so that one node's links can be cut with iptables without touching
+//! ports, proving the cluster's secret ([`TEST_SECRET`] unless a test sets
+//! another per node) and, with [`Options::tls`], mutual TLS with a CA of
+//! the cluster's own, so that one node's links can be cut with iptables without touching
 //! the others'. AMQP listens on 127.0.0.1 with a port the node picks and
 //! writes to `amqp.addr`.
 //!
@@ -24,6 +27,7 @@ pub mod client;
 mod fault;
 pub mod meta;
 mod single;
+pub mod tls;
 mod wait;
 
 use std::collections::BTreeMap;
@@ -35,6 +39,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 pub use single::{SingleNode, rss};
 pub use wait::{DEADLINE, Ready, wait_for, wait_for_async, wait_for_blocking};
 pub use warren_cluster::admin_client::{ClusterStatus, MemberStatus};
+use warren_cluster::{ClusterSecret, Security, Tls, TlsFiles};
+
+/// The cluster secret nodes of a [`Cluster`] share unless a test sets
+/// another.
+pub const TEST_SECRET: &str = "warren-testkit-cluster-secret";
 
 /// Spreads tests of one process over distinct address blocks.
 static NEXT_BLOCK: AtomicU8 = AtomicU8::new(0);
@@ -50,6 +59,8 @@ pub struct Options {
     pub heartbeat_ms: u64,
     /// Bound on a metadata operation, ms.
     pub metadata_timeout_ms: u64,
+    /// Mutual TLS on the cluster port, with a CA made for the cluster.
+    pub tls: bool,
 }
 
 impl Default for Options {
@@ -59,6 +70,7 @@ impl Default for Options {
             election_timeout_ms: 400,
             heartbeat_ms: 100,
             metadata_timeout_ms: 3000,
+            tls: false,
         }
     }
 }
@@ -78,6 +90,10 @@ pub struct Node {
     pub peers: Option<String>,
     /// Started without any cluster option (a plain single node).
     pub plain: bool,
+    /// The cluster secret it is started with (`None`: none).
+    pub secret: Option<String>,
+    /// Its TLS files (`None`: no TLS).
+    pub tls: Option<TlsFiles>,
     child: Option<Child>,
     stopped: bool,
 }
@@ -96,6 +112,10 @@ impl Node {
     fn log_path(&self) -> PathBuf {
         self.data_dir.with_extension("log")
     }
+
+    fn secret_path(&self) -> PathBuf {
+        self.data_dir.with_extension("secret")
+    }
 }
 
 /// A set of `warren` processes and everything to tear them down.
@@ -106,7 +126,10 @@ pub struct Cluster {
     nodes: BTreeMap<u64, Node>,
     block: u8,
     cut: Vec<u64>,
-    _dir: tempfile::TempDir,
+    ca: Option<tls::TestCa>,
+    /// What the test's own admin calls prove.
+    admin: Security,
+    dir: tempfile::TempDir,
 }
 
 /// A free TCP port on `ip` (bound, then released for the node to take).
@@ -125,6 +148,7 @@ impl Cluster {
         // 127.0.<block>.<id>: tests of one binary run in parallel.
         let block = 10 + NEXT_BLOCK.fetch_add(1, Ordering::Relaxed) % 200;
         let pid_block = (std::process::id() % 50) as u8;
+        let ca = opts.tls.then(|| tls::TestCa::new("warren test cluster CA"));
         let mut nodes = BTreeMap::new();
         for &id in ids {
             let ip = Ipv4Addr::new(
@@ -135,6 +159,9 @@ impl Cluster {
             );
             let cluster_port = free_port(ip);
             let data_dir = dir.path().join(format!("node{id}"));
+            let tls = ca
+                .as_ref()
+                .map(|ca| ca.issue(dir.path(), &format!("node{id}"), ip));
             nodes.insert(
                 id,
                 Node {
@@ -144,19 +171,55 @@ impl Cluster {
                     data_dir,
                     peers: None,
                     plain: false,
+                    secret: Some(TEST_SECRET.to_owned()),
+                    tls,
                     child: None,
                     stopped: false,
                 },
             );
         }
+        let admin_tls = ca.as_ref().map(|ca| {
+            let files = ca.issue(dir.path(), "admin", Ipv4Addr::LOCALHOST);
+            Tls::load(&files).expect("admin TLS")
+        });
+        let secret = ClusterSecret::new(TEST_SECRET).expect("test secret");
         Self {
             bin: bin.into(),
             opts,
             nodes,
             block,
             cut: Vec::new(),
-            _dir: dir,
+            ca,
+            admin: Security::new(Some(secret), admin_tls),
+            dir,
         }
+    }
+
+    /// The secret node `id` is started with from now on (`None`: none).
+    pub fn set_secret(&mut self, id: u64, secret: Option<&str>) {
+        self.node_mut(id).secret = secret.map(str::to_owned);
+    }
+
+    /// The TLS files node `id` is started with from now on (`None`: none).
+    pub fn set_tls(&mut self, id: u64, tls: Option<TlsFiles>) {
+        self.node_mut(id).tls = tls;
+    }
+
+    /// The cluster's CA (with [`Options::tls`]).
+    pub fn ca(&self) -> Option<&tls::TestCa> {
+        self.ca.as_ref()
+    }
+
+    /// What the test's own calls to the cluster port prove (the cluster's
+    /// secret, and a certificate of its CA with TLS).
+    pub fn security(&self) -> &Security {
+        &self.admin
+    }
+
+    /// A directory that lives as long as the cluster (for files a test
+    /// makes).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Starts every node with the whole list as its static peers.
@@ -228,6 +291,18 @@ impl Cluster {
                 .arg(id.to_string())
                 .arg("--cluster-listen")
                 .arg(n.cluster_addr());
+            if let Some(secret) = &n.secret {
+                std::fs::write(n.secret_path(), secret).expect("secret file");
+                cmd.arg("--cluster-secret-file").arg(n.secret_path());
+            }
+            if let Some(tls) = &n.tls {
+                cmd.arg("--cluster-tls-cert")
+                    .arg(&tls.cert)
+                    .arg("--cluster-tls-key")
+                    .arg(&tls.key)
+                    .arg("--cluster-tls-ca")
+                    .arg(&tls.ca);
+            }
         }
         cmd.arg("--amqp-listen")
             .arg("127.0.0.1:0")
@@ -241,6 +316,11 @@ impl Cluster {
             .arg(opts.metadata_timeout_ms.to_string())
             .args(&opts.extra)
             .env_remove("RUST_LOG")
+            .env_remove("WARREN_CLUSTER_SECRET")
+            .env_remove("WARREN_CLUSTER_SECRET_FILE")
+            .env_remove("WARREN_CLUSTER_TLS_CERT")
+            .env_remove("WARREN_CLUSTER_TLS_KEY")
+            .env_remove("WARREN_CLUSTER_TLS_CA")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
@@ -289,7 +369,7 @@ impl Cluster {
 
     /// What node `id` reports of the cluster, if it answers.
     pub async fn status(&self, id: u64) -> Option<ClusterStatus> {
-        warren_cluster::admin_client::cluster_status(&self.node(id).cluster_addr())
+        warren_cluster::admin_client::cluster_status(&self.admin, &self.node(id).cluster_addr())
             .await
             .ok()
     }
@@ -328,6 +408,11 @@ impl Cluster {
     pub async fn applied(&self, id: u64) -> Option<u64> {
         let s = self.status(id).await?;
         s.members.iter().find(|m| m.id == id)?.last_applied
+    }
+
+    /// A node's whole log.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.node(id).log_path()).unwrap_or_default()
     }
 
     /// Tail of a node's log.

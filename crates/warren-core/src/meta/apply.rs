@@ -91,6 +91,9 @@ impl MetaState {
             }
             Command::DropTransient => self.drop_transient(),
             Command::Seed(snap) => self.seed(snap),
+            Command::ChooseClusterId(id) => {
+                Ok(Outcome::ClusterId(*self.cluster_id.get_or_insert(*id)))
+            }
         }
     }
 
@@ -202,7 +205,9 @@ impl MetaState {
                 "metadata already present: a seed applies to an empty cluster only",
             ));
         }
-        let (state, dropped) = Self::restore(snap);
+        let (mut state, dropped) = Self::restore(snap);
+        // The seed is a single node's old store: the cluster keeps its id.
+        state.cluster_id = self.cluster_id.or(snap.cluster_id);
         *self = state;
         Ok(Outcome::Seeded { dropped })
     }

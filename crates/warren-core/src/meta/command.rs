@@ -120,6 +120,10 @@ pub enum Command {
     /// Raft. Applied only to a state that holds nothing but the predeclared
     /// exchanges; refused (406) otherwise, so a replayed seed is harmless.
     Seed(MetaSnapshot),
+    /// The cluster's id, proposed by a node that found none applied: the
+    /// first one committed stays, later ones change nothing, so every
+    /// replica ends with the same id whoever proposed first.
+    ChooseClusterId(u128),
 }
 
 /// What a command did, for the proposer to answer its client and for the
@@ -157,4 +161,7 @@ pub enum Outcome {
         /// Bindings dropped.
         dropped: usize,
     },
+    /// The cluster's id as it now is (the proposed one, or the one chosen
+    /// before it).
+    ClusterId(u128),
 }

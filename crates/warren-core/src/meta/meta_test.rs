@@ -242,6 +242,31 @@ fn a_seed_applies_to_a_pristine_state_only() {
 }
 
 #[test]
+fn the_first_cluster_id_committed_stays() {
+    let mut m = MetaState::new();
+    assert_eq!(m.cluster_id(), None);
+    assert_eq!(
+        m.apply(&Command::ChooseClusterId(7)),
+        Ok(Outcome::ClusterId(7))
+    );
+    assert_eq!(
+        m.apply(&Command::ChooseClusterId(9)),
+        Ok(Outcome::ClusterId(7))
+    );
+    assert!(
+        m.is_pristine(),
+        "an id is not metadata a seed would overwrite"
+    );
+    let (restored, _) = MetaState::restore(&m.snapshot());
+    assert_eq!(restored.cluster_id(), Some(7));
+    // A seed (a single node's old store) keeps the cluster's id.
+    let mut old = MetaState::new();
+    old.apply(&declare_queue("q", false, 1)).expect("declare");
+    m.apply(&Command::Seed(old.snapshot())).expect("seed");
+    assert_eq!(m.cluster_id(), Some(7));
+}
+
+#[test]
 fn dropping_a_connection_deletes_its_exclusive_queues_and_their_bindings() {
     let mut m = MetaState::new();
     m.apply(&declare_queue("mine-b", true, 7)).expect("declare");

@@ -43,6 +43,8 @@ pub struct MetaState {
     /// Other vhosts by name (none can be created yet).
     others: BTreeMap<Name, VHost>,
     next_queue_id: QueueId,
+    /// The cluster's id, once chosen (see [`Command::ChooseClusterId`]).
+    cluster_id: Option<u128>,
 }
 
 impl Default for MetaState {
@@ -58,6 +60,7 @@ impl MetaState {
             default: VHost::new(DEFAULT_VHOST),
             others: BTreeMap::new(),
             next_queue_id: 1,
+            cluster_id: None,
         }
     }
 
@@ -78,6 +81,11 @@ impl MetaState {
     /// The id the next created queue gets.
     pub fn next_queue_id(&self) -> QueueId {
         self.next_queue_id
+    }
+
+    /// The cluster's id, once one was chosen.
+    pub fn cluster_id(&self) -> Option<u128> {
+        self.cluster_id
     }
 
     /// Nothing declared yet: no queues, no bindings, no vhost but the

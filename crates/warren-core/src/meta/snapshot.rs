@@ -20,6 +20,9 @@ pub struct MetaSnapshot {
     pub vhosts: Vec<VHostSnapshot>,
     /// The id the next created queue gets.
     pub next_queue_id: QueueId,
+    /// The cluster's id, once chosen (absent in snapshots of older versions).
+    #[serde(default)]
+    pub cluster_id: Option<u128>,
 }
 
 /// One vhost in a [`MetaSnapshot`].
@@ -40,6 +43,7 @@ impl MetaState {
     pub fn snapshot(&self) -> MetaSnapshot {
         let mut snap = MetaSnapshot {
             next_queue_id: self.next_queue_id,
+            cluster_id: self.cluster_id,
             ..MetaSnapshot::default()
         };
         for v in self.vhosts() {
@@ -67,6 +71,7 @@ impl MetaState {
     pub fn restore(snap: &MetaSnapshot) -> (Self, usize) {
         let mut state = Self {
             next_queue_id: snap.next_queue_id.max(1),
+            cluster_id: snap.cluster_id,
             ..Self::new()
         };
         let mut dropped = 0;

@@ -409,21 +409,34 @@ async fn run(node: Weak<MetaNode>, home: NodeId, mut rx: mpsc::Receiver<Routed>)
     loop {
         let Some(n) = node.upgrade() else { return };
         let channel = n.peer_channel(home);
+        let addr = n.peer_addr(home).unwrap_or_default();
+        let network = n.network().clone();
         drop(n);
         let (up_tx, up_rx) = mpsc::channel::<pb::Up>(UP_FRAMES);
         let down = match channel {
-            // Bounded: a home that accepts connections but does not answer
-            // (SIGSTOP) must not hold the queues' traffic here.
-            Some(ch) => tokio::time::timeout(
+            // The channel proves the cluster secret and names the cluster
+            // (warren_cluster::auth); a refusal is logged once, then the
+            // link backs off like any broken link. Bounded: a home that
+            // accepts connections but does not answer (SIGSTOP) must not
+            // hold the queues' traffic here.
+            Some(ch) => match tokio::time::timeout(
                 OPEN_TIMEOUT,
                 QueuesClient::new(ch)
                     .max_decoding_message_size(256 << 20)
                     .link(ReceiverStream::new(up_rx)),
             )
             .await
-            .ok()
-            .and_then(Result::ok)
-            .map(tonic::Response::into_inner),
+            {
+                Ok(Ok(r)) => {
+                    network.security().refusals().cleared(&addr);
+                    Some(r.into_inner())
+                }
+                Ok(Err(status)) => {
+                    network.security().refusals().note(&addr, &status);
+                    None
+                }
+                Err(_) => None,
+            },
             None => None,
         };
         if let Some(mut down) = down {

@@ -52,6 +52,20 @@ impl Broker {
                 }
             }
         }
+        // The cluster's id, chosen once (by whichever node proposes first)
+        // and carried by every call between nodes from then on.
+        loop {
+            match self.node.ensure_cluster_id().await {
+                Ok(_) => break,
+                Err(e) => {
+                    attempts += 1;
+                    if attempts % 10 == 1 {
+                        tracing::info!(cause = %e, "waiting for the metadata group");
+                    }
+                    tokio::time::sleep(JOIN_RETRY).await;
+                }
+            }
+        }
         self.node.refresh_own_addr().await;
         self.seed_from_legacy().await?;
         self.drop_orphan_messages().await?;
@@ -104,6 +118,7 @@ impl Broker {
         let image = MetaSnapshot {
             vhosts: predeclared.vhosts,
             next_queue_id,
+            cluster_id: None,
         };
         let pristine = self
             .node

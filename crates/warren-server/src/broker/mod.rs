@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
-use warren_cluster::{MetaNode, Network, NodeOptions, Timing};
+use warren_cluster::{MetaNode, Network, NodeOptions, Security, Timing};
 use warren_core::meta::MetaState;
 use warren_core::queue::{ConnectionId, Home, QueueDef};
 use warren_core::vhost::VHost;
@@ -111,7 +111,9 @@ impl Broker {
                 propose_timeout: Duration::from_millis(config.metadata_timeout_ms),
             },
         };
-        let node = MetaNode::start(&store, writer.clone(), &opts, Network::new(local_ip)).await?;
+        let security = Security::new(config.cluster_secret.clone(), config.cluster_tls.clone());
+        let network = Network::new(local_ip, security);
+        let node = MetaNode::start(&store, writer.clone(), &opts, network).await?;
         tracing::info!(
             node = config.node_id,
             epoch,
