@@ -1,0 +1,192 @@
+//! The loss checker: publishers with confirms on every node of a three-node
+//! cluster, each to every one of three durable queues (one homed on each
+//! node), while nodes are killed with -9, frozen with SIGSTOP or stopped and
+//! restarted, queue homes included. At the end every node runs again, the
+//! queues are drained, and every message a publisher saw confirmed must be
+//! there: 0 confirmed messages lost.
+//!
+//! The default run is short (CI); `WARREN_LOSS_SECS=600` runs ten minutes of
+//! faults, `WARREN_LOSS_SEED` replays a fault sequence.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::BIN;
+use lapin::Confirmation;
+use lapin::options::BasicGetOptions;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use warren_testkit::client::*;
+use warren_testkit::{Cluster, Options, wait_for_async};
+
+const NODES: [u64; 3] = [1, 2, 3];
+/// Seconds of faults in the default run.
+const SHORT_SECS: u64 = 20;
+
+/// Where each node serves AMQP now (`None` while it is down).
+type Addresses = Arc<Mutex<HashMap<u64, Option<String>>>>;
+/// What the publishers saw confirmed: (queue, body).
+type Confirmed = Arc<Mutex<BTreeSet<(String, String)>>>;
+
+fn queue_of(home: u64) -> String {
+    format!("loss-{home}")
+}
+
+/// Publishes to every queue in turn through node `via`, reconnecting when
+/// the node goes away, until `stop`.
+async fn publisher(via: u64, addrs: Addresses, confirmed: Confirmed, stop: Arc<AtomicBool>) {
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let uri = addrs.lock().expect("addrs").get(&via).cloned().flatten();
+        let Some(uri) = uri else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(Ok(conn)) = tokio::time::timeout(
+            Duration::from_secs(3),
+            lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()),
+        )
+        .await
+        else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(ch) = conn.create_channel().await else {
+            continue;
+        };
+        if ch.confirm_select(Default::default()).await.is_err() {
+            continue;
+        }
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let queue = queue_of(NODES[(n % 3) as usize]);
+            let body = format!("via{via}-{n}");
+            let Ok(pending) = try_publish(&ch, "", &queue, body.as_bytes(), persistent()).await
+            else {
+                break;
+            };
+            match tokio::time::timeout(Duration::from_secs(30), pending).await {
+                Ok(Ok(Confirmation::Ack(None))) => {
+                    confirmed.lock().expect("confirmed").insert((queue, body));
+                }
+                Ok(Ok(_)) => {}
+                _ => break,
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_confirmed_message_is_lost_while_nodes_fail() {
+    let secs: u64 = std::env::var("WARREN_LOSS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SHORT_SECS);
+    let seed: u64 = std::env::var("WARREN_LOSS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    tracing::info!(secs, seed, "--- loss checker");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let mut c = Cluster::start_all(BIN, &NODES, Options::default());
+    c.wait_leader(&NODES).await;
+    let addrs: Addresses = Arc::new(Mutex::new(HashMap::new()));
+    for id in NODES {
+        let uri = c.amqp_uri(id).await;
+        let conn = c.connect(id).await;
+        declare_with(&channel(&conn).await, &queue_of(id), durable())
+            .await
+            .expect("declare");
+        addrs.lock().expect("addrs").insert(id, Some(uri));
+    }
+
+    tracing::info!("--- a publisher on every node, to every queue");
+    let confirmed: Confirmed = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishers: Vec<_> = NODES
+        .iter()
+        .map(|via| {
+            tokio::spawn(publisher(
+                *via,
+                addrs.clone(),
+                confirmed.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+
+    tracing::info!("--- faults for {secs} s (seed {seed})");
+    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut faults = Vec::new();
+    while tokio::time::Instant::now() < end {
+        let id = NODES[rng.random_range(0..NODES.len())];
+        let fault = rng.random_range(0..3);
+        addrs.lock().expect("addrs").insert(id, None);
+        match fault {
+            0 => {
+                c.kill9(id);
+                c.restart(id);
+            }
+            1 => {
+                c.pause(id);
+                tokio::time::sleep(Duration::from_millis(rng.random_range(500..3000))).await;
+                c.resume(id);
+            }
+            _ => {
+                c.terminate(id);
+                c.restart(id);
+            }
+        }
+        faults.push((id, fault));
+        let uri = c.amqp_uri(id).await;
+        addrs.lock().expect("addrs").insert(id, Some(uri));
+        // Let the publishers work between faults.
+        tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for p in publishers {
+        let _ = p.await;
+    }
+
+    tracing::info!(?faults, "--- every node runs: drain the queues");
+    let confirmed = confirmed.lock().expect("confirmed").clone();
+    assert!(!confirmed.is_empty(), "publishers got confirms at all");
+    let mut present: BTreeSet<(String, String)> = BTreeSet::new();
+    for id in NODES {
+        let queue = queue_of(id);
+        let ch = wait_for_async(&format!("node {id} serves {queue}"), || async {
+            let conn = c.connect(id).await;
+            let ch = conn.create_channel().await.ok()?;
+            passive(&ch, &queue).await.ok()?;
+            Some((conn, ch))
+        })
+        .await;
+        while let Some(m) =
+            ch.1.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("get")
+        {
+            let body = String::from_utf8_lossy(&m.delivery.data).into_owned();
+            present.insert((queue.clone(), body));
+        }
+    }
+    let lost: Vec<_> = confirmed.difference(&present).collect();
+    println!(
+        "loss checker: {} confirmed, {} lost, {} faults in {secs} s, seed {seed}",
+        confirmed.len(),
+        lost.len(),
+        faults.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "{} of {} confirmed messages lost (seed {seed}, faults {faults:?}), e.g. {:?}",
+        lost.len(),
+        confirmed.len(),
+        lost.first()
+    );
+}
