@@ -12,25 +12,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::BIN;
-use lapin::{Connection, ExchangeKind};
+use lapin::ExchangeKind;
 use warren_testkit::client::*;
 use warren_testkit::{Cluster, Options, wait_for_async};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Publishes `body` to `queue` through `from` with a confirm, then gets it
-/// through `to`.
-async fn publish_get(from: &Connection, to: &Connection, queue: &str, body: &[u8]) {
-    let ch = channel(from).await;
-    confirms(&ch).await;
-    assert!(
-        publish_confirmed(&ch, "", queue, body, persistent())
-            .await
-            .is_ack()
-    );
-    let got = get_one(&channel(to).await, queue, true).await;
-    assert_eq!(got.delivery.data, body);
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_declared_on_one_node_is_seen_and_checked_on_all() {

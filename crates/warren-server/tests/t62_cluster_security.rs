@@ -11,7 +11,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::BIN;
-use lapin::Connection;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use warren_cluster::pb::cluster_client::ClusterClient;
@@ -38,20 +37,6 @@ fn count_lines(log: &str, parts: &[&str]) -> usize {
     log.lines()
         .filter(|l| parts.iter().all(|p| l.contains(p)))
         .count()
-}
-
-/// Publishes `body` to `queue` through `from` with a confirm, then gets it
-/// through `to`.
-async fn publish_get(from: &Connection, to: &Connection, queue: &str, body: &[u8]) {
-    let ch = channel(from).await;
-    confirms(&ch).await;
-    assert!(
-        publish_confirmed(&ch, "", queue, body, persistent())
-            .await
-            .is_ack()
-    );
-    let got = get_one(&channel(to).await, queue, true).await;
-    assert_eq!(got.delivery.data, body);
 }
 
 /// What a client without the secret, or with a wrong one, gets from each

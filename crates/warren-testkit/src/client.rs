@@ -293,3 +293,17 @@ pub async fn get_one(ch: &Channel, queue: &str, no_ack: bool) -> BasicGetMessage
     })
     .await
 }
+
+/// Publishes `body` to `queue` through `from` with a confirm, then gets it
+/// through `to` (two nodes of a cluster, or the same one).
+pub async fn publish_get(from: &Connection, to: &Connection, queue: &str, body: &[u8]) {
+    let ch = channel(from).await;
+    confirms(&ch).await;
+    assert!(
+        publish_confirmed(&ch, "", queue, body, persistent())
+            .await
+            .is_ack()
+    );
+    let got = get_one(&channel(to).await, queue, true).await;
+    assert_eq!(got.delivery.data, body);
+}

@@ -40,32 +40,10 @@ impl Broker {
                 before_epoch: self.epoch,
             }
         };
-        loop {
-            match self.node.propose(drop_old.clone()).await {
-                Ok(_) => break,
-                Err(e) => {
-                    attempts += 1;
-                    if attempts % 10 == 1 {
-                        tracing::info!(cause = %e, "waiting for the metadata group");
-                    }
-                    tokio::time::sleep(JOIN_RETRY).await;
-                }
-            }
-        }
+        retry(&mut attempts, || self.node.propose(drop_old.clone())).await;
         // The cluster's id, chosen once (by whichever node proposes first)
         // and carried by every call between nodes from then on.
-        loop {
-            match self.node.ensure_cluster_id().await {
-                Ok(_) => break,
-                Err(e) => {
-                    attempts += 1;
-                    if attempts % 10 == 1 {
-                        tracing::info!(cause = %e, "waiting for the metadata group");
-                    }
-                    tokio::time::sleep(JOIN_RETRY).await;
-                }
-            }
-        }
+        retry(&mut attempts, || self.node.ensure_cluster_id()).await;
         self.node.refresh_own_addr().await;
         self.seed_from_legacy().await?;
         self.drop_orphan_messages().await?;
@@ -177,5 +155,26 @@ impl Broker {
             self.writer.write_sync(ops).await?;
         }
         Ok(())
+    }
+}
+
+/// Runs `f` until it succeeds, pausing between attempts and saying so now
+/// and then: a node waits for a majority of the group as long as it takes.
+async fn retry<T, E, F>(attempts: &mut u64, mut f: impl FnMut() -> F)
+where
+    E: std::fmt::Display,
+    F: Future<Output = Result<T, E>>,
+{
+    loop {
+        match f().await {
+            Ok(_) => return,
+            Err(e) => {
+                *attempts += 1;
+                if *attempts % 10 == 1 {
+                    tracing::info!(cause = %e, "waiting for the metadata group");
+                }
+                tokio::time::sleep(JOIN_RETRY).await;
+            }
+        }
     }
 }
