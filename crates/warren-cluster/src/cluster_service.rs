@@ -43,9 +43,7 @@ impl Cluster for ClusterService {
         request: Request<ProposeRequest>,
     ) -> Result<Response<ProposeReply>, Status> {
         let req = request.into_inner();
-        if req.group != META_GROUP {
-            return Err(Status::not_found(format!("no group {} here", req.group)));
-        }
+        meta_group(req.group)?;
         let cmd: Command = serde_json::from_slice(&req.command)
             .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
         match self.node.propose_as_leader(cmd).await {
@@ -83,9 +81,7 @@ impl Cluster for ClusterService {
         request: Request<WaitAppliedRequest>,
     ) -> Result<Response<WaitAppliedReply>, Status> {
         let req = request.into_inner();
-        if req.group != META_GROUP {
-            return Err(Status::not_found(format!("no group {} here", req.group)));
-        }
+        meta_group(req.group)?;
         let limit = Duration::from_millis(req.timeout_ms).min(MAX_WAIT_APPLIED);
         let applied = self.node.wait_applied_for(req.index, limit).await;
         Ok(Response::new(WaitAppliedReply { applied }))
@@ -97,5 +93,14 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MembershipReply>, Status> {
         let members = self.node.remove_node(request.into_inner().id).await?;
         Ok(Response::new(MembershipReply { members }))
+    }
+}
+
+/// Only group 0 takes proposals here (quorum queues' groups will too).
+fn meta_group(group: u64) -> Result<(), Status> {
+    if group == META_GROUP {
+        Ok(())
+    } else {
+        Err(Status::not_found(format!("no group {group} here")))
     }
 }

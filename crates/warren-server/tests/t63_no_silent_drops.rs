@@ -18,15 +18,19 @@ use warren_testkit::{Cluster, Options, wait_for_async};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Node 1 alone on its side of a cut: the other two hold the majority.
-fn three_nodes() -> Cluster {
+/// Three nodes and `queue` homed on node 1; node 1 alone on its side of a
+/// cut, the other two hold the majority.
+async fn three_nodes(
+    queue: &str,
+    q_opts: lapin::options::QueueDeclareOptions,
+) -> (Cluster, lapin::Connection, lapin::Connection) {
     let opts = Options {
-        // Shorter than the cuts below last, so node 1 is never declared
+        // Longer than the cuts below last, so node 1 is never declared
         // down (which would drop its exclusive queues on its own).
         extra: vec!["--node-down-after-ms".into(), "60000".into()],
         ..Options::default()
     };
-    Cluster::start_all(BIN, &[1, 2, 3], opts)
+    Cluster::three_with_queue(BIN, opts, queue, q_opts).await
 }
 
 /// Publishes `n` persistent messages `prefix-i` on `ch` (confirm mode) to
@@ -67,13 +71,8 @@ async fn drain(ch: &lapin::Channel, queue: &str) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_that_fails_to_commit_leaves_the_queue_whole() {
     let _turn = SERIAL.lock().await;
-    let mut c = three_nodes();
-    c.wait_leader(&[1, 2, 3]).await;
-    let [n1, n2] = c.connect_each([1, 2]).await;
+    let (mut c, n1, n2) = three_nodes("kept", durable()).await;
     let ch1 = channel(&n1).await;
-    declare_with(&ch1, "kept", durable())
-        .await
-        .expect("declare");
     confirms(&ch1).await;
     let before = publish_many(&ch1, "kept", "before", 50).await;
     assert_eq!(before.len(), 50);
@@ -107,9 +106,7 @@ async fn a_delete_that_fails_to_commit_leaves_the_queue_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_right_after_a_declare_elsewhere_is_never_confirmed_and_lost() {
     let _turn = SERIAL.lock().await;
-    let c = three_nodes();
-    c.wait_leader(&[1, 2, 3]).await;
-    let [n1, n2] = c.connect_each([1, 2]).await;
+    let (_c, n1, n2) = three_nodes("unused", durable()).await;
     let ch1 = channel(&n1).await;
     let ch2 = channel(&n2).await;
     confirms(&ch2).await;
@@ -162,14 +159,7 @@ async fn a_publish_right_after_a_declare_elsewhere_is_never_confirmed_and_lost()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_whose_queue_is_unreachable_does_not_commit() {
     let _turn = SERIAL.lock().await;
-    let mut c = three_nodes();
-    c.wait_leader(&[1, 2, 3]).await;
-    let [n1, n2] = c.connect_each([1, 2]).await;
-    declare_with(&channel(&n1).await, "tx-target", durable())
-        .await
-        .expect("declare");
-    let applied = c.applied(1).await.expect("applied");
-    c.wait_applied(&[2], applied).await;
+    let (mut c, _n1, n2) = three_nodes("tx-target", durable()).await;
 
     c.cut(1);
     let ch2 = channel(&n2).await;
@@ -183,15 +173,8 @@ async fn a_transaction_whose_queue_is_unreachable_does_not_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_home_that_stops_gracefully_nacks_what_it_did_not_keep() {
     let _turn = SERIAL.lock().await;
-    let mut c = three_nodes();
-    c.wait_leader(&[1, 2, 3]).await;
-    let [n1, n2] = c.connect_each([1, 2]).await;
-    declare_with(&channel(&n1).await, "stopping", durable())
-        .await
-        .expect("declare");
+    let (mut c, n1, n2) = three_nodes("stopping", durable()).await;
     drop(n1);
-    let applied = c.applied(1).await.expect("applied");
-    c.wait_applied(&[2], applied).await;
 
     tracing::info!("--- node 2 publishes to node 1's queue while node 1 stops");
     let ch2 = channel(&n2).await;
@@ -233,15 +216,7 @@ async fn a_home_that_stops_gracefully_nacks_what_it_did_not_keep() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exclusive_queue_goes_with_its_connection_after_a_partition() {
     let _turn = SERIAL.lock().await;
-    let mut c = three_nodes();
-    c.wait_leader(&[1, 2, 3]).await;
-    let [n1, n2] = c.connect_each([1, 2]).await;
-    let ch1 = channel(&n1).await;
-    declare_with(&ch1, "mine", exclusive())
-        .await
-        .expect("declare");
-    let applied = c.applied(1).await.expect("applied");
-    c.wait_applied(&[2], applied).await;
+    let (mut c, n1, n2) = three_nodes("mine", exclusive()).await;
 
     tracing::info!("--- the connection closes while its node is cut off");
     c.cut(1);

@@ -24,15 +24,9 @@ const DECLARE_WITHIN: Duration = Duration::from_secs(5);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_home_makes_its_queue_fail_fast_elsewhere() {
     let _turn = SERIAL.lock().await;
-    let mut c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
-    c.wait_leader(&[1, 2, 3]).await;
-    let [n1, n2] = c.connect_each([1, 2]).await;
-    declare_with(&channel(&n1).await, "steady", durable())
-        .await
-        .expect("declare");
+    let (mut c, n1, n2) =
+        Cluster::three_with_queue(BIN, Options::default(), "steady", durable()).await;
     drop(n1);
-    let applied = c.applied(1).await.expect("applied");
-    c.wait_applied(&[2], applied).await;
 
     tracing::info!("--- a steady publisher on node 2, one confirm at a time");
     let ch2 = channel(&n2).await;
@@ -102,13 +96,8 @@ async fn large_messages_cross_a_link_without_breaking_it() {
     const N: u32 = 600;
     const SIZE: usize = 1 << 20;
     let _turn = SERIAL.lock().await;
-    let c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
-    c.wait_leader(&[1, 2, 3]).await;
-    let [n1, n2] = c.connect_each([1, 2]).await;
+    let (_c, n1, n2) = Cluster::three_with_queue(BIN, Options::default(), "big", durable()).await;
     let ch1 = channel(&n1).await;
-    declare_with(&ch1, "big", durable()).await.expect("declare");
-    let applied = c.applied(1).await.expect("applied");
-    c.wait_applied(&[2], applied).await;
 
     tracing::info!("--- a consumer on node 2 with no prefetch limit");
     let ch2 = channel(&n2).await;

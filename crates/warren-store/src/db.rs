@@ -27,6 +27,15 @@ pub struct Store {
     db: Arc<Db>,
 }
 
+impl Store {
+    /// The column family `name` (created when the store was opened).
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::Rocks(format!("no {name} column family")))
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").finish_non_exhaustive()
@@ -69,10 +78,7 @@ impl Store {
 
     /// Reads every durable exchange, queue and binding.
     pub fn recover(&self) -> Result<Recovered, StoreError> {
-        let cf = self
-            .db
-            .cf_handle(CF_META)
-            .ok_or(StoreError::Rocks("no meta cf".into()))?;
+        let cf = self.cf(CF_META)?;
         let mut out = Recovered::default();
         for item in self.db.iterator_cf(cf, IteratorMode::Start) {
             let (k, v) = item?;
@@ -105,10 +111,7 @@ impl Store {
         queue: QueueId,
         mut f: impl FnMut(u64, Message),
     ) -> Result<usize, StoreError> {
-        let cf = self
-            .db
-            .cf_handle(CF_MESSAGES)
-            .ok_or(StoreError::Rocks("no messages cf".into()))?;
+        let cf = self.cf(CF_MESSAGES)?;
         let (start, _) = keys::queue_range(queue);
         let mut n = 0;
         for item in self
@@ -138,10 +141,7 @@ impl Store {
         let (Some(first), Some(last)) = (seqs.first(), seqs.last()) else {
             return Ok(out);
         };
-        let cf = self
-            .db
-            .cf_handle(CF_MESSAGES)
-            .ok_or(StoreError::Rocks("no messages cf".into()))?;
+        let cf = self.cf(CF_MESSAGES)?;
         let start = keys::message(queue, *first);
         for item in self
             .db
@@ -179,10 +179,7 @@ impl Store {
             .map(|(_, q)| q.id)
             .max()
             .unwrap_or(0);
-        let cf = self
-            .db
-            .cf_handle(CF_MESSAGES)
-            .ok_or(StoreError::Rocks("no messages cf".into()))?;
+        let cf = self.cf(CF_MESSAGES)?;
         if let Some(item) = self.db.iterator_cf(cf, IteratorMode::End).next() {
             let (k, _) = item?;
             if let Some((q, _)) = keys::parse_message(&k) {
@@ -195,10 +192,7 @@ impl Store {
     /// Every queue id that has stored messages, ascending (one seek per
     /// queue, not one step per message).
     pub fn message_queue_ids(&self) -> Result<Vec<QueueId>, StoreError> {
-        let cf = self
-            .db
-            .cf_handle(CF_MESSAGES)
-            .ok_or(StoreError::Rocks("no messages cf".into()))?;
+        let cf = self.cf(CF_MESSAGES)?;
         let mut ids = Vec::new();
         let mut from = [0u8; 16];
         loop {
@@ -222,10 +216,7 @@ impl Store {
     /// Counts this start: returns the node's new epoch (1 on the first
     /// start), durably recorded before anything else runs.
     pub fn bump_epoch(&self) -> Result<u64, StoreError> {
-        let cf = self
-            .db
-            .cf_handle(CF_RAFT_STATE)
-            .ok_or(StoreError::Rocks("no raft_state cf".into()))?;
+        let cf = self.cf(CF_RAFT_STATE)?;
         let old = match self.db.get_cf(cf, EPOCH_KEY)? {
             Some(v) => u64::from_be_bytes(
                 v.as_slice()
@@ -245,10 +236,7 @@ impl Store {
     /// The id of the cluster this node belongs to, once it learnt it (see
     /// [`Store::set_cluster_id`]).
     pub fn cluster_id(&self) -> Result<Option<u128>, StoreError> {
-        let cf = self
-            .db
-            .cf_handle(CF_RAFT_STATE)
-            .ok_or(StoreError::Rocks("no raft_state cf".into()))?;
+        let cf = self.cf(CF_RAFT_STATE)?;
         match self.db.get_cf(cf, CLUSTER_ID_KEY)? {
             Some(v) => {
                 Ok(Some(u128::from_be_bytes(v.as_slice().try_into().map_err(
@@ -262,10 +250,7 @@ impl Store {
     /// Records the cluster's id (synced): from then on the node refuses the
     /// RPCs of any other cluster, from its first moment after a restart on.
     pub fn set_cluster_id(&self, id: u128) -> Result<(), StoreError> {
-        let cf = self
-            .db
-            .cf_handle(CF_RAFT_STATE)
-            .ok_or(StoreError::Rocks("no raft_state cf".into()))?;
+        let cf = self.cf(CF_RAFT_STATE)?;
         let mut wo = rocksdb::WriteOptions::default();
         wo.set_sync(true);
         self.db
@@ -276,10 +261,7 @@ impl Store {
     /// Removes every record of the `meta` column family: once its contents
     /// live in Raft group 0 they must not be read again.
     pub fn clear_legacy_meta(&self) -> Result<(), StoreError> {
-        let cf = self
-            .db
-            .cf_handle(CF_META)
-            .ok_or(StoreError::Rocks("no meta cf".into()))?;
+        let cf = self.cf(CF_META)?;
         let mut wo = rocksdb::WriteOptions::default();
         wo.set_sync(true);
         let mut batch = rocksdb::WriteBatch::default();

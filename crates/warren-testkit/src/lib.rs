@@ -367,6 +367,26 @@ impl Cluster {
             .unwrap_or_else(|_| unreachable!("one connection per id"))
     }
 
+    /// Three nodes started with `opts` and a leader elected; `queue`
+    /// declared with `q_opts` on node 1 (its home) and applied on node 2;
+    /// connections to nodes 1 and 2.
+    pub async fn three_with_queue(
+        bin: impl Into<PathBuf>,
+        opts: Options,
+        queue: &str,
+        q_opts: lapin::options::QueueDeclareOptions,
+    ) -> (Self, lapin::Connection, lapin::Connection) {
+        let c = Self::start_all(bin, &[1, 2, 3], opts);
+        c.wait_leader(&[1, 2, 3]).await;
+        let [n1, n2] = c.connect_each([1, 2]).await;
+        client::declare_with(&client::channel(&n1).await, queue, q_opts)
+            .await
+            .expect("declare on node 1");
+        let applied = c.applied(1).await.expect("node 1 applied index");
+        c.wait_applied(&[2], applied).await;
+        (c, n1, n2)
+    }
+
     /// What node `id` reports of the cluster, if it answers.
     pub async fn status(&self, id: u64) -> Option<ClusterStatus> {
         warren_cluster::admin_client::cluster_status(&self.admin, &self.node(id).cluster_addr())
