@@ -21,6 +21,17 @@ pub(crate) const CF_RAFT_STATE: &str = "raft_state";
 
 pub(crate) type Db = rocksdb::DB;
 
+/// What a scan of a queue's stored messages found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Messages decoded and handed over.
+    pub messages: usize,
+    /// Seqs whose records could not be decoded (left on disk, skipped).
+    pub corrupt: Vec<u64>,
+    /// The highest seq stored, readable or not.
+    pub last_seq: Option<u64>,
+}
+
 /// The node's store. Reads happen here; writes go through the [`crate::Writer`].
 #[derive(Clone)]
 pub struct Store {
@@ -105,15 +116,19 @@ impl Store {
         Ok(out)
     }
 
-    /// Calls `f` with every stored message of `queue`, in seq order.
+    /// Calls `f` with every stored message of `queue`, in seq order. A
+    /// record that cannot be decoded is skipped and its seq returned in
+    /// [`Recovery::corrupt`]: what can be read is recovered, and the caller
+    /// knows which seqs are taken on disk. A failing read of the database
+    /// itself ends the scan with an error.
     pub fn for_each_message(
         &self,
         queue: QueueId,
         mut f: impl FnMut(u64, Message),
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Recovery, StoreError> {
         let cf = self.cf(CF_MESSAGES)?;
         let (start, _) = keys::queue_range(queue);
-        let mut n = 0;
+        let mut out = Recovery::default();
         for item in self
             .db
             .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
@@ -121,13 +136,37 @@ impl Store {
             let (k, v) = item?;
             match keys::parse_message(&k) {
                 Some((q, seq)) if q == queue => {
-                    f(seq, codec::decode_message(&v)?);
-                    n += 1;
+                    out.last_seq = Some(seq);
+                    match codec::decode_message(&v) {
+                        Ok(m) => {
+                            f(seq, m);
+                            out.messages += 1;
+                        }
+                        Err(_) => out.corrupt.push(seq),
+                    }
                 }
                 _ => break,
             }
         }
-        Ok(n)
+        Ok(out)
+    }
+
+    /// The highest seq stored for `queue`, if any: one seek from the end of
+    /// its key range.
+    pub fn last_message_seq(&self, queue: QueueId) -> Result<Option<u64>, StoreError> {
+        let cf = self.cf(CF_MESSAGES)?;
+        let (_, end) = keys::queue_range(queue);
+        // The seek lands on the last key before `end`; the queue id check
+        // excludes a key of an earlier queue when this one has none.
+        let last = self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&end, Direction::Reverse))
+            .next()
+            .transpose()?;
+        Ok(last.and_then(|(k, _)| match keys::parse_message(&k) {
+            Some((q, seq)) if q == queue => Some(seq),
+            _ => None,
+        }))
     }
 
     /// Reads the messages of `queue` with the given seqs (ascending), for

@@ -26,7 +26,7 @@ pub mod keys;
 pub mod raft;
 pub mod writer;
 
-pub use db::{Recovered, Store};
+pub use db::{Recovered, Recovery, Store};
 pub use writer::{Op, RaftCf, WriteDone, Writer, live_writers};
 
 /// Storage failures.

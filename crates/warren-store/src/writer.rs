@@ -353,12 +353,20 @@ mod tests {
             .expect("scan");
         assert_eq!(seen.len(), 199);
         assert_eq!(seen[0], (2, b"m1".to_vec()));
-        assert_eq!(store.for_each_message(8, |_, _| {}).expect("scan"), 0);
+        assert_eq!(
+            store.for_each_message(8, |_, _| {}).expect("scan").messages,
+            0
+        );
+        assert_eq!(store.last_message_seq(7).expect("last"), Some(200));
+        assert_eq!(store.last_message_seq(8).expect("last"), None);
         let w = store.start_writer();
         w.write_sync(vec![Op::DeleteQueue(7)])
             .await
             .expect("range delete");
-        assert_eq!(store.for_each_message(7, |_, _| {}).expect("scan"), 0);
+        assert_eq!(
+            store.for_each_message(7, |_, _| {}).expect("scan").messages,
+            0
+        );
         w.close().await.expect("close");
     }
 }

@@ -145,6 +145,12 @@ impl QueueState {
         seq
     }
 
+    /// New messages get seqs after `seq` (taken on disk by a record that
+    /// was not recovered).
+    pub fn skip_seqs_to(&mut self, seq: Seq) {
+        self.next_seq = self.next_seq.max(seq.saturating_add(1));
+    }
+
     /// Restores a message recovered from disk. Recovered messages must come in
     /// seq order; they are marked redelivered because they may have been
     /// delivered before the restart. Past the budget only the seq is kept

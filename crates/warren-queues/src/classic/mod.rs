@@ -40,6 +40,9 @@ pub const PAGE_BUDGET: usize = 8 << 20;
 const PAGE_LOW: usize = 512;
 /// ...this many at a time.
 const PAGE_BATCH: usize = 2048;
+/// Where new seqs start when a recovery failed and the last stored seq
+/// could not be read either: beyond any seq a queue reaches by counting.
+const SEQ_AFTER_FAILED_RECOVERY: u64 = 1 << 62;
 /// Most mailbox messages handled before dispatching and writing.
 const MAX_BURST: usize = 256;
 
@@ -115,10 +118,29 @@ pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &ClassicEnv) -> Que
             state.recover(seq, keep.then_some(msg));
             durable_upto = seq;
         });
-        match result {
-            Ok(n) if n > 0 => tracing::info!(queue = %def.name, messages = n, "recovered queue"),
-            Ok(_) => {}
-            Err(e) => tracing::error!(queue = %def.name, cause = %e, "could not recover messages"),
+        // New publishes must never take a seq still on disk: after a scan
+        // that skipped records or stopped early, the next seq goes past the
+        // last one stored (or, if even that cannot be read, past any seq a
+        // queue reaches), so nothing recovered later is overwritten.
+        let last_on_disk = match result {
+            Ok(r) => {
+                if r.messages > 0 {
+                    tracing::info!(queue = %def.name, messages = r.messages, "recovered queue");
+                }
+                if !r.corrupt.is_empty() {
+                    tracing::error!(queue = %def.name, seqs = ?r.corrupt, "skipped unreadable messages");
+                }
+                r.last_seq
+            }
+            Err(e) => {
+                tracing::error!(queue = %def.name, cause = %e, "could not recover every message");
+                env.store
+                    .last_message_seq(def.id)
+                    .unwrap_or(Some(SEQ_AFTER_FAILED_RECOVERY))
+            }
+        };
+        if let Some(last) = last_on_disk {
+            state.skip_seqs_to(last);
         }
     }
     let actor = QueueActor {

@@ -243,6 +243,13 @@ impl State {
                         if let Some(tx) = self.routes.get(&ch) {
                             let _ = tx.send(ConnEvent::Accepted { confirms, ok: c.ok });
                         }
+                        // A channel with nothing in flight needs no route: it
+                        // is made again by its next publish (channels come and
+                        // go; the link lives as long as the node).
+                        if self.outstanding.get(&ch).is_some_and(|(_, s)| s.is_empty()) {
+                            self.outstanding.remove(&ch);
+                            self.routes.remove(&ch);
+                        }
                     }
                 }
                 Some(Op::Cancelled(c)) => {
@@ -506,5 +513,72 @@ fn credit(consumer: u64, n: u32) -> pb::UpItem {
     pb::UpItem {
         queue: 0,
         op: Some(pb::up_item::Op::Credit(pb::Credit { consumer, n })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use warren_core::Message;
+    use warren_core::message::MessageFlags;
+
+    use super::*;
+    use crate::api::PublishBatch;
+
+    fn state() -> State {
+        let (credit_tx, _) = mpsc::unbounded_channel();
+        State {
+            next_request: 0,
+            pending: HashMap::new(),
+            consumers: HashMap::new(),
+            routes: HashMap::new(),
+            outstanding: HashMap::new(),
+            credit_tx,
+        }
+    }
+
+    /// Channels come and go for the life of the link: once a channel has
+    /// nothing in flight, the link forgets it.
+    #[test]
+    fn a_channel_with_nothing_in_flight_is_forgotten() {
+        let mut st = state();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let key = ChannelKey { id: 9, channel: 1 };
+        let msg = Message::new(
+            "".into(),
+            "q",
+            &[0, 0],
+            [&b"m"[..]],
+            MessageFlags::default(),
+        );
+        let batch = PublishBatch {
+            from: Some((1, tx)),
+            items: vec![(msg.clone(), Some((key, 1))), (msg, Some((key, 2)))],
+        };
+        let mut items = Vec::new();
+        st.encode(7, QueueMsg::Publish(batch), &mut items);
+        assert_eq!(items.len(), 2);
+        assert_eq!(st.routes.len(), 1);
+        let confirm = |seq| pb::ConfirmRef {
+            channel: Some(channel_to(key)),
+            seq,
+        };
+        let down = |seqs: Vec<u64>| pb::Down {
+            items: vec![pb::DownItem {
+                op: Some(pb::down_item::Op::Confirms(pb::Confirms {
+                    confirms: seqs.into_iter().map(confirm).collect(),
+                    ok: true,
+                })),
+            }],
+        };
+        st.receive(down(vec![1]), &mut Vec::new());
+        assert_eq!(st.routes.len(), 1, "seq 2 is still in flight");
+        st.receive(down(vec![2]), &mut Vec::new());
+        assert!(st.routes.is_empty() && st.outstanding.is_empty());
+        let mut acked = 0;
+        while let Ok(ConnEvent::Accepted { confirms, ok }) = rx.try_recv() {
+            assert!(ok);
+            acked += confirms.len();
+        }
+        assert_eq!(acked, 2);
     }
 }
