@@ -8,9 +8,7 @@
 //! goes back to its original position, so unacked messages of a closed channel
 //! reappear in their original order ahead of newer ones, as in RabbitMQ.
 
-use std::collections::{HashMap, VecDeque};
-
-use smallvec::SmallVec;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::paged::PagedTail;
 pub use super::seq::Seq;
@@ -104,6 +102,9 @@ pub struct QueueState {
     budget: usize,
     unacked: HashMap<Seq, Unacked>,
     consumers: Vec<Consumer>,
+    /// How many consumers have each `x-priority` (the levels a pick visits,
+    /// highest first).
+    levels: BTreeMap<i32, usize>,
     next_consumer: usize,
     next_seq: Seq,
     ready_bytes: usize,
@@ -258,6 +259,7 @@ impl QueueState {
                 "queue '{queue}' in vhost '{vhost}' in exclusive use"
             )));
         }
+        *self.levels.entry(spec.priority).or_default() += 1;
         self.consumers.push(Consumer { spec, unacked: 0 });
         Ok(())
     }
@@ -266,7 +268,7 @@ impl QueueState {
     /// channel), as in RabbitMQ. Returns false when it was not a consumer.
     pub fn cancel(&mut self, id: ConsumerId) -> bool {
         let before = self.consumers.len();
-        self.consumers.retain(|c| c.spec.id != id);
+        self.remove_consumers(|c| c.spec.id == id);
         for u in self.unacked.values_mut() {
             if u.consumer == Some(id) {
                 u.consumer = None;
@@ -289,16 +291,8 @@ impl QueueState {
         if self.ready.is_empty() || self.consumers.is_empty() {
             return None;
         }
+        let i = self.pick(gate)?;
         let n = self.consumers.len();
-        let mut candidates: SmallVec<[usize; 16]> = (0..n)
-            .map(|k| (self.next_consumer + k) % n)
-            .filter(|&i| self.consumers[i].has_credit())
-            .collect();
-        // Stable: keeps round-robin order among consumers of equal priority.
-        candidates.sort_by_key(|&i| std::cmp::Reverse(self.consumers[i].spec.priority));
-        let i = candidates
-            .into_iter()
-            .find(|&i| gate(&self.consumers[i].spec))?;
         self.next_consumer = (i + 1) % n;
         let entry = self.ready.pop_front()?;
         let size = entry.msg.memory_size();
@@ -324,6 +318,46 @@ impl QueueState {
             );
         }
         Some(delivery)
+    }
+
+    /// The consumer the next message goes to: the highest priority first,
+    /// round-robin from `next_consumer` among equals, the first with credit
+    /// that `gate` accepts. No allocation and no sort (before, every
+    /// delivery collected and sorted all consumers): the levels in use are
+    /// kept in `levels` and visited from the highest down, and the first
+    /// consumer that takes the message ends the search. With one level and
+    /// consumers that have credit, a pick looks at one or a few of them
+    /// however many there are; a level whose consumers are all full costs a
+    /// pass of comparisons over the consumers, never a gate question each.
+    fn pick(&self, gate: &mut impl FnMut(&ConsumerSpec) -> bool) -> Option<usize> {
+        let n = self.consumers.len();
+        for &level in self.levels.keys().rev() {
+            for k in 0..n {
+                let i = (self.next_consumer + k) % n;
+                let c = &self.consumers[i];
+                if c.spec.priority == level && c.has_credit() && gate(&c.spec) {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    /// Removes the consumers `gone` selects, keeping the priority levels.
+    fn remove_consumers(&mut self, gone: impl Fn(&Consumer) -> bool) {
+        let levels = &mut self.levels;
+        self.consumers.retain(|c| {
+            if !gone(c) {
+                return true;
+            }
+            if let Some(count) = levels.get_mut(&c.spec.priority) {
+                *count -= 1;
+                if *count == 0 {
+                    levels.remove(&c.spec.priority);
+                }
+            }
+            false
+        });
     }
 
     /// `basic.get`: the first ready message, moved to unacked unless `no_ack`.
@@ -401,7 +435,7 @@ impl QueueState {
             .filter(|c| c.spec.channel == channel)
             .map(|c| c.spec.id)
             .collect();
-        self.consumers.retain(|c| c.spec.channel != channel);
+        self.remove_consumers(|c| c.spec.channel == channel);
         if self.next_consumer >= self.consumers.len() {
             self.next_consumer = 0;
         }

@@ -241,3 +241,37 @@ fn recovery_past_the_budget_keeps_seqs_only_and_purge_returns_them() {
         "seqs continue after recovery"
     );
 }
+
+/// With thousands of consumers, a delivery asks about one or a few of them
+/// (not all, sorted), and round-robin and priorities hold.
+#[test]
+fn a_pick_among_thousands_of_consumers_asks_one() {
+    const N: u64 = 5_000;
+    let mut q = QueueState::new();
+    for id in 1..=N {
+        q.consume(spec(id, 1, 0), "q", "/").expect("consume");
+    }
+    let mut high = spec(N + 1, 2, 1);
+    high.priority = 5;
+    q.consume(high, "q", "/").expect("consume");
+    for i in 0..3 * N {
+        q.publish(msg(&format!("m{i}")));
+    }
+    let mut asked = 0u64;
+    let mut gate = |_: &ConsumerSpec| {
+        asked += 1;
+        true
+    };
+    // The priority-5 consumer first, until its prefetch of 1 is used.
+    let d = q.next_delivery(&mut gate).expect("delivery");
+    assert_eq!(d.consumer, N + 1);
+    let mut seen = Vec::new();
+    for _ in 0..2 * N {
+        seen.push(q.next_delivery(&mut gate).expect("delivery").consumer);
+    }
+    // Round-robin among the others: each of them twice, in turn.
+    let turn: Vec<ConsumerId> = (1..=N).collect();
+    assert_eq!(seen[..N as usize], turn[..]);
+    assert_eq!(seen[N as usize..], turn[..]);
+    assert_eq!(asked, 2 * N + 1, "one gate question per delivery");
+}
