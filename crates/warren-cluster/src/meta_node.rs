@@ -216,6 +216,7 @@ impl MetaNode {
             election_timeout_max: t.election_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
             max_in_snapshot_log_to_keep: t.snapshot_every.min(1000),
+            snapshot_max_chunk_size: crate::raft_client::SNAPSHOT_CHUNK,
             ..Config::default()
         }
         .validate()?;

@@ -10,6 +10,12 @@
 //! A peer that refuses this node's secret or cluster id is logged once and
 //! reported to openraft as unreachable with a growing backoff (1 s doubling
 //! to 30 s): a configuration error is not retried at heartbeat pace.
+//!
+//! Sizes stay inside what a receiver accepts: a snapshot chunk's bytes go
+//! raw beside the JSON (never as a JSON array of numbers), chunks are
+//! [`SNAPSHOT_CHUNK`] long, and an AppendEntries request over
+//! [`APPEND_BUDGET`] is not sent: openraft hears `PayloadTooLarge` with the
+//! number of entries that would fit, and sends fewer.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,7 +24,8 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -51,6 +58,14 @@ const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(500);
 const REFUSED_BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest pause after refusals.
 const REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// The largest AppendEntries request sent in one call, encoded.
+pub const APPEND_BUDGET: usize = 4 << 20;
+/// The largest Raft message a node accepts: the budget plus room for one
+/// entry that is alone over it (entries are bounded by the AMQP frame size
+/// of the method that made them).
+pub const MAX_RAFT_MESSAGE: usize = 16 << 20;
+/// The bytes of a snapshot sent per InstallSnapshot call.
+pub const SNAPSHOT_CHUNK: u64 = 1 << 20;
 
 /// A channel to a peer whose calls prove the cluster secret and carry the
 /// cluster id.
@@ -143,24 +158,26 @@ pub struct PeerClient {
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl PeerClient {
-    async fn call<Req, Resp, E>(
+    /// Sends one encoded request (`data`: a snapshot chunk's bytes).
+    async fn call<Resp, E>(
         &mut self,
         kind: Rpc,
-        req: &Req,
+        payload: Vec<u8>,
+        data: Vec<u8>,
         option: &RPCOption,
     ) -> RpcResult<Resp, E>
     where
-        Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
         let channel = self.channel.clone().map_err(RPCError::Network)?;
-        let payload =
-            serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut client = RaftClient::new(channel);
+        let mut client = RaftClient::new(channel)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE);
         let mut request = tonic::Request::new(RaftRequest {
             group: self.group,
             payload,
+            data,
         });
         request.set_timeout(option.hard_ttl());
         let reply = match kind {
@@ -198,6 +215,22 @@ impl PeerClient {
     }
 }
 
+/// openraft's request, serde-encoded.
+fn encode<T: Serialize>(req: &T) -> Result<Vec<u8>, NetworkError> {
+    serde_json::to_vec(req).map_err(|e| NetworkError::new(&e))
+}
+
+/// How many of `entries` entries fit [`APPEND_BUDGET`] when all of them
+/// encode to `encoded` bytes; `None` when they all fit (or one alone does
+/// not, and must go as it is).
+fn entries_that_fit(entries: usize, encoded: usize) -> Option<u64> {
+    if encoded <= APPEND_BUDGET || entries <= 1 {
+        return None;
+    }
+    let fit = (entries as u128 * APPEND_BUDGET as u128 / encoded as u128) as u64;
+    Some(fit.clamp(1, entries as u64 - 1))
+}
+
 #[derive(Clone, Copy)]
 enum Rpc {
     Append,
@@ -220,7 +253,19 @@ impl RaftNetwork<MetaRaft> for PeerClient {
         rpc: AppendEntriesRequest<MetaRaft>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.call(Rpc::Append, &rpc, &option).await
+        let payload = encode(&rpc).map_err(RPCError::Network)?;
+        if let Some(fit) = entries_that_fit(rpc.entries.len(), payload.len()) {
+            tracing::debug!(
+                entries = rpc.entries.len(),
+                bytes = payload.len(),
+                fit,
+                "append-entries over budget; openraft sends fewer"
+            );
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit),
+            ));
+        }
+        self.call(Rpc::Append, payload, Vec::new(), &option).await
     }
 
     async fn install_snapshot(
@@ -228,7 +273,10 @@ impl RaftNetwork<MetaRaft> for PeerClient {
         rpc: InstallSnapshotRequest<MetaRaft>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call(Rpc::Snapshot, &rpc, &option).await
+        let mut rpc = rpc;
+        let data = std::mem::take(&mut rpc.data);
+        let payload = encode(&rpc).map_err(RPCError::Network)?;
+        self.call(Rpc::Snapshot, payload, data, &option).await
     }
 
     async fn vote(
@@ -236,6 +284,26 @@ impl RaftNetwork<MetaRaft> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
-        self.call(Rpc::Vote, &rpc, &option).await
+        let payload = encode(&rpc).map_err(RPCError::Network)?;
+        self.call(Rpc::Vote, payload, Vec::new(), &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_within_the_budget_go_as_they_are() {
+        assert_eq!(entries_that_fit(300, APPEND_BUDGET), None);
+        assert_eq!(entries_that_fit(1, APPEND_BUDGET * 3), None);
+    }
+
+    #[test]
+    fn an_oversized_request_asks_for_a_share_that_fits() {
+        assert_eq!(entries_that_fit(300, APPEND_BUDGET * 3), Some(100));
+        assert_eq!(entries_that_fit(2, APPEND_BUDGET * 10), Some(1));
+        // Just over: at least one entry fewer.
+        assert_eq!(entries_that_fit(300, APPEND_BUDGET + 1), Some(299));
     }
 }

@@ -1,18 +1,21 @@
 //! The server side of Raft RPCs: decode, hand to the group's Raft instance,
 //! encode its `Result` (errors included, so the caller sees openraft's own
-//! error, e.g. a higher vote).
+//! error, e.g. a higher vote). A snapshot chunk's bytes come raw beside the
+//! JSON (see [`crate::raft_client`] for the sizes).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use openraft::raft::InstallSnapshotRequest;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
-use warren_store::raft::GroupId;
+use warren_store::raft::{GroupId, MetaRaft};
 
 use crate::MetaRaftNode;
 use crate::pb::raft_server::Raft;
 use crate::pb::{RaftReply, RaftRequest};
+use crate::raft_client::MAX_RAFT_MESSAGE;
 
 /// Receives Raft RPCs for the groups of this node.
 #[derive(Clone, Default)]
@@ -30,7 +33,7 @@ impl RaftService {
 
     /// The tonic server for this service.
     pub fn into_server(self) -> crate::pb::raft_server::RaftServer<Self> {
-        crate::pb::raft_server::RaftServer::new(self)
+        crate::pb::raft_server::RaftServer::new(self).max_decoding_message_size(MAX_RAFT_MESSAGE)
     }
 
     fn group(&self, id: GroupId) -> Result<&MetaRaftNode, Status> {
@@ -74,6 +77,11 @@ impl Raft for RaftService {
     ) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         let raft = self.group(req.group)?;
-        reply(&raft.install_snapshot(decode(&req)?).await)
+        let mut rpc: InstallSnapshotRequest<MetaRaft> = decode(&req)?;
+        // A peer of an earlier version sends the bytes inside the JSON.
+        if !req.data.is_empty() {
+            rpc.data = req.data;
+        }
+        reply(&raft.install_snapshot(rpc).await)
     }
 }

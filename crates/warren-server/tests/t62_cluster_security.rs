@@ -55,6 +55,7 @@ async fn attack(addr: &str, secret: Option<&str>, queue_id: u64) -> Vec<(String,
     let raft_req = || RaftRequest {
         group: 0,
         payload: br#"{"vote":{"leader_id":{"term":999,"node_id":9},"committed":true}}"#.to_vec(),
+        data: Vec::new(),
     };
     let delete = MetaCommand::DeleteQueue {
         vhost: "/".into(),

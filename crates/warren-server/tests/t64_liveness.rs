@@ -142,3 +142,61 @@ async fn large_messages_cross_a_link_without_breaking_it() {
         "the consumer was not cancelled and got nothing more"
     );
 }
+
+/// How long a metadata proposal may wait in the test below (the node's
+/// `--metadata-timeout-ms`): long enough that the other channel's work
+/// finishes well inside it.
+const PROPOSAL_WAIT_MS: u64 = 10_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declaration_waiting_on_a_partition_does_not_stall_other_channels() {
+    let _turn = SERIAL.lock().await;
+    let opts = Options {
+        metadata_timeout_ms: PROPOSAL_WAIT_MS,
+        ..Options::default()
+    };
+    let mut c = Cluster::start_all(BIN, &[1, 2, 3], opts);
+    c.wait_leader(&[1, 2, 3]).await;
+    let n3 = c.connect(3).await;
+    // A queue homed on node 3: publishing to it and consuming from it needs
+    // no other node.
+    declare_with(&channel(&n3).await, "local", durable())
+        .await
+        .expect("declare on node 3");
+
+    tracing::info!("--- node 3 is cut off; one channel declares, it must wait");
+    c.cut(3);
+    let declaring = channel(&n3).await;
+    let mut declare = Box::pin(async move {
+        let r = declare_with(&declaring, "needs-the-majority", durable()).await;
+        (r, tokio::time::Instant::now())
+    });
+    // One poll hands the declaration to the client's writer: it reaches the
+    // server before anything the other channel sends below.
+    assert!(futures::poll!(&mut declare).is_pending());
+    let declare = tokio::spawn(declare);
+
+    tracing::info!("--- another channel of the same connection keeps working");
+    let worker = channel(&n3).await;
+    confirms(&worker).await;
+    for i in 0..20u32 {
+        let ok = publish_confirmed(&worker, "", "local", &i.to_be_bytes(), persistent()).await;
+        assert!(ok.is_ack(), "publish {i} confirmed");
+        let got = get_one(&worker, "local", true).await;
+        assert_eq!(got.delivery.data, i.to_be_bytes());
+    }
+    let worked = tokio::time::Instant::now();
+    assert!(
+        !declare.is_finished(),
+        "the other channel finished its 20 round trips while the declaration still waits"
+    );
+
+    c.heal(3);
+    let (result, answered) = declare.await.expect("declaring task");
+    assert!(answered > worked);
+    // Once healed the declaration goes through, or fails with the timeout
+    // code; either way the channel answered on its own schedule.
+    if let Err(e) = result {
+        assert_eq!(code(&e), Some(541), "{e}");
+    }
+}

@@ -138,7 +138,15 @@ impl Broker {
             || !legacy.queues.is_empty()
             || !legacy.bindings.is_empty();
         let broker = Arc::new(Broker {
-            ids: Arc::new(Ids::new(config.node_id, epoch)),
+            ids: Arc::new(Ids::new(config.node_id, epoch, {
+                let store = store.clone();
+                Box::new(move || {
+                    store
+                        .bump_epoch()
+                        .inspect_err(|e| tracing::error!("storing a new epoch: {e}"))
+                        .ok()
+                })
+            })),
             config,
             node,
             node_options: opts,

@@ -1,4 +1,9 @@
 //! Exchanges, queues and bindings: the channel side of the metadata methods.
+//!
+//! Each handler checks what it can at once (names, the empty-name shortcut),
+//! then hands the broker's part to [`Channel::defer`]: it runs beside the
+//! connection (see [`super::in_flight`]) and its [`Done`] comes back as the
+//! channel's reply.
 
 use amq_protocol::protocol::{AMQPClass, exchange, queue};
 use warren_core::binding::{Binding, DestinationKind};
@@ -8,6 +13,7 @@ use warren_core::{AmqpError, Name, ReplyCode};
 use super::Channel;
 use super::consume::generated_name;
 use super::ctx::ConnCtx;
+use super::in_flight::Done;
 
 /// The four binding methods: `queue.bind`, `queue.unbind`, `exchange.bind`
 /// and `exchange.unbind`. They differ only in their destination's kind,
@@ -25,54 +31,49 @@ pub(super) enum BindMethod {
 }
 
 impl Channel {
-    pub(super) async fn exchange_declare(
-        &mut self,
-        d: exchange::Declare,
-        ctx: &mut ConnCtx,
-    ) -> Result<(), AmqpError> {
-        ctx.broker
-            .declare_exchange(&ExchangeDeclare {
-                name: d.exchange.as_str(),
-                kind: d.kind.as_str(),
-                passive: d.passive,
-                durable: d.durable,
-                auto_delete: d.auto_delete,
-                internal: d.internal,
-                arguments: &d.arguments,
-            })
-            .await?;
-        self.answer(
-            ctx,
-            d.nowait,
-            AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})),
-        )
+    pub(super) fn exchange_declare(&mut self, d: exchange::Declare, ctx: &ConnCtx) {
+        let broker = ctx.broker.clone();
+        self.defer(async move {
+            broker
+                .declare_exchange(&ExchangeDeclare {
+                    name: d.exchange.as_str(),
+                    kind: d.kind.as_str(),
+                    passive: d.passive,
+                    durable: d.durable,
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
+                    arguments: &d.arguments,
+                })
+                .await?;
+            Ok(Done::reply(
+                d.nowait,
+                AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})),
+            ))
+        });
     }
 
-    pub(super) async fn exchange_delete(
-        &mut self,
-        d: exchange::Delete,
-        ctx: &mut ConnCtx,
-    ) -> Result<(), AmqpError> {
-        match ctx
-            .broker
-            .delete_exchange(d.exchange.as_str(), d.if_unused)
-            .await
-        {
-            // Deleting a missing exchange succeeds in RabbitMQ 3.x and later.
-            Err(e) if e.code == ReplyCode::NotFound => {}
-            other => other?,
-        }
-        self.answer(
-            ctx,
-            d.nowait,
-            AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
-        )
+    pub(super) fn exchange_delete(&mut self, d: exchange::Delete, ctx: &ConnCtx) {
+        let broker = ctx.broker.clone();
+        self.defer(async move {
+            match broker
+                .delete_exchange(d.exchange.as_str(), d.if_unused)
+                .await
+            {
+                // Deleting a missing exchange succeeds in RabbitMQ 3.x and later.
+                Err(e) if e.code == ReplyCode::NotFound => {}
+                other => other?,
+            }
+            Ok(Done::reply(
+                d.nowait,
+                AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+            ))
+        });
     }
 
-    pub(super) async fn queue_declare(
+    pub(super) fn queue_declare(
         &mut self,
         d: queue::Declare,
-        ctx: &mut ConnCtx,
+        ctx: &ConnCtx,
     ) -> Result<(), AmqpError> {
         let server_named = d.queue.as_str().is_empty() && !d.passive;
         let name: Name = if server_named {
@@ -80,79 +81,79 @@ impl Channel {
         } else {
             self.queue_name(d.queue.as_str())?
         };
-        let (def, messages, consumers) = ctx
-            .broker
-            .declare_queue(&QueueDeclare {
-                name: &name,
-                passive: d.passive,
-                durable: d.durable,
-                exclusive: d.exclusive,
-                auto_delete: d.auto_delete,
-                arguments: &d.arguments,
-                owner: ctx.id,
-                server_named,
-                home: ctx.broker.home(),
-            })
-            .await?;
-        self.last_queue = Some(def.name.clone());
-        self.answer(
-            ctx,
-            d.nowait,
-            AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
-                queue: def.name.as_ref().into(),
-                message_count: messages,
-                consumer_count: consumers,
-            })),
-        )
+        let (broker, owner) = (ctx.broker.clone(), ctx.id);
+        self.defer(async move {
+            let (def, messages, consumers) = broker
+                .declare_queue(&QueueDeclare {
+                    name: &name,
+                    passive: d.passive,
+                    durable: d.durable,
+                    exclusive: d.exclusive,
+                    auto_delete: d.auto_delete,
+                    arguments: &d.arguments,
+                    owner,
+                    server_named,
+                    home: broker.home(),
+                })
+                .await?;
+            let mut done = Done::reply(
+                d.nowait,
+                AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                    queue: def.name.as_ref().into(),
+                    message_count: messages,
+                    consumer_count: consumers,
+                })),
+            );
+            done.last_queue = Some(def.name);
+            Ok(done)
+        });
+        Ok(())
     }
 
-    pub(super) async fn queue_purge(
-        &mut self,
-        p: queue::Purge,
-        ctx: &mut ConnCtx,
-    ) -> Result<(), AmqpError> {
+    pub(super) fn queue_purge(&mut self, p: queue::Purge, ctx: &ConnCtx) -> Result<(), AmqpError> {
         let name = self.queue_name(p.queue.as_str())?;
-        let n = ctx.broker.purge_queue(&name, ctx.id).await?;
-        self.answer(
-            ctx,
-            p.nowait,
-            AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
-                message_count: n,
-            })),
-        )
+        let (broker, conn) = (ctx.broker.clone(), ctx.id);
+        self.defer(async move {
+            let n = broker.purge_queue(&name, conn).await?;
+            Ok(Done::reply(
+                p.nowait,
+                AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                    message_count: n,
+                })),
+            ))
+        });
+        Ok(())
     }
 
-    pub(super) async fn queue_delete(
+    pub(super) fn queue_delete(
         &mut self,
         d: queue::Delete,
-        ctx: &mut ConnCtx,
+        ctx: &ConnCtx,
     ) -> Result<(), AmqpError> {
         let name = self.queue_name(d.queue.as_str())?;
-        let n = match ctx
-            .broker
-            .delete_queue(&name, ctx.id, d.if_unused, d.if_empty)
-            .await
-        {
-            Ok(n) => n,
-            // Deleting a missing queue succeeds in RabbitMQ 3.x and later.
-            Err(e) if e.code == ReplyCode::NotFound => 0,
-            Err(e) => return Err(e),
-        };
-        self.answer(
-            ctx,
-            d.nowait,
-            AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
-                message_count: n,
-            })),
-        )
+        let (broker, conn) = (ctx.broker.clone(), ctx.id);
+        self.defer(async move {
+            let n = match broker
+                .delete_queue(&name, conn, d.if_unused, d.if_empty)
+                .await
+            {
+                Ok(n) => n,
+                // Deleting a missing queue succeeds in RabbitMQ 3.x and later.
+                Err(e) if e.code == ReplyCode::NotFound => 0,
+                Err(e) => return Err(e),
+            };
+            Ok(Done::reply(
+                d.nowait,
+                AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                    message_count: n,
+                })),
+            ))
+        });
+        Ok(())
     }
 
     /// One of the [`BindMethod`]s.
-    pub(super) async fn change_binding(
-        &mut self,
-        m: BindMethod,
-        ctx: &mut ConnCtx,
-    ) -> Result<(), AmqpError> {
+    pub(super) fn change_binding(&mut self, m: BindMethod, ctx: &ConnCtx) -> Result<(), AmqpError> {
         use BindMethod as M;
         let (source, destination, kind, key, arguments) = match &m {
             M::QueueBind(b) => (
@@ -217,7 +218,11 @@ impl Channel {
                 AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
             ),
         };
-        ctx.broker.bind(binding, ctx.id, bind).await?;
-        self.answer(ctx, nowait, ok)
+        let (broker, conn) = (ctx.broker.clone(), ctx.id);
+        self.defer(async move {
+            broker.bind(binding, conn, bind).await?;
+            Ok(Done::reply(nowait, ok))
+        });
+        Ok(())
     }
 }

@@ -18,15 +18,18 @@
 mod consume;
 mod ctx;
 mod declare;
+mod in_flight;
 mod modes;
 mod publish;
 mod table;
 
 pub use ctx::{ClientCaps, ConnCtx};
 use declare::BindMethod;
+pub use in_flight::Finished;
 pub use table::{Channels, ConnectionFault};
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::Arc;
 
 use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, exchange, queue, tx};
@@ -38,6 +41,8 @@ use warren_core::{AmqpError, Name, QueueId, ReplyCode};
 use warren_queues::{ChannelCredit, QueueHandle};
 
 pub use modes::Mode;
+
+use in_flight::{Done, Outcome, Parked, Work};
 
 /// An unacked delivery of this channel.
 #[derive(Clone, Copy, Debug)]
@@ -80,6 +85,12 @@ pub struct Channel {
     /// Confirms changed since their replies were last written.
     confirms_dirty: bool,
     tx: modes::TxBuffer,
+    /// A metadata method runs for this channel: frames wait in `parked`.
+    busy: bool,
+    parked: Parked,
+    /// The metadata method the last handler deferred, for the table to
+    /// start.
+    started: Option<Work>,
 }
 
 /// Reply with a method on this channel.
@@ -110,6 +121,9 @@ impl Channel {
             queues_used: HashMap::new(),
             confirms_dirty: false,
             tx: Default::default(),
+            busy: false,
+            parked: Parked::default(),
+            started: None,
         }
     }
 
@@ -139,24 +153,29 @@ impl Channel {
         use AMQPClass as C;
         match m {
             C::Channel(channel::AMQPMethod::Flow(f)) => self.flow(f.active, ctx),
-            C::Exchange(exchange::AMQPMethod::Declare(d)) => self.exchange_declare(d, ctx).await,
-            C::Exchange(exchange::AMQPMethod::Delete(d)) => self.exchange_delete(d, ctx).await,
+            C::Exchange(exchange::AMQPMethod::Declare(d)) => {
+                self.exchange_declare(d, ctx);
+                Ok(())
+            }
+            C::Exchange(exchange::AMQPMethod::Delete(d)) => {
+                self.exchange_delete(d, ctx);
+                Ok(())
+            }
             C::Exchange(exchange::AMQPMethod::Bind(b)) => {
-                self.change_binding(BindMethod::ExchangeBind(b), ctx).await
+                self.change_binding(BindMethod::ExchangeBind(b), ctx)
             }
             C::Exchange(exchange::AMQPMethod::Unbind(b)) => {
                 self.change_binding(BindMethod::ExchangeUnbind(b), ctx)
-                    .await
             }
-            C::Queue(queue::AMQPMethod::Declare(d)) => self.queue_declare(d, ctx).await,
+            C::Queue(queue::AMQPMethod::Declare(d)) => self.queue_declare(d, ctx),
             C::Queue(queue::AMQPMethod::Bind(b)) => {
-                self.change_binding(BindMethod::QueueBind(b), ctx).await
+                self.change_binding(BindMethod::QueueBind(b), ctx)
             }
             C::Queue(queue::AMQPMethod::Unbind(b)) => {
-                self.change_binding(BindMethod::QueueUnbind(b), ctx).await
+                self.change_binding(BindMethod::QueueUnbind(b), ctx)
             }
-            C::Queue(queue::AMQPMethod::Purge(p)) => self.queue_purge(p, ctx).await,
-            C::Queue(queue::AMQPMethod::Delete(d)) => self.queue_delete(d, ctx).await,
+            C::Queue(queue::AMQPMethod::Purge(p)) => self.queue_purge(p, ctx),
+            C::Queue(queue::AMQPMethod::Delete(d)) => self.queue_delete(d, ctx),
             C::Basic(basic::AMQPMethod::Qos(q)) => self.qos(q, ctx),
             C::Basic(basic::AMQPMethod::Consume(c)) => self.consume(c, ctx).await,
             C::Basic(basic::AMQPMethod::Cancel(c)) => self.cancel(c, ctx).await,
@@ -189,6 +208,23 @@ impl Channel {
                     other.get_amqp_method_id()
                 ),
             )),
+        }
+    }
+
+    /// Hands the broker's part of the current metadata method to the table,
+    /// which runs it beside the connection (see [`in_flight`]).
+    fn defer(&mut self, work: impl Future<Output = Outcome> + Send + 'static) {
+        self.started = Some(Work(Box::pin(work)));
+    }
+
+    /// A deferred method finished well: its reply goes out.
+    fn finish(&mut self, done: Done, ctx: &mut ConnCtx) -> Result<(), AmqpError> {
+        if let Some(q) = done.last_queue {
+            self.last_queue = Some(q);
+        }
+        match done.reply {
+            Some(ok) => reply(ctx, self.id, ok),
+            None => Ok(()),
         }
     }
 

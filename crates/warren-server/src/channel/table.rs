@@ -5,6 +5,10 @@
 //! negotiated `channel_max`), closed by either side; a channel-level error
 //! closes only it (`channel.close`, then frames are ignored until
 //! `close-ok`), a connection-level one is returned to the connection.
+//!
+//! A channel whose metadata method runs (see [`super::in_flight`]) is busy:
+//! its frames are parked until the method's answer is written, then
+//! replayed in order.
 
 use std::collections::HashMap;
 
@@ -16,6 +20,7 @@ use warren_core::{AmqpError, ReplyCode};
 use warren_queues::ConnEvent;
 
 use super::ctx::ConnCtx;
+use super::in_flight::{Finished, InFlight, PARK_HIGH_BYTES, PARK_HIGH_FRAMES};
 use super::{Channel, reply};
 
 /// An error that closes the whole connection, with the method it answers.
@@ -48,6 +53,11 @@ pub struct Channels {
     /// Largest message body accepted.
     max_body: u64,
     scratch: Vec<ConfirmReply>,
+    /// Metadata methods running beside the connection.
+    in_flight: InFlight,
+    /// Frames parked on busy channels, and what they weigh.
+    parked_frames: usize,
+    parked_bytes: usize,
 }
 
 impl Channels {
@@ -58,7 +68,86 @@ impl Channels {
             channel_max,
             max_body,
             scratch: Vec::new(),
+            in_flight: InFlight::default(),
+            parked_frames: 0,
+            parked_bytes: 0,
         }
+    }
+
+    /// Whether a metadata method runs.
+    pub fn has_in_flight(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
+
+    /// The next metadata method to finish (cancel-safe; guard with
+    /// [`Channels::has_in_flight`]).
+    pub async fn next_finished(&mut self) -> Option<Finished> {
+        self.in_flight.next().await
+    }
+
+    /// Waits for the metadata methods still running (before the
+    /// connection's exclusive queues are dropped).
+    pub async fn wait_in_flight(&mut self) {
+        self.in_flight.wait_all().await;
+    }
+
+    /// Too much is parked on busy channels: stop reading the socket.
+    pub fn parked_full(&self) -> bool {
+        self.parked_frames > PARK_HIGH_FRAMES || self.parked_bytes > PARK_HIGH_BYTES
+    }
+
+    /// A metadata method finished: its channel answers (or fails), then
+    /// takes the frames parked meanwhile.
+    pub async fn on_finished(
+        &mut self,
+        f: Finished,
+        ctx: &mut ConnCtx,
+    ) -> Result<(), ConnectionFault> {
+        let Some(channel) = self.open.get_mut(&f.channel) else {
+            return Ok(());
+        };
+        if channel.key() != f.key {
+            return Ok(());
+        }
+        channel.busy = false;
+        if !channel.closing {
+            match f.outcome.and_then(|done| channel.finish(done, ctx)) {
+                Ok(()) => {}
+                Err(e) if e.is_connection_level() => {
+                    return Err(ConnectionFault::new(e, f.method));
+                }
+                Err(e) => fail(channel, e, f.method, ctx).await,
+            }
+        }
+        self.replay(f.channel, ctx).await
+    }
+
+    /// Hands the frames parked on channel `ch` to it, until it is busy
+    /// again or none is left.
+    async fn replay(&mut self, ch: u16, ctx: &mut ConnCtx) -> Result<(), ConnectionFault> {
+        loop {
+            let Some(channel) = self.open.get_mut(&ch) else {
+                return Ok(());
+            };
+            if channel.busy {
+                return Ok(());
+            }
+            let Some((frame, weight)) = channel.parked.pop() else {
+                return Ok(());
+            };
+            self.parked_frames -= 1;
+            self.parked_bytes -= weight;
+            self.on_frame(ch, frame, ctx).await?;
+        }
+    }
+
+    /// Removes channel `ch` with whatever is parked on it.
+    fn remove(&mut self, ch: u16) -> Option<Channel> {
+        let c = self.open.remove(&ch)?;
+        let (frames, bytes) = c.parked.totals();
+        self.parked_frames -= frames;
+        self.parked_bytes -= bytes;
+        Some(c)
     }
 
     /// A frame for channel `ch` (not 0).
@@ -74,14 +163,19 @@ impl Channels {
         if channel.closing {
             match frame {
                 Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
-                    self.open.remove(&ch);
+                    self.remove(ch);
                 }
                 Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
-                    self.open.remove(&ch);
+                    self.remove(ch);
                     close_ok(ctx, ch);
                 }
                 _ => {}
             }
+            return Ok(());
+        }
+        if channel.busy {
+            self.parked_bytes += channel.parked.push(frame);
+            self.parked_frames += 1;
             return Ok(());
         }
         match frame {
@@ -90,7 +184,7 @@ impl Channels {
                 return Err(ConnectionFault::new(e, CHANNEL_OPEN));
             }
             Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
-                if let Some(mut c) = self.open.remove(&ch) {
+                if let Some(mut c) = self.remove(ch) {
                     c.cleanup(ctx).await;
                 }
                 close_ok(ctx, ch);
@@ -109,7 +203,13 @@ impl Channels {
             Err(e) => return Err(ConnectionFault::frame(&e)),
         };
         match channel.handle(cmd, ctx).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(work) = channel.started.take() {
+                    channel.busy = true;
+                    self.in_flight.start(channel.key(), method, work);
+                }
+                Ok(())
+            }
             Err(e) if e.is_connection_level() => Err(ConnectionFault::new(e, method)),
             Err(e) => {
                 fail(channel, e, method, ctx).await;
@@ -189,6 +289,8 @@ impl Channels {
     pub async fn close_all(&mut self, ctx: &mut ConnCtx) {
         let mut chans: Vec<(u16, Channel)> = self.open.drain().collect();
         chans.sort_by_key(|(id, _)| *id);
+        self.parked_frames = 0;
+        self.parked_bytes = 0;
         for (_, mut c) in chans {
             c.cleanup(ctx).await;
         }

@@ -2,7 +2,9 @@
 //! methods, takes events from queues, and writes.
 //!
 //! The task `select!`s over the socket's read half, the write of pending output,
-//! its event inbox, a heartbeat tick, the memory alarm and shutdown. Each
+//! its event inbox, the metadata methods its channels started (they run as
+//! tasks of their own, so one channel waiting on Raft does not stall the
+//! others), a heartbeat tick, the memory alarm and shutdown. Each
 //! wake-up handles everything available (all complete frames of a read, all
 //! queued events) and the output of the whole wake-up goes out in one write.
 //! A slow reader is handled with bounds, not buffers: while the write buffer is
@@ -30,7 +32,7 @@ use warren_core::{AmqpError, ReplyCode};
 use warren_queues::ConnEvent;
 
 use crate::broker::Broker;
-use crate::channel::{Channels, ConnCtx, ConnectionFault};
+use crate::channel::{Channels, ConnCtx, ConnectionFault, Finished};
 
 /// Write-buffer size above which the connection stops producing more output.
 const OUT_HIGH: usize = 1 << 20;
@@ -155,7 +157,9 @@ impl Connection {
             let mem_blocked =
                 *self.blocked.borrow() && self.ctx.has_published && self.closing.is_none();
             let throttled = self.ctx.throttled_by.clone();
-            let can_read = !full && !mem_blocked && throttled.is_none();
+            let can_read =
+                !full && !mem_blocked && throttled.is_none() && !self.channels.parked_full();
+            let in_flight = self.channels.has_in_flight();
             let step = tokio::select! {
                 biased;
                 _ = token.cancelled(), if !shutting_down => {
@@ -177,6 +181,10 @@ impl Connection {
                 },
                 ev = self.events.recv(), if !full => match ev {
                     Some(ev) => self.on_events(ev).await,
+                    None => Ok(()),
+                },
+                f = self.channels.next_finished(), if in_flight && !full => match f {
+                    Some(f) => self.on_finished(f).await,
                     None => Ok(()),
                 },
                 r = self.reader.read_buf(&mut self.rbuf), if can_read => match r {
@@ -297,6 +305,13 @@ impl Connection {
         result
     }
 
+    async fn on_finished(&mut self, f: Finished) -> Result<(), Stop> {
+        let result = self.channels.on_finished(f, &mut self.ctx).await;
+        self.ctx.flush().await;
+        self.channels.write_confirms(&mut self.ctx).await;
+        result.map_err(Stop::Close)
+    }
+
     async fn process_frames(&mut self) -> Result<(), Stop> {
         loop {
             let frame = match self.decoder.decode(&mut self.rbuf) {
@@ -400,8 +415,9 @@ impl Connection {
     }
 
     /// After the socket is gone: channels release their messages, exclusive
-    /// queues are deleted.
+    /// queues are deleted (once no declaration of one can still commit).
     async fn cleanup(&mut self) {
+        self.channels.wait_in_flight().await;
         self.channels.close_all(&mut self.ctx).await;
         let broker = self.ctx.broker.clone();
         broker.drop_connection(self.ctx.id).await;
