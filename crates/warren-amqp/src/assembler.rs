@@ -63,6 +63,17 @@ impl Assembler {
         !matches!(self.state, State::Method)
     }
 
+    /// Body bytes received of the publish being assembled (held in memory
+    /// until it completes).
+    pub fn received(&self) -> u64 {
+        match &self.state {
+            State::Body {
+                header, remaining, ..
+            } => header.body_size - remaining,
+            _ => 0,
+        }
+    }
+
     /// Feeds one frame of this channel. `max_body` bounds the announced body size.
     pub fn feed(&mut self, frame: Frame, max_body: u64) -> Result<Option<Inbound>, FrameError> {
         match (std::mem::take(&mut self.state), frame) {

@@ -16,14 +16,13 @@ use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, Weak};
 
-use tokio::sync::mpsc;
 use warren_cluster::MetaNode;
 use warren_core::queue::QueueDef;
 use warren_core::{Name, NodeId, QueueId};
 
 use crate::api::{Ending, QueueHandle};
 use crate::classic::{self, ClassicEnv};
-use crate::link::{self, Routed};
+use crate::link::{self, LinkTx};
 
 /// How this node serves a queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +64,7 @@ pub struct Registry {
     /// Membership, to find the home nodes of remote queues.
     node: Weak<MetaNode>,
     /// Links to the home nodes of queues used here.
-    links: Mutex<HashMap<NodeId, mpsc::Sender<Routed>>>,
+    links: Mutex<HashMap<NodeId, LinkTx>>,
     /// The node's queues are started: links from other nodes are served.
     ready: AtomicBool,
     /// The node is stopping: no queue starts any more.
@@ -193,11 +192,11 @@ impl Registry {
     }
 
     /// The link task to `home` (started on first use).
-    fn link_to(&self, home: NodeId) -> mpsc::Sender<Routed> {
+    fn link_to(&self, home: NodeId) -> LinkTx {
         let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
         links
             .entry(home)
-            .or_insert_with(|| link::spawn_link(self.node.clone(), home))
+            .or_insert_with(|| link::spawn_link(self.node.clone(), home, self.env.memory.clone()))
             .clone()
     }
 

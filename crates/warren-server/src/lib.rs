@@ -10,12 +10,14 @@
 //! - [`broker`]: the node: metadata replica and the metadata operations that
 //!   go through Raft, the queue registry, storage, memory.
 //! - [`error`]: [`ServerError`], why a node cannot start.
+//! - [`allocator`]: malloc returns large blocks (message bodies) at once.
 //!
 //! Modules depend one way: server → connection → channel → broker → config.
 //! Domain rules live in `warren-core`, wire handling in `warren-amqp`, queue
 //! types in `warren-queues`, Raft and gRPC in `warren-cluster`, disk in
 //! `warren-store`; this crate connects them to sockets and tasks.
 
+pub mod allocator;
 pub mod broker;
 pub mod channel;
 pub mod config;

@@ -80,6 +80,7 @@ fn main() -> anyhow::Result<()> {
                 .with_env_filter(filter)
                 .with_target(false)
                 .init();
+            warren_server::allocator::return_large_blocks();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;

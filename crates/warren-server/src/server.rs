@@ -57,7 +57,11 @@ impl Server {
                 cluster_addr.to_string(),
             );
             let node: Arc<dyn LocalQueues> = broker.clone();
-            let queues = QueuesService::new(Arc::downgrade(&node), broker.ids().clone());
+            let queues = QueuesService::new(
+                Arc::downgrade(&node),
+                broker.ids().clone(),
+                broker.memory().local_alarm(),
+            );
             tracker.spawn(serve_cluster(
                 listener,
                 broker.node().clone(),

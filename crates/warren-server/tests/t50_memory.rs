@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
-use amq_protocol::protocol::{AMQPClass, basic};
+use amq_protocol::protocol::{AMQPClass, basic, channel, tx};
 use common::BIN;
 use common::raw::{Raw, bytes, method};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::Event;
 use lapin::options::*;
 use tokio::io::AsyncWriteExt;
@@ -250,4 +250,248 @@ async fn a_consumed_queue_slows_its_publisher() {
     );
     publisher.abort();
     c.close(200, "ok".into()).await.expect("close");
+}
+
+/// Channels a client may open (Warren's default `channel_max`).
+const CHANNELS: u16 = 2047;
+/// What the half-sending client below may push before the test gives up on
+/// being stopped: far over the watermark.
+const HALF_SENT_CAP: u64 = 768 * MIB;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_that_never_finish_count_against_the_watermark() {
+    let p = SingleNode::start(BIN, &["--memory-high-watermark", "64MiB"]).await;
+    let before = p.rss();
+    // Another client's queue, with a message waiting, before anything; the
+    // other client never publishes (publishers are blocked by any alarm).
+    let publisher = p.connect().await;
+    let pch = channel(&publisher).await;
+    declare(&pch, "other").await.expect("declare");
+    publish(&pch, "", "other", b"for the other client").await;
+    wait_ready(&pch, "other", 1).await;
+    let other = p.connect().await;
+    let och = channel(&other).await;
+
+    // One connection opens every channel and announces a 128 MiB body on
+    // each, then sends body frames round-robin and never finishes one.
+    let mut raw = Raw::open(p.addr, 0).await;
+    let opens: Vec<u8> = (2..=CHANNELS)
+        .flat_map(|ch| {
+            method(
+                ch,
+                AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+            )
+        })
+        .collect();
+    raw.send(&opens).await;
+    for _ in 2..=CHANNELS {
+        assert!(matches!(
+            raw.frame().await,
+            Some(AMQPFrame::Method(
+                _,
+                AMQPClass::Channel(channel::AMQPMethod::OpenOk(_))
+            ))
+        ));
+    }
+    let body_size = 128 * MIB;
+    let starts: Vec<u8> = (1..=CHANNELS)
+        .flat_map(|ch| {
+            [
+                method(
+                    ch,
+                    AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                        exchange: "".into(),
+                        routing_key: "nowhere".into(),
+                        mandatory: false,
+                        immediate: false,
+                    })),
+                ),
+                bytes(&AMQPFrame::Header(
+                    ch,
+                    AMQPContentHeader {
+                        class_id: 60,
+                        body_size,
+                        properties: Default::default(),
+                    },
+                )),
+            ]
+            .concat()
+        })
+        .collect();
+    raw.send(&starts).await;
+    let chunk = vec![b'x'; 128 * 1024 - 8];
+    let mut sent = 0u64;
+    let mut stopped = None;
+    'rounds: while sent < HALF_SENT_CAP {
+        for ch in 1..=CHANNELS {
+            // The server said something (connection.close): it stopped
+            // taking this connection's bodies.
+            let mut peek = [0u8; 1];
+            if let Some(r) = raw.stream.peek(&mut peek).now_or_never() {
+                stopped = Some(if r.is_ok_and(|n| n > 0) {
+                    "closed"
+                } else {
+                    "dropped"
+                });
+                break 'rounds;
+            }
+            let frame = bytes(&AMQPFrame::Body(ch, chunk.clone()));
+            // A write the server does not take within 3 s: it stopped
+            // reading this connection.
+            let w = tokio::time::timeout(Duration::from_secs(3), raw.stream.write_all(&frame));
+            match w.await {
+                Err(_) => {
+                    stopped = Some("blocked");
+                    break 'rounds;
+                }
+                Ok(Err(_)) => {
+                    stopped = Some("dropped");
+                    break 'rounds;
+                }
+                Ok(Ok(())) => sent += chunk.len() as u64,
+            }
+        }
+    }
+    let rss = p.rss();
+    println!(
+        "half-sent bodies: the server stopped the connection ({stopped:?}) after {} MiB; RSS {} MiB (before: {} MiB)",
+        sent / MIB,
+        rss / MIB,
+        before / MIB
+    );
+    // Publishes under way on 2,047 channels when the alarm rises: closed
+    // with 506, what they held released.
+    assert_eq!(
+        stopped,
+        Some("closed"),
+        "the server took {} MiB without stopping",
+        sent / MIB
+    );
+    assert!(rss < 3 * 64 * MIB, "RSS {} MiB", rss / MIB);
+    let (code, text) = raw.expect_connection_close().await;
+    assert_eq!(code, 506, "{text}");
+
+    // Other clients still consume and declare (publishers are blocked, as
+    // with any memory alarm).
+    let got = get_one(&och, "other", true).await;
+    assert_eq!(got.delivery.data, b"for the other client");
+    declare(&channel(&other).await, "declared-meanwhile")
+        .await
+        .expect("declare during the alarm");
+
+    // The half-sending client goes: what it held is released, publishers
+    // go on.
+    drop(raw);
+    confirms(&pch).await;
+    let ok = publish_confirmed(&pch, "", "other", b"after", persistent()).await;
+    assert!(ok.is_ack());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_counts_against_the_watermark() {
+    let p = SingleNode::start(BIN, &["--memory-high-watermark", "64MiB"]).await;
+    const MSG: usize = 1024 * 1024;
+    let body = vec![3u8; MSG];
+    let setup = p.connect().await;
+    declare(&channel(&setup).await, "in-tx")
+        .await
+        .expect("declare");
+
+    // 48 MiB published in a transaction, not committed: below the
+    // watermark on its own. A raw client: it does not announce
+    // `connection.blocked` (lapin stops writing when told, so it could not
+    // send the rollback below).
+    let mut raw = Raw::open(p.addr, 0).await;
+    let select = AMQPClass::Tx(tx::AMQPMethod::Select(tx::Select {}));
+    assert!(matches!(
+        raw.call(1, select).await,
+        Some(AMQPFrame::Method(
+            1,
+            AMQPClass::Tx(tx::AMQPMethod::SelectOk(_))
+        ))
+    ));
+    let one: Vec<u8> = [
+        method(
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: "".into(),
+                routing_key: "in-tx".into(),
+                mandatory: false,
+                immediate: false,
+            })),
+        ),
+        bytes(&AMQPFrame::Header(
+            1,
+            AMQPContentHeader {
+                class_id: 60,
+                body_size: MSG as u64,
+                properties: Default::default(),
+            },
+        )),
+        body.chunks(64 * 1024)
+            .flat_map(|c| bytes(&AMQPFrame::Body(1, c.to_vec())))
+            .collect(),
+    ]
+    .concat();
+    raw.send(&one.repeat(48)).await;
+    // A round trip on the channel: the server has taken all 48.
+    let qos = AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
+        prefetch_count: 10,
+        global: false,
+    }));
+    assert!(matches!(
+        raw.call(1, qos).await,
+        Some(AMQPFrame::Method(
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::QosOk(_))
+        ))
+    ));
+
+    // Another publisher's 24 MiB cross the watermark together with the
+    // transaction's.
+    let other = p.connect().await;
+    let blocked = Arc::new(AtomicBool::new(false));
+    {
+        let mut events = other.events_listener();
+        let b = blocked.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events.next().await {
+                if let Event::ConnectionBlocked(_) = ev {
+                    b.store(true, Ordering::SeqCst);
+                }
+            }
+        });
+    }
+    let och = channel(&other).await;
+    declare(&och, "plain").await.expect("declare");
+    let publisher = tokio::spawn({
+        let body = body.clone();
+        async move {
+            for _ in 0..24 {
+                publish(&och, "", "plain", &body).await;
+            }
+            och
+        }
+    });
+    wait_for_async("the other publisher is blocked", || async {
+        blocked.load(Ordering::SeqCst)
+    })
+    .await;
+
+    // A rollback is not a publish: it goes through while the alarm is on,
+    // and what the transaction held is released.
+    let rollback = AMQPClass::Tx(tx::AMQPMethod::Rollback(tx::Rollback {}));
+    assert!(matches!(
+        raw.call(1, rollback).await,
+        Some(AMQPFrame::Method(
+            1,
+            AMQPClass::Tx(tx::AMQPMethod::RollbackOk(_))
+        ))
+    ));
+    let och = tokio::time::timeout(DEADLINE, publisher)
+        .await
+        .expect("the other publisher finishes once the rollback freed memory")
+        .expect("publisher task");
+    wait_ready(&och, "plain", 24).await;
+    assert_eq!(count(&och, "in-tx").await, 0);
 }

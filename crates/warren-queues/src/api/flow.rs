@@ -12,10 +12,15 @@
 //! - [`ChannelCredit`]: unacked messages of a channel, against `basic.qos` with
 //!   `global=true` (RabbitMQ's reading: a limit shared by the channel's
 //!   consumers), and the channel's `channel.flow` switch.
+//! - [`ByteBudget`]: bytes of publishes on their way to another node, per
+//!   queue link: mailboxes bound messages by count, and a burst of large
+//!   messages must not fill this node (or, once delivered, the home node)
+//!   past what the memory alarm can stop in time.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::mailbox::QueueMsg;
 
@@ -223,5 +228,35 @@ impl ChannelCredit {
             .unwrap_or(0);
         let limit = self.limit.load(Ordering::Acquire);
         limit != 0 && prev >= limit
+    }
+}
+
+/// Bytes that may be in flight on one path at once.
+#[derive(Debug)]
+pub struct ByteBudget {
+    permits: Arc<Semaphore>,
+    total: usize,
+}
+
+impl ByteBudget {
+    /// A budget of `total` bytes.
+    pub fn new(total: usize) -> Self {
+        let total = total.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Waits until `bytes` fit (a batch larger than the whole budget waits
+    /// for all of it); the bytes return when the permit is dropped.
+    pub async fn take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let n = u32::try_from(bytes.clamp(1, self.total)).unwrap_or(u32::MAX);
+        self.permits.clone().acquire_many_owned(n).await.ok()
+    }
+
+    /// Bytes free now.
+    pub fn available(&self) -> usize {
+        self.permits.available_permits()
     }
 }

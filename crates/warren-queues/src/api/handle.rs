@@ -8,7 +8,7 @@ use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec};
 use warren_core::{AmqpError, Name, QueueId, ReplyCode};
 
 use super::events::ConnTx;
-use super::flow::{ChannelCredit, ConsumerFlow, QueueFlow};
+use super::flow::{ByteBudget, ChannelCredit, ConsumerFlow, QueueFlow};
 use super::mailbox::{ConsumerLink, GetReply, PublishBatch, QueueMsg};
 
 /// Why a queue's mailbox closed.
@@ -49,6 +49,8 @@ pub struct QueueHandle {
     tx: mpsc::Sender<QueueMsg>,
     flow: Arc<QueueFlow>,
     ending: Arc<AtomicU8>,
+    /// For a queue on another node: the byte budget of the link to it.
+    budget: Option<Arc<ByteBudget>>,
 }
 
 impl QueueHandle {
@@ -68,7 +70,15 @@ impl QueueHandle {
             tx,
             flow: Arc::new(QueueFlow::default()),
             ending: Arc::new(AtomicU8::new(Ending::Running as u8)),
+            budget: None,
         }
+    }
+
+    /// Publishes through this handle take their bytes from `budget` (a
+    /// queue link's) before they enter the mailbox.
+    pub(crate) fn with_budget(mut self, budget: Arc<ByteBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Records why the queue's mailbox is about to close (for queue types).
@@ -148,7 +158,11 @@ impl QueueHandle {
     /// connection from reading its socket. A queue deleted after routing
     /// drops the batch and confirms it, as RabbitMQ does; a queue that
     /// stopped nacks it.
-    pub async fn publish(&self, batch: PublishBatch) {
+    pub async fn publish(&self, mut batch: PublishBatch) {
+        if let Some(budget) = &self.budget {
+            let bytes = batch.items.iter().map(|(m, _)| m.memory_size()).sum();
+            batch.budget = budget.take(bytes).await;
+        }
         if let Err(mpsc::error::SendError(QueueMsg::Publish(b))) =
             self.tx.send(QueueMsg::Publish(batch)).await
         {

@@ -18,6 +18,9 @@ pub struct PublishBatch {
     /// Each message with its confirm (channel, seq) when the publisher waits
     /// for this queue to write it.
     pub items: Vec<(Message, Option<(ChannelKey, u64)>)>,
+    /// The share of a link's [`super::ByteBudget`] the batch holds until it
+    /// is encoded for the wire (`None` for local queues).
+    pub budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl PublishBatch {

@@ -25,6 +25,6 @@ pub mod handle;
 pub mod mailbox;
 
 pub use events::{ConnEvent, ConnTx, DeliverEvent};
-pub use flow::{ChannelCredit, ConsumerFlow, DELIVERY_WINDOW, QueueFlow};
+pub use flow::{ByteBudget, ChannelCredit, ConsumerFlow, DELIVERY_WINDOW, QueueFlow};
 pub use handle::{Ending, QueueHandle};
 pub use mailbox::{Absent, ConsumerLink, GetReply, PublishBatch, QueueMsg};

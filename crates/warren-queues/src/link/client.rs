@@ -5,8 +5,11 @@
 //! `Up` frame, keeps what must come back (confirm routes, consumers,
 //! pending requests) and turns `Down` frames into connection events.
 //!
+//! The home node's memory alarm comes down the link too: while it is
+//! raised, this node's publishers are blocked (see [`crate::memory`]).
+//!
 //! When the link breaks, requests fail, consumers get `basic.cancel` and
-//! unconfirmed publishes are nacked; the link reconnects with backoff and,
+//! unconfirmed publishes are nacked (and the home's alarm no longer counts); the link reconnects with backoff and,
 //! meanwhile, answers for the unreachable queues at once (nack, 404, empty)
 //! rather than letting publishers block.
 
@@ -27,15 +30,20 @@ use super::wire::{
     channel_from, channel_to, error_from, frames, message_from, message_to, up_bytes,
 };
 use crate::api::{
-    Absent, ConnEvent, ConnTx, ConsumerFlow, DeliverEvent, GetReply, QueueHandle, QueueMsg,
+    Absent, ByteBudget, ConnEvent, ConnTx, ConsumerFlow, DeliverEvent, GetReply, QueueHandle,
+    QueueMsg,
 };
+use crate::memory::Memory;
 
 /// Mailbox of a proxy and of a link.
 const MAILBOX: usize = 1024;
 /// Most mailbox messages folded into one `Up` frame.
 const FRAME_ITEMS: usize = 512;
 /// `Up` frames buffered towards the home node.
-const UP_FRAMES: usize = 16;
+const UP_FRAMES: usize = 4;
+/// Bytes of publishes between this node's connections and the wire, per
+/// link: what may still reach a home node after its memory alarm is heard.
+pub const LINK_BUDGET: usize = 16 << 20;
 /// Bound on opening the link's stream.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Reconnection backoff bounds.
@@ -45,10 +53,18 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A proxy's message for the link: the queue and what was asked of it.
 pub type Routed = (QueueId, QueueMsg);
 
+/// The way into a link task: its mailbox and its byte budget.
+#[derive(Clone, Debug)]
+pub struct LinkTx {
+    tx: mpsc::Sender<Routed>,
+    budget: Arc<ByteBudget>,
+}
+
 /// Starts the proxy of a queue homed on another node, feeding `link`.
-pub fn spawn_proxy(def: &QueueDef, vhost: Name, link: mpsc::Sender<Routed>) -> QueueHandle {
+pub fn spawn_proxy(def: &QueueDef, vhost: Name, link: LinkTx) -> QueueHandle {
     let (tx, mut rx) = mpsc::channel::<QueueMsg>(MAILBOX);
     let id = def.id;
+    let LinkTx { tx: link, budget } = link;
     tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
             if matches!(m, QueueMsg::Stop) || link.send((id, m)).await.is_err() {
@@ -56,15 +72,17 @@ pub fn spawn_proxy(def: &QueueDef, vhost: Name, link: mpsc::Sender<Routed>) -> Q
             }
         }
     });
-    QueueHandle::new(def.id, def.name.clone(), vhost, def.durable, tx)
+    QueueHandle::new(def.id, def.name.clone(), vhost, def.durable, tx).with_budget(budget)
 }
 
-/// Starts the link task to `home`, which it finds in `node`'s membership;
-/// returns its mailbox.
-pub fn spawn_link(node: Weak<MetaNode>, home: NodeId) -> mpsc::Sender<Routed> {
+/// Starts the link task to `home`, which it finds in `node`'s membership.
+pub fn spawn_link(node: Weak<MetaNode>, home: NodeId, memory: Arc<Memory>) -> LinkTx {
     let (tx, rx) = mpsc::channel(MAILBOX);
-    tokio::spawn(run(node, home, rx));
-    tx
+    tokio::spawn(run(node, home, memory, rx));
+    LinkTx {
+        tx,
+        budget: Arc::new(ByteBudget::new(LINK_BUDGET)),
+    }
 }
 
 /// A consumer on this node of a queue homed there.
@@ -96,6 +114,8 @@ struct State {
     /// Unconfirmed publish seqs per channel (nacked if the link breaks).
     outstanding: HashMap<u64, (ChannelKey, BTreeSet<u64>)>,
     credit_tx: mpsc::UnboundedSender<(u64, u32)>,
+    /// The home's alarm as the last frame reported it, if it did.
+    home_alarm: Option<bool>,
 }
 
 /// The answer for a queue whose home does not answer: not a 404 (the queue
@@ -263,6 +283,7 @@ impl State {
                     }
                 }
                 Some(Op::Reply(r)) => self.answer(r),
+                Some(Op::Alarm(raised)) => self.home_alarm = Some(raised),
                 None => {}
             }
         }
@@ -402,7 +423,12 @@ impl State {
     }
 }
 
-async fn run(node: Weak<MetaNode>, home: NodeId, mut rx: mpsc::Receiver<Routed>) {
+async fn run(
+    node: Weak<MetaNode>,
+    home: NodeId,
+    memory: Arc<Memory>,
+    mut rx: mpsc::Receiver<Routed>,
+) {
     let (credit_tx, mut credit_rx) = mpsc::unbounded_channel();
     let mut st = State {
         next_request: 0,
@@ -411,6 +437,7 @@ async fn run(node: Weak<MetaNode>, home: NodeId, mut rx: mpsc::Receiver<Routed>)
         routes: HashMap::new(),
         outstanding: HashMap::new(),
         credit_tx,
+        home_alarm: None,
     };
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -469,6 +496,9 @@ async fn run(node: Weak<MetaNode>, home: NodeId, mut rx: mpsc::Receiver<Routed>)
                         Ok(Some(frame)) => {
                             stats::add(&stats::DOWN_FRAMES, 1);
                             st.receive(frame, &mut items);
+                            if let Some(alarm) = st.home_alarm.take() {
+                                memory.set_remote(home, alarm);
+                            }
                         }
                         _ => break,
                     },
@@ -498,6 +528,7 @@ async fn run(node: Weak<MetaNode>, home: NodeId, mut rx: mpsc::Receiver<Routed>)
             }
         }
         st.fail_all(home);
+        memory.set_remote(home, false);
         tracing::debug!(home, "queue link down; retrying");
         // Until the next attempt, answer for the unreachable queues at once.
         let until = tokio::time::Instant::now() + backoff;
@@ -533,6 +564,7 @@ mod tests {
             routes: HashMap::new(),
             outstanding: HashMap::new(),
             credit_tx,
+            home_alarm: None,
         }
     }
 
@@ -553,6 +585,7 @@ mod tests {
         let batch = PublishBatch {
             from: Some((1, tx)),
             items: vec![(msg.clone(), Some((key, 1))), (msg, Some((key, 2)))],
+            budget: None,
         };
         let mut items = Vec::new();
         st.encode(7, QueueMsg::Publish(batch), &mut items);

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use warren_cluster::pb::queues as pb;
@@ -70,13 +70,23 @@ pub trait LocalQueues: Send + Sync + std::fmt::Debug + 'static {
 pub struct QueuesService {
     registry: Weak<dyn LocalQueues>,
     ids: Arc<Ids>,
+    alarm: watch::Receiver<bool>,
 }
 
 impl QueuesService {
     /// The service for the queues of `registry`; each link is a connection
-    /// of this node with an id from `ids`.
-    pub fn new(registry: Weak<dyn LocalQueues>, ids: Arc<Ids>) -> Self {
-        Self { registry, ids }
+    /// of this node with an id from `ids`, and tells the other node of
+    /// `alarm` (this node's own memory alarm).
+    pub fn new(
+        registry: Weak<dyn LocalQueues>,
+        ids: Arc<Ids>,
+        alarm: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            registry,
+            ids,
+            alarm,
+        }
     }
 
     /// The tonic server for it.
@@ -103,7 +113,7 @@ impl Queues for QueuesService {
         let (down_tx, down_rx) = mpsc::channel(DOWN_FRAMES);
         let (conn_tx, conn_rx) = mpsc::unbounded_channel();
         let (reply_tx, reply_rx) = mpsc::unbounded_channel();
-        tokio::spawn(pump(conn_rx, reply_rx, down_tx));
+        tokio::spawn(pump(conn_rx, reply_rx, self.alarm.clone(), down_tx));
         let link = Link {
             registry: self.registry.clone(),
             conn: self.ids.connection(),
@@ -214,6 +224,7 @@ impl Link {
             let batch = PublishBatch {
                 from: Some((self.conn, self.conn_tx.clone())),
                 items,
+                budget: None,
             };
             match self.find(q).await {
                 Lookup::Here(h) => h.publish(batch).await,
@@ -454,11 +465,26 @@ impl Link {
 async fn pump(
     mut events: mpsc::UnboundedReceiver<ConnEvent>,
     mut replies: mpsc::UnboundedReceiver<pb::Reply>,
+    mut alarm: watch::Receiver<bool>,
     down: mpsc::Sender<Result<pb::Down, Status>>,
 ) {
+    let raised = *alarm.borrow_and_update();
+    if raised {
+        let items = vec![down_item(pb::down_item::Op::Alarm(true))];
+        if down.send(Ok(pb::Down { items })).await.is_err() {
+            return;
+        }
+    }
     loop {
         let mut items = Vec::new();
         tokio::select! {
+            r = alarm.changed() => match r {
+                Ok(()) => {
+                    let raised = *alarm.borrow_and_update();
+                    items.push(down_item(pb::down_item::Op::Alarm(raised)));
+                }
+                Err(_) => return,
+            },
             e = events.recv() => match e {
                 Some(e) => push_event(e, &mut items),
                 None => return,

@@ -12,5 +12,5 @@ pub mod client;
 pub mod home;
 pub mod wire;
 
-pub use client::{Routed, spawn_link, spawn_proxy};
+pub use client::{LINK_BUDGET, LinkTx, Routed, spawn_link, spawn_proxy};
 pub use home::{LocalQueues, Lookup, LookupFuture, QueuesService};

@@ -74,6 +74,18 @@ pub struct ConnCtx {
     /// A queue this connection published to is busy: pause reading until it
     /// drains or until the deadline.
     pub throttled_by: Option<(Arc<QueueFlow>, tokio::time::Instant)>,
+    /// Message bytes this connection holds outside any queue: bodies still
+    /// being received and publishes of open transactions. They count
+    /// against the node's memory watermark like queued messages (a client
+    /// announcing large bodies on every channel must not fill memory
+    /// unnoticed), reported once per wake-up ([`ConnCtx::report_held`]).
+    pub held: i64,
+    reported: i64,
+    /// Channels in the middle of receiving a publish (method, header or
+    /// body seen, body not complete). While the memory alarm is on, a
+    /// connection may finish the one publish it is sending; one with more
+    /// under way is closed (see the connection's loop).
+    pub unfinished: usize,
 }
 
 impl ConnCtx {
@@ -100,7 +112,26 @@ impl ConnCtx {
             unresolved: Vec::new(),
             settles: HashMap::new(),
             throttled_by: None,
+            held: 0,
+            reported: 0,
+            unfinished: 0,
         }
+    }
+
+    /// Tells the node's memory monitor how [`ConnCtx::held`] changed since
+    /// the last report (one atomic add per wake-up at most).
+    pub fn report_held(&mut self) {
+        let delta = self.held - self.reported;
+        if delta != 0 {
+            self.broker.memory().adjust(delta);
+            self.reported = self.held;
+        }
+    }
+
+    /// The connection is gone: nothing it held counts any more.
+    pub fn release_held(&mut self) {
+        self.held = 0;
+        self.report_held();
     }
 
     /// Queues a settle (ack, reject, requeue) for the end of the burst.
@@ -187,6 +218,7 @@ impl ConnCtx {
             let batch = PublishBatch {
                 from: Some((self.id, self.events.clone())),
                 items: p.items,
+                budget: None,
             };
             p.handle.publish(batch).await;
         }

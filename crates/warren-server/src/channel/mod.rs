@@ -274,6 +274,12 @@ impl Channel {
         }
         self.consumers.clear();
         self.unacked.clear();
+        // What it held outside queues is dropped with it.
+        ctx.held -= (self.tx.bytes + self.assembler.received()) as i64;
+        if self.assembler.in_content() {
+            ctx.unfinished = ctx.unfinished.saturating_sub(1);
+        }
+        self.assembler = Default::default();
         self.tx = Default::default();
     }
 

@@ -29,6 +29,8 @@ pub enum Mode {
 #[derive(Debug, Default)]
 pub struct TxBuffer {
     pub(super) publishes: Vec<Content>,
+    /// Body bytes of `publishes` (counted in the connection's held bytes).
+    pub(super) bytes: u64,
     pub(super) acks: Vec<(u64, bool, Option<bool>)>,
     commit_pending: bool,
     /// A queue refused a message of the transaction (nack): the commit
@@ -74,6 +76,7 @@ impl Channel {
             return Err(AmqpError::precondition("channel is not transactional"));
         }
         let buffered = std::mem::take(&mut self.tx);
+        ctx.held -= buffered.bytes as i64;
         for c in buffered.publishes {
             self.route(c, ctx)?;
         }
@@ -92,6 +95,7 @@ impl Channel {
             return Err(AmqpError::precondition("channel is not transactional"));
         }
         self.tx.publishes.clear();
+        ctx.held -= std::mem::take(&mut self.tx.bytes) as i64;
         self.tx.acks.clear();
         reply(
             ctx,

@@ -11,6 +11,8 @@ use super::{Channel, Mode, reply};
 
 impl Channel {
     pub(super) fn publish(&mut self, c: Content, ctx: &mut ConnCtx) -> Result<(), AmqpError> {
+        // Its body was counted as held while it arrived; queues count it now.
+        ctx.held -= c.header.body_size as i64;
         if c.method.immediate {
             // RabbitMQ dropped `immediate` in 3.0 and refuses it the same way.
             return Err(AmqpError::new(ReplyCode::NotImplemented, "immediate=true"));
@@ -26,6 +28,9 @@ impl Channel {
         }
         ctx.has_published = true;
         if self.mode == Mode::Tx {
+            // Held until commit or rollback.
+            ctx.held += c.header.body_size as i64;
+            self.tx.bytes += c.header.body_size;
             self.tx.publishes.push(c);
             return Ok(());
         }

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use amq_protocol::protocol::{AMQPClass, channel};
+use amq_protocol::protocol::{AMQPClass, basic, channel};
 use warren_amqp::methods::{BASIC_PUBLISH, CHANNEL_OPEN, MethodId};
 use warren_amqp::{Frame, FrameError};
 use warren_core::confirms::ConfirmReply;
@@ -197,7 +197,23 @@ impl Channels {
             Frame::Method(_, m) => (m.get_amqp_class_id(), m.get_amqp_method_id()),
             _ => BASIC_PUBLISH,
         };
-        let cmd = match channel.assembler.feed(frame, self.max_body) {
+        match &frame {
+            Frame::Body(_, b) => ctx.held += b.len() as i64,
+            // A publisher from its first method: the memory alarm stops it
+            // also while its bodies are still arriving.
+            Frame::Method(_, AMQPClass::Basic(basic::AMQPMethod::Publish(_))) => {
+                ctx.has_published = true;
+            }
+            _ => {}
+        }
+        let was_in_content = channel.assembler.in_content();
+        let fed = channel.assembler.feed(frame, self.max_body);
+        match (was_in_content, channel.assembler.in_content()) {
+            (false, true) => ctx.unfinished += 1,
+            (true, false) => ctx.unfinished = ctx.unfinished.saturating_sub(1),
+            _ => {}
+        }
+        let cmd = match fed {
             Ok(Some(cmd)) => cmd,
             Ok(None) => return Ok(()),
             Err(e) => return Err(ConnectionFault::frame(&e)),

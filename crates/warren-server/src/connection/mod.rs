@@ -70,6 +70,11 @@ struct Connection {
     blocked: watch::Receiver<bool>,
     blocked_sent: bool,
     closing: Option<Instant>,
+    /// A `basic.publish` read while the memory alarm was on: it waits, and
+    /// the socket is not read, until the alarm clears (RabbitMQ's reader
+    /// blocks the same way: at the next publish, so acks, commits,
+    /// rollbacks and closes before it still go through).
+    stashed: Option<Frame>,
 }
 
 /// Serves one accepted socket until it closes.
@@ -123,6 +128,7 @@ pub async fn serve(
         blocked,
         blocked_sent: false,
         closing: None,
+        stashed: None,
     };
     drop(_e);
     let reason = conn.run(token).instrument_in(&span).await;
@@ -154,11 +160,11 @@ impl Connection {
         loop {
             let pending_out = self.ctx.out.len() - self.written;
             let full = pending_out > OUT_HIGH;
-            let mem_blocked =
-                *self.blocked.borrow() && self.ctx.has_published && self.closing.is_none();
             let throttled = self.ctx.throttled_by.clone();
-            let can_read =
-                !full && !mem_blocked && throttled.is_none() && !self.channels.parked_full();
+            let can_read = !full
+                && self.stashed.is_none()
+                && throttled.is_none()
+                && !self.channels.parked_full();
             let in_flight = self.channels.has_in_flight();
             let step = tokio::select! {
                 biased;
@@ -200,12 +206,10 @@ impl Connection {
                     Ok(())
                 }
                 _ = ticker.tick() => self.on_tick(can_read || throttled.is_some()),
-                r = self.blocked.changed() => {
-                    if r.is_ok() {
-                        self.notify_blocked();
-                    }
-                    Ok(())
-                }
+                r = self.blocked.changed() => match r {
+                    Ok(()) => self.on_alarm().await,
+                    Err(_) => Ok(()),
+                },
             };
             match step {
                 Ok(()) => {}
@@ -276,6 +280,46 @@ impl Connection {
         Ok(())
     }
 
+    /// The memory alarm stops this connection (a publisher, not closing).
+    fn mem_blocked(&self) -> bool {
+        self.alarm() && self.ctx.has_published
+    }
+
+    /// The memory alarm is on (and the connection is not closing).
+    fn alarm(&self) -> bool {
+        *self.blocked.borrow() && self.closing.is_none()
+    }
+
+    /// The memory alarm was raised or cleared.
+    async fn on_alarm(&mut self) -> Result<(), Stop> {
+        self.notify_blocked();
+        self.check_unfinished()?;
+        if !self.alarm() && self.stashed.is_some() {
+            // The publish that waited, and what was read behind it.
+            return self.on_read().await;
+        }
+        Ok(())
+    }
+
+    /// While the alarm is on, a connection may finish the one publish it is
+    /// sending (a client writes a message's frames together) but starts no
+    /// other; publishes under way on several channels at once hold memory
+    /// that only more reading would release, so the connection is closed
+    /// (506), never left blocked holding them.
+    fn check_unfinished(&self) -> Result<(), Stop> {
+        if self.mem_blocked() && self.ctx.unfinished > 1 {
+            let e = AmqpError::new(
+                ReplyCode::ResourceError,
+                format!(
+                    "{} channels are in the middle of a publish ({} bytes held) while memory is over the high watermark",
+                    self.ctx.unfinished, self.ctx.held
+                ),
+            );
+            return close(e, (0, 0));
+        }
+        Ok(())
+    }
+
     fn notify_blocked(&mut self) {
         if !self.ctx.caps.blocked || !self.ctx.has_published {
             return;
@@ -297,6 +341,7 @@ impl Connection {
 
     async fn on_read(&mut self) -> Result<(), Stop> {
         let result = self.process_frames().await;
+        self.ctx.report_held();
         self.ctx.flush().await;
         self.channels.write_confirms(&mut self.ctx).await;
         if self.ctx.has_published {
@@ -307,6 +352,7 @@ impl Connection {
 
     async fn on_finished(&mut self, f: Finished) -> Result<(), Stop> {
         let result = self.channels.on_finished(f, &mut self.ctx).await;
+        self.ctx.report_held();
         self.ctx.flush().await;
         self.channels.write_confirms(&mut self.ctx).await;
         result.map_err(Stop::Close)
@@ -314,11 +360,22 @@ impl Connection {
 
     async fn process_frames(&mut self) -> Result<(), Stop> {
         loop {
-            let frame = match self.decoder.decode(&mut self.rbuf) {
-                Ok(Some(f)) => f,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(Stop::Close(ConnectionFault::frame(&e))),
+            self.check_unfinished()?;
+            let frame = match self.stashed.take() {
+                Some(f) => f,
+                None => match self.decoder.decode(&mut self.rbuf) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(Stop::Close(ConnectionFault::frame(&e))),
+                },
             };
+            if self.alarm() && starts_publish(&frame) {
+                // It waits for the alarm to clear (`on_alarm`).
+                self.ctx.has_published = true;
+                self.notify_blocked();
+                self.stashed = Some(frame);
+                return Ok(());
+            }
             self.on_frame(frame).await?;
         }
     }
@@ -419,9 +476,22 @@ impl Connection {
     async fn cleanup(&mut self) {
         self.channels.wait_in_flight().await;
         self.channels.close_all(&mut self.ctx).await;
+        self.ctx.release_held();
         let broker = self.ctx.broker.clone();
         broker.drop_connection(self.ctx.id).await;
     }
+}
+
+/// A `basic.publish` method: the frame the memory alarm stops a
+/// connection at.
+fn starts_publish(frame: &Frame) -> bool {
+    matches!(
+        frame,
+        Frame::Method(
+            _,
+            AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Publish(_))
+        )
+    )
 }
 
 /// Ends the connection with `connection.close` for `e`.
