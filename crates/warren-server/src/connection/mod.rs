@@ -359,8 +359,13 @@ impl Connection {
     }
 
     async fn process_frames(&mut self) -> Result<(), Stop> {
+        // Read once per burst (the watch takes a lock): a change during the
+        // burst is acted on by `on_alarm` right after it.
+        let alarm = self.alarm();
         loop {
-            self.check_unfinished()?;
+            if alarm {
+                self.check_unfinished()?;
+            }
             let frame = match self.stashed.take() {
                 Some(f) => f,
                 None => match self.decoder.decode(&mut self.rbuf) {
@@ -369,7 +374,7 @@ impl Connection {
                     Err(e) => return Err(Stop::Close(ConnectionFault::frame(&e))),
                 },
             };
-            if self.alarm() && starts_publish(&frame) {
+            if alarm && starts_publish(&frame) {
                 // It waits for the alarm to clear (`on_alarm`).
                 self.ctx.has_published = true;
                 self.notify_blocked();
