@@ -441,28 +441,68 @@ impl Interceptor for Verifier {
     }
 }
 
+/// The key under which TLS handshake failures are logged once per peer (no
+/// gRPC code: the call never reached the peer's service).
+const TLS_FAILURE: i32 = -1;
+
+/// The cause of a failed call if it failed in the TLS handshake.
+fn tls_failure(status: &Status) -> Option<String> {
+    if status.code() != tonic::Code::Unavailable {
+        return None;
+    }
+    let cause = crate::tls::describe(status);
+    let lower = cause.to_ascii_lowercase();
+    [
+        "certificate",
+        "handshake",
+        "tls",
+        "peer sent no certificates",
+        "alert",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
+    .then_some(cause)
+}
+
 /// The caller's side of refusals: what a peer refused is logged once per
 /// peer until a call to it succeeds again.
 #[derive(Debug, Default)]
 pub struct Refusals(Once);
 
 impl Refusals {
-    /// Whether `status` is a refusal of this node's secret or cluster id (a
-    /// configuration error: retrying soon will not help); logs the first one
-    /// from each peer.
+    /// Whether `status` is a refusal of this node's secret or cluster id, or
+    /// a failed TLS handshake (configuration errors: retrying soon will not
+    /// help); logs the first one from each peer.
     pub fn note(&self, peer: &str, status: &Status) -> bool {
         let refused = matches!(
             status.code(),
             tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
         );
-        if refused && self.0.first(peer, status.code() as i32) {
+        if refused {
+            if self.0.first(peer, status.code() as i32) {
+                tracing::warn!(
+                    %peer,
+                    reason = status.message(),
+                    "a peer refused this node's cluster secret or cluster id (logged once per peer)"
+                );
+            }
+            return true;
+        }
+        // A failed TLS handshake is a configuration error too (another CA,
+        // an expired or misnamed certificate, a peer without TLS); tonic
+        // reports it as an unavailable peer and the server side only logs it
+        // at debug level, so this is where an operator hears of it, once.
+        let Some(cause) = tls_failure(status) else {
+            return false;
+        };
+        if self.0.first(peer, TLS_FAILURE) {
             tracing::warn!(
                 %peer,
-                reason = status.message(),
-                "a peer refused this node's cluster secret or cluster id (logged once per peer)"
+                %cause,
+                "the TLS handshake with a peer failed (logged once per peer until a call succeeds)"
             );
         }
-        refused
+        true
     }
 
     /// A call to `peer` went through.

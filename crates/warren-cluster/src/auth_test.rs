@@ -120,3 +120,21 @@ fn the_nonce_cache_is_bounded_and_refuses_what_it_forgot() {
     assert!(n.admit(5, 2_000_000_000, now + 3 * WINDOW));
     assert_eq!(n.order.len(), 1);
 }
+
+#[test]
+fn a_failed_tls_handshake_counts_as_a_refusal_and_a_refused_connection_does_not() {
+    let r = Refusals::default();
+    let tls = Status::unavailable("transport error: invalid peer certificate: UnknownIssuer");
+    assert!(r.note("10.0.0.2:25672", &tls));
+    assert!(
+        r.note("10.0.0.2:25672", &tls),
+        "still a refusal, logged once"
+    );
+    let down = Status::unavailable("transport error: Connection refused (os error 111)");
+    assert!(!r.note("10.0.0.3:25672", &down));
+    assert!(r.note("10.0.0.3:25672", &Status::unauthenticated("bad proof")));
+    assert!(!r.note(
+        "10.0.0.3:25672",
+        &Status::internal("handshake of another kind")
+    ));
+}

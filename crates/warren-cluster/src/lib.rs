@@ -8,6 +8,9 @@
 //!   their group id.
 //! - [`raft_service`]: the server side: receives those RPCs and hands them
 //!   to the local Raft instance of the named group.
+//! - [`raft_wire`]: [`raft_wire::GroupWire`], how each group type's
+//!   AppendEntries travel (group 0 in openraft's JSON, quorum queues' entries
+//!   in their binary log form).
 //! - [`meta_node`]: [`MetaNode`], this node's member of group 0: proposals
 //!   (forwarded to the leader, answered once applied here), status,
 //!   membership changes, peer addresses.
@@ -30,6 +33,7 @@ pub mod error;
 pub mod meta_node;
 pub mod raft_client;
 pub mod raft_service;
+pub mod raft_wire;
 pub mod stats;
 pub mod tls;
 

@@ -19,7 +19,7 @@ use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPoli
 use tokio::time::Instant;
 use warren_core::meta::{Command, MetaState, Outcome};
 use warren_core::{AmqpError, ReplyCode};
-use warren_store::raft::{Applied, META_GROUP, MetaStateMachine, NodeId, RaftLogStore};
+use warren_store::raft::{Applied, META_GROUP, MetaRaft, MetaStateMachine, NodeId, RaftLogStore};
 use warren_store::{Store, Writer};
 
 use crate::auth::{ClusterId, format_id, parse_id};
@@ -230,7 +230,7 @@ impl MetaNode {
         if let Some(id) = persisted {
             cluster.set(id);
         }
-        let log = RaftLogStore::new(store, writer.clone(), META_GROUP);
+        let log = RaftLogStore::<MetaRaft>::new(store, writer.clone(), META_GROUP);
         let sm = MetaStateMachine::open(store, writer, META_GROUP)?;
         let meta = sm.shared();
         let raft = Raft::new(

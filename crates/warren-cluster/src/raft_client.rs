@@ -18,6 +18,7 @@
 //! number of entries that would fit, and sends fewer.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -39,6 +40,7 @@ use tonic::transport::Channel;
 use warren_store::raft::{GroupId, MetaRaft, NodeId};
 
 use crate::auth::{Security, Signer};
+use crate::raft_wire::GroupWire;
 
 use crate::pb::RaftRequest;
 use crate::pb::raft_client::RaftClient;
@@ -129,8 +131,8 @@ impl Network {
     }
 }
 
-impl RaftNetworkFactory<MetaRaft> for Network {
-    type Network = PeerClient;
+impl<C: GroupWire> RaftNetworkFactory<C> for Network {
+    type Network = PeerClient<C>;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         PeerClient {
@@ -140,12 +142,13 @@ impl RaftNetworkFactory<MetaRaft> for Network {
             channel: self.channel(&node.addr),
             network: self.clone(),
             refused: false,
+            group_type: PhantomData,
         }
     }
 }
 
-/// Raft RPCs to one peer for one group.
-pub struct PeerClient {
+/// Raft RPCs to one peer for one group of type `C`.
+pub struct PeerClient<C = MetaRaft> {
     target: NodeId,
     node: BasicNode,
     group: GroupId,
@@ -153,11 +156,12 @@ pub struct PeerClient {
     network: Network,
     /// The last call was refused (secret or cluster id): back off longer.
     refused: bool,
+    group_type: PhantomData<fn() -> C>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
-impl PeerClient {
+impl<C> PeerClient<C> {
     /// Sends one encoded request (`data`: a snapshot chunk's bytes).
     async fn call<Resp, E>(
         &mut self,
@@ -238,7 +242,7 @@ enum Rpc {
     Snapshot,
 }
 
-impl RaftNetwork<MetaRaft> for PeerClient {
+impl<C: GroupWire> RaftNetwork<C> for PeerClient<C> {
     fn backoff(&self) -> Backoff {
         if !self.refused {
             return Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF));
@@ -250,14 +254,16 @@ impl RaftNetwork<MetaRaft> for PeerClient {
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<MetaRaft>,
+        rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        let payload = encode(&rpc).map_err(RPCError::Network)?;
-        if let Some(fit) = entries_that_fit(rpc.entries.len(), payload.len()) {
+        let (payload, data) =
+            C::encode_append(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let bytes = payload.len() + data.len();
+        if let Some(fit) = entries_that_fit(rpc.entries.len(), bytes) {
             tracing::debug!(
                 entries = rpc.entries.len(),
-                bytes = payload.len(),
+                bytes,
                 fit,
                 "append-entries over budget; openraft sends fewer"
             );
@@ -265,12 +271,12 @@ impl RaftNetwork<MetaRaft> for PeerClient {
                 PayloadTooLarge::new_entries_hint(fit),
             ));
         }
-        self.call(Rpc::Append, payload, Vec::new(), &option).await
+        self.call(Rpc::Append, payload, data, &option).await
     }
 
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<MetaRaft>,
+        rpc: InstallSnapshotRequest<C>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
         let mut rpc = rpc;

@@ -16,6 +16,7 @@ use crate::MetaRaftNode;
 use crate::pb::raft_server::Raft;
 use crate::pb::{RaftReply, RaftRequest};
 use crate::raft_client::MAX_RAFT_MESSAGE;
+use crate::raft_wire::GroupWire;
 
 /// Receives Raft RPCs for the groups of this node.
 #[derive(Clone, Default)]
@@ -62,7 +63,9 @@ impl Raft for RaftService {
     ) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         let raft = self.group(req.group)?;
-        reply(&raft.append_entries(decode(&req)?).await)
+        let rpc = MetaRaft::decode_append(&req.payload, &req.data)
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft request: {e}")))?;
+        reply(&raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {

@@ -13,7 +13,7 @@ use warren_cluster::{MetaRaftNode, Network, RaftService};
 use warren_core::ReplyCode;
 use warren_core::meta::{Command, MetaState, Outcome};
 use warren_store::Store;
-use warren_store::raft::{Applied, META_GROUP, MetaStateMachine, NodeId, RaftLogStore};
+use warren_store::raft::{Applied, META_GROUP, MetaRaft, MetaStateMachine, NodeId, RaftLogStore};
 use warren_testkit::meta::declare_queue;
 use warren_testkit::wait_for;
 
@@ -30,7 +30,7 @@ async fn start(id: NodeId) -> Node {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("rocksdb")).expect("store");
     let writer = store.start_writer();
-    let log = RaftLogStore::new(&store, writer.clone(), META_GROUP);
+    let log = RaftLogStore::<MetaRaft>::new(&store, writer.clone(), META_GROUP);
     let sm = MetaStateMachine::open(&store, writer, META_GROUP).expect("state machine");
     let state = sm.shared();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -34,6 +34,10 @@
 //!   ids), `apply.rs` (`MetaState::apply`, deterministic, one method per
 //!   command), `snapshot.rs` ([`meta::MetaSnapshot`], snapshot and restore in
 //!   canonical order).
+//! - [`quorum`]: the state machine of one quorum queue's Raft group
+//!   ([`quorum::QuorumState`], Warren's rabbit_fifo): enqueue with
+//!   de-duplication, checkout, settle, return, discard, purge, dispatch by
+//!   consumer credit; `command.rs` (the replicated protocol), `apply.rs`.
 //!
 //! [`Name`], [`QueueId`] and [`NodeId`] are defined here, at the root, because
 //! every module names them.
@@ -48,6 +52,7 @@ pub mod exchange;
 pub mod message;
 pub mod meta;
 pub mod queue;
+pub mod quorum;
 pub mod reply_code;
 pub mod vhost;
 

@@ -17,7 +17,7 @@ impl StoreBuilder<MetaRaft, RaftLogStore, MetaStateMachine, tempfile::TempDir> f
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("store opens");
         let writer = store.start_writer();
-        let log = RaftLogStore::new(&store, writer.clone(), META_GROUP);
+        let log = RaftLogStore::<MetaRaft>::new(&store, writer.clone(), META_GROUP);
         let sm = MetaStateMachine::open(&store, writer, META_GROUP)?;
         Ok((dir, log, sm))
     }
@@ -45,7 +45,7 @@ async fn vote_and_snapshot_survive_a_restart() {
     {
         let store = Store::open(dir.path()).expect("open");
         let writer = store.start_writer();
-        let mut log = RaftLogStore::new(&store, writer.clone(), META_GROUP);
+        let mut log = RaftLogStore::<MetaRaft>::new(&store, writer.clone(), META_GROUP);
         let mut sm = MetaStateMachine::open(&store, writer.clone(), META_GROUP).expect("sm");
         log.save_vote(&Vote::new(3, 1)).await.expect("vote");
         let applied = sm
@@ -76,7 +76,7 @@ async fn vote_and_snapshot_survive_a_restart() {
     }
     let store = Store::open(dir.path()).expect("reopen");
     let writer = store.start_writer();
-    let mut log = RaftLogStore::new(&store, writer.clone(), META_GROUP);
+    let mut log = RaftLogStore::<MetaRaft>::new(&store, writer.clone(), META_GROUP);
     let mut sm = MetaStateMachine::open(&store, writer.clone(), META_GROUP).expect("sm");
     assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(3, 1)));
     let (applied, _) = sm.applied_state().await.expect("applied");

@@ -29,6 +29,12 @@ pub struct QueueArgs {
     pub queue_type: Option<String>,
     /// `x-overflow`.
     pub overflow: Option<String>,
+    /// `x-delivery-limit` (quorum queues).
+    #[serde(default)]
+    pub delivery_limit: Option<u64>,
+    /// `x-quorum-initial-group-size` (> 0; quorum queues).
+    #[serde(default)]
+    pub quorum_initial_group_size: Option<u64>,
 }
 
 /// The arguments whose values take part in the equivalence check of a redeclare.
@@ -44,7 +50,12 @@ pub const EQUIVALENCE_KEYS: &[&str] = &[
     "x-single-active-consumer",
     "x-queue-type",
     "x-overflow",
+    "x-delivery-limit",
+    "x-quorum-initial-group-size",
 ];
+
+/// Arguments a quorum queue refuses (RabbitMQ 3.10's list).
+const NOT_FOR_QUORUM: &[&str] = &["x-max-priority", "x-queue-mode"];
 
 impl QueueArgs {
     /// Parses and type-checks the arguments of `queue.declare`.
@@ -104,6 +115,14 @@ impl QueueArgs {
                     }
                     out.overflow = Some(v);
                 }
+                "x-delivery-limit" => out.delivery_limit = Some(non_negative(key, value, invalid)?),
+                "x-quorum-initial-group-size" => {
+                    let v = non_negative(key, value, invalid)?;
+                    if v == 0 {
+                        return Err(invalid(key, "{value_zero,0}".into()));
+                    }
+                    out.quorum_initial_group_size = Some(v);
+                }
                 _ => {}
             }
         }
@@ -114,6 +133,71 @@ impl QueueArgs {
             ));
         }
         Ok(out)
+    }
+}
+
+/// The properties of a `queue.declare`, as the quorum checks see them.
+#[derive(Clone, Copy, Debug)]
+pub struct DeclareFlags {
+    /// Durable.
+    pub durable: bool,
+    /// Exclusive.
+    pub exclusive: bool,
+    /// Auto-delete.
+    pub auto_delete: bool,
+    /// The server chose the name.
+    pub server_named: bool,
+}
+
+impl QueueArgs {
+    /// `x-queue-type: quorum` was asked for.
+    pub fn is_quorum(&self) -> bool {
+        self.queue_type.as_deref() == Some("quorum")
+    }
+
+    /// What RabbitMQ refuses in the declaration of a quorum queue, in its
+    /// order and with its texts: a server-chosen name, then auto-delete,
+    /// exclusive, non-durable, then the arguments it does not support.
+    pub fn check_quorum(
+        &self,
+        args: &FieldTable,
+        flags: DeclareFlags,
+        queue: &str,
+        vhost: &str,
+    ) -> Result<(), AmqpError> {
+        if !self.is_quorum() {
+            return Ok(());
+        }
+        if flags.server_named {
+            return Err(AmqpError::precondition(
+                "Cannot declare a server-named queue for type rabbit_quorum_queue".to_owned(),
+            ));
+        }
+        let q = format!("queue '{queue}' in vhost '{vhost}'");
+        let property = |p: &str| AmqpError::precondition(format!("invalid property '{p}' for {q}"));
+        if flags.auto_delete {
+            return Err(property("auto-delete"));
+        }
+        if flags.exclusive {
+            return Err(property("exclusive-owner"));
+        }
+        if !flags.durable {
+            return Err(property("non-durable"));
+        }
+        if let Some(key) = NOT_FOR_QUORUM
+            .iter()
+            .find(|k| args.inner().contains_key(**k))
+        {
+            return Err(AmqpError::precondition(format!(
+                "invalid arg '{key}' for {q}"
+            )));
+        }
+        if self.overflow.as_deref() == Some("reject-publish-dlx") {
+            return Err(AmqpError::precondition(format!(
+                "invalid arg 'x-overflow' with value 'reject-publish-dlx' for {q}"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -248,6 +332,84 @@ mod tests {
             .is_err()
         );
         assert!(QueueArgs::parse(&one("x-unknown", AMQPValue::Boolean(true)), "q", "/").is_ok());
+    }
+
+    #[test]
+    fn quorum_declarations_are_refused_as_rabbitmq_refuses_them() {
+        let quorum = one("x-queue-type", AMQPValue::LongString("quorum".into()));
+        let args = QueueArgs::parse(&quorum, "q", "/").expect("valid");
+        let ok = DeclareFlags {
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            server_named: false,
+        };
+        assert!(args.check_quorum(&quorum, ok, "q", "/").is_ok());
+        let refused = |flags: DeclareFlags, table: &FieldTable| {
+            let args = QueueArgs::parse(table, "q", "/").expect("valid");
+            let e = args
+                .check_quorum(table, flags, "q", "/")
+                .expect_err("refused");
+            assert_eq!(e.code, crate::ReplyCode::PreconditionFailed);
+            e.text
+        };
+        let auto_delete = DeclareFlags {
+            auto_delete: true,
+            exclusive: true,
+            ..ok
+        };
+        assert_eq!(
+            refused(auto_delete, &quorum),
+            "invalid property 'auto-delete' for queue 'q' in vhost '/'"
+        );
+        let exclusive = DeclareFlags {
+            exclusive: true,
+            durable: false,
+            ..ok
+        };
+        assert_eq!(
+            refused(exclusive, &quorum),
+            "invalid property 'exclusive-owner' for queue 'q' in vhost '/'"
+        );
+        let transient = DeclareFlags {
+            durable: false,
+            ..ok
+        };
+        assert_eq!(
+            refused(transient, &quorum),
+            "invalid property 'non-durable' for queue 'q' in vhost '/'"
+        );
+        let server_named = DeclareFlags {
+            server_named: true,
+            ..ok
+        };
+        assert!(refused(server_named, &quorum).starts_with("Cannot declare a server-named queue"));
+        let mut priority = quorum.clone();
+        priority.insert("x-max-priority".into(), AMQPValue::LongInt(5));
+        assert_eq!(
+            refused(ok, &priority),
+            "invalid arg 'x-max-priority' for queue 'q' in vhost '/'"
+        );
+        let mut dlx = quorum.clone();
+        dlx.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish-dlx".into()),
+        );
+        assert!(refused(ok, &dlx).contains("'reject-publish-dlx'"));
+        // The same flags are fine for a classic queue.
+        let classic = FieldTable::default();
+        let args = QueueArgs::parse(&classic, "q", "/").expect("valid");
+        assert!(args.check_quorum(&classic, exclusive, "q", "/").is_ok());
+        // Quorum arguments are type-checked for every queue.
+        let zero = one("x-quorum-initial-group-size", AMQPValue::LongInt(0));
+        assert!(QueueArgs::parse(&zero, "q", "/").is_err());
+        let limit = one("x-delivery-limit", AMQPValue::ShortInt(3));
+        assert_eq!(
+            QueueArgs::parse(&limit, "q", "/")
+                .expect("valid")
+                .delivery_limit,
+            Some(3)
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use super::{Removed, VHost};
 use crate::binding::DestinationKind;
-use crate::queue::args::{QueueArgs, check_equivalent};
+use crate::queue::args::{DeclareFlags, QueueArgs, check_equivalent};
 use crate::queue::{ConnectionId, Home, QueueDef};
 use crate::{AmqpError, FieldTable, Name, QueueId};
 
@@ -61,6 +61,13 @@ impl VHost {
             )));
         }
         let args = QueueArgs::parse(d.arguments, d.name, &self.name)?;
+        let flags = DeclareFlags {
+            durable: d.durable,
+            exclusive: d.exclusive,
+            auto_delete: d.auto_delete,
+            server_named: d.server_named,
+        };
+        args.check_quorum(d.arguments, flags, d.name, &self.name)?;
         let def = QueueDef {
             name: d.name.into(),
             id: new_id,

@@ -1,5 +1,10 @@
 //! The Raft log of one group: entries, vote and purge point.
 //!
+//! Generic over the group's type ([`LogCodec`]): group 0 and the queues'
+//! groups share this code and the keyspace, and differ only in how an entry
+//! is written (group 0's commands are JSON; queue entries carry bodies and
+//! need a binary encoding).
+//!
 //! Reads go straight to RocksDB. Writes go through the node's group-commit
 //! writer, so a log append shares its WAL sync with the appends of other
 //! groups and with message writes of classic queues. `append` returns once the
@@ -9,26 +14,56 @@
 //! queues put many entries through here.
 
 use std::fmt::Debug;
+use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{LogId, RaftLogReader, StorageIOError, Vote};
+use openraft::{AnyError, Entry, LogId, RaftLogReader, RaftTypeConfig, StorageIOError, Vote};
 use rocksdb::{Direction, IteratorMode};
 
-use super::{GroupId, MetaEntry, MetaRaft, NodeId, Result, decode, encode, key};
+use super::{GroupId, MetaRaft, NodeId, Result, decode, encode, key};
 use crate::db::{CF_RAFT_LOG, CF_RAFT_STATE, Db};
 use crate::{Op, RaftCf, Store, Writer};
 
-/// The log, vote and purge point of one Raft group.
-#[derive(Clone)]
-pub struct RaftLogStore {
+/// How a group type's log entries are written to and read from RocksDB.
+pub trait LogCodec: RaftTypeConfig<NodeId = NodeId, Entry = Entry<Self>> {
+    /// One entry as stored.
+    fn encode_entry(e: &Entry<Self>) -> std::result::Result<Vec<u8>, AnyError>;
+    /// An entry as stored, read back.
+    fn decode_entry(b: &[u8]) -> std::result::Result<Entry<Self>, AnyError>;
+}
+
+impl LogCodec for MetaRaft {
+    fn encode_entry(e: &Entry<Self>) -> std::result::Result<Vec<u8>, AnyError> {
+        encode(e).map_err(|e| AnyError::new(&e))
+    }
+
+    fn decode_entry(b: &[u8]) -> std::result::Result<Entry<Self>, AnyError> {
+        decode(b)
+    }
+}
+
+/// The log, vote and purge point of one Raft group of type `C`.
+pub struct RaftLogStore<C = MetaRaft> {
     group: GroupId,
     db: Arc<Db>,
     writer: Writer,
+    group_type: PhantomData<fn() -> C>,
 }
 
-impl Debug for RaftLogStore {
+impl<C> Clone for RaftLogStore<C> {
+    fn clone(&self) -> Self {
+        Self {
+            group: self.group,
+            db: self.db.clone(),
+            writer: self.writer.clone(),
+            group_type: PhantomData,
+        }
+    }
+}
+
+impl<C> Debug for RaftLogStore<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RaftLogStore")
             .field("group", &self.group)
@@ -36,13 +71,14 @@ impl Debug for RaftLogStore {
     }
 }
 
-impl RaftLogStore {
+impl<C: LogCodec> RaftLogStore<C> {
     /// The log of `group` in `store`, written through `writer`.
     pub fn new(store: &Store, writer: Writer, group: GroupId) -> Self {
         Self {
             group,
             db: store.db().clone(),
             writer,
+            group_type: PhantomData,
         }
     }
 
@@ -78,7 +114,7 @@ impl RaftLogStore {
             .iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse));
         match it.next() {
             Some(Ok((k, v))) if key::parse_entry(self.group, &k).is_some() => {
-                let e: MetaEntry = decode(&v).map_err(StorageIOError::read_logs)?;
+                let e = C::decode_entry(&v).map_err(StorageIOError::read_logs)?;
                 Ok(Some(e.log_id))
             }
             Some(Err(e)) => Err(super::read_err(e)),
@@ -87,11 +123,11 @@ impl RaftLogStore {
     }
 }
 
-impl RaftLogReader<MetaRaft> for RaftLogStore {
+impl<C: LogCodec> RaftLogReader<C> for RaftLogStore<C> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<MetaEntry>> {
+    ) -> Result<Vec<Entry<C>>> {
         let start = match range.start_bound() {
             Bound::Included(i) => *i,
             Bound::Excluded(i) => i.saturating_add(1),
@@ -114,16 +150,16 @@ impl RaftLogReader<MetaRaft> for RaftLogStore {
             if !range.contains(&index) {
                 break;
             }
-            out.push(decode(&v).map_err(StorageIOError::read_logs)?);
+            out.push(C::decode_entry(&v).map_err(StorageIOError::read_logs)?);
         }
         Ok(out)
     }
 }
 
-impl RaftLogStorage<MetaRaft> for RaftLogStore {
+impl<C: LogCodec> RaftLogStorage<C> for RaftLogStore<C> {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<MetaRaft>> {
+    async fn get_log_state(&mut self) -> Result<LogState<C>> {
         let last_purged_log_id: Option<LogId<NodeId>> = self.get_state(key::PURGED)?;
         let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
         Ok(LogState {
@@ -150,14 +186,14 @@ impl RaftLogStorage<MetaRaft> for RaftLogStore {
         self.get_state(key::VOTE)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<MetaRaft>) -> Result<()>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<()>
     where
-        I: IntoIterator<Item = MetaEntry> + Send,
+        I: IntoIterator<Item = Entry<C>> + Send,
         I::IntoIter: Send,
     {
         let mut ops = Vec::new();
         for e in entries {
-            let v = encode(&e).map_err(|err| StorageIOError::write_logs(super::io_err(err)))?;
+            let v = C::encode_entry(&e).map_err(StorageIOError::write_logs)?;
             ops.push(Op::RaftPut(
                 RaftCf::Log,
                 key::entry(self.group, e.log_id.index),

@@ -3,6 +3,8 @@
 //! - [`log_store`]: [`RaftLogStore`], the log, vote and purge point of one
 //!   group, keyed by group id so that every group of the node shares the one
 //!   database and its WAL (their fsyncs are batched by the group-commit writer).
+//! - [`queue`]: [`QueueRaft`], the type of a quorum queue's group, and the
+//!   binary encoding of its entries (batches of [`queue::QueueOp`]s).
 //! - [`state_machine`]: [`MetaStateMachine`], Raft group 0: applies
 //!   [`warren_core::meta::Command`]s to a [`warren_core::meta::MetaState`] and
 //!   builds and installs snapshots of it.
@@ -17,6 +19,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod log_store;
+pub mod queue;
 pub mod state_machine;
 
 use std::io::Cursor;
@@ -25,7 +28,8 @@ use openraft::{AnyError, StorageError, StorageIOError};
 use warren_core::AmqpError;
 use warren_core::meta::{Command, Outcome};
 
-pub use log_store::RaftLogStore;
+pub use log_store::{LogCodec, RaftLogStore};
+pub use queue::QueueRaft;
 pub use state_machine::MetaStateMachine;
 
 /// Identifies a Raft group of the node (0: metadata).

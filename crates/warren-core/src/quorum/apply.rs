@@ -1,0 +1,257 @@
+//! [`QuorumState::apply`]: one method per command, then dispatch.
+
+use super::{Applied, Command, Consumer, ConsumerKey, MsgId, QMsg, QuorumState, Reply};
+use crate::NodeId;
+
+impl QuorumState {
+    /// Applies one command of the group's log. Deterministic: the same state
+    /// and command give the same state and [`Applied`] on every replica.
+    pub fn apply(&mut self, cmd: Command) -> Applied {
+        let mut out = match cmd {
+            Command::Enqueue { publisher, size } => {
+                if let Some(p) = publisher {
+                    let last = self.publishers.entry(p.channel).or_insert(0);
+                    if p.seq <= *last {
+                        return Applied::new(Reply::Enqueued(None));
+                    }
+                    *last = p.seq;
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                self.ready_bytes += u64::from(size);
+                self.ready.push_back(QMsg {
+                    id,
+                    size,
+                    delivery_count: 0,
+                });
+                Applied::new(Reply::Enqueued(Some(id)))
+            }
+            Command::Checkout {
+                consumer,
+                node,
+                prefetch,
+                no_ack,
+            } => {
+                self.checkout(consumer, node, prefetch, no_ack);
+                Applied::new(Reply::Done)
+            }
+            Command::Cancel { consumer } => {
+                if let Some(c) = self.consumers.get_mut(&consumer) {
+                    c.cancelled = true;
+                }
+                self.leave_service(&consumer);
+                self.forget_if_done(&consumer);
+                Applied::new(Reply::Done)
+            }
+            Command::Settle { consumer, ids } | Command::Discard { consumer, ids } => {
+                let mut out = Applied::new(Reply::Done);
+                for m in self.take(&consumer, &ids) {
+                    out.removed.push(m.id);
+                }
+                out
+            }
+            Command::Return { consumer, ids } => {
+                let mut out = Applied::new(Reply::Done);
+                let back = self.take(&consumer, &ids);
+                self.put_back(back, &mut out.removed);
+                out
+            }
+            Command::Dequeue {
+                channel,
+                node,
+                no_ack,
+            } => self.dequeue(channel, node, no_ack),
+            Command::Purge => {
+                let mut out = Applied::new(Reply::Done);
+                out.removed.extend(self.ready.drain(..).map(|m| m.id));
+                self.ready_bytes = 0;
+                out.reply = Reply::Purged(out.removed.len() as u64);
+                out
+            }
+            Command::ChannelDown { channel } => {
+                self.publishers.remove(&channel);
+                let gone: Vec<ConsumerKey> = self
+                    .consumers
+                    .range(ConsumerKey::get(channel)..)
+                    .take_while(|(k, _)| k.channel == channel)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                self.drop_consumers(gone)
+            }
+            Command::NodeDown { node } => {
+                let gone: Vec<ConsumerKey> = self
+                    .consumers
+                    .iter()
+                    .filter(|(_, c)| c.node == node)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                self.drop_consumers(gone)
+            }
+        };
+        self.dispatch(&mut out);
+        out
+    }
+
+    fn checkout(&mut self, key: ConsumerKey, node: NodeId, prefetch: u32, no_ack: bool) {
+        if key.is_get() {
+            return;
+        }
+        let c = self.consumers.entry(key.clone()).or_insert(Consumer {
+            node,
+            prefetch,
+            no_ack,
+            cancelled: false,
+            in_service: false,
+            checked: Default::default(),
+        });
+        c.node = node;
+        c.prefetch = prefetch;
+        c.no_ack = no_ack;
+        c.cancelled = false;
+        self.enter_service(&key);
+    }
+
+    fn dequeue(&mut self, channel: u64, node: NodeId, no_ack: bool) -> Applied {
+        let Some(msg) = self.ready.pop_front() else {
+            return Applied::new(Reply::Got(None));
+        };
+        self.ready_bytes -= u64::from(msg.size);
+        let mut out = Applied::new(Reply::Got(Some((msg, self.ready.len() as u64))));
+        if no_ack {
+            out.removed.push(msg.id);
+        } else {
+            let c = self
+                .consumers
+                .entry(ConsumerKey::get(channel))
+                .or_insert(Consumer {
+                    node,
+                    prefetch: 0,
+                    no_ack: false,
+                    cancelled: false,
+                    in_service: false,
+                    checked: Default::default(),
+                });
+            c.checked.insert(msg.id, msg);
+            self.checked += 1;
+        }
+        out
+    }
+
+    /// Takes the messages `ids` from `key`; ids it does not hold are ignored.
+    fn take(&mut self, key: &ConsumerKey, ids: &[MsgId]) -> Vec<QMsg> {
+        let Some(c) = self.consumers.get_mut(key) else {
+            return Vec::new();
+        };
+        let taken: Vec<QMsg> = ids.iter().filter_map(|id| c.checked.remove(id)).collect();
+        self.checked -= taken.len() as u64;
+        if !self.forget_if_done(key) {
+            self.enter_service(key);
+        }
+        taken
+    }
+
+    /// Returned messages go back to their places, counted; those past the
+    /// delivery limit go to `removed` instead.
+    fn put_back(&mut self, mut back: Vec<QMsg>, removed: &mut Vec<MsgId>) {
+        back.sort_unstable_by_key(|m| m.id);
+        for mut m in back.into_iter().rev() {
+            m.delivery_count = m.delivery_count.saturating_add(1);
+            if self
+                .config
+                .delivery_limit
+                .is_some_and(|limit| m.delivery_count > limit)
+            {
+                removed.push(m.id);
+                continue;
+            }
+            self.ready_bytes += u64::from(m.size);
+            // Usually every returned id precedes the ready ones: O(1).
+            if self.ready.front().is_none_or(|f| m.id < f.id) {
+                self.ready.push_front(m);
+            } else {
+                let pos = self.ready.partition_point(|r| r.id < m.id);
+                self.ready.insert(pos, m);
+            }
+        }
+    }
+
+    /// Removes consumers and returns everything they held.
+    fn drop_consumers(&mut self, gone: Vec<ConsumerKey>) -> Applied {
+        let mut out = Applied::new(Reply::Done);
+        let mut back = Vec::new();
+        for key in gone {
+            self.leave_service(&key);
+            if let Some(c) = self.consumers.remove(&key) {
+                self.checked -= c.checked.len() as u64;
+                back.extend(c.checked.into_values());
+            }
+        }
+        self.put_back(back, &mut out.removed);
+        out
+    }
+
+    /// Forgets a cancelled consumer (or a `basic.get` holder) that holds
+    /// nothing more. Returns whether it went.
+    fn forget_if_done(&mut self, key: &ConsumerKey) -> bool {
+        let done = self
+            .consumers
+            .get(key)
+            .is_some_and(|c| (c.cancelled || key.is_get()) && c.checked.is_empty());
+        if done {
+            self.consumers.remove(key);
+        }
+        done
+    }
+
+    /// Puts a consumer that can take a message at the back of the turn.
+    fn enter_service(&mut self, key: &ConsumerKey) {
+        if let Some(c) = self.consumers.get_mut(key)
+            && !c.in_service
+            && c.can_take(key)
+        {
+            c.in_service = true;
+            self.service.push_back(key.clone());
+        }
+    }
+
+    fn leave_service(&mut self, key: &ConsumerKey) {
+        if let Some(c) = self.consumers.get_mut(key)
+            && c.in_service
+        {
+            c.in_service = false;
+            self.service.retain(|k| k != key);
+        }
+    }
+
+    /// Gives ready messages to consumers with credit, one each in turn.
+    fn dispatch(&mut self, out: &mut Applied) {
+        while !self.ready.is_empty() {
+            let Some(key) = self.service.pop_front() else {
+                break;
+            };
+            let Some(c) = self.consumers.get_mut(&key) else {
+                continue;
+            };
+            c.in_service = false;
+            if !c.can_take(&key) {
+                continue;
+            }
+            let Some(msg) = self.ready.pop_front() else {
+                break;
+            };
+            self.ready_bytes -= u64::from(msg.size);
+            c.checked.insert(msg.id, msg);
+            self.checked += 1;
+            out.deliveries.push(super::Delivery {
+                consumer: key.clone(),
+                node: c.node,
+                msg,
+                no_ack: c.no_ack,
+            });
+            if c.can_take(&key) {
+                c.in_service = true;
+                self.service.push_back(key);
+            }
+        }
+    }
+}
