@@ -50,6 +50,9 @@ impl GroupWire for QueueRaft {
     fn decode_append(payload: &[u8], data: &[u8]) -> Result<AppendEntriesRequest<Self>, AnyError> {
         let mut rpc: AppendEntriesRequest<Self> =
             serde_json::from_slice(payload).map_err(|e| AnyError::new(&e))?;
+        if !rpc.entries.is_empty() {
+            return Err(AnyError::error("queue entries inside the JSON frame"));
+        }
         let mut rest = data;
         while !rest.is_empty() {
             let (len, tail) = rest

@@ -18,6 +18,9 @@ pub(crate) const CF_MESSAGES: &str = "messages";
 pub(crate) const CF_RAFT_LOG: &str = "raft_log";
 /// Raft vote, purge point and snapshot of every group, keyed by (group, tag).
 pub(crate) const CF_RAFT_STATE: &str = "raft_state";
+/// Bodies of quorum queues' messages, keyed by (group, message id): what
+/// their state machines applied, materialized (the log is what is durable).
+pub(crate) const CF_QUORUM_BODIES: &str = "quorum_bodies";
 
 pub(crate) type Db = rocksdb::DB;
 
@@ -78,7 +81,14 @@ impl Store {
         opts.set_write_buffer_size(64 << 20);
         opts.set_max_total_wal_size(256 << 20);
         opts.set_keep_log_file_num(4);
-        let cfs = [CF_META, CF_MESSAGES, CF_RAFT_LOG, CF_RAFT_STATE].map(|n| {
+        let cfs = [
+            CF_META,
+            CF_MESSAGES,
+            CF_RAFT_LOG,
+            CF_RAFT_STATE,
+            CF_QUORUM_BODIES,
+        ]
+        .map(|n| {
             let mut o = Options::default();
             o.set_compression_type(DBCompressionType::Lz4);
             ColumnFamilyDescriptor::new(n, o)

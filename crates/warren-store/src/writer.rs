@@ -17,7 +17,7 @@ use rocksdb::{WriteBatch, WriteOptions};
 use tokio::sync::{mpsc, oneshot};
 use warren_core::{Message, QueueId};
 
-use crate::db::{CF_MESSAGES, CF_META, CF_RAFT_LOG, CF_RAFT_STATE, Db};
+use crate::db::{CF_MESSAGES, CF_META, CF_QUORUM_BODIES, CF_RAFT_LOG, CF_RAFT_STATE, Db};
 use crate::{StoreError, codec, keys};
 
 /// Writer threads still running (each holds its database open).
@@ -65,6 +65,8 @@ pub enum Op {
     RaftPut(RaftCf, Vec<u8>, Vec<u8>),
     /// Delete Raft records in `[from, to)`.
     RaftDeleteRange(RaftCf, Vec<u8>, Vec<u8>),
+    /// Delete one Raft record.
+    RaftDelete(RaftCf, Vec<u8>),
 }
 
 /// The column family of a Raft record.
@@ -74,6 +76,8 @@ pub enum RaftCf {
     Log,
     /// Vote, purge point, snapshot.
     State,
+    /// Bodies of quorum queues' messages, keyed by (group, message id).
+    Bodies,
 }
 
 /// Completion of a request: runs on the writer thread after the batch is written
@@ -155,6 +159,22 @@ impl Writer {
             })
             .await
             .map_err(|_| StoreError::Stopped)
+    }
+
+    /// Writes `ops` and waits until they are readable, without a sync of
+    /// their own (a later synced write, or the log they derive from, makes
+    /// them durable).
+    pub async fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(
+            ops,
+            false,
+            Some(Box::new(move |r| {
+                let _ = tx.send(r);
+            })),
+        )
+        .await?;
+        rx.await.map_err(|_| StoreError::Stopped)?
     }
 
     /// Writes `ops` durably and waits for the sync.
@@ -254,9 +274,11 @@ fn write(
     let msgs = cf(CF_MESSAGES)?;
     let raft_log = cf(CF_RAFT_LOG)?;
     let raft_state = cf(CF_RAFT_STATE)?;
+    let bodies = cf(CF_QUORUM_BODIES)?;
     let raft_cf = |cf: RaftCf| match cf {
         RaftCf::Log => raft_log,
         RaftCf::State => raft_state,
+        RaftCf::Bodies => bodies,
     };
     let mut batch = WriteBatch::default();
     for r in reqs.iter_mut() {
@@ -277,6 +299,7 @@ fn write(
                 }
                 Op::RaftPut(cf, k, v) => batch.put_cf(raft_cf(cf), k, v),
                 Op::RaftDeleteRange(cf, from, to) => batch.delete_range_cf(raft_cf(cf), from, to),
+                Op::RaftDelete(cf, k) => batch.delete_cf(raft_cf(cf), k),
             }
         }
     }

@@ -1,11 +1,14 @@
 //! openraft's own storage conformance suite, run against the RocksDB log
-//! store and the metadata state machine.
+//! store with the metadata state machine and with a quorum queue's.
 
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
 
+use warren_core::quorum::QuorumConfig;
 use warren_store::Store;
-use warren_store::raft::{META_GROUP, MetaRaft, MetaStateMachine, NodeId, RaftLogStore};
+use warren_store::raft::{
+    META_GROUP, MetaRaft, MetaStateMachine, NodeId, QueueRaft, QueueStateMachine, RaftLogStore,
+};
 use warren_testkit::meta;
 
 struct Builder;
@@ -21,6 +24,38 @@ impl StoreBuilder<MetaRaft, RaftLogStore, MetaStateMachine, tempfile::TempDir> f
         let sm = MetaStateMachine::open(&store, writer, META_GROUP)?;
         Ok((dir, log, sm))
     }
+}
+
+struct QueueBuilder;
+
+impl StoreBuilder<QueueRaft, RaftLogStore<QueueRaft>, QueueStateMachine, tempfile::TempDir>
+    for QueueBuilder
+{
+    async fn build(
+        &self,
+    ) -> Result<
+        (
+            tempfile::TempDir,
+            RaftLogStore<QueueRaft>,
+            QueueStateMachine,
+        ),
+        StorageError<NodeId>,
+    > {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store opens");
+        let writer = store.start_writer();
+        // A queue's group id is its queue id: never 0.
+        let log = RaftLogStore::<QueueRaft>::new(&store, writer.clone(), 17);
+        let sm = QueueStateMachine::open(&store, writer, 17, QuorumConfig::default())?;
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite_for_a_quorum_queue() {
+    let result = Suite::test_all(QueueBuilder);
+    warren_testkit::wait_for_blocking("stores closed", || warren_store::live_writers() == 0);
+    result.expect("openraft storage suite");
 }
 
 #[test]

@@ -60,7 +60,7 @@ pub type MsgId = u64;
 pub struct QMsg {
     /// Its id.
     pub id: MsgId,
-    /// Body and properties in bytes (for byte limits and memory accounting).
+    /// Body size in bytes (what `x-max-length-bytes` counts in RabbitMQ).
     pub size: u32,
     /// How many times it was returned (requeued, or its consumer went).
     pub delivery_count: u32,

@@ -75,7 +75,6 @@ impl QuorumState {
             ..Self::default()
         };
         for c in s.consumers {
-            state.checked += c.checked.len() as u64;
             state.consumers.insert(
                 c.key,
                 Consumer {
@@ -88,6 +87,12 @@ impl QuorumState {
                 },
             );
         }
+        // Counted from what was kept (a repeated key or id counts once).
+        state.checked = state
+            .consumers
+            .values()
+            .map(|c| c.checked.len() as u64)
+            .sum();
         for key in s.service {
             if let Some(c) = state.consumers.get_mut(&key)
                 && !c.in_service

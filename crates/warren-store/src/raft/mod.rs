@@ -5,6 +5,10 @@
 //!   database and its WAL (their fsyncs are batched by the group-commit writer).
 //! - [`queue`]: [`QueueRaft`], the type of a quorum queue's group, and the
 //!   binary encoding of its entries (batches of [`queue::QueueOp`]s).
+//! - [`queue_machine`]: [`QueueStateMachine`], a quorum queue's group:
+//!   applies batches to a [`warren_core::quorum::QuorumState`], keeps the
+//!   bodies in their own column family, snapshots the state (and sends the
+//!   bodies with it).
 //! - [`state_machine`]: [`MetaStateMachine`], Raft group 0: applies
 //!   [`warren_core::meta::Command`]s to a [`warren_core::meta::MetaState`] and
 //!   builds and installs snapshots of it.
@@ -20,6 +24,7 @@
 
 pub mod log_store;
 pub mod queue;
+pub mod queue_machine;
 pub mod state_machine;
 
 use std::io::Cursor;
@@ -30,6 +35,7 @@ use warren_core::meta::{Command, Outcome};
 
 pub use log_store::{LogCodec, RaftLogStore};
 pub use queue::QueueRaft;
+pub use queue_machine::QueueStateMachine;
 pub use state_machine::MetaStateMachine;
 
 /// Identifies a Raft group of the node (0: metadata).

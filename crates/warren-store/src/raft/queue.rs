@@ -16,7 +16,7 @@ use std::io::Cursor;
 
 use openraft::{AnyError, BasicNode, Entry, EntryPayload, LogId, Membership};
 use warren_core::Message;
-use warren_core::quorum::{Command, ConsumerKey, MsgId, Publisher, Reply};
+use warren_core::quorum::{Command, ConsumerKey, Delivery, MsgId, Publisher, Reply};
 
 use super::{LogCodec, NodeId};
 use crate::StoreError;
@@ -57,11 +57,24 @@ impl QueueOp {
 #[derive(Clone, Debug, Default)]
 pub struct QueueBatch(pub Vec<QueueOp>);
 
+/// What applying one entry produced, for the leader's queue runtime.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct QueueResponse {
+    /// One reply per op of the batch, in order.
+    pub replies: Vec<Reply>,
+    /// Messages now held by consumers.
+    pub deliveries: Vec<Delivery>,
+    /// The bodies of `deliveries` and of messages got, by id. Not
+    /// serialized: responses never leave the node that applied them.
+    #[serde(skip)]
+    pub bodies: Vec<(MsgId, Message)>,
+}
+
 openraft::declare_raft_types!(
     /// openraft's types for a quorum queue's group.
     pub QueueRaft:
         D = QueueBatch,
-        R = Vec<Reply>,
+        R = QueueResponse,
         NodeId = NodeId,
         Node = BasicNode,
         SnapshotData = Cursor<Vec<u8>>,
@@ -116,9 +129,9 @@ fn decode_entry(b: &[u8]) -> Result<QueueEntry, StoreError> {
     let frame: Frame =
         serde_json::from_slice(d.take(n)?).map_err(|_| corrupt("queue entry frame"))?;
     let payload = match (frame.kind, frame.membership) {
-        (0, None) => EntryPayload::Blank,
+        (0, None) if d.0.is_empty() => EntryPayload::Blank,
         (1, None) => EntryPayload::Normal(decode_batch(&mut d)?),
-        (2, Some(m)) => EntryPayload::Membership(m),
+        (2, Some(m)) if d.0.is_empty() => EntryPayload::Membership(m),
         _ => return Err(corrupt("queue entry kind")),
     };
     Ok(Entry {
@@ -232,8 +245,8 @@ fn encode_command(c: &Command, out: &mut Vec<u8>) {
 /// never a panic or an allocation sized by the input.
 pub(crate) fn decode_batch(d: &mut Dec<'_>) -> Result<QueueBatch, StoreError> {
     let n = d.u32()? as usize;
-    // Each op takes at least one byte.
-    let mut ops = Vec::with_capacity(n.min(d.0.len()));
+    // The count is the input's word: reserve for a few ops at most.
+    let mut ops = Vec::with_capacity(n.min(64));
     for _ in 0..n {
         ops.push(decode_op(d)?);
     }
@@ -250,7 +263,7 @@ fn decode_op(d: &mut Dec<'_>) -> Result<QueueOp, StoreError> {
     };
     let ids = |d: &mut Dec<'_>| -> Result<Vec<MsgId>, StoreError> {
         let n = d.u32()? as usize;
-        let mut out = Vec::with_capacity(n.min(d.0.len() / 8));
+        let mut out = Vec::with_capacity(n.min(d.0.len() / 8).min(1024));
         for _ in 0..n {
             out.push(d.u64()?);
         }

@@ -20,11 +20,12 @@ use super::{Applied, GroupId, MetaEntry, MetaRaft, NodeId, Result, decode, encod
 use crate::db::{CF_RAFT_STATE, Db};
 use crate::{Op, RaftCf, Store, Writer};
 
-/// A snapshot as stored: openraft's meta plus the encoded [`MetaSnapshot`].
+/// A snapshot as stored: openraft's meta plus the encoded state (a
+/// [`MetaSnapshot`] here; a quorum queue's state in `queue_machine`).
 #[derive(serde::Serialize, serde::Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, BasicNode>,
-    data: Vec<u8>,
+pub(super) struct StoredSnapshot {
+    pub(super) meta: SnapshotMeta<NodeId, BasicNode>,
+    pub(super) data: Vec<u8>,
 }
 
 /// The metadata state machine of one group.
@@ -74,19 +75,7 @@ impl MetaStateMachine {
     }
 
     fn stored_snapshot(&self) -> Result<Option<StoredSnapshot>> {
-        let cf = self.db.cf_handle(CF_RAFT_STATE).ok_or_else(|| {
-            StorageIOError::read_snapshot(None, super::io_err("no raft_state cf"))
-        })?;
-        let Some(v) = self
-            .db
-            .get_cf(cf, key::state(self.group, key::SNAPSHOT))
-            .map_err(super::read_err)?
-        else {
-            return Ok(None);
-        };
-        decode(&v)
-            .map(Some)
-            .map_err(|e| StorageIOError::read_snapshot(None, e).into())
+        read_stored_snapshot(&self.db, self.group)
     }
 
     fn load(&mut self, meta: &SnapshotMeta<NodeId, BasicNode>, data: &[u8]) -> Result<()> {
@@ -143,6 +132,7 @@ impl RaftStateMachine<MetaRaft> for MetaStateMachine {
         // while the state machine goes on applying.
         MetaSnapshotBuilder {
             group: self.group,
+            db: self.db.clone(),
             writer: self.writer.clone(),
             image: self
                 .state
@@ -170,7 +160,7 @@ impl RaftStateMachine<MetaRaft> for MetaStateMachine {
             meta: meta.clone(),
             data,
         };
-        store_snapshot(&self.writer, self.group, &stored).await
+        store_snapshot(&self.db, &self.writer, self.group, &stored).await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<MetaRaft>>> {
@@ -181,15 +171,60 @@ impl RaftStateMachine<MetaRaft> for MetaStateMachine {
     }
 }
 
-async fn store_snapshot(writer: &Writer, group: GroupId, s: &StoredSnapshot) -> Result<()> {
+/// The last snapshot stored for `group`.
+pub(super) fn read_stored_snapshot(db: &Db, group: GroupId) -> Result<Option<StoredSnapshot>> {
+    let cf = db
+        .cf_handle(CF_RAFT_STATE)
+        .ok_or_else(|| StorageIOError::read_snapshot(None, super::io_err("no raft_state cf")))?;
+    let Some(v) = db
+        .get_cf(cf, key::state(group, key::SNAPSHOT))
+        .map_err(super::read_err)?
+    else {
+        return Ok(None);
+    };
+    decode(&v)
+        .map(Some)
+        .map_err(|e| StorageIOError::read_snapshot(None, e).into())
+}
+
+/// Held around a check of the stored snapshot and the write that replaces
+/// it, so a build and an install cannot interleave between the two. One
+/// for the node: snapshots are rare.
+pub(super) static SNAPSHOT_WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The write that stores `s` as `group`'s snapshot.
+pub(super) fn snapshot_record(group: GroupId, s: &StoredSnapshot) -> Result<Op> {
     let v = encode(s)
         .map_err(|e| StorageIOError::write_snapshot(Some(s.meta.signature()), super::io_err(e)))?;
+    Ok(Op::RaftPut(
+        RaftCf::State,
+        key::state(group, key::SNAPSHOT),
+        v,
+    ))
+}
+
+/// Stores a snapshot that openraft built, unless a newer one is stored
+/// already: openraft builds snapshots in a task of their own, so a build
+/// can finish after a snapshot from the leader was installed, and must not
+/// take the stored state back behind the log that was purged for it.
+pub(super) async fn store_snapshot(
+    db: &Db,
+    writer: &Writer,
+    group: GroupId,
+    s: &StoredSnapshot,
+) -> Result<()> {
+    let _turn = SNAPSHOT_WRITES.lock().await;
+    if let Some(current) = read_stored_snapshot(db, group)?
+        && current.meta.last_log_id > s.meta.last_log_id
+    {
+        tracing::debug!(
+            group,
+            "a snapshot built behind an installed one is not stored"
+        );
+        return Ok(());
+    }
     writer
-        .write_sync(vec![Op::RaftPut(
-            RaftCf::State,
-            key::state(group, key::SNAPSHOT),
-            v,
-        )])
+        .write_sync(vec![snapshot_record(group, s)?])
         .await
         .map_err(super::write_err)
 }
@@ -197,6 +232,7 @@ async fn store_snapshot(writer: &Writer, group: GroupId, s: &StoredSnapshot) -> 
 /// Builds a snapshot from the image taken by `get_snapshot_builder`.
 pub struct MetaSnapshotBuilder {
     group: GroupId,
+    db: Arc<Db>,
     writer: Writer,
     image: MetaSnapshot,
     last_applied: Option<LogId<NodeId>>,
@@ -221,7 +257,7 @@ impl RaftSnapshotBuilder<MetaRaft> for MetaSnapshotBuilder {
             meta: meta.clone(),
             data,
         };
-        store_snapshot(&self.writer, self.group, &stored).await?;
+        store_snapshot(&self.db, &self.writer, self.group, &stored).await?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(stored.data)),

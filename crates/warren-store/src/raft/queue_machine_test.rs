@@ -1,0 +1,205 @@
+use openraft::{CommittedLeaderId, Entry};
+use warren_core::message::MessageFlags;
+use warren_core::quorum::{Command, ConsumerKey, Publisher};
+
+use super::super::queue::QueueBatch;
+use super::*;
+
+fn id(index: u64) -> LogId<NodeId> {
+    LogId::new(CommittedLeaderId::new(1, 1), index)
+}
+
+fn message(body: &str) -> Message {
+    Message::new(
+        "".into(),
+        "qq",
+        &[],
+        [body.as_bytes()],
+        MessageFlags {
+            persistent: true,
+            priority: 0,
+        },
+    )
+}
+
+fn enqueue(seq: u64, body: &str) -> QueueOp {
+    QueueOp::Enqueue {
+        publisher: Some(Publisher { channel: 9, seq }),
+        message: message(body),
+    }
+}
+
+fn batch(index: u64, ops: Vec<QueueOp>) -> QueueEntry {
+    Entry {
+        log_id: id(index),
+        payload: EntryPayload::Normal(QueueBatch(ops)),
+    }
+}
+
+fn bodies(r: &QueueResponse) -> Vec<(MsgId, String)> {
+    r.bodies
+        .iter()
+        .map(|(id, m)| (*id, String::from_utf8_lossy(m.body()).into_owned()))
+        .collect()
+}
+
+const GROUP: GroupId = 5;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_kept_while_their_messages_live_and_sent_with_a_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let writer = store.start_writer();
+    let mut sm = QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
+        .expect("open");
+    let consumer = ConsumerKey::new(3, "worker");
+    let out = sm
+        .apply([
+            batch(1, vec![enqueue(1, "a"), enqueue(2, "b"), enqueue(3, "c")]),
+            batch(
+                2,
+                vec![
+                    // A re-send of seq 2 after a leader change: dropped.
+                    enqueue(2, "b"),
+                    QueueOp::Command(Command::Checkout {
+                        consumer: consumer.clone(),
+                        node: 2,
+                        prefetch: 2,
+                        no_ack: false,
+                    }),
+                ],
+            ),
+        ])
+        .await
+        .expect("apply");
+    assert_eq!(
+        out[0].replies,
+        vec![
+            Reply::Enqueued(Some(1)),
+            Reply::Enqueued(Some(2)),
+            Reply::Enqueued(Some(3))
+        ]
+    );
+    assert_eq!(out[1].replies[0], Reply::Enqueued(None));
+    // Delivered bodies of an earlier entry of the same apply call come from
+    // that entry: the store does not have them yet.
+    assert_eq!(bodies(&out[1]), vec![(1, "a".into()), (2, "b".into())]);
+    assert_eq!(
+        sm.body(3).expect("read").map(|m| m.body().to_vec()),
+        Some(b"c".to_vec())
+    );
+
+    // An ack removes the body and frees credit for message 3.
+    let out = sm
+        .apply([batch(
+            3,
+            vec![QueueOp::Command(Command::Settle {
+                consumer: consumer.clone(),
+                ids: vec![1],
+            })],
+        )])
+        .await
+        .expect("apply");
+    assert_eq!(bodies(&out[0]), vec![(3, "c".into())]);
+    assert!(sm.body(1).expect("read").is_none());
+
+    // A basic.get with no-ack of a message that arrives in the same batch:
+    // its body is in the response though it is gone from the store.
+    let out = sm
+        .apply([batch(
+            4,
+            vec![
+                enqueue(4, "d"),
+                QueueOp::Command(Command::Dequeue {
+                    channel: 8,
+                    node: 1,
+                    no_ack: true,
+                }),
+            ],
+        )])
+        .await
+        .expect("apply");
+    assert_eq!(bodies(&out[0]), vec![(4, "d".into())]);
+    assert!(sm.body(4).expect("read").is_none());
+
+    // Snapshot, then send it to a replica on another store.
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    let sent = sm
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("a snapshot");
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let other = Store::open(other_dir.path()).expect("open");
+    let other_writer = other.start_writer();
+    let mut replica =
+        QueueStateMachine::open(&other, other_writer.clone(), GROUP, QuorumConfig::default())
+            .expect("open");
+    replica
+        .install_snapshot(&sent.meta, sent.snapshot)
+        .await
+        .expect("install");
+    assert_eq!(replica.state(), sm.state());
+    for id in [2, 3] {
+        assert!(replica.body(id).expect("read").is_some(), "body {id} sent");
+    }
+    assert!(replica.body(1).expect("read").is_none());
+    // The replica goes on from there as the original does.
+    let next = batch(
+        5,
+        vec![QueueOp::Command(Command::ChannelDown { channel: 3 })],
+    );
+    let a = sm.apply([next.clone()]).await.expect("apply");
+    let b = replica.apply([next]).await.expect("apply");
+    assert_eq!(a[0].replies, b[0].replies);
+    assert_eq!(replica.state(), sm.state());
+    assert_eq!(replica.state().ready_len(), 2);
+    other_writer.close().await.expect("close");
+
+    // After a restart the state comes back from the stored snapshot.
+    writer.close().await.expect("close");
+    drop(sm);
+    drop(store);
+    let store = Store::open(dir.path()).expect("reopen");
+    let writer = store.start_writer();
+    let mut sm = QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
+        .expect("open");
+    let (applied, _) = sm.applied_state().await.expect("applied");
+    assert_eq!(applied, Some(id(4)));
+    assert_eq!(sm.state().checked_len(), 2);
+    writer.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_snapshot_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let writer = store.start_writer();
+    let mut sm = QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
+        .expect("open");
+    sm.apply([batch(1, vec![enqueue(1, "a")])])
+        .await
+        .expect("apply");
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    let sent = sm
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("a snapshot");
+    let bytes = sent.snapshot.into_inner();
+    for cut in [2, 10, bytes.len() - 1] {
+        let r = sm
+            .install_snapshot(&sent.meta, Box::new(Cursor::new(bytes[..cut].to_vec())))
+            .await;
+        assert!(r.is_err(), "cut at {cut}");
+    }
+    writer.close().await.expect("close");
+}
