@@ -165,24 +165,19 @@ impl Writer {
     /// their own (a later synced write, or the log they derive from, makes
     /// them durable).
     pub async fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.submit(
-            ops,
-            false,
-            Some(Box::new(move |r| {
-                let _ = tx.send(r);
-            })),
-        )
-        .await?;
-        rx.await.map_err(|_| StoreError::Stopped)?
+        self.write_and_wait(ops, false).await
     }
 
     /// Writes `ops` durably and waits for the sync.
     pub async fn write_sync(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        self.write_and_wait(ops, true).await
+    }
+
+    async fn write_and_wait(&self, ops: Vec<Op>, sync: bool) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.submit(
             ops,
-            true,
+            sync,
             Some(Box::new(move |r| {
                 let _ = tx.send(r);
             })),

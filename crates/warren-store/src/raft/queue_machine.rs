@@ -36,7 +36,8 @@ use warren_core::quorum::{MsgId, QuorumConfig, QuorumSnapshot, QuorumState, Repl
 
 use super::queue::{QueueEntry, QueueOp, QueueRaft, QueueResponse};
 use super::state_machine::{
-    SNAPSHOT_WRITES, StoredSnapshot, read_stored_snapshot, snapshot_record, store_snapshot,
+    SNAPSHOT_WRITES, StoredSnapshot, read_stored_snapshot, snapshot_meta, snapshot_record,
+    store_snapshot,
 };
 use super::{GroupId, NodeId, Result, decode, encode, key};
 use crate::codec::{Dec, Enc, decode_message, encode_message};
@@ -323,15 +324,7 @@ impl RaftSnapshotBuilder<QueueRaft> for QueueSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<QueueRaft>> {
         let data = encode(&self.image)
             .map_err(|e| StorageIOError::write_snapshot(None, super::io_err(e)))?;
-        let snapshot_id = match self.last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.seq),
-            None => format!("none-{}", self.seq),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: self.last_applied,
-            last_membership: self.membership.clone(),
-            snapshot_id,
-        };
+        let meta = snapshot_meta(self.last_applied, &self.membership, self.seq);
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,

@@ -192,6 +192,24 @@ pub(super) fn read_stored_snapshot(db: &Db, group: GroupId) -> Result<Option<Sto
 /// for the node: snapshots are rare.
 pub(super) static SNAPSHOT_WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The meta of a snapshot built at `last_applied`; `seq` (snapshots built
+/// by this process) keeps ids unique when two are built at one index.
+pub(super) fn snapshot_meta(
+    last_applied: Option<LogId<NodeId>>,
+    membership: &StoredMembership<NodeId, BasicNode>,
+    seq: u64,
+) -> SnapshotMeta<NodeId, BasicNode> {
+    let snapshot_id = match last_applied {
+        Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
+        None => format!("none-{seq}"),
+    };
+    SnapshotMeta {
+        last_log_id: last_applied,
+        last_membership: membership.clone(),
+        snapshot_id,
+    }
+}
+
 /// The write that stores `s` as `group`'s snapshot.
 pub(super) fn snapshot_record(group: GroupId, s: &StoredSnapshot) -> Result<Op> {
     let v = encode(s)
@@ -244,15 +262,7 @@ impl RaftSnapshotBuilder<MetaRaft> for MetaSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<MetaRaft>> {
         let data = encode(&self.image)
             .map_err(|e| StorageIOError::write_snapshot(None, super::io_err(e)))?;
-        let snapshot_id = match self.last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.seq),
-            None => format!("none-{}", self.seq),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: self.last_applied,
-            last_membership: self.membership.clone(),
-            snapshot_id,
-        };
+        let meta = snapshot_meta(self.last_applied, &self.membership, self.seq);
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
