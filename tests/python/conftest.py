@@ -104,12 +104,13 @@ class ClusterNodes:
     stands in for a Node: `port` is node 1's, and each program started gets
     the next node in turn, so producers and consumers spread over the three."""
 
-    def __init__(self, tmp_path: Path, size=3):
+    def __init__(self, tmp_path: Path, size=3, extra=()):
         ports = [free_port() for _ in range(size)]
         peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(ports))
         self.nodes = [
             Node(tmp_path / f"data{i + 1}", tmp_path / f"warren{i + 1}.log",
-                 ["--node-id", str(i + 1), "--cluster-listen", f"127.0.0.1:{ports[i]}", "--peers", peers])
+                 ["--node-id", str(i + 1), "--cluster-listen", f"127.0.0.1:{ports[i]}", "--peers", peers,
+                  *extra])
             for i in range(size)
         ]
         self.turn = 0

@@ -1,18 +1,22 @@
 """The eight scenarios of shared/seed/SCENARIOS.md, each as separate producer and
-consumer processes (the tutorial's own programs), against a fresh single node
-and against a fresh three-node cluster with the programs spread over its nodes."""
+consumer processes (the tutorial's own programs), against a fresh single node,
+against a fresh three-node cluster with the programs spread over its nodes, and
+against such a cluster whose default queue type is quorum (the durable
+`task_queue` of the work-queue scenario is then a quorum queue)."""
 import pika
 import pytest
 
 from conftest import DEADLINE, ClusterNodes, Node, wait_for
 
 
-@pytest.fixture(params=["single", "cluster"])
+@pytest.fixture(params=["single", "cluster", "quorum-cluster"])
 def node(request, tmp_path):
     if request.param == "single":
         n = Node(tmp_path / "data", tmp_path / "warren.log").start()
-    else:
+    elif request.param == "cluster":
         n = ClusterNodes(tmp_path).start()
+    else:
+        n = ClusterNodes(tmp_path, extra=["--default-queue-type", "quorum"]).start()
     yield n
     n.stop()
 

@@ -14,6 +14,9 @@
 //! - [`meta_node`]: [`MetaNode`], this node's member of group 0: proposals
 //!   (forwarded to the leader, answered once applied here), status,
 //!   membership changes, peer addresses.
+//! - [`queue_groups`]: [`QueueGroups`], the Raft groups of the quorum queue
+//!   replicas on this node, started from the replica set group 0 recorded
+//!   and removed with every key when the queue goes.
 //! - [`bootstrap`]: forming group 0 from a static peer list.
 //! - [`cluster_service`]: the server side of `proto/cluster.proto`.
 //! - [`admin_client`]: the client side of `proto/cluster.proto` for
@@ -31,6 +34,7 @@ pub mod bootstrap;
 pub mod cluster_service;
 pub mod error;
 pub mod meta_node;
+pub mod queue_groups;
 pub mod raft_client;
 pub mod raft_service;
 pub mod raft_wire;
@@ -52,6 +56,7 @@ pub use auth::{ClusterSecret, Security};
 pub use cluster_service::ClusterService;
 pub use error::ClusterError;
 pub use meta_node::{MetaNode, NodeOptions, Timing};
+pub use queue_groups::{QueueGroup, QueueGroups, QueueRaftNode, QueueTiming};
 pub use raft_client::{Network, PeerChannel};
 pub use raft_service::RaftService;
 pub use tls::{Tls, TlsFiles};

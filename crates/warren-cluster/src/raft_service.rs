@@ -3,33 +3,39 @@
 //! error, e.g. a higher vote). A snapshot chunk's bytes come raw beside the
 //! JSON (see [`crate::raft_client`] for the sizes).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use openraft::raft::InstallSnapshotRequest;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
-use warren_store::raft::{GroupId, MetaRaft};
+use warren_store::raft::{GroupId, META_GROUP, MetaRaft, QueueRaft};
 
 use crate::MetaRaftNode;
 use crate::pb::raft_server::Raft;
 use crate::pb::{RaftReply, RaftRequest};
+use crate::queue_groups::{QueueGroups, QueueRaftNode};
 use crate::raft_client::MAX_RAFT_MESSAGE;
 use crate::raft_wire::GroupWire;
 
-/// Receives Raft RPCs for the groups of this node.
-#[derive(Clone, Default)]
+/// Receives Raft RPCs for the groups of this node: group 0, and the quorum
+/// queue groups that run here (created and removed at runtime).
+#[derive(Clone)]
 pub struct RaftService {
-    groups: Arc<HashMap<GroupId, MetaRaftNode>>,
+    meta: MetaRaftNode,
+    queues: Arc<QueueGroups>,
+}
+
+/// The instance a request is for.
+enum Target<'a> {
+    Meta(&'a MetaRaftNode),
+    Queue(QueueRaftNode),
 }
 
 impl RaftService {
-    /// A service for these groups.
-    pub fn new(groups: HashMap<GroupId, MetaRaftNode>) -> Self {
-        Self {
-            groups: Arc::new(groups),
-        }
+    /// A service for group 0 and the node's queue groups.
+    pub fn new(meta: MetaRaftNode, queues: Arc<QueueGroups>) -> Self {
+        Self { meta, queues }
     }
 
     /// The tonic server for this service.
@@ -37,11 +43,19 @@ impl RaftService {
         crate::pb::raft_server::RaftServer::new(self).max_decoding_message_size(MAX_RAFT_MESSAGE)
     }
 
-    fn group(&self, id: GroupId) -> Result<&MetaRaftNode, Status> {
-        self.groups
-            .get(&id)
+    fn group(&self, id: GroupId) -> Result<Target<'_>, Status> {
+        if id == META_GROUP {
+            return Ok(Target::Meta(&self.meta));
+        }
+        self.queues
+            .get(id)
+            .map(|g| Target::Queue(g.raft))
             .ok_or_else(|| Status::not_found(format!("no raft group {id} on this node")))
     }
+}
+
+fn undecodable(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("undecodable raft request: {e}"))
 }
 
 fn decode<T: DeserializeOwned>(req: &RaftRequest) -> Result<T, Status> {
@@ -62,16 +76,24 @@ impl Raft for RaftService {
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
-        let raft = self.group(req.group)?;
-        let rpc = MetaRaft::decode_append(&req.payload, &req.data)
-            .map_err(|e| Status::invalid_argument(format!("undecodable raft request: {e}")))?;
-        reply(&raft.append_entries(rpc).await)
+        match self.group(req.group)? {
+            Target::Meta(raft) => {
+                let rpc = MetaRaft::decode_append(&req.payload, &req.data).map_err(undecodable)?;
+                reply(&raft.append_entries(rpc).await)
+            }
+            Target::Queue(raft) => {
+                let rpc = QueueRaft::decode_append(&req.payload, &req.data).map_err(undecodable)?;
+                reply(&raft.append_entries(rpc).await)
+            }
+        }
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
-        let raft = self.group(req.group)?;
-        reply(&raft.vote(decode(&req)?).await)
+        match self.group(req.group)? {
+            Target::Meta(raft) => reply(&raft.vote(decode(&req)?).await),
+            Target::Queue(raft) => reply(&raft.vote(decode(&req)?).await),
+        }
     }
 
     async fn install_snapshot(
@@ -79,12 +101,20 @@ impl Raft for RaftService {
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
-        let raft = self.group(req.group)?;
-        let mut rpc: InstallSnapshotRequest<MetaRaft> = decode(&req)?;
-        // A peer of an earlier version sends the bytes inside the JSON.
-        if !req.data.is_empty() {
-            rpc.data = req.data;
+        match self.group(req.group)? {
+            Target::Meta(raft) => {
+                let mut rpc: InstallSnapshotRequest<MetaRaft> = decode(&req)?;
+                // A peer of an earlier version sends the bytes inside the JSON.
+                if !req.data.is_empty() {
+                    rpc.data = req.data;
+                }
+                reply(&raft.install_snapshot(rpc).await)
+            }
+            Target::Queue(raft) => {
+                let mut rpc: InstallSnapshotRequest<QueueRaft> = decode(&req)?;
+                rpc.data = req.data;
+                reply(&raft.install_snapshot(rpc).await)
+            }
         }
-        reply(&raft.install_snapshot(rpc).await)
     }
 }

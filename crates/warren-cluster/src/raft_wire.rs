@@ -74,7 +74,7 @@ impl GroupWire for QueueRaft {
 mod tests {
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
     use warren_core::message::MessageFlags;
-    use warren_core::quorum::{Command, ConsumerKey};
+    use warren_core::quorum::Command;
     use warren_core::{Message, NodeId};
     use warren_store::raft::queue::{QueueBatch, QueueOp};
 
@@ -101,7 +101,7 @@ mod tests {
                         message,
                     },
                     QueueOp::Command(Command::Settle {
-                        consumer: ConsumerKey::new(1, "c"),
+                        channel: 1,
                         ids: vec![3],
                     }),
                 ])),

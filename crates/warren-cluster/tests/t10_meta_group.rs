@@ -3,13 +3,13 @@
 //! state machine's errors come back to the proposer, and after the leader is
 //! stopped the other two elect a new one and keep applying.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use openraft::{BasicNode, Config, Raft};
 use tokio_stream::wrappers::TcpListenerStream;
-use warren_cluster::{MetaRaftNode, Network, RaftService};
+use warren_cluster::{MetaRaftNode, Network, QueueGroups, QueueTiming, RaftService};
 use warren_core::ReplyCode;
 use warren_core::meta::{Command, MetaState, Outcome};
 use warren_store::Store;
@@ -31,6 +31,14 @@ async fn start(id: NodeId) -> Node {
     let store = Store::open(&dir.path().join("rocksdb")).expect("store");
     let writer = store.start_writer();
     let log = RaftLogStore::<MetaRaft>::new(&store, writer.clone(), META_GROUP);
+    let groups = QueueGroups::new(
+        id,
+        &store,
+        writer.clone(),
+        Network::default(),
+        QueueTiming::default(),
+    )
+    .expect("queue groups");
     let sm = MetaStateMachine::open(&store, writer, META_GROUP).expect("state machine");
     let state = sm.shared();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -54,7 +62,7 @@ async fn start(id: NodeId) -> Node {
     )
     .await
     .expect("raft");
-    let service = RaftService::new(HashMap::from([(META_GROUP, raft.clone())]));
+    let service = RaftService::new(raft.clone(), groups);
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(service.into_server())

@@ -12,14 +12,16 @@
 //! - [`link`]: the classic queue reached through a peer link: a proxy per
 //!   remote queue, one batched gRPC stream per home node, and the service
 //!   that serves those streams on the home node.
+//! - [`quorum`]: the quorum queue: a front per queue on every node, which
+//!   leads the queue's Raft group's commands on the leader and forwards to
+//!   the leader elsewhere.
 //! - [`registry`]: the handles of the node's queues, reconciled with the
 //!   applied metadata; the one place that picks a queue's type.
 //! - [`memory`]: the bytes messages hold, and the watermark that blocks
 //!   publishers.
 //! - [`ids`]: connection, channel and consumer ids unique in the cluster.
 //!
-//! Quorum queues will be a third type here, served by their Raft group's
-//! leader. The crate sits between the server (connections and channels,
+//! The crate sits between the server (connections and channels,
 //! above) and the cluster (gRPC, Raft, below): server → queues → cluster →
 //! store → core.
 
@@ -28,6 +30,7 @@ pub mod classic;
 pub mod ids;
 pub mod link;
 pub mod memory;
+pub mod quorum;
 pub mod registry;
 
 pub use api::{ChannelCredit, ConnEvent, ConnTx, DeliverEvent, QueueFlow, QueueHandle};

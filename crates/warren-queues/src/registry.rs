@@ -14,15 +14,16 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, Weak};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
-use warren_cluster::MetaNode;
+use warren_cluster::QueueGroups;
 use warren_core::queue::QueueDef;
 use warren_core::{Name, NodeId, QueueId};
 
 use crate::api::{Ending, QueueHandle};
 use crate::classic::{self, ClassicEnv};
-use crate::link::{self, LinkTx};
+use crate::link;
+use crate::quorum::{self, QuorumEnv};
 
 /// How this node serves a queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,12 +32,16 @@ enum Kind {
     ClassicHome,
     /// A classic queue homed on another node: a proxy feeds the link to it.
     ClassicRemote,
+    /// A quorum queue: its front runs on every node (see [`crate::quorum`]).
+    Quorum,
 }
 
 impl Kind {
     /// The type that serves `def` on node `me`.
     fn of(def: &QueueDef, me: NodeId) -> Self {
-        if def.home.node == me {
+        if def.is_quorum() {
+            Kind::Quorum
+        } else if def.home.node == me {
             Kind::ClassicHome
         } else {
             Kind::ClassicRemote
@@ -61,10 +66,8 @@ pub struct Registry {
     /// queues; two interleaved could undo each other).
     reconciling: tokio::sync::Mutex<()>,
     env: ClassicEnv,
-    /// Membership, to find the home nodes of remote queues.
-    node: Weak<MetaNode>,
-    /// Links to the home nodes of queues used here.
-    links: Mutex<HashMap<NodeId, LinkTx>>,
+    /// What quorum queue fronts need (links included).
+    quorum: QuorumEnv,
     /// The node's queues are started: links from other nodes are served.
     ready: AtomicBool,
     /// The node is stopping: no queue starts any more.
@@ -84,15 +87,14 @@ impl RegistryView<'_> {
 
 impl Registry {
     /// An empty registry of node `me` for the queues of `vhost`.
-    pub fn new(me: NodeId, vhost: Name, env: ClassicEnv, node: Weak<MetaNode>) -> Self {
+    pub fn new(me: NodeId, vhost: Name, env: ClassicEnv, quorum: QuorumEnv) -> Self {
         Self {
             me,
             vhost,
             queues: RwLock::new(HashMap::new()),
             reconciling: tokio::sync::Mutex::new(()),
             env,
-            node,
-            links: Mutex::new(HashMap::new()),
+            quorum,
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
         }
@@ -118,7 +120,8 @@ impl Registry {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// The handle of a queue homed on this node that is serving.
+    /// The handle of a queue served from this node: a classic queue homed
+    /// here, or a quorum queue (its front leads or forwards).
     pub fn local(&self, id: QueueId) -> Option<QueueHandle> {
         if self.is_stopping() {
             return None;
@@ -126,8 +129,13 @@ impl Registry {
         let queues = self.queues.read().unwrap_or_else(PoisonError::into_inner);
         queues
             .get(&id)
-            .filter(|s| s.kind == Kind::ClassicHome)
+            .filter(|s| matches!(s.kind, Kind::ClassicHome | Kind::Quorum))
             .map(|s| s.handle.clone())
+    }
+
+    /// The node's quorum queue groups.
+    pub fn groups(&self) -> &Arc<QueueGroups> {
+        &self.quorum.groups
     }
 
     /// Brings the handles in line with what `wanted` gives: every queue of
@@ -166,8 +174,9 @@ impl Registry {
                         s.handle.stop().await
                     }
                     // Deleted elsewhere (or through this node): consumers
-                    // are cancelled, messages and their disk copies go.
-                    Kind::ClassicHome => s.handle.discard().await,
+                    // are cancelled, messages and their disk copies go
+                    // (a quorum queue's replica with every key of its group).
+                    Kind::ClassicHome | Kind::Quorum => s.handle.discard().await,
                 }
             });
         }
@@ -178,9 +187,10 @@ impl Registry {
         let kind = Kind::of(&def, self.me);
         let handle = match kind {
             Kind::ClassicRemote => {
-                let link = self.link_to(def.home.node);
+                let link = self.quorum.links.to(def.home.node);
                 link::spawn_proxy(&def, self.vhost.clone(), link)
             }
+            Kind::Quorum => quorum::spawn(def, self.vhost.clone(), &self.quorum),
             Kind::ClassicHome => {
                 // Durable queues may have messages on disk from before a
                 // restart; a new id has none, so the scan is one seek.
@@ -191,19 +201,11 @@ impl Registry {
         Slot { handle, kind }
     }
 
-    /// The link task to `home` (started on first use).
-    fn link_to(&self, home: NodeId) -> LinkTx {
-        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
-        links
-            .entry(home)
-            .or_insert_with(|| link::spawn_link(self.node.clone(), home, self.env.memory.clone()))
-            .clone()
-    }
-
     /// Stops every queue (messages stay on disk) and waits for the actors.
     /// What reaches a queue from now on is refused, not dropped as accepted.
     pub async fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
+        self.quorum.stopping.cancel();
         let _serial = self.reconciling.lock().await;
         let slots: Vec<Slot> = self
             .queues
@@ -220,5 +222,6 @@ impl Registry {
         }
         self.env.tasks.close();
         self.env.tasks.wait().await;
+        self.quorum.groups.shutdown().await;
     }
 }

@@ -234,6 +234,10 @@ pub struct ServerArgs {
     /// down: its exclusive and transient queues are deleted, ms [default: 10000].
     #[arg(long, env = "WARREN_NODE_DOWN_AFTER_MS")]
     pub node_down_after_ms: Option<u64>,
+    /// Type of the durable, non-exclusive, non-auto-delete queues declared
+    /// without `x-queue-type`: classic or quorum [default: classic].
+    #[arg(long, env = "WARREN_DEFAULT_QUEUE_TYPE")]
+    pub default_queue_type: Option<String>,
     /// The cluster secret and mutual TLS of the cluster port.
     #[command(flatten)]
     pub security: SecurityArgs,
@@ -269,6 +273,7 @@ pub struct FileConfig {
     raft_snapshot_every: Option<u64>,
     metadata_timeout_ms: Option<u64>,
     node_down_after_ms: Option<u64>,
+    default_queue_type: Option<String>,
     cluster_secret_file: Option<PathBuf>,
     cluster_secret: Option<String>,
     cluster_tls_cert: Option<PathBuf>,
@@ -276,6 +281,32 @@ pub struct FileConfig {
     cluster_tls_ca: Option<PathBuf>,
     #[serde(default)]
     users: Vec<User>,
+}
+
+/// The type a queue declared without `x-queue-type` gets, when it may be
+/// either (durable, not exclusive, not auto-delete, named by the client).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QueueType {
+    /// On one node, as RabbitMQ's default.
+    #[default]
+    Classic,
+    /// Replicated through its own Raft group.
+    Quorum,
+}
+
+impl QueueType {
+    /// Parses `classic` or `quorum`.
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        match s.trim() {
+            "classic" => Ok(Self::Classic),
+            "quorum" => Ok(Self::Quorum),
+            other => Err(bad(
+                "default-queue-type",
+                other,
+                "expected classic or quorum",
+            )),
+        }
+    }
 }
 
 /// The memory limit for messages.
@@ -364,6 +395,8 @@ pub struct Config {
     pub metadata_timeout_ms: u64,
     /// Silence after which the leader declares a node down, ms.
     pub node_down_after_ms: u64,
+    /// The type of queues declared without `x-queue-type` that may be quorum.
+    pub default_queue_type: QueueType,
     /// The secret every call on the cluster port proves (required with
     /// cluster options).
     pub cluster_secret: Option<ClusterSecret>,
@@ -395,6 +428,7 @@ impl Default for Config {
             raft_snapshot_every: 5000,
             metadata_timeout_ms: 5000,
             node_down_after_ms: 10_000,
+            default_queue_type: QueueType::Classic,
             cluster_secret: None,
             cluster_tls: None,
         }
@@ -495,6 +529,9 @@ impl Config {
             &mut c.node_down_after_ms,
             args.node_down_after_ms.or(file.node_down_after_ms),
         );
+        if let Some(t) = args.default_queue_type.clone().or(file.default_queue_type) {
+            c.default_queue_type = QueueType::parse(&t)?;
+        }
         c.validate()?;
         Ok(c)
     }

@@ -12,15 +12,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::HashMap;
-
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use warren_cluster::{ClusterService, MetaNode, RaftService};
+use warren_cluster::{ClusterService, MetaNode, QueueGroups, RaftService};
 use warren_queues::link::{LocalQueues, QueuesService};
-use warren_store::raft::META_GROUP;
 
 use crate::broker::Broker;
 use crate::config::Config;
@@ -65,6 +62,7 @@ impl Server {
             tracker.spawn(serve_cluster(
                 listener,
                 broker.node().clone(),
+                broker.registry().groups().clone(),
                 queues,
                 token.clone(),
             ));
@@ -131,11 +129,11 @@ async fn until_cancelled(token: CancellationToken, f: impl Future<Output = ()>) 
 async fn serve_cluster(
     listener: TcpListener,
     node: Arc<MetaNode>,
+    groups: Arc<QueueGroups>,
     queues: QueuesService,
     token: CancellationToken,
 ) {
-    let groups = HashMap::from([(META_GROUP, node.raft().clone())]);
-    let raft = RaftService::new(groups).into_server();
+    let raft = RaftService::new(node.raft().clone(), groups).into_server();
     let security = node.network().security().clone();
     let cluster = ClusterService::new(node).into_server();
     // Config refuses a cluster listener without a secret.

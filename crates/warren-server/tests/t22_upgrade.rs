@@ -29,6 +29,7 @@ async fn write_legacy_store(dir: &std::path::Path) {
         arguments: CoreTable::default(),
         args: QueueArgs::default(),
         home: Home::default(),
+        replicas: Vec::new(),
     };
     let x = ExchangeDef {
         name: "legacy-x".into(),

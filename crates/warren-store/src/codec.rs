@@ -169,6 +169,7 @@ pub fn decode_queue(b: &[u8], vhost: &str) -> Result<QueueDef, StoreError> {
         args,
         // Records predate clusters: the node that reads them is their home.
         home: Home::default(),
+        replicas: Vec::new(),
     })
 }
 
@@ -288,6 +289,7 @@ mod tests {
             args: QueueArgs::parse(&qargs, "task_queue", "/").expect("args"),
             arguments: qargs,
             home: Home::default(),
+            replicas: Vec::new(),
         };
         assert_eq!(decode_queue(&encode_queue(&q), "/").expect("decode"), q);
 

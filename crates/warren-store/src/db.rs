@@ -209,6 +209,48 @@ impl Store {
         Ok(out)
     }
 
+    /// The bodies of quorum queue `group`'s messages `ids` that are stored,
+    /// for a leader that sends held messages again.
+    pub fn read_quorum_bodies(
+        &self,
+        group: u64,
+        ids: &[u64],
+    ) -> Result<Vec<(u64, Message)>, StoreError> {
+        let cf = self.cf(CF_QUORUM_BODIES)?;
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| quorum_body_key(group, *id)).collect();
+        let mut out = Vec::new();
+        for (id, got) in ids
+            .iter()
+            .zip(self.db.multi_get_cf(keys.iter().map(|k| (cf, k))))
+        {
+            if let Some(v) = got? {
+                out.push((*id, codec::decode_message(&v)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The quorum queue groups (ids above 0) with Raft state on this node,
+    /// ascending: a group whose queue is gone from the metadata is removed
+    /// when the node finds it here (it was deleted while this node was down).
+    pub fn quorum_groups(&self) -> Result<Vec<u64>, StoreError> {
+        let cf = self.cf(CF_RAFT_STATE)?;
+        let mut out: Vec<u64> = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, _) = item?;
+            if k.len() != 9 {
+                continue;
+            }
+            let mut g = [0u8; 8];
+            g.copy_from_slice(&k[..8]);
+            let g = u64::from_be_bytes(g);
+            if g != 0 && out.last() != Some(&g) {
+                out.push(g);
+            }
+        }
+        Ok(out)
+    }
+
     /// The database, for the Raft storage of this crate.
     pub(crate) fn db(&self) -> &Arc<Db> {
         &self.db
@@ -318,6 +360,14 @@ impl Store {
         self.db.write_opt(batch, &wo)?;
         Ok(())
     }
+}
+
+/// Key of a quorum queue's body: (group, message id), as the state machine writes it.
+fn quorum_body_key(group: u64, id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16);
+    k.extend_from_slice(&group.to_be_bytes());
+    k.extend_from_slice(&id.to_be_bytes());
+    k
 }
 
 /// Key of the node's epoch in `raft_state` (group keys are 9 or 16 bytes).

@@ -18,5 +18,6 @@ pub fn declare_queue(name: &str, durable: bool) -> Command {
         owner: 1,
         server_named: false,
         home: Home::default(),
+        replicas: Vec::new(),
     }
 }

@@ -143,6 +143,28 @@ impl MetaNode {
         }
     }
 
+    /// Every member of group 0 with its cluster address.
+    pub fn member_addrs(&self) -> Vec<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect()
+    }
+
+    /// The voters of group 0, ascending (this node's alone before the group
+    /// is formed): where quorum queue replicas are placed.
+    pub fn voter_ids(&self) -> Vec<NodeId> {
+        let m = self.raft.metrics().borrow().clone();
+        let mut voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        if voters.is_empty() {
+            voters.push(self.id);
+        }
+        voters.sort_unstable();
+        voters
+    }
+
     /// Whether this node is the group's only voter.
     pub fn sole_voter(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();

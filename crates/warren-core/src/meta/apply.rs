@@ -55,6 +55,7 @@ impl MetaState {
                 owner,
                 server_named,
                 home,
+                replicas,
             } => self.declare_queue(
                 vhost,
                 &QueueDeclare {
@@ -67,6 +68,7 @@ impl MetaState {
                     owner: *owner,
                     server_named: *server_named,
                     home: *home,
+                    replicas,
                 },
             ),
             Command::DeleteQueue {

@@ -61,6 +61,9 @@ pub enum Command {
         server_named: bool,
         /// The node it will live on (the proposer's).
         home: Home,
+        /// A quorum queue's replica set, chosen by the proposer.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replicas: Vec<NodeId>,
     },
     /// `queue.delete`. `if-unused` and `if-empty` depend on the queue's
     /// contents and consumers, which live with the queue: the proposer checks

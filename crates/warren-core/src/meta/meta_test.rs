@@ -30,6 +30,7 @@ fn declare_queue(name: &str, exclusive: bool, owner: ConnectionId) -> Command {
         owner,
         server_named: false,
         home: Home { node: 1, epoch: 1 },
+        replicas: Vec::new(),
     }
 }
 
@@ -109,6 +110,7 @@ fn errors_are_decided_by_apply_and_change_nothing() {
             owner: 1,
             server_named: false,
             home: Home::default(),
+            replicas: Vec::new(),
         })
         .expect_err("no vhost");
     assert_eq!(err.code, ReplyCode::NotAllowed);
@@ -126,6 +128,7 @@ fn declare_on(name: &str, durable: bool, exclusive: bool, node: u64, epoch: u64)
         owner: crate::queue::connection_id(node, epoch, 1),
         server_named: false,
         home: Home { node, epoch },
+        replicas: Vec::new(),
     }
 }
 
@@ -371,6 +374,7 @@ fn command() -> impl Strategy<Value = Command> {
                     node: owner % 3,
                     epoch: owner % 2,
                 },
+                replicas: Vec::new(),
             }
         ),
         Just(Command::DropTransient),

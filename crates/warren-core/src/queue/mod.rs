@@ -63,7 +63,19 @@ pub struct QueueDef {
     pub arguments: FieldTable,
     /// The arguments RabbitMQ interprets, parsed.
     pub args: QueueArgs,
-    /// The node it lives on.
+    /// The node it lives on (a quorum queue: the node that declared it).
     #[serde(default)]
     pub home: Home,
+    /// A quorum queue's replica set, in the order group 0 recorded it (the
+    /// first member starts the group's first election); empty for a
+    /// classic queue.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<NodeId>,
+}
+
+impl QueueDef {
+    /// A quorum queue: its messages live in its Raft group.
+    pub fn is_quorum(&self) -> bool {
+        self.args.is_quorum()
+    }
 }

@@ -43,16 +43,16 @@ impl QuorumState {
                 self.forget_if_done(&consumer);
                 Applied::new(Reply::Done)
             }
-            Command::Settle { consumer, ids } | Command::Discard { consumer, ids } => {
+            Command::Settle { channel, ids } | Command::Discard { channel, ids } => {
                 let mut out = Applied::new(Reply::Done);
-                for m in self.take(&consumer, &ids) {
+                for m in self.take(channel, &ids) {
                     out.removed.push(m.id);
                 }
                 out
             }
-            Command::Return { consumer, ids } => {
+            Command::Return { channel, ids } => {
                 let mut out = Applied::new(Reply::Done);
-                let back = self.take(&consumer, &ids);
+                let back = self.take(channel, &ids);
                 self.put_back(back, &mut out.removed);
                 out
             }
@@ -137,15 +137,31 @@ impl QuorumState {
         out
     }
 
-    /// Takes the messages `ids` from `key`; ids it does not hold are ignored.
-    fn take(&mut self, key: &ConsumerKey, ids: &[MsgId]) -> Vec<QMsg> {
-        let Some(c) = self.consumers.get_mut(key) else {
-            return Vec::new();
-        };
-        let taken: Vec<QMsg> = ids.iter().filter_map(|id| c.checked.remove(id)).collect();
-        self.checked -= taken.len() as u64;
-        if !self.forget_if_done(key) {
-            self.enter_service(key);
+    /// Takes the messages `ids` from the consumers of `channel` that hold
+    /// them (acks are channel-scoped in AMQP: a delivery tag names a channel,
+    /// not a consumer); ids none of them holds are ignored.
+    fn take(&mut self, channel: u64, ids: &[MsgId]) -> Vec<QMsg> {
+        let keys: Vec<ConsumerKey> = self
+            .consumers
+            .range(ConsumerKey::get(channel)..)
+            .take_while(|(k, _)| k.channel == channel)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut taken = Vec::new();
+        for key in keys {
+            let Some(c) = self.consumers.get_mut(&key) else {
+                continue;
+            };
+            let before = taken.len();
+            taken.extend(ids.iter().filter_map(|id| c.checked.remove(id)));
+            let n = taken.len() - before;
+            if n == 0 {
+                continue;
+            }
+            self.checked -= n as u64;
+            if !self.forget_if_done(&key) {
+                self.enter_service(&key);
+            }
         }
         taken
     }

@@ -45,23 +45,26 @@ pub enum Command {
     },
     /// `basic.ack`: the messages are done.
     Settle {
-        /// Who holds them.
-        consumer: ConsumerKey,
+        /// The channel they were delivered on (any of its consumers, or
+        /// its `basic.get`, may hold them).
+        channel: u64,
         /// Which.
         ids: Vec<MsgId>,
     },
     /// `basic.reject`/`basic.nack` with requeue: back to their places.
     Return {
-        /// Who holds them.
-        consumer: ConsumerKey,
+        /// The channel they were delivered on (any of its consumers, or
+        /// its `basic.get`, may hold them).
+        channel: u64,
         /// Which.
         ids: Vec<MsgId>,
     },
     /// `basic.reject`/`basic.nack` without requeue: dropped (dead-lettered
     /// once dead-lettering exists).
     Discard {
-        /// Who holds them.
-        consumer: ConsumerKey,
+        /// The channel they were delivered on (any of its consumers, or
+        /// its `basic.get`, may hold them).
+        channel: u64,
         /// Which.
         ids: Vec<MsgId>,
     },

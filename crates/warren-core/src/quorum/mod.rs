@@ -216,6 +216,23 @@ impl QuorumState {
             })
     }
 
+    /// The messages `key` holds: what a leader sends again when the
+    /// consumer attaches to it after a leader change.
+    pub fn held_by(&self, key: &ConsumerKey) -> Vec<Delivery> {
+        let Some(c) = self.consumers.get(key) else {
+            return Vec::new();
+        };
+        c.checked
+            .values()
+            .map(|m| Delivery {
+                consumer: key.clone(),
+                node: c.node,
+                msg: *m,
+                no_ack: c.no_ack,
+            })
+            .collect()
+    }
+
     /// Every message id the queue holds, ready or checked out, in no
     /// particular order: what the runtime keeps bodies for.
     pub fn ids(&self) -> impl Iterator<Item = MsgId> + '_ {

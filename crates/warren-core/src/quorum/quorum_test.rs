@@ -55,7 +55,7 @@ fn consumers_take_turns_within_their_prefetch() {
     assert_eq!(s.ready_len(), 1);
     // An ack frees credit: the next message goes to the one that acked.
     let a = s.apply(Command::Settle {
-        consumer: ConsumerKey::new(3, "b"),
+        channel: 3,
         ids: vec![3],
     });
     assert_eq!(a.removed, vec![3]);
@@ -63,7 +63,7 @@ fn consumers_take_turns_within_their_prefetch() {
     assert_eq!(a.deliveries[0].consumer, ConsumerKey::new(3, "b"));
     // An ack of a message the consumer does not hold changes nothing.
     let again = s.apply(Command::Settle {
-        consumer: ConsumerKey::new(2, "a"),
+        channel: 2,
         ids: vec![3, 99],
     });
     assert!(again.removed.is_empty());
@@ -83,11 +83,11 @@ fn returned_messages_go_back_to_their_places_counted() {
     assert_eq!(s.consumer_count(), 0);
     // Acks after a cancel still count; the rest is returned ahead of 3.
     s.apply(Command::Settle {
-        consumer: ConsumerKey::new(2, "a"),
+        channel: 2,
         ids: vec![1],
     });
     s.apply(Command::Return {
-        consumer: ConsumerKey::new(2, "a"),
+        channel: 2,
         ids: vec![2],
     });
     let got = s.apply(Command::Dequeue {
@@ -111,12 +111,12 @@ fn the_delivery_limit_drops_a_message_returned_too_often() {
     let key = ConsumerKey::new(2, "a");
     consume(&mut s, 2, "a", 1);
     let first = s.apply(Command::Return {
-        consumer: key.clone(),
+        channel: key.channel,
         ids: vec![1],
     });
     assert_eq!(ids(&first), vec![1], "returned once: delivered again");
     let second = s.apply(Command::Return {
-        consumer: key,
+        channel: key.channel,
         ids: vec![1],
     });
     assert_eq!(second.removed, vec![1]);
@@ -184,9 +184,9 @@ fn command() -> impl Strategy<Value = Command> {
             |(consumer, node, prefetch, no_ack)| Command::Checkout { consumer, node, prefetch, no_ack }
         ),
         1 => key.clone().prop_map(|consumer| Command::Cancel { consumer }),
-        3 => (key.clone(), some_ids.clone()).prop_map(|(consumer, ids)| Command::Settle { consumer, ids }),
-        2 => (key.clone(), some_ids.clone()).prop_map(|(consumer, ids)| Command::Return { consumer, ids }),
-        1 => (key, some_ids).prop_map(|(consumer, ids)| Command::Discard { consumer, ids }),
+        3 => (1u64..4, some_ids.clone()).prop_map(|(channel, ids)| Command::Settle { channel, ids }),
+        2 => (1u64..4, some_ids.clone()).prop_map(|(channel, ids)| Command::Return { channel, ids }),
+        1 => (1u64..4, some_ids).prop_map(|(channel, ids)| Command::Discard { channel, ids }),
         2 => (1u64..4, 1u64..3, any::<bool>()).prop_map(|(channel, node, no_ack)| Command::Dequeue { channel, node, no_ack }),
         1 => Just(Command::Purge),
         1 => (1u64..4).prop_map(|channel| Command::ChannelDown { channel }),

@@ -10,7 +10,7 @@ use super::{Removed, VHost};
 use crate::binding::DestinationKind;
 use crate::queue::args::{DeclareFlags, QueueArgs, check_equivalent};
 use crate::queue::{ConnectionId, Home, QueueDef};
-use crate::{AmqpError, FieldTable, Name, QueueId};
+use crate::{AmqpError, FieldTable, Name, NodeId, QueueId};
 
 /// `queue.declare` as the domain sees it (server-named queues are named by the caller).
 #[derive(Clone, Debug)]
@@ -33,6 +33,8 @@ pub struct QueueDeclare<'a> {
     pub server_named: bool,
     /// Where a new queue lives.
     pub home: Home,
+    /// A new quorum queue's replica set (the home node alone if empty).
+    pub replicas: &'a [NodeId],
 }
 
 impl VHost {
@@ -68,6 +70,11 @@ impl VHost {
             server_named: d.server_named,
         };
         args.check_quorum(d.arguments, flags, d.name, &self.name)?;
+        let replicas = match (args.is_quorum(), d.replicas.is_empty()) {
+            (false, _) => Vec::new(),
+            (true, true) => vec![d.home.node],
+            (true, false) => d.replicas.to_vec(),
+        };
         let def = QueueDef {
             name: d.name.into(),
             id: new_id,
@@ -77,6 +84,7 @@ impl VHost {
             arguments: d.arguments.clone(),
             args,
             home: d.home,
+            replicas,
         };
         self.queues.insert(def.name.clone(), def.clone());
         Ok((def, true))

@@ -27,6 +27,7 @@ fn q<'a>(name: &'a str, args: &'a FieldTable) -> QueueDeclare<'a> {
         owner: 1,
         server_named: false,
         home: crate::queue::Home::default(),
+        replicas: &[],
     }
 }
 

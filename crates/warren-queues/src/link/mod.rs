@@ -13,4 +13,42 @@ pub mod home;
 pub mod wire;
 
 pub use client::{LINK_BUDGET, LinkTx, Routed, spawn_link, spawn_proxy};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use warren_cluster::MetaNode;
+use warren_core::NodeId;
+
+use crate::memory::Memory;
+
+/// The node's links, one per other node, started on first use and shared
+/// by every queue used through them (classic queues homed there, quorum
+/// queues led from there).
+#[derive(Debug)]
+pub struct Links {
+    node: Weak<MetaNode>,
+    memory: Arc<Memory>,
+    links: Mutex<HashMap<NodeId, LinkTx>>,
+}
+
+impl Links {
+    /// No links yet; they find their nodes in `node`'s membership.
+    pub fn new(node: Weak<MetaNode>, memory: Arc<Memory>) -> Self {
+        Self {
+            node,
+            memory,
+            links: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The link to `home`.
+    pub fn to(&self, home: NodeId) -> LinkTx {
+        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        links
+            .entry(home)
+            .or_insert_with(|| spawn_link(self.node.clone(), home, self.memory.clone()))
+            .clone()
+    }
+}
 pub use home::{LocalQueues, Lookup, LookupFuture, QueuesService};

@@ -9,12 +9,18 @@ use std::time::Duration;
 
 use warren_core::binding::Binding;
 use warren_core::meta::{Command, Outcome};
-use warren_core::queue::{ConnectionId, QueueDef};
+use warren_core::queue::{ConnectionId, QueueArgs, QueueDef};
 use warren_core::vhost::{ExchangeDeclare, QueueDeclare};
-use warren_core::{AmqpError, QueueId, ReplyCode};
+use warren_core::{AMQPValue, AmqpError, FieldTable, NodeId, QueueId, ReplyCode};
 use warren_queues::QueueHandle;
 
 use super::{Broker, DEFAULT_VHOST};
+use crate::config::QueueType;
+
+/// Replicas of a quorum queue unless `x-quorum-initial-group-size` says.
+const QUORUM_GROUP_SIZE: usize = 3;
+/// How long `queue.declare` of a new quorum queue waits for its leader.
+const QUORUM_LEADER_WAIT: Duration = Duration::from_secs(10);
 
 /// First pause before retrying a connection's exclusive-queue removal.
 const DROP_RETRY_MIN: Duration = Duration::from_millis(200);
@@ -84,6 +90,11 @@ impl Broker {
         let def = if d.passive {
             self.read().vhost().queue_for(d.name, d.owner)?.clone()
         } else {
+            let arguments = self.typed_arguments(d);
+            let d = &QueueDeclare {
+                arguments: &arguments,
+                ..d.clone()
+            };
             let cmd = Command::DeclareQueue {
                 vhost: DEFAULT_VHOST.into(),
                 name: d.name.into(),
@@ -94,6 +105,7 @@ impl Broker {
                 owner: d.owner,
                 server_named: d.server_named,
                 home: self.home(),
+                replicas: self.replica_set(d),
             };
             let (queue, created) = self
                 .propose(cmd, |o| match o {
@@ -103,6 +115,9 @@ impl Broker {
                 .await?;
             if created {
                 self.reconcile().await;
+                if queue.is_quorum() {
+                    self.wait_quorum_leader(&queue).await?;
+                }
                 return Ok((queue, 0, 0));
             }
             queue
@@ -113,6 +128,104 @@ impl Broker {
         };
         let (msgs, consumers) = handle.status().await?;
         Ok((def, msgs, consumers))
+    }
+
+    /// The arguments a declaration is proposed with. One without
+    /// `x-queue-type` takes the type of the queue of that name if it exists
+    /// (a redeclare matches what is there), else the node's default type
+    /// if the queue may be a quorum queue: durable, not exclusive, not
+    /// auto-delete, named by the client (as RabbitMQ's default queue type).
+    fn typed_arguments(&self, d: &QueueDeclare<'_>) -> FieldTable {
+        let mut args = d.arguments.clone();
+        if args.inner().contains_key("x-queue-type") {
+            return args;
+        }
+        let existing = self.read().vhost().queue(d.name).map(QueueDef::is_quorum);
+        let quorum = existing.unwrap_or_else(|| {
+            self.config.default_queue_type == QueueType::Quorum
+                && d.durable
+                && !d.exclusive
+                && !d.auto_delete
+                && !d.server_named
+        });
+        if quorum {
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
+        args
+    }
+
+    /// A new quorum queue's replica set: `x-quorum-initial-group-size`
+    /// voters of group 0 (default 3, at most all of them), starting at a
+    /// place that turns with each quorum queue declared, so that replica
+    /// sets, and with them first leaders, spread over the nodes.
+    fn replica_set(&self, d: &QueueDeclare<'_>) -> Vec<NodeId> {
+        let quorum = QueueArgs::parse(d.arguments, d.name, DEFAULT_VHOST)
+            .ok()
+            .filter(QueueArgs::is_quorum);
+        let Some(args) = quorum else {
+            return Vec::new();
+        };
+        let mut voters = self.node.voter_ids();
+        let n = voters.len();
+        let size = args
+            .quorum_initial_group_size
+            .map_or(QUORUM_GROUP_SIZE, |s| usize::try_from(s).unwrap_or(n))
+            .clamp(1, n);
+        let existing = self
+            .read()
+            .vhost()
+            .queues()
+            .filter(|q| q.is_quorum())
+            .count();
+        voters.rotate_left(existing % n);
+        voters.truncate(size);
+        voters
+    }
+
+    /// Waits until a new quorum queue's group has a leader, so that a
+    /// publish right after `declare-ok` is not nacked. This node waits on
+    /// its own replica; a node outside the replica set does not wait.
+    async fn wait_quorum_leader(&self, q: &QueueDef) -> Result<(), AmqpError> {
+        if !q.replicas.contains(&self.config.node_id) {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + QUORUM_LEADER_WAIT;
+        let groups = self.registry.groups().clone();
+        let group = loop {
+            if let Some(g) = groups.get(q.id) {
+                break Some(g);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break None;
+            }
+            // The queue's front starts its replica as it starts.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let led = match group {
+            Some(g) => g
+                .raft
+                .wait(Some(left))
+                .metrics(|m| m.current_leader.is_some(), "quorum queue leader")
+                .await
+                .is_ok(),
+            None => false,
+        };
+        if led {
+            Ok(())
+        } else {
+            Err(AmqpError::new(
+                ReplyCode::InternalError,
+                format!(
+                    "quorum queue '{}' in vhost '{DEFAULT_VHOST}' has no leader yet (too few of its replicas are up)",
+                    q.name
+                ),
+            )
+            .on_channel())
+        }
     }
 
     /// The queue `conn` may use (404 / 405 otherwise), whatever its type.

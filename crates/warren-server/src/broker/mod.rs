@@ -23,18 +23,20 @@ pub use follow::follow_applied;
 pub use health::watch_nodes;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLockReadGuard, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
-use warren_cluster::{MetaNode, Network, NodeOptions, Security, Timing};
+use warren_cluster::{MetaNode, Network, NodeOptions, QueueGroups, QueueTiming, Security, Timing};
 use warren_core::meta::MetaState;
 use warren_core::queue::{ConnectionId, Home, QueueDef};
 use warren_core::vhost::VHost;
 use warren_core::{Name, QueueId};
 use warren_queues::classic::{AutoDeleted, ClassicEnv};
-use warren_queues::link::{LocalQueues, Lookup, LookupFuture};
+use warren_queues::link::{Links, LocalQueues, Lookup, LookupFuture};
+use warren_queues::quorum::QuorumEnv;
 use warren_queues::registry::RegistryView;
 use warren_queues::{Ids, Memory, QueueHandle, Registry};
 use warren_store::{Recovered, Store, Writer};
@@ -80,6 +82,8 @@ pub struct Broker {
     /// Metadata the store held before Raft, until it is seeded (see
     /// [`join`]).
     legacy: Mutex<Option<(Recovered, QueueId)>>,
+    /// Quorum queue groups left behind by deleted queues were looked for.
+    orphans_checked: AtomicBool,
 }
 
 impl Broker {
@@ -113,7 +117,14 @@ impl Broker {
         };
         let security = Security::new(config.cluster_secret.clone(), config.cluster_tls.clone());
         let network = Network::new(local_ip, security);
-        let node = MetaNode::start(&store, writer.clone(), &opts, network).await?;
+        let node = MetaNode::start(&store, writer.clone(), &opts, network.clone()).await?;
+        let groups = QueueGroups::new(
+            config.node_id,
+            &store,
+            writer.clone(),
+            network,
+            QueueTiming::default(),
+        )?;
         tracing::info!(
             node = config.node_id,
             epoch,
@@ -128,11 +139,19 @@ impl Broker {
             auto_deleted,
             tasks: TaskTracker::new(),
         };
+        let quorum = QuorumEnv {
+            me: config.node_id,
+            groups,
+            node: Arc::downgrade(&node),
+            links: Arc::new(Links::new(Arc::downgrade(&node), memory.clone())),
+            tasks: env.tasks.clone(),
+            stopping: tokio_util::sync::CancellationToken::new(),
+        };
         let registry = Arc::new(Registry::new(
             config.node_id,
             DEFAULT_VHOST.into(),
             env,
-            Arc::downgrade(&node),
+            quorum,
         ));
         let has_legacy = !legacy.exchanges.is_empty()
             || !legacy.queues.is_empty()
@@ -156,6 +175,7 @@ impl Broker {
             store,
             memory,
             legacy: Mutex::new(has_legacy.then_some((legacy, legacy_next))),
+            orphans_checked: AtomicBool::new(false),
         });
         tokio::spawn(forget_auto_deleted(
             Arc::downgrade(&broker),
@@ -234,6 +254,38 @@ impl Broker {
                 .collect()
         };
         self.registry.reconcile(wanted).await;
+        // Once per start: later deletions reach running replicas through
+        // the registry, which removes their groups.
+        if !self.orphans_checked.swap(true, Ordering::AcqRel) {
+            self.remove_orphan_groups().await;
+        }
+    }
+
+    /// Removes the quorum queue groups this node holds keys of whose queue
+    /// the metadata no longer has (deleted while this node was down, or
+    /// its replica set moved). Only groups below the metadata's next queue
+    /// id: a queue id at or above it may be declared by a metadata entry
+    /// this node has not applied yet (the applied state is a prefix of the
+    /// log), and its replica must not be taken for an orphan.
+    async fn remove_orphan_groups(&self) {
+        let groups = self.registry.groups();
+        let me = self.config.node_id;
+        let keep = {
+            let meta = self
+                .node
+                .meta()
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let next = meta.next_queue_id();
+            let live: std::collections::HashSet<QueueId> = meta
+                .default_vhost()
+                .queues()
+                .filter(|q| q.is_quorum() && q.replicas.contains(&me))
+                .map(|q| q.id)
+                .collect();
+            move |g: QueueId| g >= next || live.contains(&g)
+        };
+        groups.remove_orphans(keep).await;
     }
 
     /// Stops every queue and the Raft instance, then writes everything

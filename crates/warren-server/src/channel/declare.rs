@@ -94,6 +94,7 @@ impl Channel {
                     owner,
                     server_named,
                     home: broker.home(),
+                    replicas: &[],
                 })
                 .await?;
             let mut done = Done::reply(

@@ -47,6 +47,19 @@ pub use warren_core::NodeId;
 /// The metadata group.
 pub const META_GROUP: GroupId = 0;
 
+/// The writes that remove every key of quorum queue group `group` on this
+/// node: its log, its vote, purge point and snapshot, and its bodies. One
+/// synced batch, so a crash leaves the group whole or gone.
+pub fn delete_group(group: GroupId) -> Vec<crate::Op> {
+    use crate::{Op, RaftCf};
+    let from = group.to_be_bytes().to_vec();
+    let to = group.saturating_add(1).to_be_bytes().to_vec();
+    [RaftCf::Log, RaftCf::State, RaftCf::Bodies]
+        .into_iter()
+        .map(|cf| Op::RaftDeleteRange(cf, from.clone(), to.clone()))
+        .collect()
+}
+
 /// What applying one log entry of group 0 produced: the command's outcome
 /// (`None` for blank and membership entries).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

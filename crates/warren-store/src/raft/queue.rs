@@ -64,6 +64,10 @@ pub struct QueueResponse {
     pub replies: Vec<Reply>,
     /// Messages now held by consumers.
     pub deliveries: Vec<Delivery>,
+    /// Messages a consumer already held when it checked out again (it
+    /// attaches to a new leader): sent again, as redelivered.
+    #[serde(default)]
+    pub resent: Vec<Delivery>,
     /// The bodies of `deliveries` and of messages got, by id. Not
     /// serialized: responses never leave the node that applied them.
     #[serde(skip)]
@@ -208,15 +212,15 @@ fn encode_command(c: &Command, out: &mut Vec<u8>) {
             e.u8(tag::CANCEL);
             key(&mut e, consumer);
         }
-        Command::Settle { consumer, ids: i }
-        | Command::Return { consumer, ids: i }
-        | Command::Discard { consumer, ids: i } => {
+        Command::Settle { channel, ids: i }
+        | Command::Return { channel, ids: i }
+        | Command::Discard { channel, ids: i } => {
             e.u8(match c {
                 Command::Settle { .. } => tag::SETTLE,
                 Command::Return { .. } => tag::RETURN,
                 _ => tag::DISCARD,
             });
-            key(&mut e, consumer);
+            e.u64(*channel);
             ids(&mut e, i);
         }
         Command::Dequeue {
@@ -298,15 +302,15 @@ fn decode_op(d: &mut Dec<'_>) -> Result<QueueOp, StoreError> {
         },
         tag::CANCEL => Command::Cancel { consumer: key(d)? },
         tag::SETTLE => Command::Settle {
-            consumer: key(d)?,
+            channel: d.u64()?,
             ids: ids(d)?,
         },
         tag::RETURN => Command::Return {
-            consumer: key(d)?,
+            channel: d.u64()?,
             ids: ids(d)?,
         },
         tag::DISCARD => Command::Discard {
-            consumer: key(d)?,
+            channel: d.u64()?,
             ids: ids(d)?,
         },
         tag::DEQUEUE => Command::Dequeue {

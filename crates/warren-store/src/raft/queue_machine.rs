@@ -25,6 +25,7 @@
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -32,7 +33,7 @@ use openraft::{
     StoredMembership,
 };
 use warren_core::Message;
-use warren_core::quorum::{MsgId, QuorumConfig, QuorumSnapshot, QuorumState, Reply};
+use warren_core::quorum::{Command, MsgId, QuorumConfig, QuorumSnapshot, QuorumState, Reply};
 
 use super::queue::{QueueEntry, QueueOp, QueueRaft, QueueResponse};
 use super::state_machine::{
@@ -44,9 +45,37 @@ use crate::codec::{Dec, Enc, decode_message, encode_message};
 use crate::db::{CF_QUORUM_BODIES, Db};
 use crate::{Op, RaftCf, Store, Writer};
 
+/// Counts of a queue's state as applied on this replica, readable while
+/// openraft owns the state machine (`queue.declare-ok`, `if-empty`).
+#[derive(Debug, Default)]
+pub struct QuorumCounts {
+    ready: AtomicU64,
+    consumers: AtomicU64,
+}
+
+impl QuorumCounts {
+    /// Messages waiting for a consumer.
+    pub fn ready(&self) -> u64 {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Consumers taking deliveries.
+    pub fn consumers(&self) -> u64 {
+        self.consumers.load(Ordering::Acquire)
+    }
+
+    fn set(&self, state: &QuorumState) {
+        self.ready
+            .store(state.ready_len() as u64, Ordering::Release);
+        self.consumers
+            .store(state.consumer_count() as u64, Ordering::Release);
+    }
+}
+
 /// The state machine of one quorum queue's group.
 pub struct QueueStateMachine {
     group: GroupId,
+    counts: Arc<QuorumCounts>,
     db: Arc<Db>,
     writer: Writer,
     state: QuorumState,
@@ -79,6 +108,7 @@ impl QueueStateMachine {
             db: store.db().clone(),
             writer,
             state: QuorumState::new(config),
+            counts: Arc::default(),
             last_applied: None,
             membership: StoredMembership::default(),
             built: 0,
@@ -90,7 +120,13 @@ impl QueueStateMachine {
             sm.last_applied = stored.meta.last_log_id;
             sm.membership = stored.meta.last_membership;
         }
+        sm.counts.set(&sm.state);
         Ok(sm)
+    }
+
+    /// The counts, kept up to date at every apply.
+    pub fn counts(&self) -> Arc<QuorumCounts> {
+        self.counts.clone()
     }
 
     /// The state as applied so far.
@@ -129,6 +165,12 @@ impl QueueStateMachine {
         let mut resp = QueueResponse::default();
         let mut buf = Vec::new();
         for op in ops {
+            let held = match &op {
+                QueueOp::Command(Command::Checkout { consumer, .. }) => {
+                    self.state.held_by(consumer)
+                }
+                _ => Vec::new(),
+            };
             let applied = self.state.apply(op.command());
             if let (QueueOp::Enqueue { message, .. }, Reply::Enqueued(Some(id))) =
                 (op, &applied.reply)
@@ -148,6 +190,7 @@ impl QueueStateMachine {
             for id in got
                 .into_iter()
                 .chain(applied.deliveries.iter().map(|d| d.msg.id))
+                .chain(held.iter().map(|d| d.msg.id))
             {
                 let body = match arrived.get(&id) {
                     Some(m) => Some(m.clone()),
@@ -165,6 +208,7 @@ impl QueueStateMachine {
             }
             resp.replies.push(applied.reply);
             resp.deliveries.extend(applied.deliveries);
+            resp.resent.extend(held);
         }
         Ok(resp)
     }
@@ -225,6 +269,7 @@ impl RaftStateMachine<QueueRaft> for QueueStateMachine {
                 }
             });
         }
+        self.counts.set(&self.state);
         if !writes.is_empty() {
             self.writer.write(writes).await.map_err(super::write_err)?;
         }
@@ -292,6 +337,7 @@ impl RaftStateMachine<QueueRaft> for QueueStateMachine {
                 .map_err(super::write_err)?;
         }
         self.state = QuorumState::restore(snap);
+        self.counts.set(&self.state);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())

@@ -94,7 +94,7 @@ async fn bodies_are_kept_while_their_messages_live_and_sent_with_a_snapshot() {
         .apply([batch(
             3,
             vec![QueueOp::Command(Command::Settle {
-                consumer: consumer.clone(),
+                channel: consumer.channel,
                 ids: vec![1],
             })],
         )])

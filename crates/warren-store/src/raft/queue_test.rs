@@ -42,15 +42,15 @@ fn every_op() -> Vec<QueueOp> {
             consumer: key.clone(),
         }),
         QueueOp::Command(Command::Settle {
-            consumer: key.clone(),
+            channel: key.channel,
             ids: vec![1, 2, u64::MAX],
         }),
         QueueOp::Command(Command::Return {
-            consumer: key.clone(),
+            channel: key.channel,
             ids: vec![],
         }),
         QueueOp::Command(Command::Discard {
-            consumer: ConsumerKey::get(9),
+            channel: 9,
             ids: vec![5],
         }),
         QueueOp::Command(Command::Dequeue {

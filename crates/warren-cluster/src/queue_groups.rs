@@ -1,0 +1,256 @@
+//! The Raft groups of this node's quorum queue replicas, created and
+//! removed at runtime.
+//!
+//! A quorum queue is one group (its id is the queue's id) over the replica
+//! set group 0 recorded when it was declared. Every member starts its group
+//! from that record ([`QueueGroups::start`], idempotent); the first member
+//! of the set initialises it, so that the leaders of many queues spread the
+//! way their replica sets were rotated; the others initialise it too if no
+//! leader appears (the first member was down at creation): openraft accepts
+//! the same initial membership from several nodes.
+//!
+//! All groups share the node's store, its group-commit writer (one fsync
+//! serves every group that appended meanwhile) and its channels to peers.
+//! The [`crate::RaftService`] finds them here by group id.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use warren_core::NodeId;
+use warren_core::quorum::QuorumConfig;
+use warren_store::raft::queue_machine::QuorumCounts;
+use warren_store::raft::{GroupId, QueueRaft, QueueStateMachine, RaftLogStore};
+use warren_store::{Store, Writer};
+
+use crate::{ClusterError, Network};
+
+/// The Raft instance of a quorum queue's group.
+pub type QueueRaftNode = Raft<QueueRaft>;
+
+/// One group of this node: its Raft instance and its applied counts.
+#[derive(Clone)]
+pub struct QueueGroup {
+    /// The group's Raft instance.
+    pub raft: QueueRaftNode,
+    /// Ready messages and consumers as applied here.
+    pub counts: Arc<QuorumCounts>,
+}
+
+impl std::fmt::Debug for QueueGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueGroup").finish_non_exhaustive()
+    }
+}
+
+/// Raft settings of queue groups.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueTiming {
+    /// Leader heartbeat, ms. Longer than group 0's: a node may hold
+    /// thousands of groups, each heartbeating every follower.
+    pub heartbeat_ms: u64,
+    /// Election timeout range, ms: a leader's loss is noticed after this.
+    pub election_min_ms: u64,
+    /// See `election_min_ms`.
+    pub election_max_ms: u64,
+    /// Entries between snapshots (each entry is a batch of commands).
+    pub snapshot_every: u64,
+}
+
+impl Default for QueueTiming {
+    /// A leader's death is noticed in 0.6–1.2 s (failover within the
+    /// 1.5 s median the quorum queue issue asks), with 6–7 heartbeats per
+    /// second per follower.
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 150,
+            election_min_ms: 600,
+            election_max_ms: 1200,
+            snapshot_every: 1024,
+        }
+    }
+}
+
+/// The quorum queue groups of this node.
+pub struct QueueGroups {
+    me: NodeId,
+    store: Store,
+    writer: Writer,
+    network: Network,
+    config: Arc<Config>,
+    groups: RwLock<HashMap<GroupId, QueueGroup>>,
+    /// Serialises starts and removals (each is a check, then a change).
+    changing: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for QueueGroups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueGroups")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueueGroups {
+    /// No groups yet, on node `me`'s store and network.
+    pub fn new(
+        me: NodeId,
+        store: &Store,
+        writer: Writer,
+        network: Network,
+        timing: QueueTiming,
+    ) -> Result<Arc<Self>, ClusterError> {
+        let config = Config {
+            cluster_name: "warren-queue".into(),
+            heartbeat_interval: timing.heartbeat_ms,
+            election_timeout_min: timing.election_min_ms,
+            election_timeout_max: timing.election_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
+            max_in_snapshot_log_to_keep: 64,
+            snapshot_max_chunk_size: crate::raft_client::SNAPSHOT_CHUNK,
+            // Entries are batches of up to a MiB: a few per request.
+            max_payload_entries: 16,
+            ..Config::default()
+        }
+        .validate()?;
+        Ok(Arc::new(Self {
+            me,
+            store: store.clone(),
+            writer,
+            network,
+            config: Arc::new(config),
+            groups: RwLock::new(HashMap::new()),
+            changing: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The group `id`, if it runs here.
+    pub fn get(&self, id: GroupId) -> Option<QueueGroup> {
+        self.groups
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+    }
+
+    /// Starts group `id` with `members` (in replica order; the first one
+    /// initialises it) unless it runs already. Reopens what the store holds
+    /// for it after a restart.
+    pub async fn start(
+        &self,
+        id: GroupId,
+        config: QuorumConfig,
+        members: &[(NodeId, String)],
+    ) -> Result<QueueGroup, ClusterError> {
+        let _turn = self.changing.lock().await;
+        if let Some(g) = self.get(id) {
+            return Ok(g);
+        }
+        let log = RaftLogStore::<QueueRaft>::new(&self.store, self.writer.clone(), id);
+        let sm = QueueStateMachine::open(&self.store, self.writer.clone(), id, config)?;
+        let counts = sm.counts();
+        let raft = Raft::new(
+            self.me,
+            self.config.clone(),
+            self.network.for_group(id),
+            log,
+            sm,
+        )
+        .await?;
+        let group = QueueGroup { raft, counts };
+        let initial: BTreeMap<NodeId, BasicNode> = members
+            .iter()
+            .map(|(n, addr)| (*n, BasicNode::new(addr)))
+            .collect();
+        let first = members.first().map(|(n, _)| *n);
+        if first == Some(self.me) {
+            initialize(&group.raft, initial).await;
+        } else if initial.contains_key(&self.me) {
+            let raft = group.raft.clone();
+            let wait = Duration::from_millis(self.config.election_timeout_max * 3);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let formed = raft.metrics().borrow().current_leader.is_some();
+                if !formed {
+                    initialize(&raft, initial).await;
+                }
+            });
+        }
+        self.groups
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, group.clone());
+        Ok(group)
+    }
+
+    /// Stops group `id` (if it runs) and removes every key it has on this
+    /// node, whether it ran or only left keys behind.
+    pub async fn remove(&self, id: GroupId) -> Result<(), ClusterError> {
+        let _turn = self.changing.lock().await;
+        let running = self
+            .groups
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        if let Some(g) = running
+            && let Err(e) = g.raft.shutdown().await
+        {
+            tracing::warn!(group = id, cause = %e, "queue group did not stop cleanly");
+        }
+        self.writer
+            .write_sync(warren_store::raft::delete_group(id))
+            .await
+            .map_err(|e| ClusterError::Raft(format!("removing group {id}: {e}")))
+    }
+
+    /// Removes the groups that have keys here but no queue any more (see
+    /// [`Store::quorum_groups`]): `keep` says which ones still have one.
+    pub async fn remove_orphans(&self, keep: impl Fn(GroupId) -> bool) {
+        let stored = match self.store.quorum_groups() {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(cause = %e, "could not list stored queue groups");
+                return;
+            }
+        };
+        for id in stored.into_iter().filter(|id| !keep(*id)) {
+            if self.get(id).is_some() {
+                continue;
+            }
+            match self.remove(id).await {
+                Ok(()) => tracing::info!(group = id, "removed the keys of a deleted quorum queue"),
+                Err(e) => tracing::error!(group = id, cause = %e, "could not remove a queue group"),
+            }
+        }
+    }
+
+    /// Stops every group (their state stays on disk).
+    pub async fn shutdown(&self) {
+        let _turn = self.changing.lock().await;
+        let all: Vec<QueueGroup> = self
+            .groups
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, g)| g)
+            .collect();
+        for g in all {
+            let _ = g.raft.shutdown().await;
+        }
+    }
+}
+
+/// Initialises a group; a group that already is (a restart, or another
+/// member did first) is left as it is.
+async fn initialize(raft: &QueueRaftNode, members: BTreeMap<NodeId, BasicNode>) {
+    match raft.is_initialized().await {
+        Ok(true) => {}
+        Ok(false) => {
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!(cause = %e, "queue group not initialised here");
+            }
+        }
+        Err(e) => tracing::warn!(cause = %e, "queue group stopped"),
+    }
+}

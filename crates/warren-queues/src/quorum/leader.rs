@@ -1,0 +1,464 @@
+//! The front of a quorum queue on its group's leader: mailbox messages
+//! become batched commands, applied results become confirms, answers and
+//! deliveries.
+//!
+//! Proposals go out in mailbox order through `client_write_ff` (handed to
+//! openraft's core in that order, so they reach the log in it), at most
+//! [`IN_FLIGHT`] at a time; whatever arrives meanwhile waits in the next
+//! batch. Each proposal's answer comes back from a small task to the front
+//! ([`Done`]). If the front is gone by then (it stepped down), the task
+//! answers the waiters itself: a committed publish is confirmed, a failed
+//! one nacked, never left unanswered.
+
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, oneshot};
+use warren_cluster::QueueGroup;
+use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec, Entry, QueueDef, connection_node};
+use warren_core::quorum::{Command, ConsumerKey, Delivery, MsgId, Publisher, Reply};
+use warren_core::{AmqpError, Message, Name, ReplyCode};
+use warren_store::raft::queue::{QueueBatch, QueueOp, QueueResponse};
+
+use crate::api::{
+    ConnEvent, ConnTx, ConsumerLink, DELIVERY_WINDOW, DeliverEvent, GetReply, QueueMsg,
+};
+
+/// Proposals of one group awaiting their commit at once.
+pub(super) const IN_FLIGHT: usize = 2;
+/// Bytes of message bodies in one log entry (more waits for the next).
+const MAX_ENTRY_BYTES: usize = 1 << 20;
+/// Bytes waiting for a proposal past which the mailbox is not read.
+const MAX_PENDING_BYTES: usize = 8 << 20;
+
+/// Who waits for one op of a proposal.
+enum Waiter {
+    None,
+    Confirm {
+        conn: u64,
+        tx: ConnTx,
+        key: ChannelKey,
+        seq: u64,
+    },
+    Consume(oneshot::Sender<Result<(), AmqpError>>),
+    Cancel(oneshot::Sender<()>),
+    Get(oneshot::Sender<GetReply>),
+    Purge(oneshot::Sender<u32>),
+}
+
+/// A proposal's outcome, for the front that made it.
+pub(crate) struct Done {
+    waiters: Vec<Waiter>,
+    result: Result<QueueResponse, String>,
+}
+
+impl Done {
+    /// Answers the waiters without a front (it stepped down): confirms and
+    /// replies only, no deliveries (the consumers attach to the next leader,
+    /// which sends what they hold again).
+    fn answer_alone(self) {
+        let ok = self.result.is_ok();
+        let replies = match self.result {
+            Ok(r) => r.replies,
+            Err(_) => Vec::new(),
+        };
+        let mut confirms = Confirms::default();
+        for (i, w) in self.waiters.into_iter().enumerate() {
+            match w {
+                Waiter::Confirm { conn, tx, key, seq } => confirms.add(conn, tx, key, seq),
+                Waiter::Consume(r) => {
+                    let _ = r.send(if ok { Ok(()) } else { Err(no_leader()) });
+                }
+                Waiter::Cancel(r) => {
+                    let _ = r.send(());
+                }
+                Waiter::Get(reply) => {
+                    let _ = reply.send(None);
+                }
+                Waiter::Purge(r) => {
+                    let n = match replies.get(i) {
+                        Some(Reply::Purged(n)) => *n as u32,
+                        _ => 0,
+                    };
+                    let _ = r.send(n);
+                }
+                Waiter::None => {}
+            }
+        }
+        confirms.send(ok);
+    }
+}
+
+/// One connection's confirms: (its id, its events, [(channel, seq)]).
+type ConnConfirms = (u64, ConnTx, Vec<(ChannelKey, u64)>);
+
+/// Confirms gathered per connection.
+#[derive(Default)]
+struct Confirms(Vec<ConnConfirms>);
+
+impl Confirms {
+    fn add(&mut self, conn: u64, tx: ConnTx, key: ChannelKey, seq: u64) {
+        match self.0.iter_mut().find(|(c, _, _)| *c == conn) {
+            Some((_, _, list)) => list.push((key, seq)),
+            None => self.0.push((conn, tx, vec![(key, seq)])),
+        }
+    }
+
+    fn send(self, ok: bool) {
+        for (_, tx, confirms) in self.0 {
+            let _ = tx.send(ConnEvent::Accepted { confirms, ok });
+        }
+    }
+}
+
+fn no_leader() -> AmqpError {
+    AmqpError::new(
+        ReplyCode::InternalError,
+        "the quorum queue's leader changed; try again",
+    )
+    .on_channel()
+}
+
+/// A consumer attached to this leader.
+struct Attached {
+    spec: ConsumerSpec,
+    link: ConsumerLink,
+}
+
+/// The leader's side of a quorum queue.
+pub(crate) struct Leading {
+    def: QueueDef,
+    group: QueueGroup,
+    consumers: HashMap<(u64, Name), Attached>,
+    by_id: HashMap<ConsumerId, (u64, Name)>,
+    ops: Vec<QueueOp>,
+    waiters: Vec<Waiter>,
+    pending_bytes: usize,
+    in_flight: usize,
+    /// Auto-ack deliveries sent, settled with the next proposal.
+    sent_no_ack: HashMap<u64, Vec<MsgId>>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+}
+
+impl Leading {
+    pub(super) fn new(def: QueueDef, group: QueueGroup) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Self {
+            def,
+            group,
+            consumers: HashMap::new(),
+            by_id: HashMap::new(),
+            ops: Vec::new(),
+            waiters: Vec::new(),
+            pending_bytes: 0,
+            in_flight: 0,
+            sent_no_ack: HashMap::new(),
+            done_tx,
+            done_rx,
+        }
+    }
+
+    /// Where proposals' outcomes arrive.
+    pub(super) fn done_rx(&mut self) -> &mut mpsc::UnboundedReceiver<Done> {
+        &mut self.done_rx
+    }
+
+    /// Too much waits for a proposal: stop reading the mailbox.
+    pub(super) fn full(&self) -> bool {
+        self.in_flight >= IN_FLIGHT && self.pending_bytes >= MAX_PENDING_BYTES
+    }
+
+    fn push(&mut self, op: QueueOp, waiter: Waiter) {
+        if let QueueOp::Enqueue { message, .. } = &op {
+            self.pending_bytes += message.body().len();
+        }
+        self.ops.push(op);
+        self.waiters.push(waiter);
+    }
+
+    /// Turns one mailbox message into ops of the next proposal.
+    pub(super) fn handle(&mut self, msg: QueueMsg) {
+        match msg {
+            QueueMsg::Publish(batch) => {
+                let from = batch.from.clone();
+                for (message, confirm) in batch.items {
+                    let publisher = confirm.map(|(k, seq)| Publisher { channel: k.id, seq });
+                    let waiter = match (confirm, &from) {
+                        (Some((key, seq)), Some((conn, tx))) => Waiter::Confirm {
+                            conn: *conn,
+                            tx: tx.clone(),
+                            key,
+                            seq,
+                        },
+                        _ => Waiter::None,
+                    };
+                    self.push(QueueOp::Enqueue { publisher, message }, waiter);
+                }
+            }
+            QueueMsg::Consume { spec, link, reply } => {
+                let key = (spec.channel.id, spec.tag.clone());
+                // The state machine's credit: the consumer's prefetch, or
+                // the channel's; unlimited and auto-ack consumers get a
+                // delivery window, so one command never hands out a backlog.
+                let prefetch = match (spec.no_ack, spec.prefetch, link.credit.limit()) {
+                    (true, _, _) | (false, 0, 0) => DELIVERY_WINDOW,
+                    (false, 0, channel) => channel,
+                    (false, own, _) => own,
+                };
+                let cmd = Command::Checkout {
+                    consumer: ConsumerKey::new(spec.channel.id, &spec.tag),
+                    node: connection_node(spec.channel.id),
+                    prefetch,
+                    no_ack: spec.no_ack,
+                };
+                self.by_id.insert(spec.id, key.clone());
+                self.consumers.insert(key, Attached { spec, link });
+                self.push(QueueOp::Command(cmd), Waiter::Consume(reply));
+            }
+            QueueMsg::Cancel { consumer, reply } => {
+                let Some(key) = self.by_id.remove(&consumer) else {
+                    if let Some(r) = reply {
+                        let _ = r.send(());
+                    }
+                    return;
+                };
+                self.consumers.remove(&key);
+                let cmd = Command::Cancel {
+                    consumer: ConsumerKey::new(key.0, &key.1),
+                };
+                let waiter = reply.map_or(Waiter::None, Waiter::Cancel);
+                self.push(QueueOp::Command(cmd), waiter);
+            }
+            QueueMsg::Settle {
+                channel,
+                seqs,
+                requeue,
+            } => {
+                let cmd = if requeue {
+                    Command::Return {
+                        channel: channel.id,
+                        ids: seqs,
+                    }
+                } else {
+                    Command::Settle {
+                        channel: channel.id,
+                        ids: seqs,
+                    }
+                };
+                self.push(QueueOp::Command(cmd), Waiter::None);
+            }
+            QueueMsg::ChannelClosed(key) => {
+                let gone: Vec<ConsumerId> = self
+                    .consumers
+                    .iter()
+                    .filter(|((ch, _), _)| *ch == key.id)
+                    .map(|(_, a)| a.spec.id)
+                    .collect();
+                for id in gone {
+                    if let Some(k) = self.by_id.remove(&id) {
+                        self.consumers.remove(&k);
+                    }
+                }
+                self.sent_no_ack.remove(&key.id);
+                let cmd = Command::ChannelDown { channel: key.id };
+                self.push(QueueOp::Command(cmd), Waiter::None);
+            }
+            QueueMsg::Get {
+                channel,
+                no_ack,
+                reply,
+            } => {
+                let cmd = Command::Dequeue {
+                    channel: channel.id,
+                    node: connection_node(channel.id),
+                    no_ack,
+                };
+                self.push(QueueOp::Command(cmd), Waiter::Get(reply));
+            }
+            QueueMsg::Purge(reply) => {
+                self.push(QueueOp::Command(Command::Purge), Waiter::Purge(reply));
+            }
+            QueueMsg::Status(reply) => {
+                let c = &self.group.counts;
+                let _ = reply.send((c.ready() as u32, c.consumers() as u32));
+            }
+            QueueMsg::CheckDelete { reply, .. } => {
+                let _ = reply.send(Ok(self.group.counts.ready() as u32));
+            }
+            QueueMsg::Delete | QueueMsg::Stop | QueueMsg::Wake => {}
+        }
+    }
+
+    /// Node `node` is down: its channels' consumers go, what they held
+    /// returns to the queue.
+    pub(super) fn node_down(&mut self, node: warren_core::NodeId) {
+        let gone: Vec<ConsumerId> = self
+            .consumers
+            .iter()
+            .filter(|((ch, _), _)| connection_node(*ch) == node)
+            .map(|(_, a)| a.spec.id)
+            .collect();
+        for id in gone {
+            if let Some(k) = self.by_id.remove(&id) {
+                self.consumers.remove(&k);
+            }
+        }
+        self.push(QueueOp::Command(Command::NodeDown { node }), Waiter::None);
+    }
+
+    /// Proposes what waits, in order, while fewer than [`IN_FLIGHT`]
+    /// proposals are out.
+    pub(super) async fn propose(&mut self) {
+        for (channel, ids) in self.sent_no_ack.drain() {
+            self.ops
+                .push(QueueOp::Command(Command::Settle { channel, ids }));
+            self.waiters.push(Waiter::None);
+        }
+        while self.in_flight < IN_FLIGHT && !self.ops.is_empty() {
+            let mut bytes = 0;
+            let mut n = 0;
+            for op in &self.ops {
+                if let QueueOp::Enqueue { message, .. } = op {
+                    if n > 0 && bytes + message.body().len() > MAX_ENTRY_BYTES {
+                        break;
+                    }
+                    bytes += message.body().len();
+                }
+                n += 1;
+            }
+            let ops: Vec<QueueOp> = self.ops.drain(..n).collect();
+            let waiters: Vec<Waiter> = self.waiters.drain(..n).collect();
+            self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
+            match self.group.raft.client_write_ff(QueueBatch(ops)).await {
+                Ok(rx) => {
+                    self.in_flight += 1;
+                    let tx = self.done_tx.clone();
+                    tokio::spawn(async move {
+                        let result = match rx.await {
+                            Ok(Ok(r)) => Ok(r.data),
+                            Ok(Err(e)) => Err(e.to_string()),
+                            Err(_) => Err("the queue's replica stopped".to_owned()),
+                        };
+                        if let Err(mpsc::error::SendError(done)) = tx.send(Done { waiters, result })
+                        {
+                            done.answer_alone();
+                        }
+                    });
+                }
+                Err(e) => {
+                    Done {
+                        waiters,
+                        result: Err(e.to_string()),
+                    }
+                    .answer_alone();
+                }
+            }
+        }
+    }
+
+    /// Acts on a proposal's outcome.
+    pub(super) fn committed(&mut self, done: Done) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let resp = match done.result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(queue = %self.def.name, cause = %e, "a proposal failed");
+                Done {
+                    waiters: done.waiters,
+                    result: Err(e),
+                }
+                .answer_alone();
+                return;
+            }
+        };
+        let bodies: HashMap<MsgId, Message> = resp.bodies.into_iter().collect();
+        let mut confirms = Confirms::default();
+        for (w, reply) in done.waiters.into_iter().zip(resp.replies) {
+            match (w, reply) {
+                (Waiter::Confirm { conn, tx, key, seq }, _) => confirms.add(conn, tx, key, seq),
+                (Waiter::Consume(r), _) => {
+                    let _ = r.send(Ok(()));
+                }
+                (Waiter::Cancel(r), _) => {
+                    let _ = r.send(());
+                }
+                (Waiter::Get(reply), Reply::Got(Some((m, left)))) => {
+                    let got = bodies.get(&m.id).map(|msg| {
+                        let entry = Entry {
+                            seq: m.id,
+                            msg: msg.clone(),
+                            redelivered: m.redelivered(),
+                        };
+                        (entry, u32::try_from(left).unwrap_or(u32::MAX))
+                    });
+                    let _ = reply.send(got);
+                }
+                (Waiter::Get(reply), _) => {
+                    let _ = reply.send(None);
+                }
+                (Waiter::Purge(r), Reply::Purged(n)) => {
+                    let _ = r.send(u32::try_from(n).unwrap_or(u32::MAX));
+                }
+                (Waiter::Purge(r), _) => {
+                    let _ = r.send(0);
+                }
+                (Waiter::None, _) => {}
+            }
+        }
+        confirms.send(true);
+        for d in resp.deliveries {
+            let again = d.msg.redelivered();
+            self.deliver(d, again, &bodies);
+        }
+        for d in resp.resent {
+            self.deliver(d, true, &bodies);
+        }
+    }
+
+    /// Sends one delivery the state machine made to its consumer, if it is
+    /// attached here (else the consumer's node attaches it soon, and it is
+    /// sent again then).
+    fn deliver(&mut self, d: Delivery, redelivered: bool, bodies: &HashMap<MsgId, Message>) {
+        let key = (d.consumer.channel, d.consumer.tag.clone());
+        let (Some(a), Some(msg)) = (self.consumers.get(&key), bodies.get(&d.msg.id)) else {
+            return;
+        };
+        if !d.no_ack {
+            // Mirrors the classic queue: the channel releases this on ack.
+            let _ = a.link.credit.try_acquire();
+        }
+        let _ = a.link.flow.try_acquire();
+        let ev = ConnEvent::Deliver(DeliverEvent {
+            channel: a.spec.channel,
+            tag: a.spec.tag.clone(),
+            queue: self.def.id,
+            seq: d.msg.id,
+            needs_ack: !d.no_ack,
+            redelivered,
+            msg: msg.clone(),
+            flow: a.link.flow.clone(),
+        });
+        let _ = a.link.out.send(ev);
+        if d.no_ack {
+            self.sent_no_ack
+                .entry(d.consumer.channel)
+                .or_default()
+                .push(d.msg.id);
+        }
+    }
+
+    /// This node no longer leads: what was not proposed is refused
+    /// (publishes nacked); proposals in flight are answered by their tasks.
+    pub(super) fn step_down(mut self: Box<Self>) {
+        self.done_rx.close();
+        while let Ok(done) = self.done_rx.try_recv() {
+            done.answer_alone();
+        }
+        let waiters = std::mem::take(&mut self.waiters);
+        Done {
+            waiters,
+            result: Err("not the leader".to_owned()),
+        }
+        .answer_alone();
+    }
+}

@@ -1,0 +1,606 @@
+//! The quorum queue type: a queue whose messages live in its own Raft group
+//! ([`warren_cluster::QueueGroups`]), served by the group's leader.
+//!
+//! Every node runs one task per quorum queue (the queue's "front"), behind
+//! the same mailbox protocol as every queue type. What it does depends on
+//! where the group's leader is:
+//!
+//! - **Leader here** ([`leader`]): the front turns mailbox messages into
+//!   commands of the replicated state machine, batches everything that
+//!   arrived while the previous proposal was being committed into one log
+//!   entry (at most [`leader::IN_FLIGHT`] proposals at a time, proposed in
+//!   order, so a channel's publishes reach the log in sequence order), and
+//!   acts on what applying them produced: confirms, `basic.get` answers,
+//!   deliveries to consumers (local ones directly, remote ones through the
+//!   queue links their nodes attached them with).
+//! - **Leader elsewhere**: the front forwards its mailbox to a link proxy to
+//!   the leader, exactly as a classic queue homed there is used.
+//! - **No leader known** (an election): the mailbox waits; publishers feel
+//!   it as backpressure.
+//!
+//! Consumers survive a leader change without `basic.cancel`: each front
+//! remembers the consumers of its own node's channels and attaches them to
+//! every new leader (a `Checkout` again: the state machine keeps what they
+//! held, and the new leader sends those messages again as redelivered). A
+//! link that breaks cancels the consumers it carried; the front swallows
+//! those cancellations (they pass through it) and attaches the consumers
+//! again. Only a deleted queue cancels its consumers.
+//!
+//! Publishes in flight when a leader goes are nacked, never dropped
+//! silently: the link nacks what it had outstanding, and a proposal that
+//! fails nacks its batch.
+
+mod leader;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use warren_cluster::{MetaNode, QueueGroup, QueueGroups};
+use warren_core::queue::{ConsumerSpec, QueueDef, connection_node};
+use warren_core::quorum::QuorumConfig;
+use warren_core::{AmqpError, Name, NodeId, ReplyCode};
+
+use crate::api::handle::EndMark;
+use crate::api::{Absent, ConnEvent, ConnTx, ConsumerLink, Ending, QueueHandle, QueueMsg};
+use crate::link::{self, Links};
+use leader::Leading;
+
+/// Mailbox depth of a quorum queue's front.
+const MAILBOX: usize = 256;
+/// How often consumers whose link broke are attached again.
+const REATTACH_EVERY: Duration = Duration::from_millis(300);
+/// Messages kept while no leader is known; past this the mailbox waits.
+const PARK_MAX: usize = 4096;
+/// How long a new leader waits for consumers to attach before it looks for
+/// nodes that are down: what their consumers held goes back to the queue.
+const NODES_CHECK_AFTER: Duration = Duration::from_secs(3);
+/// Bound on one probe of a node.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a message waits for a leader before it is refused (a publish
+/// nacked): a group without a majority does not hold its publishers forever.
+const PARK_LIMIT: Duration = Duration::from_secs(15);
+
+/// What a quorum queue's front needs from the node.
+#[derive(Clone, Debug)]
+pub struct QuorumEnv {
+    /// This node.
+    pub me: NodeId,
+    /// The node's queue groups.
+    pub groups: Arc<QueueGroups>,
+    /// Membership (peer addresses of the replica set).
+    pub node: Weak<MetaNode>,
+    /// Links to other nodes (shared with classic queues).
+    pub links: Arc<Links>,
+    /// Where the front's task is tracked.
+    pub tasks: TaskTracker,
+    /// The node is stopping: every front ends (its mailbox may be full).
+    pub stopping: CancellationToken,
+}
+
+/// A consumer of one of this node's channels.
+struct Own {
+    spec: ConsumerSpec,
+    /// The link to the client's connection.
+    link: ConsumerLink,
+    /// Attached to the current leader (a broken link clears it).
+    attached: bool,
+}
+
+/// Where the front sends what it receives.
+enum Role {
+    /// No leader known yet.
+    Waiting,
+    /// This node leads the group.
+    Leader(Box<Leading>),
+    /// Another node leads: a proxy to it.
+    Forward { leader: NodeId, proxy: QueueHandle },
+}
+
+/// What woke the front.
+enum Event {
+    Mail(Option<QueueMsg>),
+    Committed(leader::Done),
+    Passed(ConnEvent),
+    Down(Vec<NodeId>),
+    Metrics(bool),
+    Tick,
+    Stopping,
+}
+
+struct Front {
+    def: QueueDef,
+    vhost: Name,
+    env: QuorumEnv,
+    end: EndMark,
+    rx: mpsc::Receiver<QueueMsg>,
+    /// This node's replica, if it is a member.
+    group: Option<QueueGroup>,
+    role: Role,
+    /// Consumers of this node's channels, by (channel id, tag).
+    own: HashMap<(u64, Name), Own>,
+    /// Events of proxied consumers pass through here.
+    events_tx: ConnTx,
+    events_rx: mpsc::UnboundedReceiver<ConnEvent>,
+    /// What arrived while no leader was known, in order, with its arrival.
+    parked: VecDeque<(Instant, QueueMsg)>,
+    /// Since when this node leads, until it checked which nodes are down.
+    led_since: Option<Instant>,
+    /// Nodes found down, from the probing task.
+    down_tx: mpsc::UnboundedSender<Vec<NodeId>>,
+    down_rx: mpsc::UnboundedReceiver<Vec<NodeId>>,
+    deleted: bool,
+    stopped: bool,
+}
+
+/// Starts the front of quorum queue `def` on this node (and its replica,
+/// if this node is a member of its group).
+pub fn spawn(def: QueueDef, vhost: Name, env: &QuorumEnv) -> QueueHandle {
+    let (tx, rx) = mpsc::channel(MAILBOX);
+    let handle = QueueHandle::new(def.id, def.name.clone(), vhost.clone(), true, tx);
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (down_tx, down_rx) = mpsc::unbounded_channel();
+    let front = Front {
+        def,
+        vhost,
+        env: env.clone(),
+        end: handle.end_mark(),
+        rx,
+        group: None,
+        role: Role::Waiting,
+        own: HashMap::new(),
+        events_tx,
+        events_rx,
+        parked: VecDeque::new(),
+        led_since: None,
+        down_tx,
+        down_rx,
+        deleted: false,
+        stopped: false,
+    };
+    env.tasks.spawn(front.run());
+    handle
+}
+
+/// The quorum settings a queue's arguments give.
+fn config_of(def: &QueueDef) -> QuorumConfig {
+    QuorumConfig {
+        delivery_limit: def
+            .args
+            .delivery_limit
+            .map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
+    }
+}
+
+impl Front {
+    async fn run(mut self) {
+        if let Err(e) = self.join_group().await {
+            tracing::error!(queue = %self.def.name, cause = %e, "could not start the queue's replica");
+        }
+        let mut metrics = self.group.as_ref().map(|g| g.raft.metrics());
+        self.follow_leader();
+        self.unpark().await;
+        let mut tick = tokio::time::interval(REATTACH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stopping = self.env.stopping.clone();
+        loop {
+            let busy =
+                matches!(&self.role, Role::Leader(l) if l.full()) || self.parked.len() >= PARK_MAX;
+            let event = {
+                let done_rx = match &mut self.role {
+                    Role::Leader(l) => Some(l.done_rx()),
+                    _ => None,
+                };
+                tokio::select! {
+                    m = self.rx.recv(), if !busy => Event::Mail(m),
+                    Some(done) = async {
+                        match done_rx {
+                            Some(rx) => rx.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => Event::Committed(done),
+                    Some(ev) = self.events_rx.recv() => Event::Passed(ev),
+                    Some(down) = self.down_rx.recv() => Event::Down(down),
+                    changed = async {
+                        match &mut metrics {
+                            Some(m) => m.changed().await.is_ok(),
+                            None => std::future::pending().await,
+                        }
+                    } => Event::Metrics(changed),
+                    _ = tick.tick() => Event::Tick,
+                    _ = stopping.cancelled(), if !self.stopped => Event::Stopping,
+                }
+            };
+            match event {
+                Event::Mail(Some(m)) => self.handle(m).await,
+                Event::Mail(None) => return,
+                Event::Committed(done) => {
+                    if let Role::Leader(l) = &mut self.role {
+                        l.committed(done);
+                    }
+                }
+                Event::Passed(ev) => self.passed_through(ev),
+                Event::Down(nodes) => {
+                    if let Role::Leader(l) = &mut self.role {
+                        for n in nodes {
+                            l.node_down(n);
+                        }
+                    }
+                }
+                Event::Metrics(true) => {
+                    self.follow_leader();
+                    self.unpark().await;
+                }
+                Event::Metrics(false) => metrics = None,
+                Event::Tick => {
+                    self.expire_parked();
+                    self.reattach().await;
+                    self.check_nodes();
+                }
+                Event::Stopping => {
+                    self.stopped = true;
+                    self.end.mark(Ending::Stopped);
+                }
+            }
+            if let Role::Leader(l) = &mut self.role {
+                l.propose().await;
+            }
+            if self.deleted || self.stopped {
+                self.finish().await;
+                return;
+            }
+        }
+    }
+
+    /// Starts this node's replica if it is a member of the group.
+    async fn join_group(&mut self) -> Result<(), warren_cluster::ClusterError> {
+        if !self.def.replicas.contains(&self.env.me) {
+            return Ok(());
+        }
+        let node = self.env.node.upgrade();
+        let members: Vec<(NodeId, String)> = self
+            .def
+            .replicas
+            .iter()
+            .map(|n| {
+                let addr = node
+                    .as_ref()
+                    .and_then(|m| m.peer_addr(*n))
+                    .unwrap_or_default();
+                (*n, addr)
+            })
+            .collect();
+        let g = self
+            .env
+            .groups
+            .start(self.def.id, config_of(&self.def), &members)
+            .await?;
+        self.group = Some(g);
+        Ok(())
+    }
+
+    /// The node that leads the group, as far as this node knows. A node
+    /// outside the replica set sends to the first member it knows, which
+    /// forwards in turn.
+    fn leader(&self) -> Option<NodeId> {
+        match &self.group {
+            Some(g) => g.raft.metrics().borrow().current_leader,
+            None => self.def.replicas.first().copied(),
+        }
+    }
+
+    /// Changes role when the leader changed.
+    fn follow_leader(&mut self) {
+        let leader = self.leader();
+        let same = match (&self.role, leader) {
+            (Role::Waiting, None) => true,
+            (Role::Leader(_), Some(l)) => l == self.env.me,
+            (Role::Forward { leader: f, .. }, Some(l)) => *f == l,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        let old = std::mem::replace(&mut self.role, Role::Waiting);
+        match old {
+            Role::Leader(l) => l.step_down(),
+            Role::Forward { proxy, .. } => {
+                let _ = proxy.mailbox().try_send(QueueMsg::Stop);
+            }
+            Role::Waiting => {}
+        }
+        self.role = match leader {
+            None => Role::Waiting,
+            Some(l) if l == self.env.me => match &self.group {
+                Some(g) => Role::Leader(Box::new(Leading::new(self.def.clone(), g.clone()))),
+                None => Role::Waiting,
+            },
+            Some(l) => {
+                let proxy = link::spawn_proxy(&self.def, self.vhost.clone(), self.env.links.to(l));
+                Role::Forward { leader: l, proxy }
+            }
+        };
+        self.led_since = (leader == Some(self.env.me)).then(Instant::now);
+        tracing::debug!(queue = %self.def.name, leader = ?leader, "quorum queue leader");
+        for own in self.own.values_mut() {
+            own.attached = false;
+        }
+    }
+
+    /// Once a new leader's consumers had time to attach, the nodes that do
+    /// not answer are reported down: their consumers (attached to an
+    /// earlier leader, which no link here will ever report closed) go, and
+    /// what they held returns to the queue. Their nodes attach them again
+    /// if they come back.
+    fn check_nodes(&mut self) {
+        let due = self
+            .led_since
+            .is_some_and(|t| t.elapsed() >= NODES_CHECK_AFTER);
+        if !due || !matches!(self.role, Role::Leader(_)) {
+            return;
+        }
+        self.led_since = None;
+        let Some(node) = self.env.node.upgrade() else {
+            return;
+        };
+        let (me, tx) = (self.env.me, self.down_tx.clone());
+        tokio::spawn(async move {
+            let mut down = Vec::new();
+            for (id, addr) in node.member_addrs() {
+                if id != me && node.peer_status(&addr, PROBE_TIMEOUT).await.is_none() {
+                    down.push(id);
+                }
+            }
+            if !down.is_empty() {
+                let _ = tx.send(down);
+            }
+        });
+    }
+
+    /// Attaches this node's consumers to the current leader where they are
+    /// not (a new leader, or a link that broke).
+    async fn reattach(&mut self) {
+        if matches!(self.role, Role::Waiting) {
+            return;
+        }
+        let detached: Vec<(u64, Name)> = self
+            .own
+            .iter()
+            .filter(|(_, o)| !o.attached)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in detached {
+            let Some(o) = self.own.get_mut(&key) else {
+                continue;
+            };
+            o.attached = true;
+            let (spec, link) = (o.spec.clone(), o.link.clone());
+            let link = self.route_link(&link);
+            let (reply, rx) = oneshot::channel();
+            let msg = QueueMsg::Consume { spec, link, reply };
+            self.send_on(msg).await;
+            // The answer comes later; a refusal leaves it detached for
+            // the next round (a queue deleted meanwhile cancels it).
+            drop(rx);
+        }
+    }
+
+    /// The link a consumer of this node is attached with: its own when this
+    /// node leads, else one whose events pass through the front.
+    fn route_link(&self, link: &ConsumerLink) -> ConsumerLink {
+        match self.role {
+            Role::Leader(_) => link.clone(),
+            _ => ConsumerLink {
+                out: self.events_tx.clone(),
+                flow: link.flow.clone(),
+                credit: link.credit.clone(),
+            },
+        }
+    }
+
+    /// Hands `msg` to the current leader.
+    async fn send_on(&mut self, msg: QueueMsg) {
+        match &mut self.role {
+            Role::Leader(l) => l.handle(msg),
+            // Publishes take their bytes from the link's budget first.
+            Role::Forward { proxy, .. } => match msg {
+                QueueMsg::Publish(batch) => proxy.publish(batch).await,
+                msg => {
+                    if let Err(mpsc::error::SendError(m)) = proxy.mailbox().send(msg).await {
+                        m.answer_absent(&Absent::Unreachable(unreachable(&self.def.name)));
+                    }
+                }
+            },
+            Role::Waiting => self.parked.push_back((Instant::now(), msg)),
+        }
+    }
+
+    /// Hands what waited for a leader to the one now known.
+    async fn unpark(&mut self) {
+        while !matches!(self.role, Role::Waiting) {
+            let Some((_, msg)) = self.parked.pop_front() else {
+                return;
+            };
+            self.send_on(msg).await;
+        }
+    }
+
+    /// Refuses what waited for a leader too long.
+    fn expire_parked(&mut self) {
+        let now = Instant::now();
+        while self
+            .parked
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) >= PARK_LIMIT)
+        {
+            if let Some((_, msg)) = self.parked.pop_front() {
+                msg.answer_absent(&Absent::Unreachable(unreachable(&self.def.name)));
+            }
+        }
+    }
+
+    async fn handle(&mut self, msg: QueueMsg) {
+        match msg {
+            QueueMsg::Consume { spec, link, reply } => {
+                let key = (spec.channel.id, spec.tag.clone());
+                let mine = connection_node(spec.channel.id) == self.env.me;
+                let routed = if mine {
+                    self.route_link(&link)
+                } else {
+                    link.clone()
+                };
+                if mine {
+                    self.own.insert(
+                        key,
+                        Own {
+                            spec: spec.clone(),
+                            link,
+                            attached: true,
+                        },
+                    );
+                }
+                self.send_on(QueueMsg::Consume {
+                    spec,
+                    link: routed,
+                    reply,
+                })
+                .await;
+            }
+            QueueMsg::Cancel { consumer, reply } => {
+                self.own.retain(|_, o| o.spec.id != consumer);
+                self.send_on(QueueMsg::Cancel { consumer, reply }).await;
+            }
+            QueueMsg::ChannelClosed(key) => {
+                self.own.retain(|(ch, _), _| *ch != key.id);
+                self.send_on(QueueMsg::ChannelClosed(key)).await;
+            }
+            QueueMsg::Status(reply) if self.answers_counts() => {
+                let c = self.counts();
+                let _ = reply.send((c.0 as u32, c.1 as u32));
+            }
+            QueueMsg::CheckDelete {
+                if_unused,
+                if_empty,
+                reply,
+            } if self.answers_counts() => {
+                let (ready, consumers) = self.counts();
+                let r = if if_unused && consumers > 0 {
+                    Err(AmqpError::precondition(format!(
+                        "queue '{}' in vhost '{}' in use",
+                        self.def.name, self.vhost
+                    )))
+                } else if if_empty && ready > 0 {
+                    Err(AmqpError::precondition(format!(
+                        "queue '{}' in vhost '{}' is not empty",
+                        self.def.name, self.vhost
+                    )))
+                } else {
+                    Ok(ready as u32)
+                };
+                let _ = reply.send(r);
+            }
+            QueueMsg::Delete => {
+                self.deleted = true;
+                self.end.mark(Ending::Deleted);
+            }
+            QueueMsg::Stop => {
+                self.stopped = true;
+                self.end.mark(Ending::Stopped);
+            }
+            QueueMsg::Wake => {}
+            other => self.send_on(other).await,
+        }
+    }
+
+    /// Counts are answered here on the leader (what it applied is the
+    /// latest), and on a replica while no leader is known (a redeclare
+    /// does not wait for an election); elsewhere the leader answers.
+    fn answers_counts(&self) -> bool {
+        self.group.is_some() && !matches!(self.role, Role::Forward { .. })
+    }
+
+    /// Ready messages and consumers as this replica applied them.
+    fn counts(&self) -> (u64, u64) {
+        self.group
+            .as_ref()
+            .map_or((0, 0), |g| (g.counts.ready(), g.counts.consumers()))
+    }
+
+    /// An event for a consumer of this node that came through a proxy.
+    fn passed_through(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Deliver(d) => {
+                // A consumer cancelled meanwhile: the leader gets the
+                // message back when the channel settles or closes.
+                if let Some(o) = self.own.get(&(d.channel.id, d.tag.clone())) {
+                    let _ = o.link.out.send(ConnEvent::Deliver(d));
+                }
+            }
+            ConnEvent::Cancelled { channel, tag } => {
+                // A link broke (the queue is not deleted: that cancels
+                // through `finish`): attach again at the next round.
+                if let Some(o) = self.own.get_mut(&(channel.id, tag)) {
+                    o.attached = false;
+                }
+            }
+            ConnEvent::Accepted { .. } => {}
+        }
+    }
+
+    /// After a delete or a stop: consumers are told (delete), the replica
+    /// and its keys go (delete), and what is left in the mailbox is
+    /// answered.
+    async fn finish(&mut self) {
+        let role = std::mem::replace(&mut self.role, Role::Waiting);
+        match role {
+            Role::Leader(l) => l.step_down(),
+            Role::Forward { proxy, .. } => {
+                let _ = proxy.mailbox().try_send(QueueMsg::Stop);
+            }
+            Role::Waiting => {}
+        }
+        self.rx.close();
+        let parked: Vec<QueueMsg> = self.parked.drain(..).map(|(_, m)| m).collect();
+        if self.deleted {
+            for ((_, tag), o) in self.own.drain() {
+                let _ = o.link.out.send(ConnEvent::Cancelled {
+                    channel: o.spec.channel,
+                    tag,
+                });
+            }
+            if self.group.take().is_some()
+                && let Err(e) = self.env.groups.remove(self.def.id).await
+            {
+                tracing::error!(queue = %self.def.name, cause = %e, "could not remove the queue's replica");
+            }
+            let why = Absent::Deleted(AmqpError::not_found("queue", &self.def.name, &self.vhost));
+            for m in parked {
+                m.answer_absent(&why);
+            }
+            while let Ok(m) = self.rx.try_recv() {
+                m.answer_absent(&why);
+            }
+        } else {
+            let why = Absent::Unreachable(unreachable(&self.def.name));
+            for m in parked {
+                m.answer_absent(&why);
+            }
+            while let Ok(m) = self.rx.try_recv() {
+                m.answer_absent(&why);
+            }
+        }
+    }
+}
+
+/// The answer for a quorum queue with no reachable leader.
+fn unreachable(name: &str) -> AmqpError {
+    AmqpError::new(
+        ReplyCode::InternalError,
+        format!("quorum queue '{name}' has no leader this node can reach"),
+    )
+    .on_channel()
+}
