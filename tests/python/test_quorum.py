@@ -27,10 +27,10 @@ def _publish_confirmed(ch, queue, bodies):
 def _drain(ch, queue, expected, requeue_first=False):
     """Consumes with manual acks until `expected` distinct bodies came;
     returns them in arrival order and the redelivered flags seen."""
-    got, flags = [], {}
+    got, flags, counts = [], {}, {}
     ch.basic_qos(prefetch_count=10)
     nacked = set()
-    for method, _, body in ch.consume(queue, inactivity_timeout=DEADLINE):
+    for method, props, body in ch.consume(queue, inactivity_timeout=DEADLINE):
         assert method is not None, f"stalled after {len(got)} of {expected}"
         if requeue_first and body not in nacked:
             nacked.add(body)
@@ -40,10 +40,12 @@ def _drain(ch, queue, expected, requeue_first=False):
         if body not in flags:
             got.append(body)
         flags[body] = method.redelivered
+        counts[body] = (props.headers or {}).get("x-delivery-count")
         ch.basic_ack(method.delivery_tag)
         if len(got) == expected:
             break
     ch.cancel()
+    _drain.counts = counts
     return got, flags
 
 
@@ -63,6 +65,9 @@ def test_a_quorum_queue_delivers_in_order_acks_and_requeues(node):
     # what the prefetch already held); the others came once, in order.
     assert flags[b"m0"] is True
     assert [b for b in got if b != b"m0"] == bodies[1:]
+    # Returned once: RabbitMQ's header says so; a first delivery has none.
+    assert _drain.counts[b"m0"] == 1
+    assert _drain.counts[b"m1"] is None
     wait_for("the acks to be applied", lambda: _ready(ch, "qq.work") == 0)
     conn.close()
 
@@ -76,8 +81,9 @@ def test_basic_get_purge_and_delete_on_a_quorum_queue(node):
     method, _, body = ch.basic_get("qq.get", auto_ack=False)
     assert body == b"b"
     ch.basic_reject(method.delivery_tag, requeue=True)
-    method, _, body = ch.basic_get("qq.get", auto_ack=False)
+    method, props, body = ch.basic_get("qq.get", auto_ack=False)
     assert (body, method.redelivered) == (b"b", True)
+    assert props.headers == {"x-delivery-count": 1}
     ch.basic_ack(method.delivery_tag)
     assert ch.queue_purge("qq.get").method.message_count == 2
     method, _, body = ch.basic_get("qq.get", auto_ack=True)

@@ -32,7 +32,7 @@ impl From<GenError> for EncodeError {
     }
 }
 
-fn run(out: &mut Vec<u8>, f: impl SerializeFn<Vec<u8>>) -> Result<(), EncodeError> {
+pub(crate) fn run(out: &mut Vec<u8>, f: impl SerializeFn<Vec<u8>>) -> Result<(), EncodeError> {
     let ctx = WriteContext::from(std::mem::take(out));
     *out = f(ctx)?.write;
     Ok(())

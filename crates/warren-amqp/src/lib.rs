@@ -11,6 +11,8 @@
 //!   RabbitMQ's reply codes for out-of-order or oversized content.
 //! - [`encode`]: writes outgoing frames into the connection's one write buffer;
 //!   deliveries re-emit the publisher's raw property bytes without re-encoding.
+//! - [`properties`]: adding a header to a message's raw properties (the
+//!   `x-delivery-count` of redelivered quorum queue messages).
 //! - [`error`]: [`FrameError`], each with the reply code RabbitMQ would send.
 //!
 //! The wire types stay here and in amq-protocol; the server converts them to
@@ -21,6 +23,7 @@ pub mod codec;
 pub mod encode;
 pub mod error;
 pub mod methods;
+pub mod properties;
 
 pub use amq_protocol;
 pub use amq_protocol::protocol::{AMQPClass, BasicProperties};

@@ -5,6 +5,11 @@
 //! queues are drained, and every message a publisher saw confirmed must be
 //! there: 0 confirmed messages lost.
 //!
+//! The same run goes once with classic queues and once with quorum queues
+//! (three replicas each, their first leaders on nodes 1, 2 and 3); for
+//! quorum queues the duplicates the drain finds (a publish nacked after it
+//! was committed, sent again) are counted and reported.
+//!
 //! The default run is short (CI); `WARREN_LOSS_SECS=600` runs ten minutes of
 //! faults, `WARREN_LOSS_SEED` replays a fault sequence.
 
@@ -18,6 +23,7 @@ use std::time::Duration;
 use common::BIN;
 use lapin::Confirmation;
 use lapin::options::BasicGetOptions;
+use lapin::types::{AMQPValue, FieldTable};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use warren_testkit::client::*;
@@ -80,8 +86,26 @@ async fn publisher(via: u64, addrs: Addresses, confirmed: Confirmed, stop: Arc<A
     }
 }
 
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_confirmed_message_is_lost_while_nodes_fail() {
+async fn no_confirmed_message_of_a_classic_queue_is_lost_while_nodes_fail() {
+    let _turn = SERIAL.lock().await;
+    loss_checker(FieldTable::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_confirmed_message_of_a_quorum_queue_is_lost_while_nodes_fail() {
+    let _turn = SERIAL.lock().await;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    loss_checker(args).await;
+}
+
+async fn loss_checker(queue_args: FieldTable) {
     let secs: u64 = std::env::var("WARREN_LOSS_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -99,7 +123,9 @@ async fn no_confirmed_message_is_lost_while_nodes_fail() {
     for id in NODES {
         let uri = c.amqp_uri(id).await;
         let conn = c.connect(id).await;
-        declare_with(&channel(&conn).await, &queue_of(id), durable())
+        channel(&conn)
+            .await
+            .queue_declare(queue_of(id).as_str().into(), durable(), queue_args.clone())
             .await
             .expect("declare");
         addrs.lock().expect("addrs").insert(id, Some(uri));
@@ -157,6 +183,7 @@ async fn no_confirmed_message_is_lost_while_nodes_fail() {
     let confirmed = confirmed.lock().expect("confirmed").clone();
     assert!(!confirmed.is_empty(), "publishers got confirms at all");
     let mut present: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut duplicates = 0usize;
     for id in NODES {
         let queue = queue_of(id);
         let ch = wait_for_async(&format!("node {id} serves {queue}"), || async {
@@ -172,12 +199,14 @@ async fn no_confirmed_message_is_lost_while_nodes_fail() {
                 .expect("get")
         {
             let body = String::from_utf8_lossy(&m.delivery.data).into_owned();
-            present.insert((queue.clone(), body));
+            if !present.insert((queue.clone(), body)) {
+                duplicates += 1;
+            }
         }
     }
     let lost: Vec<_> = confirmed.difference(&present).collect();
     println!(
-        "loss checker: {} confirmed, {} lost, {} faults in {secs} s, seed {seed}",
+        "loss checker: {} confirmed, {} lost, {duplicates} duplicates, {} faults in {secs} s, seed {seed}",
         confirmed.len(),
         lost.len(),
         faults.len()

@@ -118,6 +118,25 @@ fn no_leader() -> AmqpError {
     .on_channel()
 }
 
+/// `msg` as delivered after `count` returns: with the `x-delivery-count`
+/// header RabbitMQ's quorum queues add (the first delivery has none).
+fn counted(msg: &Message, count: u32) -> Message {
+    if count == 0 {
+        return msg.clone();
+    }
+    let value = warren_amqp::amq_protocol::types::AMQPValue::LongLongInt(i64::from(count));
+    match warren_amqp::properties::with_header(msg.raw_properties(), "x-delivery-count", value) {
+        Some(props) => Message::new(
+            msg.exchange.clone(),
+            msg.routing_key(),
+            &props,
+            [msg.body()],
+            msg.flags(),
+        ),
+        None => msg.clone(),
+    }
+}
+
 /// A consumer attached to this leader.
 struct Attached {
     spec: ConsumerSpec,
@@ -386,7 +405,7 @@ impl Leading {
                     let got = bodies.get(&m.id).map(|msg| {
                         let entry = Entry {
                             seq: m.id,
-                            msg: msg.clone(),
+                            msg: counted(msg, m.delivery_count),
                             redelivered: m.redelivered(),
                         };
                         (entry, u32::try_from(left).unwrap_or(u32::MAX))
@@ -435,7 +454,7 @@ impl Leading {
             seq: d.msg.id,
             needs_ack: !d.no_ack,
             redelivered,
-            msg: msg.clone(),
+            msg: counted(msg, d.msg.delivery_count),
             flow: a.link.flow.clone(),
         });
         let _ = a.link.out.send(ev);
