@@ -11,7 +11,10 @@ use tonic::service::interceptor::InterceptedService;
 use crate::auth::Security;
 use crate::error::ClusterError;
 use crate::pb::cluster_client::ClusterClient;
-use crate::pb::{AddNodeRequest, Member, NodeStatus, RemoveNodeRequest, StatusRequest};
+use crate::pb::{
+    AddNodeRequest, Member, NodeStatus, QueueStatusReply, QueueStatusRequest, RemoveNodeRequest,
+    StatusRequest,
+};
 use crate::raft_client::PeerChannel;
 
 /// Bound on each admin call but membership changes (which wait for a new
@@ -224,4 +227,127 @@ pub async fn remove_node(
     let mut c = client(sec, server, CHANGE_TIMEOUT).await?;
     let r = c.remove_node(RemoveNodeRequest { id }).await?;
     Ok(r.into_inner().members)
+}
+
+/// One quorum queue replica as its node reports it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReplicaStatus {
+    /// The node holding it.
+    pub node: u64,
+    /// The queue's name.
+    pub queue: String,
+    /// Its group (the queue's id).
+    pub group: u64,
+    /// leader, follower, candidate, learner.
+    pub state: String,
+    /// The leader it knows.
+    pub leader: Option<u64>,
+    /// Its term.
+    pub term: u64,
+    /// Its last log index.
+    pub last_log_index: Option<u64>,
+    /// The last index it applied.
+    pub last_applied: Option<u64>,
+    /// The group's members.
+    pub members: Vec<u64>,
+    /// On the leader: how far behind each member's log is (entries).
+    pub lag: Vec<(u64, Option<u64>)>,
+    /// Ready messages as applied here.
+    pub ready: u64,
+    /// Consumers as applied here.
+    pub consumers: u64,
+}
+
+/// Every quorum queue replica of every member `server` knows, node by node
+/// (members that do not answer are left out).
+pub async fn queue_status(
+    sec: &Security,
+    server: &str,
+) -> Result<Vec<ReplicaStatus>, ClusterError> {
+    let first = node_status(sec, server).await?;
+    let mut addrs: Vec<String> = first.members.iter().map(|m| m.addr.clone()).collect();
+    if addrs.is_empty() {
+        addrs.push(server.to_owned());
+    }
+    let mut out = Vec::new();
+    for addr in addrs {
+        let Ok(mut c) = client(sec, &addr, CALL_TIMEOUT).await else {
+            continue;
+        };
+        let Ok(reply) = c.queue_status(QueueStatusRequest {}).await else {
+            continue;
+        };
+        out.extend(replicas(reply.into_inner()));
+    }
+    out.sort_by(|a, b| (&a.queue, a.node).cmp(&(&b.queue, b.node)));
+    Ok(out)
+}
+
+fn replicas(r: QueueStatusReply) -> Vec<ReplicaStatus> {
+    r.replicas
+        .into_iter()
+        .map(|q| {
+            let last = index(q.last_log_index);
+            let lag = q
+                .matched
+                .iter()
+                .map(|m| {
+                    (
+                        m.id,
+                        last.map(|l| l.saturating_sub(index(m.index).unwrap_or(0))),
+                    )
+                })
+                .collect();
+            ReplicaStatus {
+                node: r.node,
+                queue: q.name,
+                group: q.group,
+                state: q.state.to_lowercase(),
+                leader: (q.leader != 0).then_some(q.leader),
+                term: q.term,
+                last_log_index: last,
+                last_applied: index(q.last_applied),
+                members: q.members,
+                lag,
+                ready: q.ready,
+                consumers: q.consumers,
+            }
+        })
+        .collect()
+}
+
+/// The replicas as a table.
+pub fn render_queues(rs: &[ReplicaStatus]) -> String {
+    let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:>4} {:<9} {:>6} {:>5} {:>8} {:>8} {:>8} {:>9}  MEMBERS (LAG)",
+        "QUEUE", "NODE", "STATE", "LEADER", "TERM", "LOG", "APPLIED", "READY", "CONSUMERS"
+    );
+    for r in rs {
+        let members = if r.lag.is_empty() {
+            format!("{:?}", r.members)
+        } else {
+            r.lag
+                .iter()
+                .map(|(id, lag)| format!("{id}({})", opt(*lag)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let _ = writeln!(
+            out,
+            "{:<24} {:>4} {:<9} {:>6} {:>5} {:>8} {:>8} {:>8} {:>9}  {members}",
+            r.queue,
+            r.node,
+            r.state,
+            opt(r.leader),
+            r.term,
+            opt(r.last_log_index),
+            opt(r.last_applied),
+            r.ready,
+            r.consumers
+        );
+    }
+    out
 }

@@ -11,9 +11,10 @@ use warren_store::raft::META_GROUP;
 use crate::meta_node::MetaNode;
 use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::{
-    AddNodeRequest, MembershipReply, NodeStatus, ProposeReply, ProposeRequest, RemoveNodeRequest,
-    StatusRequest, WaitAppliedReply, WaitAppliedRequest,
+    AddNodeRequest, MembershipReply, NodeStatus, ProposeReply, ProposeRequest, QueueStatusReply,
+    QueueStatusRequest, RemoveNodeRequest, StatusRequest, WaitAppliedReply, WaitAppliedRequest,
 };
+use crate::queue_groups::QueueGroups;
 
 /// Longest wait a peer may ask for (its request cannot pin a task longer).
 const MAX_WAIT_APPLIED: Duration = Duration::from_secs(5);
@@ -22,12 +23,13 @@ const MAX_WAIT_APPLIED: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct ClusterService {
     node: Arc<MetaNode>,
+    queues: Arc<QueueGroups>,
 }
 
 impl ClusterService {
-    /// The service of `node`.
-    pub fn new(node: Arc<MetaNode>) -> Self {
-        Self { node }
+    /// The service of `node` and its quorum queue groups.
+    pub fn new(node: Arc<MetaNode>, queues: Arc<QueueGroups>) -> Self {
+        Self { node, queues }
     }
 
     /// The tonic server for this service.
@@ -85,6 +87,27 @@ impl Cluster for ClusterService {
         let limit = Duration::from_millis(req.timeout_ms).min(MAX_WAIT_APPLIED);
         let applied = self.node.wait_applied_for(req.index, limit).await;
         Ok(Response::new(WaitAppliedReply { applied }))
+    }
+
+    async fn queue_status(
+        &self,
+        _: Request<QueueStatusRequest>,
+    ) -> Result<Response<QueueStatusReply>, Status> {
+        let names: std::collections::HashMap<u64, String> = {
+            let meta = self
+                .node
+                .meta()
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            meta.default_vhost()
+                .queues()
+                .map(|q| (q.id, q.name.to_string()))
+                .collect()
+        };
+        let reply = self
+            .queues
+            .status(|id| names.get(&id).cloned().unwrap_or_default());
+        Ok(Response::new(reply))
     }
 
     async fn remove_node(

@@ -134,6 +134,58 @@ impl QueueGroups {
             .cloned()
     }
 
+    /// Every group running here, by id.
+    pub fn all(&self) -> Vec<(GroupId, QueueGroup)> {
+        let mut all: Vec<(GroupId, QueueGroup)> = self
+            .groups
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, g)| (*id, g.clone()))
+            .collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all
+    }
+
+    /// What this node's replicas report, for `warren queues status`;
+    /// `name` gives a group's queue name.
+    pub fn status(&self, name: impl Fn(GroupId) -> String) -> crate::pb::QueueStatusReply {
+        let index = |l: Option<u64>| l.map_or(-1, |i| i64::try_from(i).unwrap_or(i64::MAX));
+        let replicas = self
+            .all()
+            .into_iter()
+            .map(|(id, g)| {
+                let m = g.raft.metrics().borrow().clone();
+                let matched = m
+                    .replication
+                    .iter()
+                    .flat_map(|r| r.iter())
+                    .map(|(member, log)| crate::pb::MemberIndex {
+                        id: *member,
+                        index: index(log.as_ref().map(|l| l.index)),
+                    })
+                    .collect();
+                crate::pb::QueueReplica {
+                    group: id,
+                    name: name(id),
+                    state: format!("{:?}", m.state),
+                    leader: m.current_leader.unwrap_or(0),
+                    term: m.current_term,
+                    last_log_index: index(m.last_log_index),
+                    last_applied: index(m.last_applied.map(|l| l.index)),
+                    members: m.membership_config.membership().voter_ids().collect(),
+                    matched,
+                    ready: g.counts.ready(),
+                    consumers: g.counts.consumers(),
+                }
+            })
+            .collect();
+        crate::pb::QueueStatusReply {
+            node: self.me,
+            replicas,
+        }
+    }
+
     /// Starts group `id` with `members` (in replica order; the first one
     /// initialises it) unless it runs already. Reopens what the store holds
     /// for it after a restart.

@@ -19,6 +19,26 @@ enum Command {
     /// Inspect or change the cluster through a node's cluster listener.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Inspect quorum queues through a node's cluster listener.
+    #[command(subcommand)]
+    Queues(QueuesCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum QueuesCommand {
+    /// Every quorum queue replica: its node, state, leader and log position,
+    /// and on each leader how far its members lag.
+    Status {
+        /// A node's cluster address.
+        #[arg(long, env = "WARREN_SERVER", default_value = DEFAULT_CLUSTER_SERVER)]
+        server: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The cluster secret (and TLS files) to prove.
+        #[command(flatten)]
+        auth: ClusterClientArgs,
+    },
 }
 
 /// Default address of a node's cluster listener for the admin commands.
@@ -92,7 +112,28 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(cluster(cmd))
         }
+        Command::Queues(cmd) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(queues(cmd))
+        }
     }
+}
+
+async fn queues(cmd: QueuesCommand) -> anyhow::Result<()> {
+    use warren_cluster::admin_client as admin;
+    match cmd {
+        QueuesCommand::Status { server, json, auth } => {
+            let rs = admin::queue_status(&security(auth)?, &server).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rs)?);
+            } else {
+                print!("{}", admin::render_queues(&rs));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {

@@ -133,9 +133,9 @@ async fn serve_cluster(
     queues: QueuesService,
     token: CancellationToken,
 ) {
-    let raft = RaftService::new(node.raft().clone(), groups).into_server();
+    let raft = RaftService::new(node.raft().clone(), groups.clone()).into_server();
     let security = node.network().security().clone();
-    let cluster = ClusterService::new(node).into_server();
+    let cluster = ClusterService::new(node, groups).into_server();
     // Config refuses a cluster listener without a secret.
     let Some(verifier) = security.verifier() else {
         tracing::error!("no cluster secret: the cluster port stays closed");

@@ -1,6 +1,7 @@
 //! Quorum queues on three real `warren` processes: each replica holds the
 //! queue's group in its own store, and a queue deleted while a replica was
-//! down leaves no key of its group on that replica once it is back.
+//! down leaves no key of its group on that replica once it is back; the
+//! leaders of many queues spread evenly over the nodes.
 
 mod common;
 
@@ -9,7 +10,7 @@ use lapin::options::QueueDeleteOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use warren_store::Store;
 use warren_testkit::client::*;
-use warren_testkit::{Cluster, Options};
+use warren_testkit::{Cluster, Options, wait_for_async};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -76,4 +77,42 @@ async fn a_quorum_queue_deleted_while_a_replica_is_down_leaves_no_keys_on_it() {
     c.amqp_addr(3).await;
     assert!(c.terminate(3), "node 3 stops cleanly");
     assert_eq!(stored_groups(&c, 3), Vec::<u64>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaders_of_three_hundred_queues_spread_over_three_nodes() {
+    let _turn = SERIAL.lock().await;
+    const QUEUES: usize = 300;
+    let c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
+    c.wait_leader(&[1, 2, 3]).await;
+    // All declared through one node: placement, not the client, spreads them.
+    let n1 = c.connect(1).await;
+    let ch = channel(&n1).await;
+    for i in 0..QUEUES {
+        ch.queue_declare(
+            format!("qq.spread.{i}").as_str().into(),
+            durable(),
+            quorum(),
+        )
+        .await
+        .expect("declare");
+    }
+    let leaders = wait_for_async("every queue to report one leader", || async {
+        let replicas = c.queue_status(1).await;
+        let led: Vec<u64> = replicas
+            .iter()
+            .filter(|r| r.state == "leader")
+            .map(|r| r.node)
+            .collect();
+        (led.len() == QUEUES && replicas.len() == 3 * QUEUES).then_some(led)
+    })
+    .await;
+    for node in [1, 2, 3] {
+        let n = leaders.iter().filter(|l| **l == node).count();
+        println!("node {node} leads {n} of {QUEUES} quorum queues");
+        assert!(
+            (90..=110).contains(&n),
+            "node {node} leads {n} of {QUEUES} queues"
+        );
+    }
 }

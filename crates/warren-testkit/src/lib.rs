@@ -394,6 +394,14 @@ impl Cluster {
             .ok()
     }
 
+    /// Every quorum queue replica of the cluster, as the members `id`
+    /// knows report them (empty if `id` does not answer).
+    pub async fn queue_status(&self, id: u64) -> Vec<warren_cluster::admin_client::ReplicaStatus> {
+        warren_cluster::admin_client::queue_status(&self.admin, &self.node(id).cluster_addr())
+            .await
+            .unwrap_or_default()
+    }
+
     /// Waits until every node of `ids` names the same leader, one of `ids`.
     pub async fn wait_leader(&self, ids: &[u64]) -> u64 {
         wait_for_async("one leader known to all", || async {
