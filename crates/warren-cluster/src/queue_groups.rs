@@ -59,14 +59,14 @@ pub struct QueueTiming {
 }
 
 impl Default for QueueTiming {
-    /// A leader's death is noticed in 0.6–1.2 s (failover within the
+    /// A leader's death is noticed in 0.45–0.9 s (failover within the
     /// 1.5 s median the quorum queue issue asks), with 6–7 heartbeats per
     /// second per follower.
     fn default() -> Self {
         Self {
             heartbeat_ms: 150,
-            election_min_ms: 600,
-            election_max_ms: 1200,
+            election_min_ms: 450,
+            election_max_ms: 900,
             snapshot_every: 1024,
         }
     }

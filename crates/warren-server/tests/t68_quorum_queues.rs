@@ -1,12 +1,20 @@
 //! Quorum queues on three real `warren` processes: each replica holds the
 //! queue's group in its own store, and a queue deleted while a replica was
 //! down leaves no key of its group on that replica once it is back; the
-//! leaders of many queues spread evenly over the nodes.
+//! leaders of many queues spread evenly over the nodes; the seed's work
+//! queue keeps every task across a kill -9 of its leader, and its worker on
+//! a survivor is never cancelled.
 
 mod common;
 
 use common::BIN;
-use lapin::options::QueueDeleteOptions;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lapin::Confirmation;
+use lapin::options::{BasicAckOptions, BasicQosOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use warren_store::Store;
 use warren_testkit::client::*;
@@ -115,4 +123,94 @@ async fn the_leaders_of_three_hundred_queues_spread_over_three_nodes() {
             "node {node} leads {n} of {QUEUES} queues"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_work_queue_keeps_every_task_across_a_kill_of_its_leader() {
+    let _turn = SERIAL.lock().await;
+    const TASKS: u32 = 200;
+    let mut c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
+    c.wait_leader(&[1, 2, 3]).await;
+    let n1 = c.connect(1).await;
+    channel(&n1)
+        .await
+        .queue_declare("task_queue".into(), durable(), quorum())
+        .await
+        .expect("declare");
+    let leader = wait_for_async("the queue's leader", || async {
+        c.queue_status(1)
+            .await
+            .into_iter()
+            .find(|r| r.queue == "task_queue" && r.state == "leader")
+            .map(|r| r.node)
+    })
+    .await;
+    let [worker_node, producer_node] = match leader {
+        1 => [2, 3],
+        2 => [3, 1],
+        _ => [1, 2],
+    };
+    drop(n1);
+
+    // The worker: prefetch 1, one ack per task, on a survivor.
+    let wconn = c.connect(worker_node).await;
+    let wch = channel(&wconn).await;
+    wch.basic_qos(1, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut consumer = consume(&wch, "task_queue", "worker", false).await;
+    let done: Arc<Mutex<BTreeSet<u32>>> = Arc::default();
+    let worker = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            // Ends only if the stream does: a basic.cancel, or the channel closed.
+            while let Some(d) = consumer.next().await {
+                let Ok(d) = d else { return };
+                let n = u32::from_be_bytes(d.data[..4].try_into().expect("a task number"));
+                let _ = d.acker.ack(BasicAckOptions::default()).await;
+                done.lock().expect("done").insert(n);
+            }
+        })
+    };
+
+    // The producer: persistent tasks with confirms, sent again if nacked.
+    let pconn = c.connect(producer_node).await;
+    let pch = channel(&pconn).await;
+    confirms(&pch).await;
+    let mut failover = None;
+    for n in 0..TASKS {
+        if n == TASKS / 2 {
+            c.kill9(leader);
+            failover = Some(Instant::now());
+        }
+        let sent = Instant::now();
+        loop {
+            let confirmed =
+                match try_publish(&pch, "", "task_queue", &n.to_be_bytes(), persistent()).await {
+                    Ok(p) => matches!(p.await, Ok(Confirmation::Ack(None))),
+                    Err(e) => panic!("the producer's channel failed: {e}"),
+                };
+            if confirmed {
+                break;
+            }
+            assert!(
+                sent.elapsed() < Duration::from_secs(30),
+                "task {n} never confirmed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(t) = failover.take() {
+            println!(
+                "kill -9 of the leader (node {leader}) to the next confirmed publish on node {producer_node}: {} ms",
+                t.elapsed().as_millis()
+            );
+        }
+    }
+    wait_for_async("every task done by the worker", || async {
+        assert!(!worker.is_finished(), "the worker's consumer was cancelled");
+        (done.lock().expect("done").len() == TASKS as usize).then_some(())
+    })
+    .await;
+    assert!(!worker.is_finished(), "the worker's consumer was cancelled");
+    worker.abort();
 }
