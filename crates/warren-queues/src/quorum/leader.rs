@@ -16,9 +16,10 @@ use tokio::sync::{mpsc, oneshot};
 use warren_cluster::QueueGroup;
 use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec, Entry, QueueDef, connection_node};
 use warren_core::quorum::{Command, ConsumerKey, Delivery, MsgId, Publisher, Reply};
-use warren_core::{AmqpError, Message, Name, ReplyCode};
+use warren_core::{AmqpError, Message, Name, NodeId, ReplyCode};
 use warren_store::raft::queue::{QueueBatch, QueueOp, QueueResponse};
 
+use super::held::Held;
 use crate::api::{
     ConnEvent, ConnTx, ConsumerLink, DELIVERY_WINDOW, DeliverEvent, GetReply, QueueMsg,
 };
@@ -146,6 +147,7 @@ struct Attached {
 /// The leader's side of a quorum queue.
 pub(crate) struct Leading {
     def: QueueDef,
+    me: NodeId,
     group: QueueGroup,
     consumers: HashMap<(u64, Name), Attached>,
     by_id: HashMap<ConsumerId, (u64, Name)>,
@@ -160,10 +162,11 @@ pub(crate) struct Leading {
 }
 
 impl Leading {
-    pub(super) fn new(def: QueueDef, group: QueueGroup) -> Self {
+    pub(super) fn new(def: QueueDef, me: NodeId, group: QueueGroup) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Self {
             def,
+            me,
             group,
             consumers: HashMap::new(),
             by_id: HashMap::new(),
@@ -376,7 +379,7 @@ impl Leading {
     }
 
     /// Acts on a proposal's outcome.
-    pub(super) fn committed(&mut self, done: Done) {
+    pub(super) fn committed(&mut self, done: Done, held: &mut Held) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let resp = match done.result {
             Ok(r) => r,
@@ -427,21 +430,35 @@ impl Leading {
         confirms.send(true);
         for d in resp.deliveries {
             let again = d.msg.redelivered();
-            self.deliver(d, again, &bodies);
+            self.deliver(d, again, &bodies, held);
         }
         for d in resp.resent {
-            self.deliver(d, true, &bodies);
+            self.deliver(d, true, &bodies, held);
         }
     }
 
     /// Sends one delivery the state machine made to its consumer, if it is
     /// attached here (else the consumer's node attaches it soon, and it is
     /// sent again then).
-    fn deliver(&mut self, d: Delivery, redelivered: bool, bodies: &HashMap<MsgId, Message>) {
+    fn deliver(
+        &mut self,
+        d: Delivery,
+        redelivered: bool,
+        bodies: &HashMap<MsgId, Message>,
+        held: &mut Held,
+    ) {
         let key = (d.consumer.channel, d.consumer.tag.clone());
         let (Some(a), Some(msg)) = (self.consumers.get(&key), bodies.get(&d.msg.id)) else {
             return;
         };
+        // A channel of this node that still holds it gets it once (other
+        // nodes' fronts do the same for theirs).
+        if !d.no_ack
+            && connection_node(d.consumer.channel) == self.me
+            && !held.deliver(d.consumer.channel, d.msg.id)
+        {
+            return;
+        }
         if !d.no_ack {
             // Mirrors the classic queue: the channel releases this on ack.
             let _ = a.link.credit.try_acquire();

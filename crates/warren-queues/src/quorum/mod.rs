@@ -21,7 +21,8 @@
 //! Consumers survive a leader change without `basic.cancel`: each front
 //! remembers the consumers of its own node's channels and attaches them to
 //! every new leader (a `Checkout` again: the state machine keeps what they
-//! held, and the new leader sends those messages again as redelivered). A
+//! held, and the new leader sends those messages again as redelivered; the
+//! consumer's node drops those its channels still hold, see `held`). A
 //! link that breaks cancels the consumers it carried; the front swallows
 //! those cancellations (they pass through it) and attaches the consumers
 //! again. Only a deleted queue cancels its consumers.
@@ -30,6 +31,7 @@
 //! silently: the link nacks what it had outstanding, and a proposal that
 //! fails nacks its batch.
 
+mod held;
 mod leader;
 
 use std::collections::{HashMap, VecDeque};
@@ -48,6 +50,7 @@ use warren_core::{AmqpError, Name, NodeId, ReplyCode};
 use crate::api::handle::EndMark;
 use crate::api::{Absent, ConnEvent, ConnTx, ConsumerLink, Ending, QueueHandle, QueueMsg};
 use crate::link::{self, Links};
+use held::Held;
 use leader::Leading;
 
 /// Mailbox depth of a quorum queue's front.
@@ -128,6 +131,8 @@ struct Front {
     events_rx: mpsc::UnboundedReceiver<ConnEvent>,
     /// What arrived while no leader was known, in order, with its arrival.
     parked: VecDeque<(Instant, QueueMsg)>,
+    /// What this node's channels hold, to drop what a new leader sends again.
+    held: Held,
     /// Since when this node leads, until it checked which nodes are down.
     led_since: Option<Instant>,
     /// Nodes found down, from the probing task.
@@ -156,6 +161,7 @@ pub fn spawn(def: QueueDef, vhost: Name, env: &QuorumEnv) -> QueueHandle {
         events_tx,
         events_rx,
         parked: VecDeque::new(),
+        held: Held::default(),
         led_since: None,
         down_tx,
         down_rx,
@@ -220,7 +226,7 @@ impl Front {
                 Event::Mail(None) => return,
                 Event::Committed(done) => {
                     if let Role::Leader(l) = &mut self.role {
-                        l.committed(done);
+                        l.committed(done, &mut self.held);
                     }
                 }
                 Event::Passed(ev) => self.passed_through(ev),
@@ -316,7 +322,11 @@ impl Front {
         self.role = match leader {
             None => Role::Waiting,
             Some(l) if l == self.env.me => match &self.group {
-                Some(g) => Role::Leader(Box::new(Leading::new(self.def.clone(), g.clone()))),
+                Some(g) => Role::Leader(Box::new(Leading::new(
+                    self.def.clone(),
+                    self.env.me,
+                    g.clone(),
+                ))),
                 None => Role::Waiting,
             },
             Some(l) => {
@@ -476,7 +486,21 @@ impl Front {
             }
             QueueMsg::ChannelClosed(key) => {
                 self.own.retain(|(ch, _), _| *ch != key.id);
+                self.held.closed(key.id);
                 self.send_on(QueueMsg::ChannelClosed(key)).await;
+            }
+            QueueMsg::Settle {
+                channel,
+                seqs,
+                requeue,
+            } => {
+                self.held.settled(channel.id, &seqs);
+                let msg = QueueMsg::Settle {
+                    channel,
+                    seqs,
+                    requeue,
+                };
+                self.send_on(msg).await;
             }
             QueueMsg::Status(reply) if self.answers_counts() => {
                 let c = self.counts();
@@ -536,9 +560,15 @@ impl Front {
             ConnEvent::Deliver(d) => {
                 // A consumer cancelled meanwhile: the leader gets the
                 // message back when the channel settles or closes.
-                if let Some(o) = self.own.get(&(d.channel.id, d.tag.clone())) {
-                    let _ = o.link.out.send(ConnEvent::Deliver(d));
+                let Some(o) = self.own.get(&(d.channel.id, d.tag.clone())) else {
+                    return;
+                };
+                if d.needs_ack && !self.held.deliver(d.channel.id, d.seq) {
+                    // Sent again by a new leader; the channel has it.
+                    d.flow.release();
+                    return;
                 }
+                let _ = o.link.out.send(ConnEvent::Deliver(d));
             }
             ConnEvent::Cancelled { channel, tag } => {
                 // A link broke (the queue is not deleted: that cancels
