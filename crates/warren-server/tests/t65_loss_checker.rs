@@ -1,7 +1,8 @@
 //! The loss checker: publishers with confirms on every node of a three-node
 //! cluster, each to every one of three durable queues (one homed on each
-//! node), while nodes are killed with -9, frozen with SIGSTOP or stopped and
-//! restarted, queue homes included. At the end every node runs again, the
+//! node), while nodes are killed with -9, frozen with SIGSTOP, stopped and
+//! restarted, or cut off from their peers (iptables), queue homes and
+//! leaders included. At the end every node runs again, the
 //! queues are drained, and every message a publisher saw confirmed must be
 //! there: 0 confirmed messages lost.
 //!
@@ -151,7 +152,7 @@ async fn no_confirmed_message_is_lost_while_nodes_fail() {
     let mut faults = Vec::new();
     while tokio::time::Instant::now() < end {
         let id = NODES[rng.random_range(0..NODES.len())];
-        let fault = rng.random_range(0..3);
+        let fault = rng.random_range(0..4);
         addrs.lock().expect("addrs").insert(id, None);
         match fault {
             0 => {
@@ -163,9 +164,16 @@ async fn no_confirmed_message_is_lost_while_nodes_fail() {
                 tokio::time::sleep(Duration::from_millis(rng.random_range(500..3000))).await;
                 c.resume(id);
             }
-            _ => {
+            2 => {
                 c.terminate(id);
                 c.restart(id);
+            }
+            _ => {
+                // A partition: the node runs, its clients stay connected,
+                // and it is cut off from its peers (iptables).
+                c.cut(id);
+                tokio::time::sleep(Duration::from_millis(rng.random_range(1000..4000))).await;
+                c.heal(id);
             }
         }
         faults.push((id, fault));
@@ -207,10 +215,12 @@ async fn no_confirmed_message_is_lost_while_nodes_fail() {
     }
     let lost: Vec<_> = confirmed.difference(&present).collect();
     println!(
-        "loss checker: {} confirmed, {} lost, {duplicates} duplicates, {} faults in {secs} s, seed {seed}",
+        "loss checker: {} confirmed, {} lost, {duplicates} duplicates, {} faults in {secs} s \
+         (kill -9, SIGSTOP, restart, partition: {:?}), seed {seed}",
         confirmed.len(),
         lost.len(),
-        faults.len()
+        faults.len(),
+        [0, 1, 2, 3].map(|k| faults.iter().filter(|(_, f)| *f == k).count())
     );
     assert!(
         lost.is_empty(),
