@@ -14,6 +14,7 @@
 //! The [`crate::RaftService`] finds them here by group id.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ pub struct QueueGroup {
     pub raft: QueueRaftNode,
     /// Ready messages and consumers as applied here.
     pub counts: Arc<QuorumCounts>,
+    /// Set by the queue's runtime while this replica leads: the state
+    /// machine reads the bodies of deliveries only then.
+    pub leading: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for QueueGroup {
@@ -202,6 +206,8 @@ impl QueueGroups {
         let log = RaftLogStore::<QueueRaft>::new(&self.store, self.writer.clone(), id);
         let sm = QueueStateMachine::open(&self.store, self.writer.clone(), id, config)?;
         let counts = sm.counts();
+        let leading = sm.leading();
+        leading.store(false, Ordering::Release);
         let raft = Raft::new(
             self.me,
             self.config.clone(),
@@ -210,7 +216,11 @@ impl QueueGroups {
             sm,
         )
         .await?;
-        let group = QueueGroup { raft, counts };
+        let group = QueueGroup {
+            raft,
+            counts,
+            leading,
+        };
         let initial: BTreeMap<NodeId, BasicNode> = members
             .iter()
             .map(|(n, addr)| (*n, BasicNode::new(addr)))

@@ -311,6 +311,14 @@ impl Front {
         if same {
             return;
         }
+        if let Some(g) = &self.group {
+            // Before anything is proposed as leader: its applies read the
+            // bodies its deliveries need.
+            g.leading.store(
+                leader == Some(self.env.me),
+                std::sync::atomic::Ordering::Release,
+            );
+        }
         let old = std::mem::replace(&mut self.role, Role::Waiting);
         match old {
             Role::Leader(l) => l.step_down(),

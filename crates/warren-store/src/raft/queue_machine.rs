@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -76,6 +76,9 @@ impl QuorumCounts {
 pub struct QueueStateMachine {
     group: GroupId,
     counts: Arc<QuorumCounts>,
+    /// Whether this replica leads (set by the queue's runtime): only the
+    /// leader sends deliveries, so only it reads their bodies at apply.
+    leading: Arc<AtomicBool>,
     db: Arc<Db>,
     writer: Writer,
     state: QuorumState,
@@ -109,6 +112,7 @@ impl QueueStateMachine {
             writer,
             state: QuorumState::new(config),
             counts: Arc::default(),
+            leading: Arc::new(AtomicBool::new(true)),
             last_applied: None,
             membership: StoredMembership::default(),
             built: 0,
@@ -122,6 +126,12 @@ impl QueueStateMachine {
         }
         sm.counts.set(&sm.state);
         Ok(sm)
+    }
+
+    /// The switch the runtime sets while this replica leads; until it is
+    /// cleared, every apply reads the bodies its deliveries need.
+    pub fn leading(&self) -> Arc<AtomicBool> {
+        self.leading.clone()
     }
 
     /// The counts, kept up to date at every apply.
@@ -187,10 +197,12 @@ impl QueueStateMachine {
                 Reply::Got(Some((m, _))) => Some(m.id),
                 _ => None,
             };
+            let reads = self.leading.load(Ordering::Acquire);
             for id in got
                 .into_iter()
                 .chain(applied.deliveries.iter().map(|d| d.msg.id))
                 .chain(held.iter().map(|d| d.msg.id))
+                .filter(|_| reads)
             {
                 let body = match arrived.get(&id) {
                     Some(m) => Some(m.clone()),
