@@ -3,7 +3,8 @@
 //! down leaves no key of its group on that replica once it is back; the
 //! leaders of many queues spread evenly over the nodes; the seed's work
 //! queue keeps every task across a kill -9 of its leader, and its worker on
-//! a survivor is never cancelled.
+//! a survivor is never cancelled; a node outside a queue's replica set
+//! goes on when the member it forwards to dies.
 
 mod common;
 
@@ -213,4 +214,76 @@ async fn the_work_queue_keeps_every_task_across_a_kill_of_its_leader() {
     .await;
     assert!(!worker.is_finished(), "the worker's consumer was cancelled");
     worker.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_outside_the_replica_set_goes_on_when_the_member_it_uses_dies() {
+    let _turn = SERIAL.lock().await;
+    let mut c = Cluster::start_all(BIN, &[1, 2, 3, 4], Options::default());
+    c.wait_leader(&[1, 2, 3, 4]).await;
+    let n4 = c.connect(4).await;
+    let ch = channel(&n4).await;
+    ch.queue_declare("qq.far".into(), durable(), quorum())
+        .await
+        .expect("declare");
+    let replicas = wait_for_async("the queue's three replicas", || async {
+        let rs: Vec<u64> = c
+            .queue_status(4)
+            .await
+            .into_iter()
+            .filter(|r| r.queue == "qq.far")
+            .map(|r| r.node)
+            .collect();
+        (rs.len() == 3).then_some(rs)
+    })
+    .await;
+    assert_eq!(replicas, vec![1, 2, 3], "node 4 is outside the replica set");
+
+    // A consumer and a publisher on node 4.
+    let cch = channel(&n4).await;
+    let mut consumer = consume(&cch, "qq.far", "far", true).await;
+    confirms(&ch).await;
+    let mut got = BTreeSet::new();
+    for n in 0..20u32 {
+        publish_confirmed(&ch, "", "qq.far", &n.to_be_bytes(), persistent()).await;
+    }
+    while got.len() < 20 {
+        let d = next(&mut consumer).await;
+        got.insert(u32::from_be_bytes(
+            d.data[..4].try_into().expect("a number"),
+        ));
+    }
+
+    // Node 1, the first member (the one node 4 forwards to, and the
+    // queue's first leader), dies.
+    c.kill9(1);
+    for n in 20..40u32 {
+        let sent = Instant::now();
+        loop {
+            let p = try_publish(&ch, "", "qq.far", &n.to_be_bytes(), persistent())
+                .await
+                .expect("the channel stays open");
+            if matches!(p.await, Ok(Confirmation::Ack(None))) {
+                break;
+            }
+            assert!(
+                sent.elapsed() < Duration::from_secs(30),
+                "message {n} never confirmed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    while got.len() < 40 {
+        let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await
+        else {
+            for r in c.queue_status(2).await {
+                println!("{r:?}");
+            }
+            panic!("stalled at {}", got.len());
+        };
+        got.insert(u32::from_be_bytes(
+            d.data[..4].try_into().expect("a number"),
+        ));
+    }
+    assert_eq!(got, (0..40).collect::<BTreeSet<u32>>());
 }

@@ -58,13 +58,25 @@ pub type Routed = (QueueId, QueueMsg);
 pub struct LinkTx {
     tx: mpsc::Sender<Routed>,
     budget: Arc<ByteBudget>,
+    /// The stream to the home node is open.
+    up: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LinkTx {
+    /// Whether the link's stream to its node is open now (false before
+    /// the first connection and while it retries).
+    pub fn is_up(&self) -> bool {
+        self.up.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// Starts the proxy of a queue homed on another node, feeding `link`.
 pub fn spawn_proxy(def: &QueueDef, vhost: Name, link: LinkTx) -> QueueHandle {
     let (tx, mut rx) = mpsc::channel::<QueueMsg>(MAILBOX);
     let id = def.id;
-    let LinkTx { tx: link, budget } = link;
+    let LinkTx {
+        tx: link, budget, ..
+    } = link;
     tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
             if matches!(m, QueueMsg::Stop) || link.send((id, m)).await.is_err() {
@@ -78,10 +90,12 @@ pub fn spawn_proxy(def: &QueueDef, vhost: Name, link: LinkTx) -> QueueHandle {
 /// Starts the link task to `home`, which it finds in `node`'s membership.
 pub fn spawn_link(node: Weak<MetaNode>, home: NodeId, memory: Arc<Memory>) -> LinkTx {
     let (tx, rx) = mpsc::channel(MAILBOX);
-    tokio::spawn(run(node, home, memory, rx));
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn(run(node, home, memory, rx, up.clone()));
     LinkTx {
         tx,
         budget: Arc::new(ByteBudget::new(LINK_BUDGET)),
+        up,
     }
 }
 
@@ -441,7 +455,9 @@ async fn run(
     home: NodeId,
     memory: Arc<Memory>,
     mut rx: mpsc::Receiver<Routed>,
+    up: Arc<std::sync::atomic::AtomicBool>,
 ) {
+    use std::sync::atomic::Ordering;
     let (credit_tx, mut credit_rx) = mpsc::unbounded_channel();
     let mut st = State::new(credit_tx);
     let mut backoff = BACKOFF_MIN;
@@ -480,6 +496,7 @@ async fn run(
         };
         if let Some(mut down) = down {
             backoff = BACKOFF_MIN;
+            up.store(true, Ordering::Release);
             loop {
                 let mut items = Vec::new();
                 tokio::select! {
@@ -532,6 +549,7 @@ async fn run(
                 }
             }
         }
+        up.store(false, Ordering::Release);
         st.fail_all(home);
         memory.set_remote(home, false);
         tracing::debug!(home, "queue link down; retrying");

@@ -64,6 +64,9 @@ const PARK_MAX: usize = 4096;
 const NODES_CHECK_AFTER: Duration = Duration::from_secs(3);
 /// Bound on one probe of a node.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Outside the replica set: how long the link to the member forwarded to
+/// may stay down before the front forwards to the next member.
+const TARGET_DOWN_AFTER: Duration = Duration::from_secs(1);
 /// How long a message waits for a leader before it is refused (a publish
 /// nacked): a group without a majority does not hold its publishers forever.
 const PARK_LIMIT: Duration = Duration::from_secs(15);
@@ -104,6 +107,9 @@ enum Role {
     Forward { leader: NodeId, proxy: QueueHandle },
 }
 
+/// A consumer's (channel id, tag) and the answer to its re-attachment.
+type Attaching = ((u64, Name), oneshot::Receiver<Result<(), AmqpError>>);
+
 /// What woke the front.
 enum Event {
     Mail(Option<QueueMsg>),
@@ -133,8 +139,14 @@ struct Front {
     parked: VecDeque<(Instant, QueueMsg)>,
     /// What this node's channels hold, to drop what a new leader sends again.
     held: Held,
+    /// Answers to re-attachments not in yet: a refused one is tried again.
+    attaching: Vec<Attaching>,
     /// Since when this node leads, until it checked which nodes are down.
     led_since: Option<Instant>,
+    /// Outside the replica set: the member forwarded to (an index of the
+    /// replica set), and since when the link to it has been down.
+    target: usize,
+    target_down_since: Option<Instant>,
     /// Nodes found down, from the probing task.
     down_tx: mpsc::UnboundedSender<Vec<NodeId>>,
     down_rx: mpsc::UnboundedReceiver<Vec<NodeId>>,
@@ -162,7 +174,10 @@ pub fn spawn(def: QueueDef, vhost: Name, env: &QuorumEnv) -> QueueHandle {
         events_rx,
         parked: VecDeque::new(),
         held: Held::default(),
+        attaching: Vec::new(),
         led_since: None,
+        target: 0,
+        target_down_since: None,
         down_tx,
         down_rx,
         deleted: false,
@@ -244,6 +259,7 @@ impl Front {
                 Event::Metrics(false) => metrics = None,
                 Event::Tick => {
                     self.expire_parked();
+                    self.check_target().await;
                     self.reattach().await;
                     self.check_nodes();
                 }
@@ -290,13 +306,37 @@ impl Front {
     }
 
     /// The node that leads the group, as far as this node knows. A node
-    /// outside the replica set sends to the first member it knows, which
-    /// forwards in turn.
+    /// outside the replica set sends to one member, which forwards in turn
+    /// (to another one if the link to that member stays down).
     fn leader(&self) -> Option<NodeId> {
         match &self.group {
             Some(g) => g.raft.metrics().borrow().current_leader,
-            None => self.def.replicas.first().copied(),
+            None => self.def.replicas.get(self.target).copied(),
         }
+    }
+
+    /// Outside the replica set: moves to the next member when the link to
+    /// the current one has been down for [`TARGET_DOWN_AFTER`].
+    async fn check_target(&mut self) {
+        let Role::Forward { leader, .. } = &self.role else {
+            return;
+        };
+        if self.group.is_some() || self.def.replicas.len() < 2 {
+            return;
+        }
+        if self.env.links.to(*leader).is_up() {
+            self.target_down_since = None;
+            return;
+        }
+        let since = *self.target_down_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < TARGET_DOWN_AFTER {
+            return;
+        }
+        self.target_down_since = None;
+        self.target = (self.target + 1) % self.def.replicas.len();
+        tracing::info!(queue = %self.def.name, member = ?self.leader(), "quorum queue: forwarding to another member");
+        self.follow_leader();
+        self.unpark().await;
     }
 
     /// Changes role when the leader changed.
@@ -382,6 +422,21 @@ impl Front {
     /// Attaches this node's consumers to the current leader where they are
     /// not (a new leader, or a link that broke).
     async fn reattach(&mut self) {
+        // A re-attachment that was refused (it went to a leader that had
+        // just died, say) is tried again now.
+        let mut waiting = Vec::new();
+        for (key, mut rx) in std::mem::take(&mut self.attaching) {
+            match rx.try_recv() {
+                Ok(Ok(())) => {}
+                Err(oneshot::error::TryRecvError::Empty) => waiting.push((key, rx)),
+                Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
+                    if let Some(o) = self.own.get_mut(&key) {
+                        o.attached = false;
+                    }
+                }
+            }
+        }
+        self.attaching = waiting;
         if matches!(self.role, Role::Waiting) {
             return;
         }
@@ -401,9 +456,7 @@ impl Front {
             let (reply, rx) = oneshot::channel();
             let msg = QueueMsg::Consume { spec, link, reply };
             self.send_on(msg).await;
-            // The answer comes later; a refusal leaves it detached for
-            // the next round (a queue deleted meanwhile cancels it).
-            drop(rx);
+            self.attaching.push((key, rx));
         }
     }
 
