@@ -106,19 +106,16 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(run(config))
         }
-        Command::Cluster(cmd) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(cluster(cmd))
-        }
-        Command::Queues(cmd) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(queues(cmd))
-        }
+        Command::Cluster(cmd) => admin_runtime()?.block_on(cluster(cmd)),
+        Command::Queues(cmd) => admin_runtime()?.block_on(queues(cmd)),
     }
+}
+
+/// The runtime of an admin command: one thread, a few calls.
+fn admin_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 async fn queues(cmd: QueuesCommand) -> anyhow::Result<()> {

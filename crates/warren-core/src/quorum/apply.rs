@@ -70,12 +70,7 @@ impl QuorumState {
             }
             Command::ChannelDown { channel } => {
                 self.publishers.remove(&channel);
-                let gone: Vec<ConsumerKey> = self
-                    .consumers
-                    .range(ConsumerKey::get(channel)..)
-                    .take_while(|(k, _)| k.channel == channel)
-                    .map(|(k, _)| k.clone())
-                    .collect();
+                let gone = self.channel_consumers(channel);
                 self.drop_consumers(gone)
             }
             Command::NodeDown { node } => {
@@ -137,18 +132,21 @@ impl QuorumState {
         out
     }
 
+    /// The consumers (and `basic.get` holder) of `channel`, in key order.
+    fn channel_consumers(&self, channel: u64) -> Vec<ConsumerKey> {
+        self.consumers
+            .range(ConsumerKey::get(channel)..)
+            .take_while(|(k, _)| k.channel == channel)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Takes the messages `ids` from the consumers of `channel` that hold
     /// them (acks are channel-scoped in AMQP: a delivery tag names a channel,
     /// not a consumer); ids none of them holds are ignored.
     fn take(&mut self, channel: u64, ids: &[MsgId]) -> Vec<QMsg> {
-        let keys: Vec<ConsumerKey> = self
-            .consumers
-            .range(ConsumerKey::get(channel)..)
-            .take_while(|(k, _)| k.channel == channel)
-            .map(|(k, _)| k.clone())
-            .collect();
         let mut taken = Vec::new();
-        for key in keys {
+        for key in self.channel_consumers(channel) {
             let Some(c) = self.consumers.get_mut(&key) else {
                 continue;
             };

@@ -31,25 +31,28 @@
 //! silently: the link nacks what it had outstanding, and a proposal that
 //! fails nacks its batch.
 
+mod consumers;
 mod held;
 mod leader;
+mod leadership;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use warren_cluster::{MetaNode, QueueGroup, QueueGroups};
-use warren_core::queue::{ConsumerSpec, QueueDef, connection_node};
+use warren_core::queue::{QueueDef, connection_node};
 use warren_core::quorum::QuorumConfig;
 use warren_core::{AmqpError, Name, NodeId, ReplyCode};
 
 use crate::api::handle::EndMark;
-use crate::api::{Absent, ConnEvent, ConnTx, ConsumerLink, Ending, QueueHandle, QueueMsg};
-use crate::link::{self, Links};
+use crate::api::{Absent, ConnEvent, ConnTx, Ending, QueueHandle, QueueMsg};
+use crate::link::Links;
+use consumers::{Attaching, Own};
 use held::Held;
 use leader::Leading;
 
@@ -88,15 +91,6 @@ pub struct QuorumEnv {
     pub stopping: CancellationToken,
 }
 
-/// A consumer of one of this node's channels.
-struct Own {
-    spec: ConsumerSpec,
-    /// The link to the client's connection.
-    link: ConsumerLink,
-    /// Attached to the current leader (a broken link clears it).
-    attached: bool,
-}
-
 /// Where the front sends what it receives.
 enum Role {
     /// No leader known yet.
@@ -106,9 +100,6 @@ enum Role {
     /// Another node leads: a proxy to it.
     Forward { leader: NodeId, proxy: QueueHandle },
 }
-
-/// A consumer's (channel id, tag) and the answer to its re-attachment.
-type Attaching = ((u64, Name), oneshot::Receiver<Result<(), AmqpError>>);
 
 /// What woke the front.
 enum Event {
@@ -305,174 +296,6 @@ impl Front {
         Ok(())
     }
 
-    /// The node that leads the group, as far as this node knows. A node
-    /// outside the replica set sends to one member, which forwards in turn
-    /// (to another one if the link to that member stays down).
-    fn leader(&self) -> Option<NodeId> {
-        match &self.group {
-            Some(g) => g.raft.metrics().borrow().current_leader,
-            None => self.def.replicas.get(self.target).copied(),
-        }
-    }
-
-    /// Outside the replica set: moves to the next member when the link to
-    /// the current one has been down for [`TARGET_DOWN_AFTER`].
-    async fn check_target(&mut self) {
-        let Role::Forward { leader, .. } = &self.role else {
-            return;
-        };
-        if self.group.is_some() || self.def.replicas.len() < 2 {
-            return;
-        }
-        if self.env.links.to(*leader).is_up() {
-            self.target_down_since = None;
-            return;
-        }
-        let since = *self.target_down_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < TARGET_DOWN_AFTER {
-            return;
-        }
-        self.target_down_since = None;
-        self.target = (self.target + 1) % self.def.replicas.len();
-        tracing::info!(queue = %self.def.name, member = ?self.leader(), "quorum queue: forwarding to another member");
-        self.follow_leader();
-        self.unpark().await;
-    }
-
-    /// Changes role when the leader changed.
-    fn follow_leader(&mut self) {
-        let leader = self.leader();
-        let same = match (&self.role, leader) {
-            (Role::Waiting, None) => true,
-            (Role::Leader(_), Some(l)) => l == self.env.me,
-            (Role::Forward { leader: f, .. }, Some(l)) => *f == l,
-            _ => false,
-        };
-        if same {
-            return;
-        }
-        if let Some(g) = &self.group {
-            // Before anything is proposed as leader: its applies read the
-            // bodies its deliveries need.
-            g.leading.store(
-                leader == Some(self.env.me),
-                std::sync::atomic::Ordering::Release,
-            );
-        }
-        let old = std::mem::replace(&mut self.role, Role::Waiting);
-        match old {
-            Role::Leader(l) => l.step_down(),
-            Role::Forward { proxy, .. } => {
-                let _ = proxy.mailbox().try_send(QueueMsg::Stop);
-            }
-            Role::Waiting => {}
-        }
-        self.role = match leader {
-            None => Role::Waiting,
-            Some(l) if l == self.env.me => match &self.group {
-                Some(g) => Role::Leader(Box::new(Leading::new(
-                    self.def.clone(),
-                    self.env.me,
-                    g.clone(),
-                ))),
-                None => Role::Waiting,
-            },
-            Some(l) => {
-                let proxy = link::spawn_proxy(&self.def, self.vhost.clone(), self.env.links.to(l));
-                Role::Forward { leader: l, proxy }
-            }
-        };
-        self.led_since = (leader == Some(self.env.me)).then(Instant::now);
-        tracing::debug!(queue = %self.def.name, leader = ?leader, "quorum queue leader");
-        for own in self.own.values_mut() {
-            own.attached = false;
-        }
-    }
-
-    /// Once a new leader's consumers had time to attach, the nodes that do
-    /// not answer are reported down: their consumers (attached to an
-    /// earlier leader, which no link here will ever report closed) go, and
-    /// what they held returns to the queue. Their nodes attach them again
-    /// if they come back.
-    fn check_nodes(&mut self) {
-        let due = self
-            .led_since
-            .is_some_and(|t| t.elapsed() >= NODES_CHECK_AFTER);
-        if !due || !matches!(self.role, Role::Leader(_)) {
-            return;
-        }
-        self.led_since = None;
-        let Some(node) = self.env.node.upgrade() else {
-            return;
-        };
-        let (me, tx) = (self.env.me, self.down_tx.clone());
-        tokio::spawn(async move {
-            let mut down = Vec::new();
-            for (id, addr) in node.member_addrs() {
-                if id != me && node.peer_status(&addr, PROBE_TIMEOUT).await.is_none() {
-                    down.push(id);
-                }
-            }
-            if !down.is_empty() {
-                let _ = tx.send(down);
-            }
-        });
-    }
-
-    /// Attaches this node's consumers to the current leader where they are
-    /// not (a new leader, or a link that broke).
-    async fn reattach(&mut self) {
-        // A re-attachment that was refused (it went to a leader that had
-        // just died, say) is tried again now.
-        let mut waiting = Vec::new();
-        for (key, mut rx) in std::mem::take(&mut self.attaching) {
-            match rx.try_recv() {
-                Ok(Ok(())) => {}
-                Err(oneshot::error::TryRecvError::Empty) => waiting.push((key, rx)),
-                Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
-                    if let Some(o) = self.own.get_mut(&key) {
-                        o.attached = false;
-                    }
-                }
-            }
-        }
-        self.attaching = waiting;
-        if matches!(self.role, Role::Waiting) {
-            return;
-        }
-        let detached: Vec<(u64, Name)> = self
-            .own
-            .iter()
-            .filter(|(_, o)| !o.attached)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in detached {
-            let Some(o) = self.own.get_mut(&key) else {
-                continue;
-            };
-            o.attached = true;
-            let (spec, link) = (o.spec.clone(), o.link.clone());
-            let link = self.route_link(&link);
-            let (reply, rx) = oneshot::channel();
-            let msg = QueueMsg::Consume { spec, link, reply };
-            self.send_on(msg).await;
-            self.attaching.push((key, rx));
-        }
-    }
-
-    /// The link a consumer of this node is attached with: its own when this
-    /// node leads, else one whose events pass through the front.
-    fn route_link(&self, link: &ConsumerLink) -> ConsumerLink {
-        match self.role {
-            Role::Leader(_) => link.clone(),
-            _ => ConsumerLink {
-                out: self.events_tx.clone(),
-                flow: link.flow.clone(),
-                credit: link.credit.clone(),
-            },
-        }
-    }
-
     /// Hands `msg` to the current leader.
     async fn send_on(&mut self, msg: QueueMsg) {
         match &mut self.role {
@@ -495,6 +318,18 @@ impl Front {
         while !matches!(self.role, Role::Waiting) {
             let Some((_, msg)) = self.parked.pop_front() else {
                 return;
+            };
+            // A consumer of this node gets the link the new role wants (its
+            // own on the leader): one delivery path, so no reordering.
+            let msg = match msg {
+                QueueMsg::Consume { spec, link, reply } => {
+                    let link = match self.own.get(&(spec.channel.id, spec.tag.clone())) {
+                        Some(o) => self.route_link(&o.link),
+                        None => link,
+                    };
+                    QueueMsg::Consume { spec, link, reply }
+                }
+                other => other,
             };
             self.send_on(msg).await;
         }
@@ -613,33 +448,6 @@ impl Front {
         self.group
             .as_ref()
             .map_or((0, 0), |g| (g.counts.ready(), g.counts.consumers()))
-    }
-
-    /// An event for a consumer of this node that came through a proxy.
-    fn passed_through(&mut self, ev: ConnEvent) {
-        match ev {
-            ConnEvent::Deliver(d) => {
-                // A consumer cancelled meanwhile: the leader gets the
-                // message back when the channel settles or closes.
-                let Some(o) = self.own.get(&(d.channel.id, d.tag.clone())) else {
-                    return;
-                };
-                if d.needs_ack && !self.held.deliver(d.channel.id, d.seq) {
-                    // Sent again by a new leader; the channel has it.
-                    d.flow.release();
-                    return;
-                }
-                let _ = o.link.out.send(ConnEvent::Deliver(d));
-            }
-            ConnEvent::Cancelled { channel, tag } => {
-                // A link broke (the queue is not deleted: that cancels
-                // through `finish`): attach again at the next round.
-                if let Some(o) = self.own.get_mut(&(channel.id, tag)) {
-                    o.attached = false;
-                }
-            }
-            ConnEvent::Accepted { .. } => {}
-        }
     }
 
     /// After a delete or a stop: consumers are told (delete), the replica

@@ -1,0 +1,127 @@
+//! Following the group's leader: the role a front takes when the leader
+//! changes, the member a node outside the replica set forwards to, and the
+//! new leader's check for nodes that died with consumers attached.
+
+use tokio::time::Instant;
+use warren_core::NodeId;
+
+use super::leader::Leading;
+use super::{Front, NODES_CHECK_AFTER, PROBE_TIMEOUT, Role, TARGET_DOWN_AFTER};
+use crate::api::QueueMsg;
+use crate::link;
+
+impl Front {
+    /// The node that leads the group, as far as this node knows. A node
+    /// outside the replica set sends to one member, which forwards in turn
+    /// (to another one if the link to that member stays down).
+    pub(super) fn leader(&self) -> Option<NodeId> {
+        match &self.group {
+            Some(g) => g.raft.metrics().borrow().current_leader,
+            None => self.def.replicas.get(self.target).copied(),
+        }
+    }
+
+    /// Outside the replica set: moves to the next member when the link to
+    /// the current one has been down for [`TARGET_DOWN_AFTER`].
+    pub(super) async fn check_target(&mut self) {
+        let Role::Forward { leader, .. } = &self.role else {
+            return;
+        };
+        if self.group.is_some() || self.def.replicas.len() < 2 {
+            return;
+        }
+        if self.env.links.to(*leader).is_up() {
+            self.target_down_since = None;
+            return;
+        }
+        let since = *self.target_down_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < TARGET_DOWN_AFTER {
+            return;
+        }
+        self.target_down_since = None;
+        self.target = (self.target + 1) % self.def.replicas.len();
+        tracing::info!(queue = %self.def.name, member = ?self.leader(), "quorum queue: forwarding to another member");
+        self.follow_leader();
+        self.unpark().await;
+    }
+
+    /// Changes role when the leader changed.
+    pub(super) fn follow_leader(&mut self) {
+        let leader = self.leader();
+        let same = match (&self.role, leader) {
+            (Role::Waiting, None) => true,
+            (Role::Leader(_), Some(l)) => l == self.env.me,
+            (Role::Forward { leader: f, .. }, Some(l)) => *f == l,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        if let Some(g) = &self.group {
+            // Before anything is proposed as leader: its applies read the
+            // bodies its deliveries need.
+            g.leading.store(
+                leader == Some(self.env.me),
+                std::sync::atomic::Ordering::Release,
+            );
+        }
+        let old = std::mem::replace(&mut self.role, Role::Waiting);
+        match old {
+            Role::Leader(l) => l.step_down(),
+            Role::Forward { proxy, .. } => {
+                let _ = proxy.mailbox().try_send(QueueMsg::Stop);
+            }
+            Role::Waiting => {}
+        }
+        self.role = match leader {
+            None => Role::Waiting,
+            Some(l) if l == self.env.me => match &self.group {
+                Some(g) => Role::Leader(Box::new(Leading::new(
+                    self.def.clone(),
+                    self.env.me,
+                    g.clone(),
+                ))),
+                None => Role::Waiting,
+            },
+            Some(l) => {
+                let proxy = link::spawn_proxy(&self.def, self.vhost.clone(), self.env.links.to(l));
+                Role::Forward { leader: l, proxy }
+            }
+        };
+        self.led_since = (leader == Some(self.env.me)).then(Instant::now);
+        tracing::debug!(queue = %self.def.name, leader = ?leader, "quorum queue leader");
+        for own in self.own.values_mut() {
+            own.attached = false;
+        }
+    }
+
+    /// Once a new leader's consumers had time to attach, the nodes that do
+    /// not answer are reported down: their consumers (attached to an
+    /// earlier leader, which no link here will ever report closed) go, and
+    /// what they held returns to the queue. Their nodes attach them again
+    /// if they come back.
+    pub(super) fn check_nodes(&mut self) {
+        let due = self
+            .led_since
+            .is_some_and(|t| t.elapsed() >= NODES_CHECK_AFTER);
+        if !due || !matches!(self.role, Role::Leader(_)) {
+            return;
+        }
+        self.led_since = None;
+        let Some(node) = self.env.node.upgrade() else {
+            return;
+        };
+        let (me, tx) = (self.env.me, self.down_tx.clone());
+        tokio::spawn(async move {
+            let mut down = Vec::new();
+            for (id, addr) in node.member_addrs() {
+                if id != me && node.peer_status(&addr, PROBE_TIMEOUT).await.is_none() {
+                    down.push(id);
+                }
+            }
+            if !down.is_empty() {
+                let _ = tx.send(down);
+            }
+        });
+    }
+}
