@@ -12,8 +12,8 @@ use crate::auth::Security;
 use crate::error::ClusterError;
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::{
-    AddNodeRequest, Member, NodeStatus, QueueStatusReply, QueueStatusRequest, RemoveNodeRequest,
-    StatusRequest,
+    AddNodeRequest, Member, NodeStatus, QueueMembersRequest, QueueStatusReply, QueueStatusRequest,
+    RemoveNodeRequest, StatusRequest,
 };
 use crate::raft_client::PeerChannel;
 
@@ -280,6 +280,56 @@ pub async fn queue_status(
         out.extend(replicas(reply.into_inner()));
     }
     out.sort_by(|a, b| (&a.queue, a.node).cmp(&(&b.queue, b.node)));
+    Ok(out)
+}
+
+/// Adds node `node` to quorum queue `queue`'s replicas (`add`) or removes
+/// it, through the node at `server`. Returns the new replica set.
+pub async fn queue_members(
+    sec: &Security,
+    server: &str,
+    queue: &str,
+    node: u64,
+    add: bool,
+) -> Result<Vec<u64>, ClusterError> {
+    let mut c = client(sec, server, CHANGE_TIMEOUT).await?;
+    let req = QueueMembersRequest {
+        queue: queue.to_owned(),
+        node,
+        add,
+    };
+    Ok(c.queue_members(req).await?.into_inner().members)
+}
+
+/// `grow` (`add`) or `shrink`: adds node `node` to every quorum queue
+/// whose replicas lack it, or removes it from every one it is a replica of
+/// (but a queue's last). Returns each queue changed with its new replica
+/// set, or the error that stopped that queue.
+pub async fn regrow(
+    sec: &Security,
+    server: &str,
+    node: u64,
+    add: bool,
+) -> Result<Vec<(String, Result<Vec<u64>, String>)>, ClusterError> {
+    let status = queue_status(sec, server).await?;
+    let mut queues: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for r in status {
+        let members = queues.entry(r.queue).or_default();
+        if r.members.len() > members.len() {
+            *members = r.members;
+        }
+    }
+    let mut out = Vec::new();
+    for (queue, members) in queues {
+        let has = members.contains(&node);
+        if has == add || (!add && members.len() < 2) {
+            continue;
+        }
+        let r = queue_members(sec, server, &queue, node, add)
+            .await
+            .map_err(|e| e.to_string());
+        out.push((queue, r));
+    }
     Ok(out)
 }
 

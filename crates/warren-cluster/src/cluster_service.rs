@@ -8,11 +8,14 @@ use tonic::{Request, Response, Status};
 use warren_core::meta::Command;
 use warren_store::raft::META_GROUP;
 
+use crate::live_channels::{LiveChannels, MAX_ASKED};
 use crate::meta_node::MetaNode;
 use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::{
-    AddNodeRequest, MembershipReply, NodeStatus, ProposeReply, ProposeRequest, QueueStatusReply,
-    QueueStatusRequest, RemoveNodeRequest, StatusRequest, WaitAppliedReply, WaitAppliedRequest,
+    AddNodeRequest, GroupMembersRequest, LiveChannelsReply, LiveChannelsRequest, MembershipReply,
+    NodeStatus, ProposeReply, ProposeRequest, QueueMembersReply, QueueMembersRequest,
+    QueueStatusReply, QueueStatusRequest, RemoveNodeRequest, StatusRequest, WaitAppliedReply,
+    WaitAppliedRequest,
 };
 use crate::queue_groups::QueueGroups;
 
@@ -24,12 +27,17 @@ const MAX_WAIT_APPLIED: Duration = Duration::from_secs(5);
 pub struct ClusterService {
     node: Arc<MetaNode>,
     queues: Arc<QueueGroups>,
+    channels: Arc<LiveChannels>,
 }
 
 impl ClusterService {
-    /// The service of `node` and its quorum queue groups.
-    pub fn new(node: Arc<MetaNode>, queues: Arc<QueueGroups>) -> Self {
-        Self { node, queues }
+    /// The service of `node`, its quorum queue groups and its open channels.
+    pub fn new(node: Arc<MetaNode>, queues: Arc<QueueGroups>, channels: Arc<LiveChannels>) -> Self {
+        Self {
+            node,
+            queues,
+            channels,
+        }
     }
 
     /// The tonic server for this service.
@@ -108,6 +116,45 @@ impl Cluster for ClusterService {
             .queues
             .status(|id| names.get(&id).cloned().unwrap_or_default());
         Ok(Response::new(reply))
+    }
+
+    async fn live_channels(
+        &self,
+        request: Request<LiveChannelsRequest>,
+    ) -> Result<Response<LiveChannelsReply>, Status> {
+        let ids = request.into_inner().ids;
+        if ids.len() > MAX_ASKED {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_ASKED} channel ids per request"
+            )));
+        }
+        Ok(Response::new(LiveChannelsReply {
+            live: self.channels.alive(&ids),
+        }))
+    }
+
+    async fn queue_members(
+        &self,
+        request: Request<QueueMembersRequest>,
+    ) -> Result<Response<QueueMembersReply>, Status> {
+        let req = request.into_inner();
+        let members = self
+            .node
+            .change_queue_members(&self.queues, &req.queue, req.node, req.add)
+            .await?;
+        Ok(Response::new(QueueMembersReply { members }))
+    }
+
+    async fn group_members(
+        &self,
+        request: Request<GroupMembersRequest>,
+    ) -> Result<Response<QueueMembersReply>, Status> {
+        let req = request.into_inner();
+        let members = self
+            .queues
+            .change_members(req.group, req.node, req.add, &req.addr)
+            .await?;
+        Ok(Response::new(QueueMembersReply { members }))
     }
 
     async fn remove_node(

@@ -17,6 +17,10 @@
 //! - [`queue_groups`]: [`QueueGroups`], the Raft groups of the quorum queue
 //!   replicas on this node, started from the replica set group 0 recorded
 //!   and removed with every key when the queue goes.
+//! - [`live_channels`]: [`LiveChannels`], the channels open on this node,
+//!   which quorum queue leaders ask about to drop consumers that are gone.
+//! - [`queue_members`]: adding a node to a quorum queue's replicas or
+//!   removing one (group 0's record and the group's own membership).
 //! - [`bootstrap`]: forming group 0 from a static peer list.
 //! - [`cluster_service`]: the server side of `proto/cluster.proto`.
 //! - [`admin_client`]: the client side of `proto/cluster.proto` for
@@ -33,8 +37,10 @@ pub mod auth;
 pub mod bootstrap;
 pub mod cluster_service;
 pub mod error;
+pub mod live_channels;
 pub mod meta_node;
 pub mod queue_groups;
+pub mod queue_members;
 pub mod raft_client;
 pub mod raft_service;
 pub mod raft_wire;
@@ -55,6 +61,7 @@ pub mod pb {
 pub use auth::{ClusterSecret, Security};
 pub use cluster_service::ClusterService;
 pub use error::ClusterError;
+pub use live_channels::{LiveChannels, OpenChannel};
 pub use meta_node::{MetaNode, NodeOptions, Timing};
 pub use queue_groups::{QueueGroup, QueueGroups, QueueRaftNode, QueueTiming};
 pub use raft_client::{Network, PeerChannel};

@@ -129,6 +129,11 @@ impl QueueGroups {
         }))
     }
 
+    /// This node.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
     /// The group `id`, if it runs here.
     pub fn get(&self, id: GroupId) -> Option<QueueGroup> {
         self.groups
@@ -192,12 +197,15 @@ impl QueueGroups {
 
     /// Starts group `id` with `members` (in replica order; the first one
     /// initialises it) unless it runs already. Reopens what the store holds
-    /// for it after a restart.
+    /// for it after a restart. With `formed`, the group exists already
+    /// (its replica set changed since): nobody initialises it, a joining
+    /// member waits for the leader to add it.
     pub async fn start(
         &self,
         id: GroupId,
         config: QuorumConfig,
         members: &[(NodeId, String)],
+        formed: bool,
     ) -> Result<QueueGroup, ClusterError> {
         let _turn = self.changing.lock().await;
         if let Some(g) = self.get(id) {
@@ -226,7 +234,9 @@ impl QueueGroups {
             .map(|(n, addr)| (*n, BasicNode::new(addr)))
             .collect();
         let first = members.first().map(|(n, _)| *n);
-        if first == Some(self.me) {
+        if formed {
+            // Joining (or rejoining) a group that exists.
+        } else if first == Some(self.me) {
             initialize(&group.raft, initial).await;
         } else if initial.contains_key(&self.me) {
             let raft = group.raft.clone();

@@ -39,6 +39,40 @@ enum QueuesCommand {
         #[command(flatten)]
         auth: ClusterClientArgs,
     },
+    /// Add a replica of a quorum queue on a node (it catches up, then votes).
+    AddMember(MemberArgs),
+    /// Remove a quorum queue's replica from a node (its data there goes).
+    DeleteMember(MemberArgs),
+    /// Add a replica on a node to every quorum queue that has none there.
+    Grow(NodeArgs),
+    /// Remove a node's replicas from every quorum queue (but a queue's last).
+    Shrink(NodeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct MemberArgs {
+    /// The quorum queue (vhost `/`).
+    queue: String,
+    /// The node's id.
+    node: u64,
+    /// A node's cluster address.
+    #[arg(long, env = "WARREN_SERVER", default_value = DEFAULT_CLUSTER_SERVER)]
+    server: String,
+    /// The cluster secret (and TLS files) to prove.
+    #[command(flatten)]
+    auth: ClusterClientArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct NodeArgs {
+    /// The node's id.
+    node: u64,
+    /// A node's cluster address.
+    #[arg(long, env = "WARREN_SERVER", default_value = DEFAULT_CLUSTER_SERVER)]
+    server: String,
+    /// The cluster secret (and TLS files) to prove.
+    #[command(flatten)]
+    auth: ClusterClientArgs,
 }
 
 /// Default address of a node's cluster listener for the admin commands.
@@ -129,6 +163,37 @@ async fn queues(cmd: QueuesCommand) -> anyhow::Result<()> {
                 print!("{}", admin::render_queues(&rs));
             }
         }
+        QueuesCommand::AddMember(a) => member(a, true).await?,
+        QueuesCommand::DeleteMember(a) => member(a, false).await?,
+        QueuesCommand::Grow(a) => regrow(a, true).await?,
+        QueuesCommand::Shrink(a) => regrow(a, false).await?,
+    }
+    Ok(())
+}
+
+async fn member(a: MemberArgs, add: bool) -> anyhow::Result<()> {
+    use warren_cluster::admin_client as admin;
+    let replicas =
+        admin::queue_members(&security(a.auth)?, &a.server, &a.queue, a.node, add).await?;
+    println!("{}: replicas {replicas:?}", a.queue);
+    Ok(())
+}
+
+async fn regrow(a: NodeArgs, add: bool) -> anyhow::Result<()> {
+    use warren_cluster::admin_client as admin;
+    let changed = admin::regrow(&security(a.auth)?, &a.server, a.node, add).await?;
+    let mut failed = 0;
+    for (queue, r) in &changed {
+        match r {
+            Ok(replicas) => println!("{queue}: replicas {replicas:?}"),
+            Err(e) => {
+                failed += 1;
+                println!("{queue}: failed: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} queues not changed", changed.len());
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use warren_cluster::{ClusterService, MetaNode, QueueGroups, RaftService};
+use warren_cluster::{ClusterService, LiveChannels, MetaNode, QueueGroups, RaftService};
 use warren_queues::link::{LocalQueues, QueuesService};
 
 use crate::broker::Broker;
@@ -63,6 +63,7 @@ impl Server {
                 listener,
                 broker.node().clone(),
                 broker.registry().groups().clone(),
+                broker.channels().clone(),
                 queues,
                 token.clone(),
             ));
@@ -130,12 +131,13 @@ async fn serve_cluster(
     listener: TcpListener,
     node: Arc<MetaNode>,
     groups: Arc<QueueGroups>,
+    channels: Arc<LiveChannels>,
     queues: QueuesService,
     token: CancellationToken,
 ) {
     let raft = RaftService::new(node.raft().clone(), groups.clone()).into_server();
     let security = node.network().security().clone();
-    let cluster = ClusterService::new(node, groups).into_server();
+    let cluster = ClusterService::new(node, groups, channels).into_server();
     // Config refuses a cluster listener without a secret.
     let Some(verifier) = security.verifier() else {
         tracing::error!("no cluster secret: the cluster port stays closed");

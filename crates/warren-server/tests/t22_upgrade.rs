@@ -30,6 +30,7 @@ async fn write_legacy_store(dir: &std::path::Path) {
         args: QueueArgs::default(),
         home: Home::default(),
         replicas: Vec::new(),
+        formed: false,
     };
     let x = ExchangeDef {
         name: "legacy-x".into(),

@@ -11,6 +11,13 @@
 //! same run; the duplicates the drain finds (a publish nacked after it was
 //! committed, sent again by the publisher) are counted and reported.
 //!
+//! A consumer on every node takes from the quorum queues meanwhile, one ack
+//! per message, reconnecting as the publishers do. Once the faults end,
+//! every message confirmed to a quorum queue must reach a consumer; then,
+//! with the consumers closed, no quorum queue may keep a consumer: one
+//! whose channel's close never reached a leader (it died with its node, or
+//! the link was down) must not hold messages forever.
+//!
 //! The default run is short (CI); `WARREN_LOSS_SECS=600` runs ten minutes of
 //! faults, `WARREN_LOSS_SEED` replays a fault sequence.
 
@@ -22,8 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::BIN;
+use futures::StreamExt;
 use lapin::Confirmation;
-use lapin::options::BasicGetOptions;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -92,6 +100,71 @@ async fn publisher(via: u64, addrs: Addresses, confirmed: Confirmed, stop: Arc<A
     }
 }
 
+/// Consumes the quorum queues through node `via`, one ack per message,
+/// reconnecting when the node goes away, until `stop`; what it received
+/// goes to `received`.
+async fn consumer(via: u64, addrs: Addresses, received: Confirmed, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        let uri = addrs.lock().expect("addrs").get(&via).cloned().flatten();
+        let Some(uri) = uri else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(Ok(conn)) = tokio::time::timeout(
+            Duration::from_secs(3),
+            lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()),
+        )
+        .await
+        else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(ch) = conn.create_channel().await else {
+            continue;
+        };
+        if ch.basic_qos(20, BasicQosOptions::default()).await.is_err() {
+            continue;
+        }
+        let mut streams = Vec::new();
+        for q in &QUEUES[3..] {
+            let Ok(c) = ch
+                .basic_consume(
+                    (*q).into(),
+                    format!("c{via}-{q}").as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+            else {
+                break;
+            };
+            streams.push(c.map(move |d| (*q, d)));
+        }
+        if streams.len() < QUEUES.len() - 3 {
+            continue;
+        }
+        let mut all = futures::stream::select_all(streams);
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(next) = tokio::time::timeout(Duration::from_millis(200), all.next()).await
+            else {
+                continue;
+            };
+            let Some((queue, Ok(d))) = next else {
+                break;
+            };
+            let body = String::from_utf8_lossy(&d.data).into_owned();
+            received
+                .lock()
+                .expect("received")
+                .insert((queue.to_owned(), body));
+            if d.acker.ack(BasicAckOptions::default()).await.is_err() {
+                break;
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(3), conn.close(200, "done".into())).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_confirmed_message_is_lost_while_nodes_fail() {
     let secs: u64 = std::env::var("WARREN_LOSS_SECS")
@@ -105,7 +178,11 @@ async fn no_confirmed_message_is_lost_while_nodes_fail() {
     tracing::info!(secs, seed, "--- loss checker");
     let mut rng = StdRng::seed_from_u64(seed);
 
-    let mut c = Cluster::start_all(BIN, &NODES, Options::default());
+    let mut opts = Options::default();
+    if let Ok(level) = std::env::var("WARREN_LOSS_LOG") {
+        opts.extra = vec!["--log-level".into(), level];
+    }
+    let mut c = Cluster::start_all(BIN, &NODES, opts);
     c.wait_leader(&NODES).await;
     let addrs: Addresses = Arc::new(Mutex::new(HashMap::new()));
     let mut quorum = FieldTable::default();
@@ -143,6 +220,19 @@ async fn no_confirmed_message_is_lost_while_nodes_fail() {
                 addrs.clone(),
                 confirmed.clone(),
                 stop.clone(),
+            ))
+        })
+        .collect();
+    let received: Confirmed = Arc::default();
+    let stop_consumers = Arc::new(AtomicBool::new(false));
+    let consumers: Vec<_> = NODES
+        .iter()
+        .map(|via| {
+            tokio::spawn(consumer(
+                *via,
+                addrs.clone(),
+                received.clone(),
+                stop_consumers.clone(),
             ))
         })
         .collect();
@@ -186,10 +276,51 @@ async fn no_confirmed_message_is_lost_while_nodes_fail() {
     for p in publishers {
         let _ = p.await;
     }
-
-    tracing::info!(?faults, "--- every node runs: drain the queues");
     let confirmed = confirmed.lock().expect("confirmed").clone();
     assert!(!confirmed.is_empty(), "publishers got confirms at all");
+
+    tracing::info!(
+        ?faults,
+        "--- every node runs: the consumers get every confirmed message"
+    );
+    let to_consume: BTreeSet<(String, String)> = confirmed
+        .iter()
+        .filter(|(q, _)| q.starts_with('q'))
+        .cloned()
+        .collect();
+    let missing = || {
+        let got = received.lock().expect("received");
+        to_consume.difference(&got).count()
+    };
+    let end = tokio::time::Instant::now() + warren_testkit::DEADLINE;
+    while missing() > 0 && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let unconsumed = missing();
+    if unconsumed > 0 {
+        // What the replicas hold, to tell a stuck consumer from a lost message.
+        for r in c.queue_status(1).await {
+            println!("{r:?}");
+        }
+        let got = received.lock().expect("received");
+        let left: Vec<_> = to_consume.difference(&got).take(10).collect();
+        if std::env::var("WARREN_LOSS_LOG").is_ok() {
+            for id in NODES {
+                println!("--- node {id}\n{}", c.log(id));
+            }
+        }
+        panic!(
+            "{unconsumed} confirmed quorum messages no consumer received, e.g. {left:?} \
+             (seed {seed}, faults {faults:?})"
+        );
+    }
+    stop_consumers.store(true, Ordering::Relaxed);
+    for c in consumers {
+        let _ = c.await;
+    }
+
+    tracing::info!("--- drain the queues");
+    let received = received.lock().expect("received").clone();
     let mut present: BTreeSet<(String, String)> = BTreeSet::new();
     let mut duplicates = 0usize;
     for (i, queue) in QUEUES.iter().enumerate() {
@@ -200,6 +331,13 @@ async fn no_confirmed_message_is_lost_while_nodes_fail() {
             let ch = conn.create_channel().await.ok()?;
             passive(&ch, &queue).await.ok()?;
             Some((conn, ch))
+        })
+        .await;
+        // The consumers closed: none may stay, holding messages.
+        wait_for_async(&format!("{queue} has no consumers left"), || async {
+            passive(&ch.1, &queue)
+                .await
+                .is_ok_and(|q| q.consumer_count() == 0)
         })
         .await;
         while let Some(m) =
@@ -213,10 +351,12 @@ async fn no_confirmed_message_is_lost_while_nodes_fail() {
             }
         }
     }
+    let consumed = received.len();
+    present.extend(received);
     let lost: Vec<_> = confirmed.difference(&present).collect();
     println!(
-        "loss checker: {} confirmed, {} lost, {duplicates} duplicates, {} faults in {secs} s \
-         (kill -9, SIGSTOP, restart, partition: {:?}), seed {seed}",
+        "loss checker: {} confirmed, {consumed} consumed, {} lost, {duplicates} duplicates, \
+         {} faults in {secs} s (kill -9, SIGSTOP, restart, partition: {:?}), seed {seed}",
         confirmed.len(),
         lost.len(),
         faults.len(),

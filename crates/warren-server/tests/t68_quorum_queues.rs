@@ -4,7 +4,8 @@
 //! leaders of many queues spread evenly over the nodes; the seed's work
 //! queue keeps every task across a kill -9 of its leader, and its worker on
 //! a survivor is never cancelled; a node outside a queue's replica set
-//! goes on when the member it forwards to dies.
+//! goes on when the member it forwards to dies; a leader cut off from its
+//! peers confirms nothing while the majority goes on.
 
 mod common;
 
@@ -286,4 +287,102 @@ async fn a_node_outside_the_replica_set_goes_on_when_the_member_it_uses_dies() {
         ));
     }
     assert_eq!(got, (0..40).collect::<BTreeSet<u32>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_confirms_nothing_while_the_majority_goes_on() {
+    let _turn = SERIAL.lock().await;
+    let mut c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
+    c.wait_leader(&[1, 2, 3]).await;
+    let n1 = c.connect(1).await;
+    channel(&n1)
+        .await
+        .queue_declare("qq.split".into(), durable(), quorum())
+        .await
+        .expect("declare");
+    drop(n1);
+    let leader = wait_for_async("the queue's leader", || async {
+        c.queue_status(1)
+            .await
+            .into_iter()
+            .find(|r| r.queue == "qq.split" && r.state == "leader")
+            .map(|r| r.node)
+    })
+    .await;
+    let other = if leader == 1 { 2 } else { 1 };
+    let [minority, majority] = c.connect_each([leader, other]).await;
+    let min_ch = channel(&minority).await;
+    confirms(&min_ch).await;
+    let maj_ch = channel(&majority).await;
+    confirms(&maj_ch).await;
+    publish_confirmed(&maj_ch, "", "qq.split", b"before", persistent()).await;
+
+    // The leader is cut off from its peers; its clients stay connected.
+    c.cut(leader);
+    let mut pending = Vec::new();
+    for n in 0..5u32 {
+        let body = format!("minority-{n}");
+        let p = try_publish(&min_ch, "", "qq.split", body.as_bytes(), persistent())
+            .await
+            .expect("the minority's channel stays open");
+        pending.push(p);
+    }
+    // The majority elects a leader of its own and goes on.
+    for n in 0..20u32 {
+        let body = format!("majority-{n}");
+        let sent = Instant::now();
+        loop {
+            let p = try_publish(&maj_ch, "", "qq.split", body.as_bytes(), persistent())
+                .await
+                .expect("the majority's channel stays open");
+            if matches!(p.await, Ok(Confirmation::Ack(None))) {
+                break;
+            }
+            assert!(
+                sent.elapsed() < Duration::from_secs(30),
+                "{body} never confirmed on the majority side"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Meanwhile the minority confirmed nothing.
+    for p in &mut pending {
+        let now = futures::FutureExt::now_or_never(&mut *p);
+        assert!(
+            !matches!(now, Some(Ok(Confirmation::Ack(_)))),
+            "the cut-off leader confirmed a publish"
+        );
+    }
+
+    // Healed: the old leader's publishes are refused, never kept unconfirmed.
+    c.heal(leader);
+    for p in pending {
+        let r = tokio::time::timeout(Duration::from_secs(30), p)
+            .await
+            .expect("the minority's publishes are answered once healed");
+        assert!(
+            matches!(r, Ok(Confirmation::Nack(_))),
+            "a publish of the cut-off leader: {r:?}"
+        );
+    }
+    // Every publish is answered: the queue holds what was confirmed.
+    let mut got = BTreeSet::new();
+    let ch = channel(&majority).await;
+    while let Some(m) = ch
+        .basic_get(
+            "qq.split".into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .expect("get")
+    {
+        got.insert(String::from_utf8_lossy(&m.delivery.data).into_owned());
+    }
+    let want: BTreeSet<String> = std::iter::once("before".to_owned())
+        .chain((0..20).map(|n| format!("majority-{n}")))
+        .collect();
+    assert_eq!(
+        got, want,
+        "exactly what was confirmed, nothing of the minority's"
+    );
 }

@@ -170,6 +170,7 @@ pub fn decode_queue(b: &[u8], vhost: &str) -> Result<QueueDef, StoreError> {
         // Records predate clusters: the node that reads them is their home.
         home: Home::default(),
         replicas: Vec::new(),
+        formed: false,
     })
 }
 
@@ -290,6 +291,7 @@ mod tests {
             arguments: qargs,
             home: Home::default(),
             replicas: Vec::new(),
+            formed: false,
         };
         assert_eq!(decode_queue(&encode_queue(&q), "/").expect("decode"), q);
 

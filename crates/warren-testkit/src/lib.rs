@@ -402,6 +402,29 @@ impl Cluster {
             .unwrap_or_default()
     }
 
+    /// `warren queues add-member|delete-member` through node `via`: the
+    /// queue's replica set after the change.
+    pub async fn queue_members(
+        &self,
+        via: u64,
+        queue: &str,
+        node: u64,
+        add: bool,
+    ) -> Result<Vec<u64>, warren_cluster::ClusterError> {
+        let addr = self.node(via).cluster_addr();
+        warren_cluster::admin_client::queue_members(&self.admin, &addr, queue, node, add).await
+    }
+
+    /// The nodes holding a replica of `queue`, as node `via` finds them.
+    pub async fn replica_nodes(&self, via: u64, queue: &str) -> Vec<u64> {
+        self.queue_status(via)
+            .await
+            .into_iter()
+            .filter(|r| r.queue == queue)
+            .map(|r| r.node)
+            .collect()
+    }
+
     /// Waits until every node of `ids` names the same leader, one of `ids`.
     pub async fn wait_leader(&self, ids: &[u64]) -> u64 {
         wait_for_async("one leader known to all", || async {

@@ -77,6 +77,15 @@ impl MetaState {
                 conn,
                 id,
             } => self.delete_queue(vhost, name, *conn, *id),
+            Command::SetReplicas {
+                vhost,
+                name,
+                id,
+                replicas,
+            } => {
+                let def = self.vhost_mut(vhost)?.set_replicas(name, *id, replicas)?;
+                Ok(Outcome::ReplicasSet(def))
+            }
             Command::Bind {
                 vhost,
                 binding,

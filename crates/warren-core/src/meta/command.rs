@@ -83,6 +83,19 @@ pub enum Command {
         #[serde(default)]
         id: Option<QueueId>,
     },
+    /// A quorum queue's replica set changed (`warren queues add-member`,
+    /// `delete-member`, `grow`, `shrink`): the members start or remove their
+    /// replicas; the group's own membership is changed by its leader.
+    SetReplicas {
+        /// Virtual host.
+        vhost: Name,
+        /// The queue's name.
+        name: Name,
+        /// Its id (404 if the name now names another queue).
+        id: QueueId,
+        /// The new replica set.
+        replicas: Vec<NodeId>,
+    },
     /// `queue.bind` / `exchange.bind`.
     Bind {
         /// Virtual host.
@@ -152,6 +165,8 @@ pub enum Outcome {
     /// Queues deleted (one for `DeleteQueue`, the connection's exclusive
     /// queues for `DropConnection`), each with what went with it.
     QueuesDeleted(Vec<(QueueDef, Removed)>),
+    /// A quorum queue's replica set was changed.
+    ReplicasSet(QueueDef),
     /// Binding added; false when it already existed.
     Bound {
         /// A new binding.

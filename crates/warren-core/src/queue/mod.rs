@@ -71,6 +71,11 @@ pub struct QueueDef {
     /// classic queue.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<NodeId>,
+    /// The replica set changed since the queue was declared: its group
+    /// exists, so a member never initialises it (a joining member waits
+    /// for the leader to add it; initialising would found a second group).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub formed: bool,
 }
 
 impl QueueDef {

@@ -233,6 +233,18 @@ impl QuorumState {
             .collect()
     }
 
+    /// The channels of the consumers and `basic.get` holders, each once, in
+    /// id order: what the leader asks the channels' nodes about (a channel
+    /// whose close never reached a leader would hold its messages forever).
+    pub fn channels(&self) -> impl Iterator<Item = u64> + '_ {
+        let mut last = None;
+        self.consumers.keys().filter_map(move |k| {
+            let new = last != Some(k.channel);
+            last = Some(k.channel);
+            new.then_some(k.channel)
+        })
+    }
+
     /// Every message id the queue holds, ready or checked out, in no
     /// particular order: what the runtime keeps bodies for.
     pub fn ids(&self) -> impl Iterator<Item = MsgId> + '_ {

@@ -298,3 +298,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn channels_names_each_channel_with_consumers_or_held_gets_once() {
+    let mut s = QuorumState::new(QuorumConfig::default());
+    enqueue(&mut s, 1, 1);
+    enqueue(&mut s, 1, 2);
+    consume(&mut s, 5, "a", 0);
+    consume(&mut s, 5, "b", 0);
+    consume(&mut s, 3, "c", 0);
+    // A publisher's channel is not named: it holds nothing.
+    assert_eq!(s.channels().collect::<Vec<_>>(), vec![3, 5]);
+    s.apply(Command::ChannelDown { channel: 3 });
+    s.apply(Command::ChannelDown { channel: 5 });
+    enqueue(&mut s, 1, 3);
+    s.apply(Command::Dequeue {
+        channel: 9,
+        node: 1,
+        no_ack: false,
+    });
+    // A `basic.get` holder's channel is named until it settles.
+    assert_eq!(s.channels().collect::<Vec<_>>(), vec![9]);
+}

@@ -85,6 +85,7 @@ impl VHost {
             args,
             home: d.home,
             replicas,
+            formed: false,
         };
         self.queues.insert(def.name.clone(), def.clone());
         Ok((def, true))
@@ -127,6 +128,39 @@ impl VHost {
         let mut removed = Removed::default();
         self.remove_bindings_to(DestinationKind::Queue, name, &mut removed);
         Ok((q, removed))
+    }
+
+    /// A quorum queue's new replica set (not empty, each node once). 404 if
+    /// `name` does not name queue `id`, 406 if it is not a quorum queue.
+    pub fn set_replicas(
+        &mut self,
+        name: &str,
+        id: QueueId,
+        replicas: &[NodeId],
+    ) -> Result<QueueDef, AmqpError> {
+        let not_found = self.not_found("queue", name);
+        let vhost = self.name.clone();
+        let q = self
+            .queues
+            .get_mut(name)
+            .filter(|q| q.id == id)
+            .ok_or(not_found)?;
+        if !q.is_quorum() {
+            return Err(AmqpError::precondition(format!(
+                "queue '{name}' in vhost '{vhost}' is not a quorum queue"
+            )));
+        }
+        let mut set = replicas.to_vec();
+        set.sort_unstable();
+        set.dedup();
+        if set.is_empty() || set.len() != replicas.len() {
+            return Err(AmqpError::precondition(format!(
+                "a replica set names each node once and at least one: {replicas:?}"
+            )));
+        }
+        q.replicas = replicas.to_vec();
+        q.formed = true;
+        Ok(q.clone())
     }
 
     /// Queues owned by a connection (deleted when it closes).

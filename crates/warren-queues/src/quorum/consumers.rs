@@ -84,9 +84,15 @@ impl Front {
                 // A consumer cancelled meanwhile: the leader gets the
                 // message back when the channel settles or closes.
                 let Some(o) = self.own.get(&(d.channel.id, d.tag.clone())) else {
+                    tracing::debug!(channel = d.channel.id, tag = %d.tag, id = d.seq, "quorum delivery for a consumer gone");
                     return;
                 };
                 if d.needs_ack && !self.held.deliver(d.channel.id, d.seq) {
+                    tracing::debug!(
+                        channel = d.channel.id,
+                        id = d.seq,
+                        "quorum delivery dropped: the channel holds it"
+                    );
                     // Sent again by a new leader; the channel has it.
                     d.flow.release();
                     return;

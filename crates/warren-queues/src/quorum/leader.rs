@@ -269,22 +269,7 @@ impl Leading {
                 };
                 self.push(QueueOp::Command(cmd), Waiter::None);
             }
-            QueueMsg::ChannelClosed(key) => {
-                let gone: Vec<ConsumerId> = self
-                    .consumers
-                    .iter()
-                    .filter(|((ch, _), _)| *ch == key.id)
-                    .map(|(_, a)| a.spec.id)
-                    .collect();
-                for id in gone {
-                    if let Some(k) = self.by_id.remove(&id) {
-                        self.consumers.remove(&k);
-                    }
-                }
-                self.sent_no_ack.remove(&key.id);
-                let cmd = Command::ChannelDown { channel: key.id };
-                self.push(QueueOp::Command(cmd), Waiter::None);
-            }
+            QueueMsg::ChannelClosed(key) => self.channel_down(key.id),
             QueueMsg::Get {
                 channel,
                 no_ack,
@@ -313,6 +298,25 @@ impl Leading {
 
     /// Node `node` is down: its channels' consumers go, what they held
     /// returns to the queue.
+    /// Channel `channel` closed: its consumers go and what they held
+    /// returns to the queue.
+    pub(super) fn channel_down(&mut self, channel: u64) {
+        let gone: Vec<ConsumerId> = self
+            .consumers
+            .iter()
+            .filter(|((ch, _), _)| *ch == channel)
+            .map(|(_, a)| a.spec.id)
+            .collect();
+        for id in gone {
+            if let Some(k) = self.by_id.remove(&id) {
+                self.consumers.remove(&k);
+            }
+        }
+        self.sent_no_ack.remove(&channel);
+        let cmd = Command::ChannelDown { channel };
+        self.push(QueueOp::Command(cmd), Waiter::None);
+    }
+
     pub(super) fn node_down(&mut self, node: warren_core::NodeId) {
         let gone: Vec<ConsumerId> = self
             .consumers
@@ -449,6 +453,14 @@ impl Leading {
     ) {
         let key = (d.consumer.channel, d.consumer.tag.clone());
         let (Some(a), Some(msg)) = (self.consumers.get(&key), bodies.get(&d.msg.id)) else {
+            tracing::debug!(
+                queue = %self.def.name,
+                channel = d.consumer.channel,
+                tag = %d.consumer.tag,
+                id = d.msg.id,
+                attached = self.consumers.contains_key(&key),
+                "quorum delivery not sent: consumer not attached here or no body"
+            );
             return;
         };
         // A channel of this node that still holds it gets it once (other
@@ -457,6 +469,7 @@ impl Leading {
             && connection_node(d.consumer.channel) == self.me
             && !held.deliver(d.consumer.channel, d.msg.id)
         {
+            tracing::debug!(queue = %self.def.name, channel = d.consumer.channel, id = d.msg.id, "quorum delivery dropped: the channel holds it");
             return;
         }
         if !d.no_ack {

@@ -1,12 +1,11 @@
 //! Following the group's leader: the role a front takes when the leader
-//! changes, the member a node outside the replica set forwards to, and the
-//! new leader's check for nodes that died with consumers attached.
+//! changes, and the member a node outside the replica set forwards to.
 
 use tokio::time::Instant;
 use warren_core::NodeId;
 
 use super::leader::Leading;
-use super::{Front, NODES_CHECK_AFTER, PROBE_TIMEOUT, Role, TARGET_DOWN_AFTER};
+use super::{Front, Role, TARGET_DOWN_AFTER};
 use crate::api::QueueMsg;
 use crate::link;
 
@@ -45,15 +44,29 @@ impl Front {
         self.unpark().await;
     }
 
-    /// Changes role when the leader changed.
+    /// The term of the group as this replica knows it (0 outside the
+    /// replica set).
+    fn term(&self) -> u64 {
+        self.group
+            .as_ref()
+            .map_or(0, |g| g.raft.metrics().borrow().current_term)
+    }
+
+    /// Changes role when the leader changed. The same node elected again
+    /// (a new term) is a change too when it leads elsewhere: its front
+    /// started afresh and knows none of the consumers attached before, so
+    /// they attach again (this node may never have seen the group without
+    /// a leader in between).
     pub(super) fn follow_leader(&mut self) {
         let leader = self.leader();
+        let term = self.term();
         let same = match (&self.role, leader) {
             (Role::Waiting, None) => true,
             (Role::Leader(_), Some(l)) => l == self.env.me,
-            (Role::Forward { leader: f, .. }, Some(l)) => *f == l,
+            (Role::Forward { leader: f, .. }, Some(l)) => *f == l && term == self.role_term,
             _ => false,
         };
+        self.role_term = term;
         if same {
             return;
         }
@@ -93,35 +106,5 @@ impl Front {
         for own in self.own.values_mut() {
             own.attached = false;
         }
-    }
-
-    /// Once a new leader's consumers had time to attach, the nodes that do
-    /// not answer are reported down: their consumers (attached to an
-    /// earlier leader, which no link here will ever report closed) go, and
-    /// what they held returns to the queue. Their nodes attach them again
-    /// if they come back.
-    pub(super) fn check_nodes(&mut self) {
-        let due = self
-            .led_since
-            .is_some_and(|t| t.elapsed() >= NODES_CHECK_AFTER);
-        if !due || !matches!(self.role, Role::Leader(_)) {
-            return;
-        }
-        self.led_since = None;
-        let Some(node) = self.env.node.upgrade() else {
-            return;
-        };
-        let (me, tx) = (self.env.me, self.down_tx.clone());
-        tokio::spawn(async move {
-            let mut down = Vec::new();
-            for (id, addr) in node.member_addrs() {
-                if id != me && node.peer_status(&addr, PROBE_TIMEOUT).await.is_none() {
-                    down.push(id);
-                }
-            }
-            if !down.is_empty() {
-                let _ = tx.send(down);
-            }
-        });
     }
 }

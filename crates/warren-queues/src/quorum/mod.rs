@@ -31,10 +31,12 @@
 //! silently: the link nacks what it had outstanding, and a proposal that
 //! fails nacks its batch.
 
+mod audit;
 mod consumers;
 mod held;
 mod leader;
 mod leadership;
+mod members;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
@@ -44,7 +46,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use warren_cluster::{MetaNode, QueueGroup, QueueGroups};
+use warren_cluster::{LiveChannels, MetaNode, QueueGroup, QueueGroups};
 use warren_core::queue::{QueueDef, connection_node};
 use warren_core::quorum::QuorumConfig;
 use warren_core::{AmqpError, Name, NodeId, ReplyCode};
@@ -52,6 +54,7 @@ use warren_core::{AmqpError, Name, NodeId, ReplyCode};
 use crate::api::handle::EndMark;
 use crate::api::{Absent, ConnEvent, ConnTx, Ending, QueueHandle, QueueMsg};
 use crate::link::Links;
+use audit::Found;
 use consumers::{Attaching, Own};
 use held::Held;
 use leader::Leading;
@@ -62,9 +65,6 @@ const MAILBOX: usize = 256;
 const REATTACH_EVERY: Duration = Duration::from_millis(300);
 /// Messages kept while no leader is known; past this the mailbox waits.
 const PARK_MAX: usize = 4096;
-/// How long a new leader waits for consumers to attach before it looks for
-/// nodes that are down: what their consumers held goes back to the queue.
-const NODES_CHECK_AFTER: Duration = Duration::from_secs(3);
 /// Bound on one probe of a node.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Outside the replica set: how long the link to the member forwarded to
@@ -83,6 +83,8 @@ pub struct QuorumEnv {
     pub groups: Arc<QueueGroups>,
     /// Membership (peer addresses of the replica set).
     pub node: Weak<MetaNode>,
+    /// The channels open on this node (the leader checks its consumers').
+    pub channels: Arc<LiveChannels>,
     /// Links to other nodes (shared with classic queues).
     pub links: Arc<Links>,
     /// Where the front's task is tracked.
@@ -106,7 +108,7 @@ enum Event {
     Mail(Option<QueueMsg>),
     Committed(leader::Done),
     Passed(ConnEvent),
-    Down(Vec<NodeId>),
+    Found(Found),
     Metrics(bool),
     Tick,
     Stopping,
@@ -134,13 +136,18 @@ struct Front {
     attaching: Vec<Attaching>,
     /// Since when this node leads, until it checked which nodes are down.
     led_since: Option<Instant>,
+    /// The group's term when the role was last taken.
+    role_term: u64,
     /// Outside the replica set: the member forwarded to (an index of the
     /// replica set), and since when the link to it has been down.
     target: usize,
     target_down_since: Option<Instant>,
-    /// Nodes found down, from the probing task.
-    down_tx: mpsc::UnboundedSender<Vec<NodeId>>,
-    down_rx: mpsc::UnboundedReceiver<Vec<NodeId>>,
+    /// What the leader's checks found (`audit`).
+    found_tx: mpsc::UnboundedSender<Found>,
+    found_rx: mpsc::UnboundedReceiver<Found>,
+    /// A check of channels is under way; when the last one started.
+    channels_checking: bool,
+    channels_checked: Instant,
     deleted: bool,
     stopped: bool,
 }
@@ -151,7 +158,7 @@ pub fn spawn(def: QueueDef, vhost: Name, env: &QuorumEnv) -> QueueHandle {
     let (tx, rx) = mpsc::channel(MAILBOX);
     let handle = QueueHandle::new(def.id, def.name.clone(), vhost.clone(), true, tx);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let (down_tx, down_rx) = mpsc::unbounded_channel();
+    let (found_tx, found_rx) = mpsc::unbounded_channel();
     let front = Front {
         def,
         vhost,
@@ -167,10 +174,13 @@ pub fn spawn(def: QueueDef, vhost: Name, env: &QuorumEnv) -> QueueHandle {
         held: Held::default(),
         attaching: Vec::new(),
         led_since: None,
+        role_term: 0,
         target: 0,
         target_down_since: None,
-        down_tx,
-        down_rx,
+        found_tx,
+        found_rx,
+        channels_checking: false,
+        channels_checked: Instant::now(),
         deleted: false,
         stopped: false,
     };
@@ -194,6 +204,7 @@ impl Front {
             tracing::error!(queue = %self.def.name, cause = %e, "could not start the queue's replica");
         }
         let mut metrics = self.group.as_ref().map(|g| g.raft.metrics());
+        let mut had_group = self.group.is_some();
         self.follow_leader();
         self.unpark().await;
         let mut tick = tokio::time::interval(REATTACH_EVERY);
@@ -216,7 +227,7 @@ impl Front {
                         }
                     } => Event::Committed(done),
                     Some(ev) = self.events_rx.recv() => Event::Passed(ev),
-                    Some(down) = self.down_rx.recv() => Event::Down(down),
+                    Some(found) = self.found_rx.recv() => Event::Found(found),
                     changed = async {
                         match &mut metrics {
                             Some(m) => m.changed().await.is_ok(),
@@ -236,28 +247,29 @@ impl Front {
                     }
                 }
                 Event::Passed(ev) => self.passed_through(ev),
-                Event::Down(nodes) => {
-                    if let Role::Leader(l) = &mut self.role {
-                        for n in nodes {
-                            l.node_down(n);
-                        }
-                    }
-                }
+                Event::Found(found) => self.found(found),
                 Event::Metrics(true) => {
                     self.follow_leader();
                     self.unpark().await;
                 }
                 Event::Metrics(false) => metrics = None,
                 Event::Tick => {
+                    self.check_replicas().await;
                     self.expire_parked();
                     self.check_target().await;
                     self.reattach().await;
                     self.check_nodes();
+                    self.check_channels();
                 }
                 Event::Stopping => {
                     self.stopped = true;
                     self.end.mark(Ending::Stopped);
                 }
+            }
+            if self.group.is_some() != had_group {
+                // This node joined the replica set or left it.
+                had_group = self.group.is_some();
+                metrics = self.group.as_ref().map(|g| g.raft.metrics());
             }
             if let Role::Leader(l) = &mut self.role {
                 l.propose().await;
@@ -290,7 +302,7 @@ impl Front {
         let g = self
             .env
             .groups
-            .start(self.def.id, config_of(&self.def), &members)
+            .start(self.def.id, config_of(&self.def), &members, self.def.formed)
             .await?;
         self.group = Some(g);
         Ok(())

@@ -29,7 +29,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
-use warren_cluster::{MetaNode, Network, NodeOptions, QueueGroups, QueueTiming, Security, Timing};
+use warren_cluster::{
+    LiveChannels, MetaNode, Network, NodeOptions, OpenChannel, QueueGroups, QueueTiming, Security,
+    Timing,
+};
 use warren_core::meta::MetaState;
 use warren_core::queue::{ConnectionId, Home, QueueDef};
 use warren_core::vhost::VHost;
@@ -79,6 +82,8 @@ pub struct Broker {
     store: Store,
     memory: Arc<Memory>,
     ids: Arc<Ids>,
+    /// The channels open on this node (quorum queue leaders ask).
+    channels: Arc<LiveChannels>,
     /// Metadata the store held before Raft, until it is seeded (see
     /// [`join`]).
     legacy: Mutex<Option<(Recovered, QueueId)>>,
@@ -139,8 +144,10 @@ impl Broker {
             auto_deleted,
             tasks: TaskTracker::new(),
         };
+        let channels = Arc::new(LiveChannels::default());
         let quorum = QuorumEnv {
             me: config.node_id,
+            channels: channels.clone(),
             groups,
             node: Arc::downgrade(&node),
             links: Arc::new(Links::new(Arc::downgrade(&node), memory.clone())),
@@ -166,6 +173,7 @@ impl Broker {
                         .ok()
                 })
             })),
+            channels,
             config,
             node,
             node_options: opts,
@@ -230,6 +238,16 @@ impl Broker {
     /// Connection, channel and consumer ids.
     pub fn ids(&self) -> &Arc<Ids> {
         &self.ids
+    }
+
+    /// A fresh channel id, recorded as open until the returned guard drops.
+    pub fn open_channel(&self) -> OpenChannel {
+        self.channels.open(self.ids.channel())
+    }
+
+    /// The channels open on this node.
+    pub fn channels(&self) -> &Arc<LiveChannels> {
+        &self.channels
     }
 
     /// Where a queue declared on this node lives.

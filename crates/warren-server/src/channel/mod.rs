@@ -27,6 +27,7 @@ pub use ctx::{ClientCaps, ConnCtx};
 use declare::BindMethod;
 pub use in_flight::Finished;
 pub use table::{Channels, ConnectionFault};
+use warren_cluster::OpenChannel;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -66,6 +67,8 @@ pub struct Channel {
     /// Channel number.
     pub id: u16,
     key: ChannelKey,
+    /// Its entry among the node's open channels: closed when it drops.
+    _open: OpenChannel,
     /// Content assembly state.
     pub assembler: warren_amqp::Assembler,
     /// We sent `channel.close` and wait for `close-ok`.
@@ -101,13 +104,14 @@ fn reply(ctx: &mut ConnCtx, channel: u16, class: AMQPClass) -> Result<(), AmqpEr
 
 impl Channel {
     /// A freshly opened channel; `key_id` is node-unique for this opening.
-    pub fn new(id: u16, key_id: u64) -> Self {
+    pub fn new(id: u16, open: OpenChannel) -> Self {
         Self {
             id,
             key: ChannelKey {
-                id: key_id,
+                id: open.id(),
                 channel: id,
             },
+            _open: open,
             assembler: Default::default(),
             closing: false,
             mode: Mode::Normal,

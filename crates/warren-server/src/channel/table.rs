@@ -256,7 +256,7 @@ impl Channels {
             return Err(ConnectionFault::new(e, CHANNEL_OPEN));
         }
         self.open
-            .insert(ch, Channel::new(ch, ctx.broker.ids().channel()));
+            .insert(ch, Channel::new(ch, ctx.broker.open_channel()));
         let ok = AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {}));
         let _ = reply(ctx, ch, ok);
         Ok(())

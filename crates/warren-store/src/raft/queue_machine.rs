@@ -51,6 +51,8 @@ use crate::{Op, RaftCf, Store, Writer};
 pub struct QuorumCounts {
     ready: AtomicU64,
     consumers: AtomicU64,
+    /// [`QuorumState::channels`], for the leader's check of gone channels.
+    channels: std::sync::Mutex<Vec<u64>>,
 }
 
 impl QuorumCounts {
@@ -64,11 +66,29 @@ impl QuorumCounts {
         self.consumers.load(Ordering::Acquire)
     }
 
+    /// The channels holding consumers or messages, as last applied.
+    pub fn channels(&self) -> Vec<u64> {
+        self.channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Once per applied batch of entries; the channel list is rebuilt only
+    /// when it changed (consumers come and go far less often than messages).
     fn set(&self, state: &QuorumState) {
         self.ready
             .store(state.ready_len() as u64, Ordering::Release);
         self.consumers
             .store(state.consumer_count() as u64, Ordering::Release);
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !state.channels().eq(channels.iter().copied()) {
+            channels.clear();
+            channels.extend(state.channels());
+        }
     }
 }
 
