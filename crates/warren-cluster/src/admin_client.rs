@@ -12,8 +12,8 @@ use crate::auth::Security;
 use crate::error::ClusterError;
 use crate::pb::cluster_client::ClusterClient;
 use crate::pb::{
-    AddNodeRequest, Member, NodeStatus, QueueMembersRequest, QueueStatusReply, QueueStatusRequest,
-    RemoveNodeRequest, StatusRequest,
+    AddNodeRequest, Member, MemberChange, NodeStatus, QueueMembersRequest, QueueStatusReply,
+    QueueStatusRequest, RemoveNodeRequest, StatusRequest,
 };
 use crate::raft_client::PeerChannel;
 
@@ -283,20 +283,21 @@ pub async fn queue_status(
     Ok(out)
 }
 
-/// Adds node `node` to quorum queue `queue`'s replicas (`add`) or removes
-/// it, through the node at `server`. Returns the new replica set.
+/// Adds node `node` to quorum queue `queue`'s replicas, removes it, or
+/// makes it the leader, through the node at `server`. Returns the replica
+/// set after the change.
 pub async fn queue_members(
     sec: &Security,
     server: &str,
     queue: &str,
     node: u64,
-    add: bool,
+    change: MemberChange,
 ) -> Result<Vec<u64>, ClusterError> {
     let mut c = client(sec, server, CHANGE_TIMEOUT).await?;
     let req = QueueMembersRequest {
         queue: queue.to_owned(),
         node,
-        add,
+        change: change as i32,
     };
     Ok(c.queue_members(req).await?.into_inner().members)
 }
@@ -325,12 +326,73 @@ pub async fn regrow(
         if has == add || (!add && members.len() < 2) {
             continue;
         }
-        let r = queue_members(sec, server, &queue, node, add)
+        let change = if add {
+            MemberChange::AddMember
+        } else {
+            MemberChange::DeleteMember
+        };
+        let r = queue_members(sec, server, &queue, node, change)
             .await
             .map_err(|e| e.to_string());
         out.push((queue, r));
     }
     Ok(out)
+}
+
+/// Moves quorum queue leaders until no node leads more than one queue
+/// more than another member could: each move hands a queue led by the
+/// node that leads most to the member of its group that leads fewest.
+/// Returns the moves made, (queue, from, to), and those that failed.
+pub async fn rebalance(
+    sec: &Security,
+    server: &str,
+) -> Result<Vec<(String, u64, u64, Result<(), String>)>, ClusterError> {
+    let status = queue_status(sec, server).await?;
+    // Each queue's leader and members, from its leader's report.
+    let mut queues: Vec<(String, u64, Vec<u64>)> = status
+        .iter()
+        .filter(|r| r.state == "leader")
+        .map(|r| (r.queue.clone(), r.node, r.members.clone()))
+        .collect();
+    let mut nodes: std::collections::BTreeMap<u64, usize> = Default::default();
+    for r in &status {
+        nodes.entry(r.node).or_insert(0);
+    }
+    for (_, leader, _) in &queues {
+        *nodes.entry(*leader).or_insert(0) += 1;
+    }
+    let mut moves = Vec::new();
+    for _ in 0..queues.len() {
+        // The queue whose move narrows the spread most.
+        let best = queues
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, leader, members))| {
+                let from = nodes.get(leader).copied().unwrap_or(0);
+                let (to, n) = members
+                    .iter()
+                    .map(|m| (*m, nodes.get(m).copied().unwrap_or(0)))
+                    .min_by_key(|(m, n)| (*n, *m))?;
+                (from > n + 1).then_some((i, to, from - n))
+            })
+            .max_by_key(|(_, _, gap)| *gap);
+        let Some((i, to, _)) = best else { break };
+        let (queue, from) = (queues[i].0.clone(), queues[i].1);
+        let r = queue_members(sec, server, &queue, to, MemberChange::TransferLeader)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        if r.is_ok() {
+            *nodes.entry(from).or_insert(1) -= 1;
+            *nodes.entry(to).or_insert(0) += 1;
+            queues[i].1 = to;
+        } else {
+            // Not tried again in this run.
+            queues.swap_remove(i);
+        }
+        moves.push((queue, from, to, r));
+    }
+    Ok(moves)
 }
 
 fn replicas(r: QueueStatusReply) -> Vec<ReplicaStatus> {

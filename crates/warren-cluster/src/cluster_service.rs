@@ -12,10 +12,10 @@ use crate::live_channels::{LiveChannels, MAX_ASKED};
 use crate::meta_node::MetaNode;
 use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::{
-    AddNodeRequest, GroupMembersRequest, LiveChannelsReply, LiveChannelsRequest, MembershipReply,
-    NodeStatus, ProposeReply, ProposeRequest, QueueMembersReply, QueueMembersRequest,
-    QueueStatusReply, QueueStatusRequest, RemoveNodeRequest, StatusRequest, WaitAppliedReply,
-    WaitAppliedRequest,
+    AddNodeRequest, GroupElectRequest, GroupMembersRequest, LiveChannelsReply, LiveChannelsRequest,
+    MembershipReply, NodeStatus, ProposeReply, ProposeRequest, QueueMembersReply,
+    QueueMembersRequest, QueueStatusReply, QueueStatusRequest, RemoveNodeRequest, StatusRequest,
+    WaitAppliedReply, WaitAppliedRequest,
 };
 use crate::queue_groups::QueueGroups;
 
@@ -138,9 +138,10 @@ impl Cluster for ClusterService {
         request: Request<QueueMembersRequest>,
     ) -> Result<Response<QueueMembersReply>, Status> {
         let req = request.into_inner();
+        let change = req.change();
         let members = self
             .node
-            .change_queue_members(&self.queues, &req.queue, req.node, req.add)
+            .change_queue_members(&self.queues, &req.queue, req.node, change)
             .await?;
         Ok(Response::new(QueueMembersReply { members }))
     }
@@ -150,18 +151,36 @@ impl Cluster for ClusterService {
         request: Request<GroupMembersRequest>,
     ) -> Result<Response<QueueMembersReply>, Status> {
         let req = request.into_inner();
+        let change = req.change();
         let members = self
             .queues
-            .change_members(req.group, req.node, req.add, &req.addr)
+            .change_members(req.group, req.node, change, &req.addr)
             .await?;
         Ok(Response::new(QueueMembersReply { members }))
+    }
+
+    async fn group_elect(
+        &self,
+        request: Request<GroupElectRequest>,
+    ) -> Result<Response<QueueMembersReply>, Status> {
+        self.queues.elect(request.into_inner().group).await?;
+        Ok(Response::new(QueueMembersReply::default()))
     }
 
     async fn remove_node(
         &self,
         request: Request<RemoveNodeRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
-        let members = self.node.remove_node(request.into_inner().id).await?;
+        let id = request.into_inner().id;
+        // The leader removes it (others forward to it): the leader's
+        // service moves the node's quorum queue replicas to the remaining
+        // nodes, in the background (each waits for its new member).
+        let leads = self.node.raft().metrics().borrow().current_leader == Some(self.node.id());
+        let members = self.node.remove_node(id).await?;
+        if leads {
+            let (node, queues) = (self.node.clone(), self.queues.clone());
+            tokio::spawn(async move { node.replace_replicas(&queues, id).await });
+        }
         Ok(Response::new(MembershipReply { members }))
     }
 }

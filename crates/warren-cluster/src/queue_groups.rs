@@ -40,6 +40,9 @@ pub struct QueueGroup {
     /// Set by the queue's runtime while this replica leads: the state
     /// machine reads the bodies of deliveries only then.
     pub leading: Arc<AtomicBool>,
+    /// Set while this replica hands its leadership over: the runtime holds
+    /// its proposals, so that followers' leader leases run out.
+    pub pausing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for QueueGroup {
@@ -132,6 +135,17 @@ impl QueueGroups {
     /// This node.
     pub fn me(&self) -> NodeId {
         self.me
+    }
+
+    /// The longest election timeout of queue groups (also their leader
+    /// lease), in milliseconds.
+    pub fn election_timeout_max(&self) -> u64 {
+        self.config.election_timeout_max
+    }
+
+    /// The network the groups talk over.
+    pub fn network(&self) -> &Network {
+        &self.network
     }
 
     /// The group `id`, if it runs here.
@@ -228,6 +242,7 @@ impl QueueGroups {
             raft,
             counts,
             leading,
+            pausing: Arc::default(),
         };
         let initial: BTreeMap<NodeId, BasicNode> = members
             .iter()

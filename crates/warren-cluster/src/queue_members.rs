@@ -1,5 +1,6 @@
 //! Changing a quorum queue's replica set by one node at a time (`warren
-//! queues add-member|delete-member`, and `grow|shrink`, which repeat them).
+//! queues add-member|delete-member`, and `grow|shrink`, which repeat them),
+//! and handing its leadership to another member (`transfer-leader`).
 //!
 //! Two records change: the replica set in group 0 (`QueueDef::replicas`,
 //! which tells the nodes to start or remove their replicas) and the
@@ -18,6 +19,7 @@
 //! each step is idempotent.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -28,8 +30,8 @@ use warren_core::{AmqpError, NodeId};
 
 use crate::MetaNode;
 use crate::pb::cluster_client::ClusterClient;
-use crate::pb::{GroupMembersRequest, QueueMembersReply};
-use crate::queue_groups::QueueGroups;
+use crate::pb::{GroupElectRequest, GroupMembersRequest, MemberChange, QueueMembersReply};
+use crate::queue_groups::{QueueGroup, QueueGroups};
 
 /// Bound on one change of a group's membership (a learner catching up
 /// included).
@@ -39,15 +41,23 @@ pub const GROUP_CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 const LEADER_ROUNDS: usize = 20;
 /// Pause between those rounds.
 const LEADER_PAUSE: Duration = Duration::from_millis(250);
+/// Waited past the followers' leader lease before the new leader calls its
+/// election.
+const LEASE_MARGIN_MS: u64 = 100;
+/// Bound on the call that has the new leader call its election.
+const ELECT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a transfer waits for the new leader to be known.
+const TRANSFER_WAIT: Duration = Duration::from_secs(3);
 
 impl QueueGroups {
-    /// On the group's leader: adds `node` (at `addr`) as a voter, or
-    /// removes it. `FAILED_PRECONDITION` where this node does not lead.
+    /// On the group's leader: adds `node` (at `addr`) as a voter, removes
+    /// it, or hands it the leadership. `FAILED_PRECONDITION` where this
+    /// node does not lead.
     pub async fn change_members(
         &self,
         id: u64,
         node: NodeId,
-        add: bool,
+        change: MemberChange,
         addr: &str,
     ) -> Result<Vec<NodeId>, Status> {
         let g = self
@@ -60,20 +70,34 @@ impl QueueGroups {
             )));
         }
         let mut voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
-        if add {
-            if !voters.contains(&node) {
-                g.raft
-                    .add_learner(node, BasicNode::new(addr), true)
-                    .await
-                    .map_err(|e| Status::unavailable(format!("adding a learner: {e}")))?;
+        match change {
+            MemberChange::AddMember => {
+                if !voters.contains(&node) {
+                    g.raft
+                        .add_learner(node, BasicNode::new(addr), true)
+                        .await
+                        .map_err(|e| Status::unavailable(format!("adding a learner: {e}")))?;
+                }
+                voters.insert(node);
             }
-            voters.insert(node);
-        } else {
-            voters.remove(&node);
-            if voters.is_empty() {
-                return Err(Status::failed_precondition(
-                    "a quorum queue keeps at least one member",
-                ));
+            MemberChange::DeleteMember => {
+                voters.remove(&node);
+                if voters.is_empty() {
+                    return Err(Status::failed_precondition(
+                        "a quorum queue keeps at least one member",
+                    ));
+                }
+            }
+            MemberChange::TransferLeader => {
+                if !voters.contains(&node) {
+                    return Err(Status::failed_precondition(format!(
+                        "node {node} is not a member of group {id}"
+                    )));
+                }
+                if node != self.me() {
+                    self.hand_over(&g, id, node, addr).await?;
+                }
+                return Ok(voters.into_iter().collect());
             }
         }
         g.raft
@@ -82,45 +106,174 @@ impl QueueGroups {
             .map_err(|e| Status::unavailable(format!("changing the membership: {e}")))?;
         Ok(voters.into_iter().collect())
     }
+
+    /// Hands the leadership of `g` to `to` (openraft 0.9 has no transfer):
+    /// this leader holds its proposals and heartbeats until the followers'
+    /// leader leases run out, then `to` calls an election, which it wins
+    /// before any other follower's election timer fires (a follower waits
+    /// its lease plus an election timeout). Heartbeats and proposals
+    /// resume whatever the outcome.
+    async fn hand_over(
+        &self,
+        g: &QueueGroup,
+        id: u64,
+        to: NodeId,
+        addr: &str,
+    ) -> Result<(), Status> {
+        g.pausing.store(true, Ordering::Release);
+        g.raft.runtime_config().heartbeat(false);
+        let r = async {
+            tokio::time::sleep(Duration::from_millis(
+                self.election_timeout_max() + LEASE_MARGIN_MS,
+            ))
+            .await;
+            let channel = self
+                .network()
+                .channel(addr)
+                .map_err(|e| Status::unavailable(format!("node {to}: {e}")))?;
+            let mut req = tonic::Request::new(GroupElectRequest { group: id });
+            req.set_timeout(ELECT_CALL_TIMEOUT);
+            ClusterClient::new(channel).group_elect(req).await?;
+            g.raft
+                .wait(Some(TRANSFER_WAIT))
+                .metrics(|m| m.current_leader == Some(to), "the new leader is known")
+                .await
+                .map_err(|e| Status::unavailable(format!("node {to} did not take over: {e}")))?;
+            Ok(())
+        }
+        .await;
+        g.raft.runtime_config().heartbeat(true);
+        g.pausing.store(false, Ordering::Release);
+        r
+    }
+
+    /// On a member: calls an election of group `id` now.
+    pub async fn elect(&self, id: u64) -> Result<(), Status> {
+        let g = self
+            .get(id)
+            .ok_or_else(|| Status::failed_precondition(format!("no replica of group {id} here")))?;
+        g.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))
+    }
 }
 
 impl MetaNode {
-    /// Adds `node` to quorum queue `queue`'s replicas, or removes it; any
-    /// node runs it. Returns the new replica set.
+    /// Adds `node` to quorum queue `queue`'s replicas, removes it, or
+    /// makes it the queue's leader; any node runs it. Returns the replica
+    /// set after the change.
     pub async fn change_queue_members(
         &self,
         groups: &QueueGroups,
         queue: &str,
         node: NodeId,
-        add: bool,
+        change: MemberChange,
     ) -> Result<Vec<NodeId>, Status> {
         let def = self.quorum_queue(queue)?;
-        let addr = self.peer_addr(node).ok_or_else(|| {
-            Status::invalid_argument(format!("node {node} is not in the cluster"))
-        })?;
-        let mut replicas = def.replicas.clone();
-        if add {
-            if !replicas.contains(&node) {
-                replicas.push(node);
-                self.set_replicas(&def, replicas.clone()).await?;
-            }
-            self.on_group_leader(groups, &def, node, true, &addr)
-                .await?;
-        } else {
-            if !replicas.contains(&node) {
-                return Ok(replicas);
-            }
-            replicas.retain(|n| *n != node);
-            if replicas.is_empty() {
-                return Err(Status::failed_precondition(format!(
-                    "node {node} is the only member of '{queue}'"
+        // A node removed from the cluster can still be removed from a
+        // replica set; only a node that joins or leads needs an address.
+        let addr = match (self.peer_addr(node), change) {
+            (Some(a), _) => a,
+            (None, MemberChange::DeleteMember) => String::new(),
+            (None, _) => {
+                return Err(Status::invalid_argument(format!(
+                    "node {node} is not in the cluster"
                 )));
             }
-            self.on_group_leader(groups, &def, node, false, &addr)
-                .await?;
-            self.set_replicas(&def, replicas.clone()).await?;
+        };
+        let mut replicas = def.replicas.clone();
+        match change {
+            MemberChange::AddMember => {
+                if !replicas.contains(&node) {
+                    replicas.push(node);
+                    self.set_replicas(&def, replicas.clone()).await?;
+                }
+                self.on_group_leader(groups, &def, node, change, &addr)
+                    .await?;
+            }
+            MemberChange::DeleteMember => {
+                if !replicas.contains(&node) {
+                    return Ok(replicas);
+                }
+                replicas.retain(|n| *n != node);
+                if replicas.is_empty() {
+                    return Err(Status::failed_precondition(format!(
+                        "node {node} is the only member of '{queue}'"
+                    )));
+                }
+                self.on_group_leader(groups, &def, node, change, &addr)
+                    .await?;
+                self.set_replicas(&def, replicas.clone()).await?;
+            }
+            MemberChange::TransferLeader => {
+                if !replicas.contains(&node) {
+                    return Err(Status::failed_precondition(format!(
+                        "node {node} holds no replica of '{queue}'"
+                    )));
+                }
+                self.on_group_leader(groups, &def, node, change, &addr)
+                    .await?;
+            }
         }
         Ok(replicas)
+    }
+
+    /// Node `gone` left the cluster: each quorum queue it held a replica
+    /// of gets one on the member holding fewest (if one holds none of
+    /// that queue), and loses `gone`'s. Run by the node that removed it.
+    pub async fn replace_replicas(&self, groups: &QueueGroups, gone: NodeId) {
+        let (queues, mut load) = {
+            let meta = self
+                .meta()
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut load: std::collections::BTreeMap<NodeId, usize> =
+                self.voter_ids().into_iter().map(|n| (n, 0)).collect();
+            let mut queues = Vec::new();
+            for q in meta.default_vhost().queues().filter(|q| q.is_quorum()) {
+                for n in &q.replicas {
+                    if let Some(l) = load.get_mut(n) {
+                        *l += 1;
+                    }
+                }
+                if q.replicas.contains(&gone) {
+                    queues.push(q.clone());
+                }
+            }
+            queues.sort_by(|a, b| a.name.cmp(&b.name));
+            (queues, load)
+        };
+        for q in queues {
+            let spare = load
+                .iter()
+                .filter(|(n, _)| **n != gone && !q.replicas.contains(n))
+                .min_by_key(|(n, l)| (**l, **n))
+                .map(|(n, _)| *n);
+            if let Some(n) = spare {
+                match self
+                    .change_queue_members(groups, &q.name, n, MemberChange::AddMember)
+                    .await
+                {
+                    Ok(_) => *load.entry(n).or_insert(0) += 1,
+                    Err(e) => {
+                        tracing::warn!(queue = %q.name, node = n, cause = %e.message(), "could not add a replica in place of a removed node")
+                    }
+                }
+            }
+            match self
+                .change_queue_members(groups, &q.name, gone, MemberChange::DeleteMember)
+                .await
+            {
+                Ok(r) => {
+                    tracing::info!(queue = %q.name, removed = gone, replicas = ?r, "replica of a removed node replaced")
+                }
+                Err(e) => {
+                    tracing::warn!(queue = %q.name, node = gone, cause = %e.message(), "could not drop the replica of a removed node")
+                }
+            }
+        }
     }
 
     /// The quorum queue `name` of the default vhost.
@@ -162,16 +315,16 @@ impl MetaNode {
         groups: &QueueGroups,
         def: &QueueDef,
         node: NodeId,
-        add: bool,
+        change: MemberChange,
         addr: &str,
     ) -> Result<Vec<NodeId>, Status> {
         let mut last = Status::unavailable("no replica answered");
         for _ in 0..LEADER_ROUNDS {
             for member in &def.replicas {
                 let r = if *member == self.id() {
-                    groups.change_members(def.id, node, add, addr).await
+                    groups.change_members(def.id, node, change, addr).await
                 } else {
-                    self.ask_group_member(*member, def.id, node, add, addr)
+                    self.ask_group_member(*member, def.id, node, change, addr)
                         .await
                 };
                 match r {
@@ -189,7 +342,7 @@ impl MetaNode {
         member: NodeId,
         group: u64,
         node: NodeId,
-        add: bool,
+        change: MemberChange,
         addr: &str,
     ) -> Result<Vec<NodeId>, Status> {
         let channel = self
@@ -198,7 +351,7 @@ impl MetaNode {
         let mut req = tonic::Request::new(GroupMembersRequest {
             group,
             node,
-            add,
+            change: change as i32,
             addr: addr.to_owned(),
         });
         req.set_timeout(GROUP_CHANGE_TIMEOUT);

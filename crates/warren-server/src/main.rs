@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+use warren_cluster::pb::MemberChange;
 use warren_server::{ClusterClientArgs, Config, Server, ServerArgs};
 
 /// Warren: a clustered AMQP 0-9-1 message broker.
@@ -43,6 +44,17 @@ enum QueuesCommand {
     AddMember(MemberArgs),
     /// Remove a quorum queue's replica from a node (its data there goes).
     DeleteMember(MemberArgs),
+    /// Make a node that holds a replica the queue's leader.
+    TransferLeader(MemberArgs),
+    /// Move quorum queue leaders so that the nodes lead about as many each.
+    Rebalance {
+        /// A node's cluster address.
+        #[arg(long, env = "WARREN_SERVER", default_value = DEFAULT_CLUSTER_SERVER)]
+        server: String,
+        /// The cluster secret (and TLS files) to prove.
+        #[command(flatten)]
+        auth: ClusterClientArgs,
+    },
     /// Add a replica on a node to every quorum queue that has none there.
     Grow(NodeArgs),
     /// Remove a node's replicas from every quorum queue (but a queue's last).
@@ -163,18 +175,38 @@ async fn queues(cmd: QueuesCommand) -> anyhow::Result<()> {
                 print!("{}", admin::render_queues(&rs));
             }
         }
-        QueuesCommand::AddMember(a) => member(a, true).await?,
-        QueuesCommand::DeleteMember(a) => member(a, false).await?,
+        QueuesCommand::AddMember(a) => member(a, MemberChange::AddMember).await?,
+        QueuesCommand::DeleteMember(a) => member(a, MemberChange::DeleteMember).await?,
+        QueuesCommand::TransferLeader(a) => member(a, MemberChange::TransferLeader).await?,
+        QueuesCommand::Rebalance { server, auth } => {
+            let moves = admin::rebalance(&security(auth)?, &server).await?;
+            let mut failed = 0;
+            for (queue, from, to, r) in &moves {
+                match r {
+                    Ok(()) => println!("{queue}: leader {from} -> {to}"),
+                    Err(e) => {
+                        failed += 1;
+                        println!("{queue}: leader {from} -> {to} failed: {e}");
+                    }
+                }
+            }
+            if moves.is_empty() {
+                println!("leaders are balanced");
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} moves failed", moves.len());
+            }
+        }
         QueuesCommand::Grow(a) => regrow(a, true).await?,
         QueuesCommand::Shrink(a) => regrow(a, false).await?,
     }
     Ok(())
 }
 
-async fn member(a: MemberArgs, add: bool) -> anyhow::Result<()> {
+async fn member(a: MemberArgs, change: MemberChange) -> anyhow::Result<()> {
     use warren_cluster::admin_client as admin;
     let replicas =
-        admin::queue_members(&security(a.auth)?, &a.server, &a.queue, a.node, add).await?;
+        admin::queue_members(&security(a.auth)?, &a.server, &a.queue, a.node, change).await?;
     println!("{}: replicas {replicas:?}", a.queue);
     Ok(())
 }

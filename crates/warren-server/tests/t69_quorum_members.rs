@@ -2,7 +2,9 @@
 //! added (`warren queues add-member`) catches up and votes, a member
 //! removed (`delete-member`) leaves no key of the group in its store and
 //! its node goes on serving the queue through the others, and `grow` /
-//! `shrink` do the same for every queue of a node.
+//! `shrink` do the same for every queue of a node; leaders are handed over
+//! (`transfer-leader`) and spread again (`rebalance`); a node removed from
+//! the cluster has its replicas replaced on the others.
 
 mod common;
 
@@ -12,6 +14,7 @@ use common::BIN;
 use lapin::Confirmation;
 use lapin::options::BasicGetOptions;
 use lapin::types::{AMQPValue, FieldTable};
+use warren_cluster::pb::MemberChange;
 use warren_store::Store;
 use warren_testkit::client::*;
 use warren_testkit::{Cluster, Options, TEST_SECRET, wait_for_async};
@@ -106,7 +109,7 @@ async fn members_are_added_and_removed_while_the_queue_serves() {
     // Removed: its store keeps no key of the group; its node still serves
     // the queue through the others.
     let members = c
-        .queue_members(up, "qq.members", down, false)
+        .queue_members(up, "qq.members", down, MemberChange::DeleteMember)
         .await
         .expect("delete-member");
     assert!(!members.contains(&down), "{members:?}");
@@ -155,4 +158,109 @@ async fn members_are_added_and_removed_while_the_queue_serves() {
     .await;
     publish_all(&chu, "qq.members", 120, 10).await;
     assert_eq!(count(&chu, "qq.members").await, 10);
+}
+
+/// Which node leads each of `queues`, as node `via` finds them.
+async fn leaders(c: &Cluster, via: u64, queues: &[String]) -> Vec<Option<u64>> {
+    let status = c.queue_status(via).await;
+    queues
+        .iter()
+        .map(|q| {
+            status
+                .iter()
+                .find(|r| &r.queue == q && r.state == "leader")
+                .map(|r| r.node)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_are_transferred_and_rebalanced() {
+    let c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
+    c.wait_leader(&[1, 2, 3]).await;
+    let n2 = c.connect(2).await;
+    let ch = channel(&n2).await;
+    let queues: Vec<String> = (0..6).map(|i| format!("qq.lead-{i}")).collect();
+    for q in &queues {
+        ch.queue_declare(q.as_str().into(), durable(), quorum_of(3))
+            .await
+            .expect("declare");
+    }
+    // Every leader moved to node 1, each move through the CLI.
+    for q in &queues {
+        let out = cli(&c, 3, &["transfer-leader", q, "1"]);
+        assert!(out.contains("replicas"), "{out}");
+    }
+    wait_for_async("node 1 leads every queue", || async {
+        leaders(&c, 1, &queues).await.iter().all(|l| *l == Some(1))
+    })
+    .await;
+    // The queues took publishes again once handed over.
+    confirms(&ch).await;
+    for q in &queues {
+        publish_all(&ch, q, 0, 5).await;
+    }
+    // Rebalanced: each node leads two.
+    let out = cli(&c, 2, &["rebalance"]);
+    assert!(out.contains("->"), "{out}");
+    wait_for_async("each node leads two queues", || async {
+        let ls = leaders(&c, 1, &queues).await;
+        (1..=3).all(|n| ls.iter().filter(|l| **l == Some(n)).count() == 2)
+    })
+    .await;
+    for q in &queues {
+        publish_all(&ch, q, 5, 5).await;
+        assert_eq!(count(&ch, q).await, 10);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_has_its_replicas_replaced() {
+    let mut c = Cluster::start_all(BIN, &[1, 2, 3, 4], Options::default());
+    c.wait_leader(&[1, 2, 3, 4]).await;
+    let n1 = c.connect(1).await;
+    let ch = channel(&n1).await;
+    // Queues until one has a replica on a node other than 1 (the one used).
+    let mut queues = Vec::new();
+    let mut gone = None;
+    for i in 0..4 {
+        let q = format!("qq.moved-{i}");
+        ch.queue_declare(q.as_str().into(), durable(), quorum_of(3))
+            .await
+            .expect("declare");
+        let rs = wait_for_async("the queue's three replicas", || async {
+            let rs = c.replica_nodes(1, &q).await;
+            (rs.len() == 3).then_some(rs)
+        })
+        .await;
+        queues.push(q);
+        if gone.is_none() {
+            gone = rs.into_iter().find(|n| *n != 1);
+        }
+    }
+    let gone = gone.expect("a replica off node 1");
+    confirms(&ch).await;
+    for q in &queues {
+        publish_all(&ch, q, 0, 10).await;
+    }
+
+    // The node dies and is removed from the cluster.
+    c.kill9(gone);
+    c.remove_node(1, gone).await.expect("remove the node");
+
+    // Every queue is back to three replicas, none of them on it.
+    for q in &queues {
+        wait_for_async(
+            &format!("{q} has three replicas without node {gone}"),
+            || async {
+                let rs = c.replica_nodes(1, q).await;
+                rs.len() == 3 && !rs.contains(&gone)
+            },
+        )
+        .await;
+    }
+    for q in &queues {
+        publish_all(&ch, q, 10, 5).await;
+        assert_eq!(count(&ch, q).await, 15);
+    }
 }

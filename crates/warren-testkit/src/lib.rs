@@ -402,17 +402,25 @@ impl Cluster {
             .unwrap_or_default()
     }
 
-    /// `warren queues add-member|delete-member` through node `via`: the
-    /// queue's replica set after the change.
+    /// `warren queues add-member|delete-member|transfer-leader` through
+    /// node `via`: the queue's replica set after the change.
     pub async fn queue_members(
         &self,
         via: u64,
         queue: &str,
         node: u64,
-        add: bool,
+        change: warren_cluster::pb::MemberChange,
     ) -> Result<Vec<u64>, warren_cluster::ClusterError> {
         let addr = self.node(via).cluster_addr();
-        warren_cluster::admin_client::queue_members(&self.admin, &addr, queue, node, add).await
+        warren_cluster::admin_client::queue_members(&self.admin, &addr, queue, node, change).await
+    }
+
+    /// `warren cluster remove-node` through node `via`.
+    pub async fn remove_node(&self, via: u64, id: u64) -> Result<(), warren_cluster::ClusterError> {
+        let addr = self.node(via).cluster_addr();
+        warren_cluster::admin_client::remove_node(&self.admin, &addr, id)
+            .await
+            .map(|_| ())
     }
 
     /// The nodes holding a replica of `queue`, as node `via` finds them.

@@ -335,6 +335,14 @@ impl Leading {
     /// Proposes what waits, in order, while fewer than [`IN_FLIGHT`]
     /// proposals are out.
     pub(super) async fn propose(&mut self) {
+        if self
+            .group
+            .pausing
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            // Handing leadership over (`warren queues transfer-leader`).
+            return;
+        }
         for (channel, ids) in self.sent_no_ack.drain() {
             self.ops
                 .push(QueueOp::Command(Command::Settle { channel, ids }));
