@@ -365,7 +365,12 @@ impl Front {
         match msg {
             QueueMsg::Consume { spec, link, reply } => {
                 let key = (spec.channel.id, spec.tag.clone());
-                let mine = connection_node(spec.channel.id) == self.env.me;
+                // This node's consumers, and those of nodes outside the
+                // replica set (they reach the leader through this member,
+                // which attaches them again when the leader changes).
+                let node = connection_node(spec.channel.id);
+                let mine = node == self.env.me
+                    || (self.group.is_some() && !self.def.replicas.contains(&node));
                 let routed = if mine {
                     self.route_link(&link)
                 } else {
