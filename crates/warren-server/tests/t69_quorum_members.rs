@@ -264,3 +264,42 @@ async fn a_removed_node_has_its_replicas_replaced() {
         assert_eq!(count(&ch, q).await, 15);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_spread_again_when_a_node_returns() {
+    let mut c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
+    c.wait_leader(&[1, 2, 3]).await;
+    let n1 = c.connect(1).await;
+    let ch = channel(&n1).await;
+    let queues: Vec<String> = (0..6).map(|i| format!("qq.back-{i}")).collect();
+    for q in &queues {
+        ch.queue_declare(q.as_str().into(), durable(), quorum_of(3))
+            .await
+            .expect("declare");
+    }
+    let even =
+        |ls: &[Option<u64>]| (1..=3).all(|n| ls.iter().filter(|l| **l == Some(n)).count() == 2);
+    wait_for_async("the leaders spread two per node", || async {
+        even(&leaders(&c, 1, &queues).await)
+    })
+    .await;
+    // Node 3 dies: the others take its queues over.
+    c.kill9(3);
+    wait_for_async("nodes 1 and 2 lead every queue", || async {
+        leaders(&c, 1, &queues)
+            .await
+            .iter()
+            .all(|l| matches!(l, Some(1 | 2)))
+    })
+    .await;
+    // Back: some seconds later it leads two again, nobody asking.
+    c.restart(3);
+    wait_for_async("the leaders spread two per node again", || async {
+        even(&leaders(&c, 1, &queues).await)
+    })
+    .await;
+    confirms(&ch).await;
+    for q in &queues {
+        publish_all(&ch, q, 0, 3).await;
+    }
+}
