@@ -60,9 +60,7 @@ impl QueueGroups {
         change: MemberChange,
         addr: &str,
     ) -> Result<Vec<NodeId>, Status> {
-        let g = self
-            .get(id)
-            .ok_or_else(|| Status::failed_precondition(format!("no replica of group {id} here")))?;
+        let g = self.replica(id)?;
         let m = g.raft.metrics().borrow().clone();
         if m.current_leader != Some(self.me()) {
             return Err(Status::failed_precondition(format!(
@@ -147,11 +145,15 @@ impl QueueGroups {
         r
     }
 
+    /// This node's replica of group `id`; `FAILED_PRECONDITION` if none.
+    fn replica(&self, id: u64) -> Result<QueueGroup, Status> {
+        self.get(id)
+            .ok_or_else(|| Status::failed_precondition(format!("no replica of group {id} here")))
+    }
+
     /// On a member: calls an election of group `id` now.
     pub async fn elect(&self, id: u64) -> Result<(), Status> {
-        let g = self
-            .get(id)
-            .ok_or_else(|| Status::failed_precondition(format!("no replica of group {id} here")))?;
+        let g = self.replica(id)?;
         g.raft
             .trigger()
             .elect()

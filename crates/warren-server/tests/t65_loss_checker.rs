@@ -56,22 +56,24 @@ fn queue_of(n: u64) -> String {
     QUEUES[(n % QUEUES.len() as u64) as usize].to_owned()
 }
 
+/// A connection to node `via`, if it is up and answers within 3 s.
+async fn connect_via(via: u64, addrs: &Addresses) -> Option<lapin::Connection> {
+    let uri = addrs.lock().expect("addrs").get(&via).cloned().flatten()?;
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()),
+    )
+    .await
+    .ok()?
+    .ok()
+}
+
 /// Publishes to every queue in turn through node `via`, reconnecting when
 /// the node goes away, until `stop`.
 async fn publisher(via: u64, addrs: Addresses, confirmed: Confirmed, stop: Arc<AtomicBool>) {
     let mut n: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
-        let uri = addrs.lock().expect("addrs").get(&via).cloned().flatten();
-        let Some(uri) = uri else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let Ok(Ok(conn)) = tokio::time::timeout(
-            Duration::from_secs(3),
-            lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()),
-        )
-        .await
-        else {
+        let Some(conn) = connect_via(via, &addrs).await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -105,17 +107,7 @@ async fn publisher(via: u64, addrs: Addresses, confirmed: Confirmed, stop: Arc<A
 /// goes to `received`.
 async fn consumer(via: u64, addrs: Addresses, received: Confirmed, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
-        let uri = addrs.lock().expect("addrs").get(&via).cloned().flatten();
-        let Some(uri) = uri else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let Ok(Ok(conn)) = tokio::time::timeout(
-            Duration::from_secs(3),
-            lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()),
-        )
-        .await
-        else {
+        let Some(conn) = connect_via(via, &addrs).await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };

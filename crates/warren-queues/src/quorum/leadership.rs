@@ -6,7 +6,6 @@ use warren_core::NodeId;
 
 use super::leader::Leading;
 use super::{Front, Role, TARGET_DOWN_AFTER};
-use crate::api::QueueMsg;
 use crate::link;
 
 impl Front {
@@ -78,14 +77,7 @@ impl Front {
                 std::sync::atomic::Ordering::Release,
             );
         }
-        let old = std::mem::replace(&mut self.role, Role::Waiting);
-        match old {
-            Role::Leader(l) => l.step_down(),
-            Role::Forward { proxy, .. } => {
-                let _ = proxy.mailbox().try_send(QueueMsg::Stop);
-            }
-            Role::Waiting => {}
-        }
+        self.end_role();
         self.role = match leader {
             None => Role::Waiting,
             Some(l) if l == self.env.me => match &self.group {

@@ -54,10 +54,7 @@ impl Front {
     async fn leave_group(&mut self) {
         if matches!(self.role, Role::Leader(_)) {
             // Step down before the group stops; the role follows below.
-            let old = std::mem::replace(&mut self.role, Role::Waiting);
-            if let Role::Leader(l) = old {
-                l.step_down();
-            }
+            self.end_role();
         }
         if self.group.take().is_some()
             && let Err(e) = self.env.groups.remove(self.def.id).await

@@ -467,18 +467,23 @@ impl Front {
             .map_or((0, 0), |g| (g.counts.ready(), g.counts.consumers()))
     }
 
-    /// After a delete or a stop: consumers are told (delete), the replica
-    /// and its keys go (delete), and what is left in the mailbox is
-    /// answered.
-    async fn finish(&mut self) {
-        let role = std::mem::replace(&mut self.role, Role::Waiting);
-        match role {
+    /// Leaves the current role for `Waiting`: a leader steps down (what it
+    /// did not propose is refused), a forwarding proxy stops.
+    fn end_role(&mut self) {
+        match std::mem::replace(&mut self.role, Role::Waiting) {
             Role::Leader(l) => l.step_down(),
             Role::Forward { proxy, .. } => {
                 let _ = proxy.mailbox().try_send(QueueMsg::Stop);
             }
             Role::Waiting => {}
         }
+    }
+
+    /// After a delete or a stop: consumers are told (delete), the replica
+    /// and its keys go (delete), and what is left in the mailbox is
+    /// answered.
+    async fn finish(&mut self) {
+        self.end_role();
         self.rx.close();
         let parked: Vec<QueueMsg> = self.parked.drain(..).map(|(_, m)| m).collect();
         if self.deleted {
