@@ -61,8 +61,6 @@ pub struct QueueTiming {
     pub election_min_ms: u64,
     /// See `election_min_ms`.
     pub election_max_ms: u64,
-    /// Entries between snapshots (each entry is a batch of commands).
-    pub snapshot_every: u64,
 }
 
 impl Default for QueueTiming {
@@ -74,7 +72,6 @@ impl Default for QueueTiming {
             heartbeat_ms: 150,
             election_min_ms: 450,
             election_max_ms: 900,
-            snapshot_every: 1024,
         }
     }
 }
@@ -113,9 +110,17 @@ impl QueueGroups {
             heartbeat_interval: timing.heartbeat_ms,
             election_timeout_min: timing.election_min_ms,
             election_timeout_max: timing.election_max_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
+            // The queue's runtime asks for snapshots when the log since the
+            // last one outweighs the state (`QuorumCounts::snapshot_due`):
+            // a count of entries would rewrite a long queue's state every
+            // few messages when entries hold one message each.
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: 64,
             snapshot_max_chunk_size: crate::raft_client::SNAPSHOT_CHUNK,
+            // The timeout of each chunk of a snapshot, the last one
+            // included, whose answer waits until the replica has written
+            // every body the snapshot carries (a GiB for a long backlog).
+            install_snapshot_timeout: 30_000,
             // Entries are batches of up to a MiB: a few per request.
             max_payload_entries: 16,
             ..Config::default()

@@ -12,7 +12,14 @@ use openraft::{AnyError, BasicNode};
 use warren_store::raft::{LogCodec, MetaRaft, QueueRaft};
 
 /// The encoding of one group type's AppendEntries requests.
-pub trait GroupWire: LogCodec<Node = BasicNode, SnapshotData = std::io::Cursor<Vec<u8>>> {
+/// A group's snapshot data is anything openraft can send in chunks: an
+/// in-memory buffer for group 0, a file for a quorum queue.
+pub trait GroupWire:
+    LogCodec<
+        Node = BasicNode,
+        SnapshotData: tokio::io::AsyncRead + tokio::io::AsyncWrite + tokio::io::AsyncSeek + Unpin,
+    >
+{
     /// The request as (JSON payload, raw data).
     fn encode_append(rpc: &AppendEntriesRequest<Self>) -> Result<(Vec<u8>, Vec<u8>), AnyError> {
         let payload = serde_json::to_vec(rpc).map_err(|e| AnyError::new(&e))?;

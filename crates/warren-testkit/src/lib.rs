@@ -37,7 +37,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 pub use single::{SingleNode, rss};
-pub use wait::{DEADLINE, Ready, wait_for, wait_for_async, wait_for_blocking};
+pub use wait::{
+    DEADLINE, Ready, wait_for, wait_for_async, wait_for_async_within, wait_for_blocking,
+};
 pub use warren_cluster::admin_client::{ClusterStatus, MemberStatus};
 use warren_cluster::{ClusterSecret, Security, Tls, TlsFiles};
 

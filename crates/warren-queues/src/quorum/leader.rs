@@ -6,11 +6,13 @@
 //! openraft's core in that order, so they reach the log in it), at most
 //! [`IN_FLIGHT`] at a time; whatever arrives meanwhile waits in the next
 //! batch. Each proposal's answer comes back from a small task to the front
-//! ([`Done`]). If the front is gone by then (it stepped down), the task
+//! ([`Done`]), which acts on answers in the order of their proposals
+//! (two tasks may finish in either order; deliveries and confirms must
+//! not: a single consumer gets a quorum queue's messages in order). If the front is gone by then (it stepped down), the task
 //! answers the waiters itself: a committed publish is confirmed, a failed
 //! one nacked, never left unanswered.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use tokio::sync::{mpsc, oneshot};
 use warren_cluster::QueueGroup;
@@ -48,6 +50,8 @@ enum Waiter {
 
 /// A proposal's outcome, for the front that made it.
 pub(crate) struct Done {
+    /// The proposal's place among this leadership's proposals.
+    seq: u64,
     waiters: Vec<Waiter>,
     result: Result<QueueResponse, String>,
 }
@@ -159,6 +163,12 @@ pub(crate) struct Leading {
     sent_no_ack: HashMap<u64, Vec<MsgId>>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
+    /// The `seq` of the next proposal.
+    proposed: u64,
+    /// The `seq` of the next answer to act on.
+    next_done: u64,
+    /// Answers that came before an earlier proposal's.
+    early: BTreeMap<u64, Done>,
 }
 
 impl Leading {
@@ -177,6 +187,9 @@ impl Leading {
             sent_no_ack: HashMap::new(),
             done_tx,
             done_rx,
+            proposed: 0,
+            next_done: 0,
+            early: BTreeMap::new(),
         }
     }
 
@@ -366,6 +379,8 @@ impl Leading {
             match self.group.raft.client_write_ff(QueueBatch(ops)).await {
                 Ok(rx) => {
                     self.in_flight += 1;
+                    let seq = self.proposed;
+                    self.proposed += 1;
                     let tx = self.done_tx.clone();
                     tokio::spawn(async move {
                         let result = match rx.await {
@@ -373,14 +388,18 @@ impl Leading {
                             Ok(Err(e)) => Err(e.to_string()),
                             Err(_) => Err("the queue's replica stopped".to_owned()),
                         };
-                        if let Err(mpsc::error::SendError(done)) = tx.send(Done { waiters, result })
-                        {
+                        if let Err(mpsc::error::SendError(done)) = tx.send(Done {
+                            seq,
+                            waiters,
+                            result,
+                        }) {
                             done.answer_alone();
                         }
                     });
                 }
                 Err(e) => {
                     Done {
+                        seq: 0,
                         waiters,
                         result: Err(e.to_string()),
                     }
@@ -390,14 +409,25 @@ impl Leading {
         }
     }
 
-    /// Acts on a proposal's outcome.
+    /// Takes a proposal's outcome; acts on it once every earlier
+    /// proposal's was acted on.
     pub(super) fn committed(&mut self, done: Done, held: &mut Held) {
+        self.early.insert(done.seq, done);
+        while let Some(done) = self.early.remove(&self.next_done) {
+            self.next_done += 1;
+            self.act_on(done, held);
+        }
+    }
+
+    /// Acts on a proposal's outcome.
+    fn act_on(&mut self, done: Done, held: &mut Held) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let resp = match done.result {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(queue = %self.def.name, cause = %e, "a proposal failed");
                 Done {
+                    seq: done.seq,
                     waiters: done.waiters,
                     result: Err(e),
                 }
@@ -511,8 +541,12 @@ impl Leading {
         while let Ok(done) = self.done_rx.try_recv() {
             done.answer_alone();
         }
+        for done in std::mem::take(&mut self.early).into_values() {
+            done.answer_alone();
+        }
         let waiters = std::mem::take(&mut self.waiters);
         Done {
+            seq: 0,
             waiters,
             result: Err("not the leader".to_owned()),
         }

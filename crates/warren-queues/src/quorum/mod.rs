@@ -260,6 +260,7 @@ impl Front {
                     self.reattach().await;
                     self.check_nodes();
                     self.check_channels();
+                    self.check_snapshot().await;
                 }
                 Event::Stopping => {
                     self.stopped = true;
@@ -456,6 +457,17 @@ impl Front {
     /// Counts are answered here on the leader (what it applied is the
     /// latest), and on a replica while no leader is known (a redeclare
     /// does not wait for an election); elsewhere the leader answers.
+    /// Asks openraft for a snapshot of this replica once its state machine
+    /// finds one due (queue groups have no snapshot policy of their own).
+    async fn check_snapshot(&self) {
+        if let Some(g) = &self.group
+            && g.counts.take_snapshot_due()
+            && let Err(e) = g.raft.trigger().snapshot().await
+        {
+            tracing::debug!(queue = %self.def.name, "no snapshot: {e}");
+        }
+    }
+
     fn answers_counts(&self) -> bool {
         self.group.is_some() && !matches!(self.role, Role::Forward { .. })
     }

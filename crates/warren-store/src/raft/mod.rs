@@ -9,6 +9,9 @@
 //!   applies batches to a [`warren_core::quorum::QuorumState`], keeps the
 //!   bodies in their own column family, snapshots the state (and sends the
 //!   bodies with it).
+//! - `queue_snapshot`: a quorum queue's state in bytes and the snapshot
+//!   file streamed to a replica that is behind.
+//! - `stored_snapshot`: the last snapshot of a group as stored.
 //! - [`state_machine`]: [`MetaStateMachine`], Raft group 0: applies
 //!   [`warren_core::meta::Command`]s to a [`warren_core::meta::MetaState`] and
 //!   builds and installs snapshots of it.
@@ -25,7 +28,9 @@
 pub mod log_store;
 pub mod queue;
 pub mod queue_machine;
+mod queue_snapshot;
 pub mod state_machine;
+mod stored_snapshot;
 
 use std::io::Cursor;
 

@@ -12,8 +12,6 @@
 //! membership entry) stays JSON, a few dozen bytes, so openraft's own types
 //! need no second encoding here.
 
-use std::io::Cursor;
-
 use openraft::{AnyError, BasicNode, Entry, EntryPayload, LogId, Membership};
 use warren_core::Message;
 use warren_core::quorum::{Command, ConsumerKey, Delivery, MsgId, Publisher, Reply};
@@ -81,7 +79,8 @@ openraft::declare_raft_types!(
         R = QueueResponse,
         NodeId = NodeId,
         Node = BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        // A file: a snapshot carries the bodies of every live message.
+        SnapshotData = tokio::fs::File,
 );
 
 /// A log entry of a quorum queue's group.

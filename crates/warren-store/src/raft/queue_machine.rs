@@ -11,9 +11,11 @@
 //!
 //! The stored snapshot holds the state only (ids, sizes, counts); the
 //! bodies it needs are the ones in the column family. Only a snapshot sent
-//! to another replica carries bodies: [`get_current_snapshot`] adds those of
-//! its live messages that still exist (one removed since is removed again by
-//! the log the receiver applies next).
+//! to another replica carries bodies: [`get_current_snapshot`] writes a
+//! file with those of its live messages that still exist (one removed
+//! since is removed again by the log the receiver applies next), and the
+//! receiver reads it back in batches (`queue_snapshot`). Neither side holds
+//! the bodies in memory.
 //!
 //! Applying reads the bodies the leader will send (deliveries, `basic.get`),
 //! from the batch itself when the message arrived in it, else from the
@@ -23,7 +25,6 @@
 //! [`get_current_snapshot`]: RaftStateMachine::get_current_snapshot
 
 use std::collections::HashMap;
-use std::io::Cursor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -36,12 +37,15 @@ use warren_core::Message;
 use warren_core::quorum::{Command, MsgId, QuorumConfig, QuorumSnapshot, QuorumState, Reply};
 
 use super::queue::{QueueEntry, QueueOp, QueueRaft, QueueResponse};
-use super::state_machine::{
+use super::queue_snapshot::{
+    TransferReader, decode_state, encode_state, live_ids, stale_bodies, write_transfer,
+};
+use super::stored_snapshot::{
     SNAPSHOT_WRITES, StoredSnapshot, read_stored_snapshot, snapshot_meta, snapshot_record,
     store_snapshot,
 };
-use super::{GroupId, NodeId, Result, decode, encode, key};
-use crate::codec::{Dec, Enc, decode_message, encode_message};
+use super::{GroupId, NodeId, Result, key};
+use crate::codec::{decode_message, encode_message};
 use crate::db::{CF_QUORUM_BODIES, Db};
 use crate::{Op, RaftCf, Store, Writer};
 
@@ -53,6 +57,8 @@ pub struct QuorumCounts {
     consumers: AtomicU64,
     /// [`QuorumState::channels`], for the leader's check of gone channels.
     channels: std::sync::Mutex<Vec<u64>>,
+    /// Set when the log since the last snapshot outweighs the state.
+    snapshot_due: AtomicBool,
 }
 
 impl QuorumCounts {
@@ -72,6 +78,12 @@ impl QuorumCounts {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Whether a snapshot is due, once: the runtime asks openraft for one.
+    /// Set again by the next apply if the build did not happen.
+    pub fn take_snapshot_due(&self) -> bool {
+        self.snapshot_due.swap(false, Ordering::AcqRel)
     }
 
     /// Once per applied batch of entries; the channel list is rebuilt only
@@ -106,6 +118,22 @@ pub struct QueueStateMachine {
     membership: StoredMembership<NodeId, BasicNode>,
     /// Snapshots built so far by this process (part of their ids).
     built: u64,
+    /// Bytes applied since the last snapshot (see [`snapshot_due`]).
+    since_snapshot: u64,
+}
+
+/// The least log, in bytes, between two snapshots.
+const SNAPSHOT_MIN_BYTES: u64 = 8 << 20;
+/// What an op weighs in the log besides its body.
+const OP_BYTES: u64 = 32;
+
+/// Whether a snapshot is due after `since` bytes of log: once the log
+/// outweighs four times the state (16 bytes a message) and at least
+/// [`SNAPSHOT_MIN_BYTES`]. Writing the state then costs at most a quarter
+/// of the log written meanwhile, however long the queue, as rabbit_fifo
+/// spaces its release cursors by the queue's length.
+fn snapshot_due(since: u64, messages: u64) -> bool {
+    since >= SNAPSHOT_MIN_BYTES.max(64 * messages)
 }
 
 impl std::fmt::Debug for QueueStateMachine {
@@ -136,10 +164,12 @@ impl QueueStateMachine {
             last_applied: None,
             membership: StoredMembership::default(),
             built: 0,
+            since_snapshot: 0,
         };
         if let Some(stored) = read_stored_snapshot(&sm.db, group)? {
-            let snap: QuorumSnapshot = decode(&stored.data)
-                .map_err(|e| StorageIOError::read_snapshot(Some(stored.meta.signature()), e))?;
+            let snap = decode_state(&stored.data).map_err(|e| {
+                StorageIOError::read_snapshot(Some(stored.meta.signature()), super::io_err(e))
+            })?;
             sm.state = QuorumState::restore(snap);
             sm.last_applied = stored.meta.last_log_id;
             sm.membership = stored.meta.last_membership;
@@ -195,6 +225,10 @@ impl QueueStateMachine {
         let mut resp = QueueResponse::default();
         let mut buf = Vec::new();
         for op in ops {
+            self.since_snapshot += OP_BYTES;
+            if let QueueOp::Enqueue { message, .. } = &op {
+                self.since_snapshot += message.body().len() as u64;
+            }
             let held = match &op {
                 QueueOp::Command(Command::Checkout { consumer, .. }) => {
                     self.state.held_by(consumer)
@@ -244,31 +278,6 @@ impl QueueStateMachine {
         }
         Ok(resp)
     }
-
-    /// The snapshot to send: the stored state, then every body it names
-    /// that still exists, each as (id, length, encoded message).
-    fn with_bodies(&self, stored: &StoredSnapshot) -> Result<Vec<u8>> {
-        let snap: QuorumSnapshot = decode(&stored.data)
-            .map_err(|e| StorageIOError::read_snapshot(Some(stored.meta.signature()), e))?;
-        let state = QuorumState::restore(snap);
-        let mut out = Vec::with_capacity(stored.data.len() + 64);
-        Enc(&mut out).u32(stored.data.len() as u32);
-        out.extend_from_slice(&stored.data);
-        let cf = self.db.cf_handle(CF_QUORUM_BODIES).ok_or_else(|| {
-            StorageIOError::read_snapshot(None, super::io_err("no quorum_bodies cf"))
-        })?;
-        for id in state.ids() {
-            if let Some(v) = self
-                .db
-                .get_cf(cf, key::entry(self.group, id))
-                .map_err(super::read_err)?
-            {
-                Enc(&mut out).u64(id).u32(v.len() as u32);
-                out.extend_from_slice(&v);
-            }
-        }
-        Ok(out)
-    }
 }
 
 impl RaftStateMachine<QueueRaft> for QueueStateMachine {
@@ -302,6 +311,12 @@ impl RaftStateMachine<QueueRaft> for QueueStateMachine {
             });
         }
         self.counts.set(&self.state);
+        if snapshot_due(
+            self.since_snapshot,
+            self.state.ready_len() as u64 + self.state.checked_len(),
+        ) {
+            self.counts.snapshot_due.store(true, Ordering::Release);
+        }
         if !writes.is_empty() {
             self.writer.write(writes).await.map_err(super::write_err)?;
         }
@@ -310,6 +325,7 @@ impl RaftStateMachine<QueueRaft> for QueueStateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.built += 1;
+        self.since_snapshot = 0;
         QueueSnapshotBuilder {
             group: self.group,
             db: self.db.clone(),
@@ -321,57 +337,73 @@ impl RaftStateMachine<QueueRaft> for QueueStateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>> {
+        let file = snapshot_file(&self.db).map_err(|e| StorageIOError::write_snapshot(None, e))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
+    /// Installs a received transfer. The bodies go first, in batches
+    /// without a sync; then the state's record, synced (which syncs the
+    /// bodies before it); then the bodies the new state does not name are
+    /// deleted. A crash at any point leaves the stored state with every
+    /// body it names: at worst extra ones, which the next install deletes.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<()> {
-        let bad =
-            |what: &str| StorageIOError::read_snapshot(Some(meta.signature()), super::io_err(what));
-        let data = snapshot.into_inner();
-        let mut d = Dec(&data);
-        let n = d.u32().map_err(|_| bad("truncated snapshot"))? as usize;
-        let state_bytes = d.take(n).map_err(|_| bad("truncated snapshot"))?.to_vec();
-        let snap: QuorumSnapshot = decode(&state_bytes)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), e))?;
-        // Every body of the group goes; the snapshot's take their place.
-        let mut writes = vec![Op::RaftDeleteRange(
-            RaftCf::Bodies,
-            key::entry(self.group, 0),
-            key::entry(self.group, u64::MAX),
-        )];
-        while !d.0.is_empty() {
-            let id = d.u64().map_err(|_| bad("truncated snapshot body"))?;
-            let len = d.u32().map_err(|_| bad("truncated snapshot body"))? as usize;
-            let body = d.take(len).map_err(|_| bad("truncated snapshot body"))?;
-            writes.push(Op::RaftPut(
+        let bad = |e: crate::StoreError| {
+            StorageIOError::read_snapshot(Some(meta.signature()), super::io_err(e))
+        };
+        let started = std::time::Instant::now();
+        let (mut reader, state_bytes) = TransferReader::open(*snapshot).await.map_err(bad)?;
+        let snap = decode_state(&state_bytes).map_err(bad)?;
+        let mut batch = Vec::new();
+        let (mut batch_bytes, mut bodies, mut bytes) = (0, 0u64, 0u64);
+        while let Some((id, body)) = reader.body().await.map_err(bad)? {
+            bodies += 1;
+            bytes += body.len() as u64;
+            batch_bytes += body.len() + 16;
+            batch.push(Op::RaftPut(
                 RaftCf::Bodies,
                 key::entry(self.group, id),
-                body.to_vec(),
+                body,
             ));
+            if batch_bytes >= INSTALL_BATCH_BYTES {
+                batch_bytes = 0;
+                let writes = std::mem::take(&mut batch);
+                self.writer.write(writes).await.map_err(super::write_err)?;
+            }
         }
-        // The bodies and the snapshot record go in one synced write: a crash
-        // cannot leave the old state beside the new bodies.
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data: state_bytes,
         };
-        writes.push(snapshot_record(self.group, &stored)?);
+        batch.push(snapshot_record(self.group, &stored)?);
         {
             let _turn = SNAPSHOT_WRITES.lock().await;
             self.writer
-                .write_sync(writes)
+                .write_sync(batch)
                 .await
                 .map_err(super::write_err)?;
         }
+        let live = live_ids(&snap);
         self.state = QuorumState::restore(snap);
         self.counts.set(&self.state);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        self.since_snapshot = 0;
+        let stale = self.delete_stale_bodies(live).await?;
+        tracing::info!(
+            group = self.group,
+            snapshot = %meta.snapshot_id,
+            ready = self.state.ready_len(),
+            bodies,
+            bytes,
+            stale,
+            ms = started.elapsed().as_millis() as u64,
+            "installed a quorum queue snapshot"
+        );
         Ok(())
     }
 
@@ -379,11 +411,61 @@ impl RaftStateMachine<QueueRaft> for QueueStateMachine {
         let Some(stored) = read_stored_snapshot(&self.db, self.group)? else {
             return Ok(None);
         };
-        let data = self.with_bodies(&stored)?;
+        let (db, group) = (self.db.clone(), self.group);
+        let sig = stored.meta.signature();
+        let started = std::time::Instant::now();
+        let file = tokio::task::spawn_blocking(move || {
+            let file = snapshot_file(&db).map_err(|e| crate::StoreError::Rocks(e.to_string()))?;
+            write_transfer(&db, group, &stored.data, file)
+        })
+        .await
+        .map_err(|e| StorageIOError::read_snapshot(Some(sig.clone()), super::io_err(e)))?
+        .map_err(|e| StorageIOError::read_snapshot(Some(sig), super::io_err(e)))?;
+        tracing::info!(
+            group = self.group,
+            snapshot = %stored.meta.snapshot_id,
+            bytes = file.metadata().map(|m| m.len()).unwrap_or(0),
+            ms = started.elapsed().as_millis() as u64,
+            "wrote a quorum queue snapshot to send"
+        );
         Ok(Some(Snapshot {
             meta: stored.meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
+    }
+}
+
+/// Bodies written per batch while a snapshot is installed.
+const INSTALL_BATCH_BYTES: usize = 4 << 20;
+
+/// Stale body keys deleted per write after an install.
+const STALE_BATCH: usize = 16 * 1024;
+
+/// A file for a snapshot being sent or received, in the store's directory
+/// (not `/tmp`, often memory): unnamed, so it is gone when closed, also
+/// after a crash.
+fn snapshot_file(db: &Db) -> std::result::Result<std::fs::File, openraft::AnyError> {
+    tempfile::tempfile_in(db.path()).map_err(|e| super::io_err(format!("snapshot file: {e}")))
+}
+
+impl QueueStateMachine {
+    /// Deletes the bodies of this group that `live` (ascending) does not
+    /// name: what the replica held before an install replaced its state.
+    /// Returns how many went.
+    async fn delete_stale_bodies(&self, live: Vec<MsgId>) -> Result<usize> {
+        let (db, group) = (self.db.clone(), self.group);
+        let stale = tokio::task::spawn_blocking(move || stale_bodies(&db, group, &live))
+            .await
+            .map_err(super::read_err)?
+            .map_err(super::read_err)?;
+        for chunk in stale.chunks(STALE_BATCH) {
+            let writes = chunk
+                .iter()
+                .map(|id| Op::RaftDelete(RaftCf::Bodies, key::entry(group, *id)))
+                .collect();
+            self.writer.write(writes).await.map_err(super::write_err)?;
+        }
+        Ok(stale.len())
     }
 }
 
@@ -400,23 +482,21 @@ pub struct QueueSnapshotBuilder {
 
 impl RaftSnapshotBuilder<QueueRaft> for QueueSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<QueueRaft>> {
-        let data = encode(&self.image)
-            .map_err(|e| StorageIOError::write_snapshot(None, super::io_err(e)))?;
         let meta = snapshot_meta(self.last_applied, &self.membership, self.seq);
         let stored = StoredSnapshot {
             meta: meta.clone(),
-            data,
+            data: encode_state(&self.image),
         };
+        self.image = QuorumSnapshot::default();
         store_snapshot(&self.db, &self.writer, self.group, &stored).await?;
-        // What openraft keeps as "the current snapshot" is what a follower
-        // would get: state and bodies. Built here from the state alone; a
-        // transfer asks `get_current_snapshot`, which adds the bodies.
-        let mut framed = Vec::with_capacity(stored.data.len() + 4);
-        Enc(&mut framed).u32(stored.data.len() as u32);
-        framed.extend_from_slice(&stored.data);
+        // openraft keeps only the meta of a built snapshot (its state
+        // machine worker); a transfer asks `get_current_snapshot`, which
+        // writes the state and the bodies. The data returned here is empty.
+        let file = snapshot_file(&self.db)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(framed)),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
     }
 }

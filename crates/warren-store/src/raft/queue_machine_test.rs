@@ -1,4 +1,7 @@
+use std::io::Write;
+
 use openraft::{CommittedLeaderId, Entry};
+use tokio::io::AsyncReadExt;
 use warren_core::message::MessageFlags;
 use warren_core::quorum::{Command, ConsumerKey, Publisher};
 
@@ -139,6 +142,17 @@ async fn bodies_are_kept_while_their_messages_live_and_sent_with_a_snapshot() {
     let mut replica =
         QueueStateMachine::open(&other, other_writer.clone(), GROUP, QuorumConfig::default())
             .expect("open");
+    // What the replica held before is replaced: a body the new state does
+    // not name goes, another group's stays.
+    let stale = |group: GroupId, id: MsgId| {
+        let mut v = Vec::new();
+        encode_message(&message("old"), &mut v);
+        Op::RaftPut(RaftCf::Bodies, key::entry(group, id), v)
+    };
+    other_writer
+        .write_sync(vec![stale(GROUP, 1), stale(GROUP, 9), stale(GROUP + 1, 1)])
+        .await
+        .expect("write");
     replica
         .install_snapshot(&sent.meta, sent.snapshot)
         .await
@@ -148,6 +162,13 @@ async fn bodies_are_kept_while_their_messages_live_and_sent_with_a_snapshot() {
         assert!(replica.body(id).expect("read").is_some(), "body {id} sent");
     }
     assert!(replica.body(1).expect("read").is_none());
+    assert!(replica.body(9).expect("read").is_none());
+    replica.group = GROUP + 1;
+    assert!(
+        replica.body(1).expect("read").is_some(),
+        "another group's body"
+    );
+    replica.group = GROUP;
     // The replica goes on from there as the original does.
     let next = batch(
         5,
@@ -194,12 +215,56 @@ async fn a_truncated_snapshot_is_refused() {
         .await
         .expect("current")
         .expect("a snapshot");
-    let bytes = sent.snapshot.into_inner();
-    for cut in [2, 10, bytes.len() - 1] {
+    let mut bytes = Vec::new();
+    let mut file = sent.snapshot;
+    file.read_to_end(&mut bytes).await.expect("read");
+    for cut in [2, 10, 20, bytes.len() - 1] {
+        let mut part = tempfile::tempfile().expect("tempfile");
+        part.write_all(&bytes[..cut]).expect("write");
         let r = sm
-            .install_snapshot(&sent.meta, Box::new(Cursor::new(bytes[..cut].to_vec())))
+            .install_snapshot(&sent.meta, Box::new(tokio::fs::File::from_std(part)))
             .await;
         assert!(r.is_err(), "cut at {cut}");
     }
+    // The whole file installs.
+    let mut whole = tempfile::tempfile().expect("tempfile");
+    whole.write_all(&bytes).expect("write");
+    sm.install_snapshot(&sent.meta, Box::new(tokio::fs::File::from_std(whole)))
+        .await
+        .expect("install");
+    assert_eq!(sm.state().ready_len(), 1);
+    writer.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_due_once_the_log_outweighs_the_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let writer = store.start_writer();
+    let mut sm = QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
+        .expect("open");
+    let counts = sm.counts();
+    let big = "x".repeat(3 << 20);
+    for (i, seq) in (1..=3).enumerate() {
+        assert!(!counts.take_snapshot_due(), "not due after {i} × 3 MiB");
+        sm.apply([batch(seq, vec![enqueue(seq, &big)])])
+            .await
+            .expect("apply");
+    }
+    assert!(counts.take_snapshot_due(), "due after 9 MiB");
+    assert!(!counts.take_snapshot_due(), "taken once");
+    // Building one starts the count again.
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    sm.apply([batch(4, vec![enqueue(4, "small")])])
+        .await
+        .expect("apply");
+    assert!(!counts.take_snapshot_due());
+    // A long queue spaces them further: 64 bytes of log per message held.
+    assert!(!snapshot_due(9 << 20, 1_000_000));
+    assert!(snapshot_due(64_000_000, 1_000_000));
     writer.close().await.expect("close");
 }

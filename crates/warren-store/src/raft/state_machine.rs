@@ -16,17 +16,10 @@ use openraft::{
 };
 use warren_core::meta::{MetaSnapshot, MetaState};
 
-use super::{Applied, GroupId, MetaEntry, MetaRaft, NodeId, Result, decode, encode, key};
-use crate::db::{CF_RAFT_STATE, Db};
-use crate::{Op, RaftCf, Store, Writer};
-
-/// A snapshot as stored: openraft's meta plus the encoded state (a
-/// [`MetaSnapshot`] here; a quorum queue's state in `queue_machine`).
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(super) struct StoredSnapshot {
-    pub(super) meta: SnapshotMeta<NodeId, BasicNode>,
-    pub(super) data: Vec<u8>,
-}
+use super::stored_snapshot::{StoredSnapshot, read_stored_snapshot, snapshot_meta, store_snapshot};
+use super::{Applied, GroupId, MetaEntry, MetaRaft, NodeId, Result, decode, encode};
+use crate::db::Db;
+use crate::{Store, Writer};
 
 /// The metadata state machine of one group.
 pub struct MetaStateMachine {
@@ -169,82 +162,6 @@ impl RaftStateMachine<MetaRaft> for MetaStateMachine {
             snapshot: Box::new(Cursor::new(s.data)),
         }))
     }
-}
-
-/// The last snapshot stored for `group`.
-pub(super) fn read_stored_snapshot(db: &Db, group: GroupId) -> Result<Option<StoredSnapshot>> {
-    let cf = db
-        .cf_handle(CF_RAFT_STATE)
-        .ok_or_else(|| StorageIOError::read_snapshot(None, super::io_err("no raft_state cf")))?;
-    let Some(v) = db
-        .get_cf(cf, key::state(group, key::SNAPSHOT))
-        .map_err(super::read_err)?
-    else {
-        return Ok(None);
-    };
-    decode(&v)
-        .map(Some)
-        .map_err(|e| StorageIOError::read_snapshot(None, e).into())
-}
-
-/// Held around a check of the stored snapshot and the write that replaces
-/// it, so a build and an install cannot interleave between the two. One
-/// for the node: snapshots are rare.
-pub(super) static SNAPSHOT_WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The meta of a snapshot built at `last_applied`; `seq` (snapshots built
-/// by this process) keeps ids unique when two are built at one index.
-pub(super) fn snapshot_meta(
-    last_applied: Option<LogId<NodeId>>,
-    membership: &StoredMembership<NodeId, BasicNode>,
-    seq: u64,
-) -> SnapshotMeta<NodeId, BasicNode> {
-    let snapshot_id = match last_applied {
-        Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
-        None => format!("none-{seq}"),
-    };
-    SnapshotMeta {
-        last_log_id: last_applied,
-        last_membership: membership.clone(),
-        snapshot_id,
-    }
-}
-
-/// The write that stores `s` as `group`'s snapshot.
-pub(super) fn snapshot_record(group: GroupId, s: &StoredSnapshot) -> Result<Op> {
-    let v = encode(s)
-        .map_err(|e| StorageIOError::write_snapshot(Some(s.meta.signature()), super::io_err(e)))?;
-    Ok(Op::RaftPut(
-        RaftCf::State,
-        key::state(group, key::SNAPSHOT),
-        v,
-    ))
-}
-
-/// Stores a snapshot that openraft built, unless a newer one is stored
-/// already: openraft builds snapshots in a task of their own, so a build
-/// can finish after a snapshot from the leader was installed, and must not
-/// take the stored state back behind the log that was purged for it.
-pub(super) async fn store_snapshot(
-    db: &Db,
-    writer: &Writer,
-    group: GroupId,
-    s: &StoredSnapshot,
-) -> Result<()> {
-    let _turn = SNAPSHOT_WRITES.lock().await;
-    if let Some(current) = read_stored_snapshot(db, group)?
-        && current.meta.last_log_id > s.meta.last_log_id
-    {
-        tracing::debug!(
-            group,
-            "a snapshot built behind an installed one is not stored"
-        );
-        return Ok(());
-    }
-    writer
-        .write_sync(vec![snapshot_record(group, s)?])
-        .await
-        .map_err(super::write_err)
 }
 
 /// Builds a snapshot from the image taken by `get_snapshot_builder`.

@@ -1,0 +1,322 @@
+//! A quorum queue's snapshot in bytes: the state as it is stored, and the
+//! file a leader streams to a replica that is too far behind for its log.
+//!
+//! **The state** ([`encode_state`]) is binary, format 2: 16 bytes a message
+//! (id, size, delivery count), so a queue of a million messages stores
+//! 16 MB, not the 45 MB of the JSON of format 1 (still read).
+//!
+//! **The transfer** is a file, never one buffer: the state, then every live
+//! message's body (id, length, the body's stored encoding), written from a
+//! RocksDB iterator by [`write_transfer`] and read back by the receiving
+//! replica in batches ([`TransferReader`]). openraft reads and writes it in
+//! chunks through its `AsyncRead + AsyncWrite + AsyncSeek` bounds, so a
+//! backlog of a gigabyte costs a gigabyte of disk on each side, and a few
+//! MiB of memory.
+
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+
+use tokio::io::{AsyncReadExt, AsyncSeekExt, BufReader};
+use warren_core::NodeId;
+use warren_core::quorum::{ConsumerKey, ConsumerSnapshot, MsgId, QMsg, QuorumSnapshot};
+
+use super::{GroupId, decode, key};
+use crate::StoreError;
+use crate::codec::{Dec, Enc, corrupt};
+use crate::db::{CF_QUORUM_BODIES, Db};
+
+/// The state format written now (format 1 was `decode`'s JSON).
+const STATE_V2: u8 = 2;
+/// The first bytes of a transfer file.
+const TRANSFER_MAGIC: &[u8; 8] = b"WQSNAP02";
+/// Bytes of one message in the state.
+const MSG_BYTES: usize = 16;
+
+fn msg(e: &mut Enc<'_>, m: &QMsg) {
+    e.u64(m.id).u32(m.size).u32(m.delivery_count);
+}
+
+fn msgs(e: &mut Enc<'_>, ms: &[QMsg]) {
+    e.u64(ms.len() as u64);
+    for m in ms {
+        msg(e, m);
+    }
+}
+
+/// The state's bytes (format 2).
+pub(super) fn encode_state(s: &QuorumSnapshot) -> Vec<u8> {
+    let held: usize = s.consumers.iter().map(|c| c.checked.len()).sum();
+    let mut out = Vec::with_capacity(64 + (s.ready.len() + held) * MSG_BYTES);
+    let mut e = Enc(&mut out);
+    // The settings are a few bytes and grow with RabbitMQ's arguments.
+    let config = serde_json::to_string(&s.config).unwrap_or_else(|_| "{}".into());
+    e.u8(STATE_V2).str(&config).u64(s.next_id);
+    msgs(&mut e, &s.ready);
+    e.u32(s.consumers.len() as u32);
+    for c in &s.consumers {
+        e.u64(c.key.channel)
+            .str(&c.key.tag)
+            .u64(c.node)
+            .u32(c.prefetch);
+        e.u8(u8::from(c.no_ack) | (u8::from(c.cancelled) << 1));
+        msgs(&mut e, &c.checked);
+    }
+    e.u32(s.service.len() as u32);
+    for k in &s.service {
+        e.u64(k.channel).str(&k.tag);
+    }
+    e.u32(s.publishers.len() as u32);
+    for (channel, seq) in &s.publishers {
+        e.u64(*channel).u64(*seq);
+    }
+    out
+}
+
+/// Counts read from the input bound nothing but a loop: every vector
+/// grows as its elements are actually read.
+fn read_msgs(d: &mut Dec<'_>) -> Result<Vec<QMsg>, StoreError> {
+    let n = d.u64()?;
+    if n > (d.0.len() / MSG_BYTES) as u64 {
+        return Err(corrupt("message count past the end"));
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        out.push(QMsg {
+            id: d.u64()?,
+            size: d.u32()?,
+            delivery_count: d.u32()?,
+        });
+    }
+    Ok(out)
+}
+
+/// The state from its bytes, in either format.
+pub(super) fn decode_state(b: &[u8]) -> Result<QuorumSnapshot, StoreError> {
+    if b.first() != Some(&STATE_V2) {
+        return decode(b).map_err(|e| corrupt(&e.to_string()));
+    }
+    let mut d = Dec(&b[1..]);
+    let config = serde_json::from_str(d.str()?).map_err(|e| corrupt(&e.to_string()))?;
+    let next_id = d.u64()?;
+    let ready = read_msgs(&mut d)?;
+    let mut consumers = Vec::new();
+    for _ in 0..d.u32()? {
+        let key = ConsumerKey::new(d.u64()?, d.str()?);
+        let node: NodeId = d.u64()?;
+        let prefetch = d.u32()?;
+        let flags = d.u8()?;
+        consumers.push(ConsumerSnapshot {
+            key,
+            node,
+            prefetch,
+            no_ack: flags & 1 != 0,
+            cancelled: flags & 2 != 0,
+            checked: read_msgs(&mut d)?,
+        });
+    }
+    let mut service = Vec::new();
+    for _ in 0..d.u32()? {
+        service.push(ConsumerKey::new(d.u64()?, d.str()?));
+    }
+    let mut publishers = Vec::new();
+    for _ in 0..d.u32()? {
+        publishers.push((d.u64()?, d.u64()?));
+    }
+    if !d.0.is_empty() {
+        return Err(corrupt("bytes after the state"));
+    }
+    Ok(QuorumSnapshot {
+        config,
+        next_id,
+        ready,
+        consumers,
+        service,
+        publishers,
+    })
+}
+
+/// The ids of the messages a state holds, ascending.
+pub(super) fn live_ids(s: &QuorumSnapshot) -> Vec<MsgId> {
+    let mut ids: Vec<MsgId> = s
+        .ready
+        .iter()
+        .chain(s.consumers.iter().flat_map(|c| c.checked.iter()))
+        .map(|m| m.id)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The message id of a body key of `group`, if it is one.
+fn body_id(group: GroupId, k: &[u8]) -> Option<MsgId> {
+    key::parse_entry(group, k)
+}
+
+/// Calls `f` with every body of `group` stored under an id in `ids`
+/// (ascending), in id order; ids without a body are skipped (their
+/// messages were removed after the state was taken).
+fn each_body(
+    db: &Db,
+    group: GroupId,
+    ids: &[MsgId],
+    mut f: impl FnMut(MsgId, &[u8]) -> std::io::Result<()>,
+) -> Result<(), StoreError> {
+    let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+        return Ok(());
+    };
+    let cf = db
+        .cf_handle(CF_QUORUM_BODIES)
+        .ok_or_else(|| corrupt("no quorum_bodies cf"))?;
+    let mut opts = rocksdb::ReadOptions::default();
+    opts.set_iterate_upper_bound(key::entry(group, last.saturating_add(1)));
+    let start = key::entry(group, *first);
+    let iter = db.iterator_cf_opt(
+        cf,
+        opts,
+        rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+    );
+    let mut wanted = ids.iter().peekable();
+    for item in iter {
+        let (k, v) = item.map_err(|e| StoreError::Rocks(e.to_string()))?;
+        let Some(id) = body_id(group, &k) else { break };
+        while wanted.next_if(|w| **w < id).is_some() {}
+        if wanted.next_if_eq(&&id).is_some() {
+            f(id, &v).map_err(|e| StoreError::Rocks(format!("snapshot file: {e}")))?;
+        }
+        if wanted.peek().is_none() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the transfer of a stored state (`state`, its bytes as stored)
+/// with the bodies of `group` it names into `file`, and returns the file
+/// positioned at its start. Blocking: run it off the async threads.
+pub(super) fn write_transfer(
+    db: &Db,
+    group: GroupId,
+    state: &[u8],
+    file: std::fs::File,
+) -> Result<std::fs::File, StoreError> {
+    let ids = live_ids(&decode_state(state)?);
+    let io = |e: std::io::Error| StoreError::Rocks(format!("snapshot file: {e}"));
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    out.write_all(TRANSFER_MAGIC).map_err(io)?;
+    out.write_all(&(state.len() as u64).to_be_bytes())
+        .map_err(io)?;
+    out.write_all(state).map_err(io)?;
+    each_body(db, group, &ids, |id, body| {
+        out.write_all(&id.to_be_bytes())?;
+        out.write_all(&(body.len() as u32).to_be_bytes())?;
+        out.write_all(body)
+    })?;
+    let mut file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    Ok(file)
+}
+
+/// The ids of `group`'s stored bodies that are not in `live` (ascending):
+/// what an installed snapshot leaves behind. Blocking.
+pub(super) fn stale_bodies(
+    db: &Db,
+    group: GroupId,
+    live: &[MsgId],
+) -> Result<Vec<MsgId>, StoreError> {
+    let cf = db
+        .cf_handle(CF_QUORUM_BODIES)
+        .ok_or_else(|| corrupt("no quorum_bodies cf"))?;
+    let mut opts = rocksdb::ReadOptions::default();
+    opts.set_iterate_upper_bound(key::entry(group, u64::MAX));
+    let start = key::entry(group, 0);
+    let iter = db.iterator_cf_opt(
+        cf,
+        opts,
+        rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+    );
+    let mut live = live.iter().peekable();
+    let mut stale = Vec::new();
+    for item in iter {
+        let (k, _) = item.map_err(|e| StoreError::Rocks(e.to_string()))?;
+        let Some(id) = body_id(group, &k) else { break };
+        while live.next_if(|l| **l < id).is_some() {}
+        if live.next_if_eq(&&id).is_none() {
+            stale.push(id);
+        }
+    }
+    Ok(stale)
+}
+
+/// Reads a transfer file as it was received: the state, then the bodies.
+pub(super) struct TransferReader {
+    file: BufReader<tokio::fs::File>,
+    /// Bytes not read yet.
+    left: u64,
+}
+
+impl TransferReader {
+    /// Rewinds `file` (openraft leaves it where its last chunk ended) and
+    /// reads the state's bytes.
+    pub(super) async fn open(mut file: tokio::fs::File) -> Result<(Self, Vec<u8>), StoreError> {
+        let io = |e: std::io::Error| corrupt(&format!("snapshot file: {e}"));
+        let len = file.seek(SeekFrom::End(0)).await.map_err(io)?;
+        file.seek(SeekFrom::Start(0)).await.map_err(io)?;
+        let mut r = Self {
+            file: BufReader::with_capacity(1 << 20, file),
+            left: len,
+        };
+        let mut magic = [0u8; 8];
+        r.exact(&mut magic).await?;
+        if &magic != TRANSFER_MAGIC {
+            return Err(corrupt("not a quorum queue snapshot"));
+        }
+        let n = r.u64().await?;
+        let state = r.bytes(n).await?;
+        Ok((r, state))
+    }
+
+    async fn exact(&mut self, buf: &mut [u8]) -> Result<(), StoreError> {
+        if (buf.len() as u64) > self.left {
+            return Err(corrupt("truncated snapshot"));
+        }
+        self.file
+            .read_exact(buf)
+            .await
+            .map_err(|e| corrupt(&format!("snapshot file: {e}")))?;
+        self.left -= buf.len() as u64;
+        Ok(())
+    }
+
+    async fn u64(&mut self) -> Result<u64, StoreError> {
+        let mut b = [0u8; 8];
+        self.exact(&mut b).await?;
+        Ok(u64::from_be_bytes(b))
+    }
+
+    /// `n` bytes; `n` was read from the file, so it is checked against
+    /// what the file holds before anything is allocated.
+    async fn bytes(&mut self, n: u64) -> Result<Vec<u8>, StoreError> {
+        if n > self.left {
+            return Err(corrupt("truncated snapshot"));
+        }
+        let mut v = vec![0u8; n as usize];
+        self.exact(&mut v).await?;
+        Ok(v)
+    }
+
+    /// The next body as (id, stored encoding), or `None` at the end.
+    pub(super) async fn body(&mut self) -> Result<Option<(MsgId, Vec<u8>)>, StoreError> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let id = self.u64().await?;
+        let mut len = [0u8; 4];
+        self.exact(&mut len).await?;
+        let body = self.bytes(u64::from(u32::from_be_bytes(len))).await?;
+        Ok(Some((id, body)))
+    }
+}
+
+#[cfg(test)]
+#[path = "queue_snapshot_test.rs"]
+mod tests;

@@ -1,0 +1,84 @@
+use warren_core::quorum::{Command, QuorumConfig, QuorumState};
+
+use super::*;
+
+/// A state with ready messages, consumers holding some (one cancelled, one
+/// auto-ack, one `basic.get` holder), a delivery limit and publishers.
+fn busy_state() -> QuorumSnapshot {
+    let mut s = QuorumState::new(QuorumConfig {
+        delivery_limit: Some(5),
+    });
+    for seq in 1..=40 {
+        s.apply(Command::Enqueue {
+            publisher: Some(warren_core::quorum::Publisher {
+                channel: seq % 3,
+                seq,
+            }),
+            size: 100 + seq as u32,
+        });
+    }
+    for (channel, tag, prefetch, no_ack) in
+        [(7, "a", 3, false), (8, "é", 5, true), (9, "c", 2, false)]
+    {
+        s.apply(Command::Checkout {
+            consumer: ConsumerKey::new(channel, tag),
+            node: channel,
+            prefetch,
+            no_ack,
+        });
+    }
+    s.apply(Command::Cancel {
+        consumer: ConsumerKey::new(9, "c"),
+    });
+    s.apply(Command::Dequeue {
+        channel: 11,
+        node: 2,
+        no_ack: false,
+    });
+    s.apply(Command::Return {
+        channel: 7,
+        ids: vec![1],
+    });
+    s.snapshot()
+}
+
+#[test]
+fn the_binary_state_reads_back_as_it_was() {
+    let snap = busy_state();
+    assert!(
+        !snap.ready.is_empty() && snap.consumers.len() >= 3,
+        "{snap:?}"
+    );
+    let bytes = encode_state(&snap);
+    assert_eq!(decode_state(&bytes).expect("decode"), snap);
+    // 16 bytes a message, whatever the queue holds.
+    let held: usize = snap.consumers.iter().map(|c| c.checked.len()).sum();
+    assert!(bytes.len() < 200 + (snap.ready.len() + held) * 16 + 3 * 40);
+    // The JSON of format 1 is still read.
+    let v1 = super::super::encode(&snap).expect("json");
+    assert_eq!(decode_state(&v1).expect("decode v1"), snap);
+}
+
+#[test]
+fn a_damaged_state_is_refused_not_misread() {
+    let bytes = encode_state(&busy_state());
+    for cut in 1..bytes.len() {
+        assert!(decode_state(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(decode_state(&longer).is_err());
+    // A count far past the end allocates nothing and fails.
+    let mut huge = vec![STATE_V2];
+    Enc(&mut huge).str("{}").u64(1).u64(u64::MAX);
+    assert!(decode_state(&huge).is_err());
+}
+
+#[test]
+fn live_ids_are_ready_and_held_ascending() {
+    let snap = busy_state();
+    let ids = live_ids(&snap);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let held: usize = snap.consumers.iter().map(|c| c.checked.len()).sum();
+    assert_eq!(ids.len(), snap.ready.len() + held);
+}
