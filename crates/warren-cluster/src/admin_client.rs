@@ -57,6 +57,8 @@ pub struct MemberStatus {
     pub remote_deliveries: u64,
     /// Stream frames that carried them.
     pub down_frames: u64,
+    /// Raft RPCs it sent, every group included.
+    pub raft_rpcs: u64,
 }
 
 /// The cluster as its members report it.
@@ -119,6 +121,7 @@ fn member_status(m: &Member, s: Option<&NodeStatus>) -> MemberStatus {
             up_frames: s.up_frames,
             remote_deliveries: s.remote_deliveries,
             down_frames: s.down_frames,
+            raft_rpcs: s.raft_rpcs,
         },
         None => MemberStatus {
             id: m.id,
@@ -136,6 +139,7 @@ fn member_status(m: &Member, s: Option<&NodeStatus>) -> MemberStatus {
             up_frames: 0,
             remote_deliveries: 0,
             down_frames: 0,
+            raft_rpcs: 0,
         },
     }
 }

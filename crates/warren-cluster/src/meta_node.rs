@@ -526,6 +526,7 @@ impl MetaNode {
             up_frames: stats::get(&stats::UP_FRAMES),
             remote_deliveries: stats::get(&stats::REMOTE_DELIVERIES),
             down_frames: stats::get(&stats::DOWN_FRAMES),
+            raft_rpcs: stats::get(&stats::RAFT_RPCS),
         }
     }
 

@@ -184,6 +184,7 @@ impl<C> PeerClient<C> {
             data,
         });
         request.set_timeout(option.hard_ttl());
+        crate::stats::add(&crate::stats::RAFT_RPCS, 1);
         let reply = match kind {
             Rpc::Append => client.append_entries(request).await,
             Rpc::Vote => client.vote(request).await,

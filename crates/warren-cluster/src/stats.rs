@@ -12,6 +12,10 @@ pub static REMOTE_DELIVERIES: AtomicU64 = AtomicU64::new(0);
 /// `Down` frames received from other nodes.
 pub static DOWN_FRAMES: AtomicU64 = AtomicU64::new(0);
 
+/// Raft RPCs sent (append entries and heartbeats, votes, snapshot
+/// chunks), every group included: what many idle quorum queues cost.
+pub static RAFT_RPCS: AtomicU64 = AtomicU64::new(0);
+
 /// Adds `n` to `counter`.
 pub fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
