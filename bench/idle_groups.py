@@ -20,35 +20,17 @@ from pathlib import Path
 
 import pika
 
+from compare import rss_of, wait_port  # this folder is on the path
+
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "warren-idle-groups-secret"
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def wait_port(port, timeout=60):
-    import socket
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
 
 
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main():
@@ -102,7 +84,7 @@ def main():
             cpu, rpcs = cpu_seconds(p.pid), status(i)["raft_rpcs"]
             nodes.append({
                 "node": i + 1,
-                "rss_mib": round(rss_mib(p.pid), 1),
+                "rss_mib": round(rss_of(p.pid) / 2**20, 1),
                 "cpu_percent": round(100 * (cpu - before[i][0]) / elapsed, 1),
                 "raft_rpcs_per_s": round((rpcs - before[i][1]) / elapsed),
             })

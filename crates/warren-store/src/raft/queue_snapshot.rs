@@ -147,9 +147,32 @@ pub(super) fn live_ids(s: &QuorumSnapshot) -> Vec<MsgId> {
     ids
 }
 
-/// The message id of a body key of `group`, if it is one.
-fn body_id(group: GroupId, k: &[u8]) -> Option<MsgId> {
-    key::parse_entry(group, k)
+/// A stored body as (message id, stored encoding).
+type Body = (MsgId, Box<[u8]>);
+
+/// The stored bodies of `group` from id `from` up to (not including)
+/// `upto`, in id order, as (id, stored encoding).
+fn bodies(
+    db: &Db,
+    group: GroupId,
+    from: MsgId,
+    upto: MsgId,
+) -> Result<impl Iterator<Item = Result<Body, StoreError>> + '_, StoreError> {
+    let cf = db
+        .cf_handle(CF_QUORUM_BODIES)
+        .ok_or_else(|| corrupt("no quorum_bodies cf"))?;
+    let mut opts = rocksdb::ReadOptions::default();
+    opts.set_iterate_upper_bound(key::entry(group, upto));
+    let start = key::entry(group, from);
+    let iter = db.iterator_cf_opt(
+        cf,
+        opts,
+        rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+    );
+    Ok(iter.map_while(move |item| match item {
+        Err(e) => Some(Err(StoreError::Rocks(e.to_string()))),
+        Ok((k, v)) => key::parse_entry(group, &k).map(|id| Ok((id, v))),
+    }))
 }
 
 /// Calls `f` with every body of `group` stored under an id in `ids`
@@ -164,21 +187,9 @@ fn each_body(
     let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
         return Ok(());
     };
-    let cf = db
-        .cf_handle(CF_QUORUM_BODIES)
-        .ok_or_else(|| corrupt("no quorum_bodies cf"))?;
-    let mut opts = rocksdb::ReadOptions::default();
-    opts.set_iterate_upper_bound(key::entry(group, last.saturating_add(1)));
-    let start = key::entry(group, *first);
-    let iter = db.iterator_cf_opt(
-        cf,
-        opts,
-        rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
-    );
     let mut wanted = ids.iter().peekable();
-    for item in iter {
-        let (k, v) = item.map_err(|e| StoreError::Rocks(e.to_string()))?;
-        let Some(id) = body_id(group, &k) else { break };
+    for item in bodies(db, group, *first, last.saturating_add(1))? {
+        let (id, v) = item?;
         while wanted.next_if(|w| **w < id).is_some() {}
         if wanted.next_if_eq(&&id).is_some() {
             f(id, &v).map_err(|e| StoreError::Rocks(format!("snapshot file: {e}")))?;
@@ -223,22 +234,10 @@ pub(super) fn stale_bodies(
     group: GroupId,
     live: &[MsgId],
 ) -> Result<Vec<MsgId>, StoreError> {
-    let cf = db
-        .cf_handle(CF_QUORUM_BODIES)
-        .ok_or_else(|| corrupt("no quorum_bodies cf"))?;
-    let mut opts = rocksdb::ReadOptions::default();
-    opts.set_iterate_upper_bound(key::entry(group, u64::MAX));
-    let start = key::entry(group, 0);
-    let iter = db.iterator_cf_opt(
-        cf,
-        opts,
-        rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
-    );
     let mut live = live.iter().peekable();
     let mut stale = Vec::new();
-    for item in iter {
-        let (k, _) = item.map_err(|e| StoreError::Rocks(e.to_string()))?;
-        let Some(id) = body_id(group, &k) else { break };
+    for item in bodies(db, group, 0, u64::MAX)? {
+        let (id, _) = item?;
         while live.next_if(|l| **l < id).is_some() {}
         if live.next_if_eq(&&id).is_none() {
             stale.push(id);
