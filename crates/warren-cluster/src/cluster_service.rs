@@ -13,9 +13,9 @@ use crate::meta_node::MetaNode;
 use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::{
     AddNodeRequest, GroupElectRequest, GroupMembersRequest, LiveChannelsReply, LiveChannelsRequest,
-    MembershipReply, NodeStatus, ProposeReply, ProposeRequest, QueueMembersReply,
-    QueueMembersRequest, QueueStatusReply, QueueStatusRequest, RemoveNodeRequest, StatusRequest,
-    WaitAppliedReply, WaitAppliedRequest,
+    MembershipReply, NodeStatus, PingReply, PingRequest, ProposeReply, ProposeRequest,
+    QueueMembersReply, QueueMembersRequest, QueueStatusReply, QueueStatusRequest,
+    RemoveNodeRequest, StatusRequest, WaitAppliedReply, WaitAppliedRequest,
 };
 use crate::queue_groups::QueueGroups;
 
@@ -157,6 +157,12 @@ impl Cluster for ClusterService {
             .change_members(req.group, req.node, change, &req.addr)
             .await?;
         Ok(Response::new(QueueMembersReply { members }))
+    }
+
+    async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        Ok(Response::new(PingReply {
+            incarnation: crate::peer_watch::incarnation(),
+        }))
     }
 
     async fn group_elect(

@@ -21,6 +21,8 @@
 //!   which quorum queue leaders ask about to drop consumers that are gone.
 //! - [`queue_members`]: adding a node to a quorum queue's replicas or
 //!   removing one (group 0's record and the group's own membership).
+//! - [`peer_watch`]: pings between nodes, and the elections of quorum
+//!   queue groups they drive (the groups have no heartbeats of their own).
 //! - [`bootstrap`]: forming group 0 from a static peer list.
 //! - [`cluster_service`]: the server side of `proto/cluster.proto`.
 //! - [`admin_client`]: the client side of `proto/cluster.proto` for
@@ -39,6 +41,7 @@ pub mod cluster_service;
 pub mod error;
 pub mod live_channels;
 pub mod meta_node;
+pub mod peer_watch;
 pub mod queue_groups;
 pub mod queue_members;
 pub mod raft_client;

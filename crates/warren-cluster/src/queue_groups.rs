@@ -27,6 +27,10 @@ use warren_store::{Store, Writer};
 
 use crate::{ClusterError, Network};
 
+/// How long a member other than the first waits for a leader of a new
+/// group before it initialises the group itself (the first was down).
+const INITIALIZE_AFTER: Duration = Duration::from_secs(3);
+
 /// The Raft instance of a quorum queue's group.
 pub type QueueRaftNode = Raft<QueueRaft>;
 
@@ -51,27 +55,30 @@ impl std::fmt::Debug for QueueGroup {
     }
 }
 
-/// Raft settings of queue groups.
+/// Raft settings of queue groups. Their heartbeats and election timers are
+/// off ([`crate::peer_watch`] calls their elections); what remains of the
+/// timing is the followers' leader lease.
 #[derive(Clone, Copy, Debug)]
 pub struct QueueTiming {
-    /// Leader heartbeat, ms. Longer than group 0's: a node may hold
-    /// thousands of groups, each heartbeating every follower.
+    /// openraft's heartbeat interval, ms: unused while heartbeats are off,
+    /// but it must stay below the election timeout.
     pub heartbeat_ms: u64,
-    /// Election timeout range, ms: a leader's loss is noticed after this.
+    /// Election timeout range, ms: unused as a timer.
     pub election_min_ms: u64,
-    /// See `election_min_ms`.
+    /// The followers' leader lease, ms: for this long after an entry
+    /// from its leader, a follower refuses to vote for another. An election
+    /// called when the leader's node went down waits it out.
     pub election_max_ms: u64,
 }
 
 impl Default for QueueTiming {
-    /// A leader's death is noticed in 0.45–0.9 s (failover within the
-    /// 1.5 s median the quorum queue issue asks), with 6–7 heartbeats per
-    /// second per follower.
+    /// A lease of 400 ms: the election a dead leader's follower calls
+    /// about 450 ms after the last answer of its node succeeds at once.
     fn default() -> Self {
         Self {
-            heartbeat_ms: 150,
-            election_min_ms: 450,
-            election_max_ms: 900,
+            heartbeat_ms: 100,
+            election_min_ms: 300,
+            election_max_ms: 400,
         }
     }
 }
@@ -110,6 +117,10 @@ impl QueueGroups {
             heartbeat_interval: timing.heartbeat_ms,
             election_timeout_min: timing.election_min_ms,
             election_timeout_max: timing.election_max_ms,
+            // An idle group sends nothing: liveness is watched per node
+            // pair, not per group (`crate::peer_watch`).
+            enable_heartbeat: false,
+            enable_elect: false,
             // The queue's runtime asks for snapshots when the log since the
             // last one outweighs the state (`QuorumCounts::snapshot_due`):
             // a count of entries would rewrite a long queue's state every
@@ -260,7 +271,7 @@ impl QueueGroups {
             initialize(&group.raft, initial).await;
         } else if initial.contains_key(&self.me) {
             let raft = group.raft.clone();
-            let wait = Duration::from_millis(self.config.election_timeout_max * 3);
+            let wait = INITIALIZE_AFTER;
             tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
                 let formed = raft.metrics().borrow().current_leader.is_some();

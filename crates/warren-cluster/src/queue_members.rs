@@ -106,11 +106,10 @@ impl QueueGroups {
     }
 
     /// Hands the leadership of `g` to `to` (openraft 0.9 has no transfer):
-    /// this leader holds its proposals and heartbeats until the followers'
-    /// leader leases run out, then `to` calls an election, which it wins
-    /// before any other follower's election timer fires (a follower waits
-    /// its lease plus an election timeout). Heartbeats and proposals
-    /// resume whatever the outcome.
+    /// this leader holds its proposals until the followers' leader leases
+    /// run out, then `to` calls an election, which it wins (queue groups
+    /// have no election timers: no other follower competes while this node
+    /// answers its pings). Proposals resume whatever the outcome.
     async fn hand_over(
         &self,
         g: &QueueGroup,
@@ -119,7 +118,6 @@ impl QueueGroups {
         addr: &str,
     ) -> Result<(), Status> {
         g.pausing.store(true, Ordering::Release);
-        g.raft.runtime_config().heartbeat(false);
         let r = async {
             tokio::time::sleep(Duration::from_millis(
                 self.election_timeout_max() + LEASE_MARGIN_MS,
@@ -140,7 +138,6 @@ impl QueueGroups {
             Ok(())
         }
         .await;
-        g.raft.runtime_config().heartbeat(true);
         g.pausing.store(false, Ordering::Release);
         r
     }

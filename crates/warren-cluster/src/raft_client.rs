@@ -83,6 +83,8 @@ pub struct Network {
     local: Option<IpAddr>,
     security: Security,
     channels: Arc<Mutex<HashMap<String, PeerChannel>>>,
+    /// Groups whose election a peer refused for holding a longer log.
+    outranked: crate::peer_watch::Outranked,
 }
 
 impl Network {
@@ -99,6 +101,11 @@ impl Network {
     /// The secret, TLS settings and cluster id calls go out with.
     pub fn security(&self) -> &Security {
         &self.security
+    }
+
+    /// The groups whose last election a peer with a longer log refused.
+    pub fn outranked(&self) -> &crate::peer_watch::Outranked {
+        &self.outranked
     }
 
     /// The network of `group`, sharing `self`'s channels.
@@ -292,7 +299,13 @@ impl<C: GroupWire> RaftNetwork<C> for PeerClient<C> {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         let payload = encode(&rpc).map_err(RPCError::Network)?;
-        self.call(Rpc::Vote, payload, Vec::new(), &option).await
+        let r: VoteResponse<NodeId> = self.call(Rpc::Vote, payload, Vec::new(), &option).await?;
+        // This candidate cannot win while that peer lives: it stops calling
+        // elections for a while and leaves the group to the peer.
+        if !r.vote_granted && r.last_log_id > rpc.last_log_id {
+            self.network.outranked.note(self.group);
+        }
+        Ok(r)
     }
 }
 

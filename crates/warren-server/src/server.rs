@@ -81,6 +81,13 @@ impl Server {
             token.clone(),
             crate::broker::watch_nodes(Arc::downgrade(&broker)),
         ));
+        tracker.spawn(until_cancelled(
+            token.clone(),
+            warren_cluster::peer_watch::watch_peers(
+                Arc::downgrade(broker.node()),
+                Arc::downgrade(broker.registry().groups()),
+            ),
+        ));
         broker.join().await?;
         let config = broker.config();
         let listener = TcpListener::bind(config.amqp_listen).await?;

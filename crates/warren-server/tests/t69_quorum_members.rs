@@ -120,9 +120,14 @@ async fn members_are_added_and_removed_while_the_queue_serves() {
     let nd = c.connect(down).await;
     let chd = channel(&nd).await;
     let mut got = 0;
-    while chd
-        .basic_get("qq.members".into(), BasicGetOptions { no_ack: true })
+    // Bounded: each get answers within 30 s, and there are 120.
+    while got <= 120
+        && tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            chd.basic_get("qq.members".into(), BasicGetOptions { no_ack: true }),
+        )
         .await
+        .expect("a get through the removed node is answered")
         .expect("get through the removed node")
         .is_some()
     {

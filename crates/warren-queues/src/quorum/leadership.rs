@@ -12,9 +12,19 @@ impl Front {
     /// The node that leads the group, as far as this node knows. A node
     /// outside the replica set sends to one member, which forwards in turn
     /// (to another one if the link to that member stays down).
+    ///
+    /// A leader that is no voter of the group any more (it removed itself
+    /// with `delete-member`) is none: forwarding to it would send
+    /// publishes back to this node, which it now forwards to as an
+    /// outsider.
     pub(super) fn leader(&self) -> Option<NodeId> {
         match &self.group {
-            Some(g) => g.raft.metrics().borrow().current_leader,
+            Some(g) => {
+                let m = g.raft.metrics();
+                let m = m.borrow();
+                let mut voters = m.membership_config.membership().voter_ids();
+                m.current_leader.filter(|l| voters.any(|v| v == *l))
+            }
             None => self.def.replicas.get(self.target).copied(),
         }
     }

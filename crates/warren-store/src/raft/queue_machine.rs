@@ -120,6 +120,10 @@ pub struct QueueStateMachine {
     built: u64,
     /// Bytes applied since the last snapshot (see [`snapshot_due`]).
     since_snapshot: u64,
+    /// The last transfer file written, by snapshot id: a replica that is
+    /// down is offered the snapshot again and again (each write to the
+    /// group retries it), and a long queue's file is gigabytes.
+    sent: Option<(String, std::fs::File)>,
 }
 
 /// The least log, in bytes, between two snapshots.
@@ -165,6 +169,7 @@ impl QueueStateMachine {
             membership: StoredMembership::default(),
             built: 0,
             since_snapshot: 0,
+            sent: None,
         };
         if let Some(stored) = read_stored_snapshot(&sm.db, group)? {
             let snap = decode_state(&stored.data).map_err(|e| {
@@ -355,6 +360,7 @@ impl RaftStateMachine<QueueRaft> for QueueStateMachine {
         let bad = |e: crate::StoreError| {
             StorageIOError::read_snapshot(Some(meta.signature()), super::io_err(e))
         };
+        self.sent = None;
         let started = std::time::Instant::now();
         let (mut reader, state_bytes) = TransferReader::open(*snapshot).await.map_err(bad)?;
         let snap = decode_state(&state_bytes).map_err(bad)?;
@@ -411,6 +417,18 @@ impl RaftStateMachine<QueueRaft> for QueueStateMachine {
         let Some(stored) = read_stored_snapshot(&self.db, self.group)? else {
             return Ok(None);
         };
+        if let Some((id, file)) = &self.sent
+            && *id == stored.meta.snapshot_id
+            && let Ok(again) = reopen(file)
+        {
+            return Ok(Some(Snapshot {
+                meta: stored.meta,
+                snapshot: Box::new(tokio::fs::File::from_std(again)),
+            }));
+        }
+        // The previous file goes first: two long queues' files at once
+        // would double the disk a transfer takes.
+        self.sent = None;
         let (db, group) = (self.db.clone(), self.group);
         let sig = stored.meta.signature();
         let started = std::time::Instant::now();
@@ -428,11 +446,27 @@ impl RaftStateMachine<QueueRaft> for QueueStateMachine {
             ms = started.elapsed().as_millis() as u64,
             "wrote a quorum queue snapshot to send"
         );
+        // Each transfer reads through its own open file (its own offset);
+        // without /proc the file is sent once and not kept.
+        let sending = match reopen(&file) {
+            Ok(again) => {
+                self.sent = Some((stored.meta.snapshot_id.clone(), file));
+                again
+            }
+            Err(_) => file,
+        };
         Ok(Some(Snapshot {
             meta: stored.meta,
-            snapshot: Box::new(tokio::fs::File::from_std(file)),
+            snapshot: Box::new(tokio::fs::File::from_std(sending)),
         }))
     }
+}
+
+/// A second open file of `file` (an unnamed one), at offset 0 with an
+/// offset of its own: two transfers of one snapshot do not share a cursor.
+fn reopen(file: &std::fs::File) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    std::fs::File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))
 }
 
 /// Bodies written per batch while a snapshot is installed.

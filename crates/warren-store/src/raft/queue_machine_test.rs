@@ -268,3 +268,54 @@ async fn a_snapshot_is_due_once_the_log_outweighs_the_state() {
     assert!(snapshot_due(64_000_000, 1_000_000));
     writer.close().await.expect("close");
 }
+
+/// The inode of a snapshot's file, and its whole content read from where
+/// the file's offset stands.
+async fn inode_and_bytes(s: Snapshot<QueueRaft>) -> (u64, Vec<u8>) {
+    use std::os::unix::fs::MetadataExt;
+    let mut file = s.snapshot;
+    let ino = file.metadata().await.expect("metadata").ino();
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).await.expect("read");
+    (ino, bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_transfer_file_serves_every_send_of_a_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let writer = store.start_writer();
+    let mut sm = QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
+        .expect("open");
+    sm.apply([batch(1, vec![enqueue(1, "a"), enqueue(2, "b")])])
+        .await
+        .expect("apply");
+    let mut builder = sm.get_snapshot_builder().await;
+    builder.build_snapshot().await.expect("build");
+    let first = sm.get_current_snapshot().await.expect("current");
+    let second = sm.get_current_snapshot().await.expect("current");
+    let (ino1, bytes1) = inode_and_bytes(first.expect("a snapshot")).await;
+    // The first send read to the end; the second starts at 0 all the same.
+    let (ino2, bytes2) = inode_and_bytes(second.expect("a snapshot")).await;
+    assert_eq!(ino1, ino2, "the file is written once");
+    assert_eq!(bytes1, bytes2);
+    assert!(
+        bytes1.len() > 16,
+        "state and bodies: {} bytes",
+        bytes1.len()
+    );
+
+    // A newer snapshot gets a file of its own.
+    sm.apply([batch(2, vec![enqueue(3, "c")])])
+        .await
+        .expect("apply");
+    let mut builder = sm.get_snapshot_builder().await;
+    builder.build_snapshot().await.expect("build");
+    let third = sm.get_current_snapshot().await.expect("current");
+    let (_, bytes3) = inode_and_bytes(third.expect("a snapshot")).await;
+    assert!(
+        bytes3.len() > bytes1.len(),
+        "the newer state and its bodies"
+    );
+    writer.close().await.expect("close");
+}
