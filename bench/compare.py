@@ -42,8 +42,15 @@ SCENARIOS = {
         ["--consumers", "1000", "--rate", "100", "--size", "100", "--duration", "20"] + COMMON),
     8: ("3 nodes: durable queue on node 1, producer on node 2 (confirms 100), consumer on node 3, 1 KiB persistent",
         ["--size", "1024", "--persistent", "--durable", "--confirm", "100", "--duration", "15"] + COMMON),
+    9: ("quorum queue, 1 replica: persistent 1 KiB, confirms window 100, 1→1",
+        ["--queue-type", "quorum", "--size", "1024", "--persistent", "--durable", "--confirm", "100",
+         "--duration", "15"] + COMMON),
+    10: ("3 nodes: quorum queue (3 replicas) declared on node 1, producer on node 2 (confirms 100), "
+         "consumer on node 3, 1 KiB persistent",
+         ["--queue-type", "quorum", "--size", "1024", "--persistent", "--durable", "--confirm", "100",
+          "--duration", "15"] + COMMON),
 }
-CLUSTER_SCENARIOS = {8}
+CLUSTER_SCENARIOS = {8, 10}
 
 
 def wait_port(port, timeout=60):

@@ -192,3 +192,77 @@ def test_the_default_queue_type_makes_durable_queues_quorum(tmp_path):
         conn.close()
     finally:
         node.stop()
+
+
+def _hold_under_global_prefetch(consume_port, queues, limit):
+    """A channel with a global prefetch of `limit` consuming `queues` (one
+    consumer each, a second on the first queue): at most `limit` unacked
+    at a time; a consumer cancelled while deliveries wait for the channel's
+    credit leaves them to the others; acking one at a time drains all."""
+    cconn, cch = _connect(consume_port)
+    cch.basic_qos(prefetch_count=limit, global_qos=True)
+    unacked, got = [], []
+
+    def on_message(ch, method, props, body):
+        unacked.append(method.delivery_tag)
+        got.append(body)
+
+    tags = [cch.basic_consume(q, on_message) for q in queues]
+    tags.append(cch.basic_consume(queues[0], on_message))
+
+    def pump():
+        cconn.process_data_events(time_limit=0.05)
+        return len(unacked)
+
+    wait_for(f"{limit} deliveries", lambda: pump() >= limit)
+    # Nothing more arrives while the channel is at its limit (bounded
+    # quiet period: a delivery past the limit would come within it).
+    for _ in range(10):
+        assert pump() == limit, f"{len(unacked)} unacked past a global prefetch of {limit}"
+    # The extra consumer goes while its deliveries may be held back.
+    cch.basic_cancel(tags.pop())
+    total = 0
+    while True:
+        cch.basic_ack(unacked.pop(0))
+        total += 1
+        try:
+            wait_for("the next delivery", lambda: pump() >= limit, timeout=3)
+        except AssertionError:
+            break
+        assert len(unacked) <= limit
+    for t in unacked:
+        cch.basic_ack(t)
+    cconn.process_data_events(time_limit=0.1)
+    cconn.close()
+    return got
+
+
+def test_a_global_prefetch_holds_across_the_consumers_and_quorum_queues_of_a_channel(node):
+    conn, ch = _connect(node.port)
+    sent = []
+    for q in ("qq.g1", "qq.g2"):
+        ch.queue_declare(q, durable=True, arguments=QUORUM)
+        bodies = [f"{q}-{i}".encode() for i in range(6)]
+        _publish_confirmed(ch, q, bodies)
+        sent += bodies
+    got = _hold_under_global_prefetch(node.port, ["qq.g1", "qq.g2"], 2)
+    assert set(got) == set(sent), "every message came, none stuck with the cancelled consumer"
+    wait_for("both queues empty", lambda: _ready(ch, "qq.g1") + _ready(ch, "qq.g2") == 0)
+    conn.close()
+
+
+def test_a_global_prefetch_holds_for_a_consumer_on_another_node_than_the_leader(tmp_path):
+    cluster = ClusterNodes(tmp_path).start()
+    n1, _, n3 = cluster.nodes
+    try:
+        # Node 1 leads the first quorum queue; the channel is on node 3.
+        conn, ch = _connect(n1.port)
+        ch.queue_declare("qq.gr", durable=True, arguments=QUORUM)
+        sent = [f"r{i}".encode() for i in range(8)]
+        _publish_confirmed(ch, "qq.gr", sent)
+        got = _hold_under_global_prefetch(n3.port, ["qq.gr"], 2)
+        assert set(got) == set(sent)
+        wait_for("the queue empty", lambda: _ready(ch, "qq.gr") == 0)
+        conn.close()
+    finally:
+        cluster.kill9()

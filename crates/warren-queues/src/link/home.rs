@@ -358,7 +358,16 @@ impl Link {
                 if let Some(cr) = self.credits.get(&key)
                     && cr.release(n)
                 {
-                    let _ = self.send(q, QueueMsg::Wake).await;
+                    // The channel's limit is shared by its queues here:
+                    // any of them may have a delivery waiting for it.
+                    let used: Vec<QueueId> = self
+                        .channels
+                        .get(&key)
+                        .map(|qs| qs.iter().copied().collect())
+                        .unwrap_or_else(|| vec![q]);
+                    for u in used {
+                        let _ = self.send(u, QueueMsg::Wake).await;
+                    }
                 }
             }
             Op::ChannelClosed(c) => {

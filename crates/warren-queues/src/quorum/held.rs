@@ -22,6 +22,11 @@ impl Held {
         self.0.entry(channel).or_default().insert(id)
     }
 
+    /// Whether `channel` holds `id` (a delivery of it now is a duplicate).
+    pub(super) fn holds(&self, channel: u64, id: MsgId) -> bool {
+        self.0.get(&channel).is_some_and(|h| h.contains(&id))
+    }
+
     /// `channel` acked, rejected or requeued `ids`.
     pub(super) fn settled(&mut self, channel: u64, ids: &[MsgId]) {
         if let Some(held) = self.0.get_mut(&channel) {

@@ -21,6 +21,7 @@ use warren_core::quorum::{Command, ConsumerKey, Delivery, MsgId, Publisher, Repl
 use warren_core::{AmqpError, Message, Name, NodeId, ReplyCode};
 use warren_store::raft::queue::{QueueBatch, QueueOp, QueueResponse};
 
+use super::delivery::{Stalled, Waiting, counted};
 use super::held::Held;
 use crate::api::{
     ConnEvent, ConnTx, ConsumerLink, DELIVERY_WINDOW, DeliverEvent, GetReply, QueueMsg,
@@ -123,25 +124,6 @@ fn no_leader() -> AmqpError {
     .on_channel()
 }
 
-/// `msg` as delivered after `count` returns: with the `x-delivery-count`
-/// header RabbitMQ's quorum queues add (the first delivery has none).
-fn counted(msg: &Message, count: u32) -> Message {
-    if count == 0 {
-        return msg.clone();
-    }
-    let value = warren_amqp::amq_protocol::types::AMQPValue::LongLongInt(i64::from(count));
-    match warren_amqp::properties::with_header(msg.raw_properties(), "x-delivery-count", value) {
-        Some(props) => Message::new(
-            msg.exchange.clone(),
-            msg.routing_key(),
-            &props,
-            [msg.body()],
-            msg.flags(),
-        ),
-        None => msg.clone(),
-    }
-}
-
 /// A consumer attached to this leader.
 struct Attached {
     spec: ConsumerSpec,
@@ -169,6 +151,8 @@ pub(crate) struct Leading {
     next_done: u64,
     /// Answers that came before an earlier proposal's.
     early: BTreeMap<u64, Done>,
+    /// Deliveries waiting for their channel's global prefetch.
+    stalled: Stalled,
 }
 
 impl Leading {
@@ -190,6 +174,7 @@ impl Leading {
             proposed: 0,
             next_done: 0,
             early: BTreeMap::new(),
+            stalled: Stalled::default(),
         }
     }
 
@@ -258,11 +243,18 @@ impl Leading {
                     return;
                 };
                 self.consumers.remove(&key);
-                let cmd = Command::Cancel {
-                    consumer: ConsumerKey::new(key.0, &key.1),
-                };
+                let consumer = ConsumerKey::new(key.0, &key.1);
+                let unsent = self.stalled.take_consumer(&consumer);
                 let waiter = reply.map_or(Waiter::None, Waiter::Cancel);
-                self.push(QueueOp::Command(cmd), waiter);
+                self.push(QueueOp::Command(Command::Cancel { consumer }), waiter);
+                if !unsent.is_empty() {
+                    // Never sent, so never to be acked: back to the queue.
+                    let cmd = Command::Return {
+                        channel: key.0,
+                        ids: unsent,
+                    };
+                    self.push(QueueOp::Command(cmd), Waiter::None);
+                }
             }
             QueueMsg::Settle {
                 channel,
@@ -326,6 +318,7 @@ impl Leading {
             }
         }
         self.sent_no_ack.remove(&channel);
+        self.stalled.drop_channels(|ch| ch == channel);
         let cmd = Command::ChannelDown { channel };
         self.push(QueueOp::Command(cmd), Waiter::None);
     }
@@ -342,6 +335,7 @@ impl Leading {
                 self.consumers.remove(&k);
             }
         }
+        self.stalled.drop_channels(|ch| connection_node(ch) == node);
         self.push(QueueOp::Command(Command::NodeDown { node }), Waiter::None);
     }
 
@@ -481,7 +475,7 @@ impl Leading {
 
     /// Sends one delivery the state machine made to its consumer, if it is
     /// attached here (else the consumer's node attaches it soon, and it is
-    /// sent again then).
+    /// sent again then), or holds it back while its channel has no credit.
     fn deliver(
         &mut self,
         d: Delivery,
@@ -501,18 +495,35 @@ impl Leading {
             );
             return;
         };
+        let channel = d.consumer.channel;
         // A channel of this node that still holds it gets it once (other
         // nodes' fronts do the same for theirs).
-        if !d.no_ack
-            && connection_node(d.consumer.channel) == self.me
-            && !held.deliver(d.consumer.channel, d.msg.id)
-        {
-            tracing::debug!(queue = %self.def.name, channel = d.consumer.channel, id = d.msg.id, "quorum delivery dropped: the channel holds it");
+        if !d.no_ack && connection_node(channel) == self.me && held.holds(channel, d.msg.id) {
+            tracing::debug!(queue = %self.def.name, channel, id = d.msg.id, "quorum delivery dropped: the channel holds it");
             return;
         }
-        if !d.no_ack {
-            // Mirrors the classic queue: the channel releases this on ack.
-            let _ = a.link.credit.try_acquire();
+        // Mirrors the classic queue: the channel releases its credit on ack.
+        if !d.no_ack && (self.stalled.has(channel) || !a.link.credit.try_acquire()) {
+            let msg = msg.clone();
+            self.stalled.push(Waiting {
+                d,
+                redelivered,
+                msg,
+            });
+            return;
+        }
+        let msg = msg.clone();
+        self.send(d, redelivered, &msg, held);
+    }
+
+    /// Sends a delivery whose credit is taken.
+    fn send(&mut self, d: Delivery, redelivered: bool, msg: &Message, held: &mut Held) {
+        let key = (d.consumer.channel, d.consumer.tag.clone());
+        let Some(a) = self.consumers.get(&key) else {
+            return;
+        };
+        if !d.no_ack && connection_node(d.consumer.channel) == self.me {
+            held.deliver(d.consumer.channel, d.msg.id);
         }
         let _ = a.link.flow.try_acquire();
         let ev = ConnEvent::Deliver(DeliverEvent {
@@ -531,6 +542,25 @@ impl Leading {
                 .entry(d.consumer.channel)
                 .or_default()
                 .push(d.msg.id);
+        }
+    }
+
+    /// A channel's credit was released (an ack, a larger limit): sends
+    /// what waited for it, in order, while it lasts.
+    pub(super) fn resume(&mut self, held: &mut Held) {
+        for channel in self.stalled.channels() {
+            while let Some(w) = self.stalled.pop(channel) {
+                let key = (channel, w.d.consumer.tag.clone());
+                let Some(a) = self.consumers.get(&key) else {
+                    // Cancelled or gone: returned when that was handled.
+                    continue;
+                };
+                if !a.link.credit.try_acquire() {
+                    self.stalled.push_front(w);
+                    break;
+                }
+                self.send(w.d, w.redelivered, &w.msg, held);
+            }
         }
     }
 

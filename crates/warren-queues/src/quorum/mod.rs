@@ -33,6 +33,7 @@
 
 mod audit;
 mod consumers;
+mod delivery;
 mod held;
 mod leader;
 mod leadership;
@@ -449,7 +450,11 @@ impl Front {
                 self.stopped = true;
                 self.end.mark(Ending::Stopped);
             }
-            QueueMsg::Wake => {}
+            QueueMsg::Wake => {
+                if let Role::Leader(l) = &mut self.role {
+                    l.resume(&mut self.held);
+                }
+            }
             other => self.send_on(other).await,
         }
     }
