@@ -7,14 +7,14 @@ import json
 import shutil
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from nodes import Sampler, WarrenNodes, rss_of, wait_port  # this folder is on the path
 
 ROOT = Path(__file__).resolve().parents[1]
 WARREN = ROOT / "target" / "release" / "warren"
@@ -49,53 +49,28 @@ SCENARIOS = {
          "consumer on node 3, 1 KiB persistent",
          ["--queue-type", "quorum", "--size", "1024", "--persistent", "--durable", "--confirm", "100",
           "--duration", "15"] + COMMON),
+    11: ("100 quorum queues (1 replica), a producer (confirms 100) and a consumer each, persistent 1 KiB",
+         ["--queue-type", "quorum", "--queues", "100", "--producers", "100", "--consumers", "100", "--size", "1024",
+          "--persistent", "--durable", "--confirm", "100", "--duration", "15"] + COMMON),
 }
 CLUSTER_SCENARIOS = {8, 10}
+QUORUM_SCENARIOS = {9, 10, 11}
 
 
-def wait_port(port, timeout=60):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+def store_counters(nodes):
+    """Raft log entries and WAL syncs each node's store has written so far."""
+    return [{k: nodes.node_status(i)[k] for k in ("raft_entries", "store_syncs")} for i in range(1, nodes.n + 1)]
 
 
-def rss_of(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-class Sampler:
-    """Peak RSS of a process, sampled every 100 ms."""
-
-    def __init__(self, pid):
-        self.pid, self.peak, self._stop = pid, 0, threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_of(self.pid))
-            self._stop.wait(0.1)
-
-    def stop(self):
-        self._stop.set()
-        self._t.join()
-        return self.peak
+def per_1000(before, after, confirmed):
+    """Entries and syncs per 1,000 confirmed messages, the busiest node's."""
+    per = lambda k: max(1000 * (a[k] - b[k]) / max(1, confirmed) for a, b in zip(after, before))
+    return {"entries_per_1000": per("raft_entries"), "syncs_per_1000": per("store_syncs")}
 
 
 class Warren:
     name = "warren"
+    CLUSTER = 25801
 
     def __init__(self, out):
         self.data = out / "warren-data"
@@ -104,10 +79,18 @@ class Warren:
     def start(self):
         shutil.rmtree(self.data, ignore_errors=True)
         self.proc = subprocess.Popen(
-            [str(WARREN), "server", "--amqp-listen", f"127.0.0.1:{WARREN_PORT}", "--data-dir", str(self.data)],
+            [str(WARREN), "server", "--amqp-listen", f"127.0.0.1:{WARREN_PORT}", "--data-dir", str(self.data),
+             "--cluster-listen", f"127.0.0.1:{self.CLUSTER}"],
             stdout=open(self.data.parent / "warren.log", "ab"), stderr=subprocess.STDOUT,
-            env=dict(os.environ, RUST_LOG="warn"))
+            env=dict(os.environ, RUST_LOG="warn", WARREN_CLUSTER_SECRET=CLUSTER_SECRET))
         wait_port(WARREN_PORT)
+
+    def counters(self):
+        out = subprocess.run([str(WARREN), "cluster", "status", "--json", "--server", f"127.0.0.1:{self.CLUSTER}"],
+                             capture_output=True, text=True, timeout=30, check=True,
+                             env=dict(os.environ, WARREN_CLUSTER_SECRET=CLUSTER_SECRET))
+        me = json.loads(out.stdout)["members"][0]
+        return [{k: me[k] for k in ("raft_entries", "store_syncs")}]
 
     def pids(self):
         return [self.proc.pid]
@@ -166,43 +149,25 @@ class RabbitMQ:
 class WarrenCluster:
     """Three Warren nodes on loopback, formed from a static peer list."""
     name = "warren"
-    AMQP, CLUSTER = 5811, 25811
 
     def __init__(self, out):
-        self.base = out / "warren3"
-        self.procs = []
+        self.nodes = WarrenNodes(WARREN, out / "warren3", 5811, 25811, CLUSTER_SECRET)
 
     def start(self):
-        shutil.rmtree(self.base, ignore_errors=True)
-        self.base.mkdir(parents=True)
-        peers = ",".join(f"{i}=127.0.0.1:{self.CLUSTER + i - 1}" for i in (1, 2, 3))
-        self.procs = [subprocess.Popen(
-            [str(WARREN), "server", "--node-id", str(i), "--amqp-listen", f"127.0.0.1:{self.AMQP + i - 1}",
-             "--cluster-listen", f"127.0.0.1:{self.CLUSTER + i - 1}", "--peers", peers,
-             "--data-dir", str(self.base / f"node{i}")],
-            stdout=open(self.base / f"node{i}.log", "ab"), stderr=subprocess.STDOUT,
-            env=dict(os.environ, RUST_LOG="warn", WARREN_CLUSTER_SECRET=CLUSTER_SECRET)) for i in (1, 2, 3)]
-        for i in (1, 2, 3):
-            wait_port(self.AMQP + i - 1)
+        self.nodes.start()
 
     def pids(self):
-        return [p.pid for p in self.procs]
-
-    def uri(self, i):
-        return f"amqp://guest:guest@127.0.0.1:{self.AMQP + i - 1}/%2f"
+        return self.nodes.pids()
 
     def bench_args(self):
-        return ["--topology-uri", self.uri(1), "--uri", self.uri(2), "--uri", self.uri(3)]
+        return ["--topology-uri", self.nodes.url(1), "--uri", self.nodes.url(2), "--uri", self.nodes.url(3)]
+
+    def counters(self):
+        return store_counters(self.nodes)
 
     def forwarding(self):
         """gRPC stream frames per 1,000 forwarded publishes (node 2) and deliveries (node 3)."""
-        def status(i):
-            out = subprocess.run([str(WARREN), "cluster", "status", "--json", "--server",
-                                  f"127.0.0.1:{self.CLUSTER + i - 1}"], capture_output=True, text=True, timeout=30,
-                                 env=dict(os.environ, WARREN_CLUSTER_SECRET=CLUSTER_SECRET))
-            me = [m for m in json.loads(out.stdout)["members"] if m["id"] == i][0]
-            return me
-        n2, n3 = status(2), status(3)
+        n2, n3 = self.nodes.node_status(2), self.nodes.node_status(3)
         return {
             "forwarded_publishes": n2["forwarded_publishes"], "up_frames": n2["up_frames"],
             "remote_deliveries": n3["remote_deliveries"], "down_frames": n3["down_frames"],
@@ -211,15 +176,7 @@ class WarrenCluster:
         }
 
     def stop(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        self.procs = []
+        self.nodes.stop()
 
 
 class RabbitMQCluster:
@@ -358,8 +315,12 @@ def main():
                              "latency_us": pub["confirm_latency_us"], "peak_rss": max(peak1, peak2),
                              "rss_before": before}
                     else:
+                        quorum = s in QUORUM_SCENARIOS and hasattr(b, "counters")
+                        c0 = b.counters() if quorum else None
                         summary, peak, before = bench(b, SCENARIOS[s][1], tag)
                         r = dict(summary, peak_rss=peak, rss_before=before)
+                        if quorum:
+                            r["batching"] = per_1000(c0, b.counters(), summary["confirmed"])
                         if hasattr(b, "forwarding"):
                             r["forwarding"] = b.forwarding()
                     b.stop()
@@ -402,6 +363,9 @@ def write_report(out, results, chosen, fsync, opts):
         if s == 8:
             row["warren_frames_per_1000_publishes"] = med(w, lambda r_: r_["forwarding"]["frames_per_1000_publishes"])
             row["warren_frames_per_1000_deliveries"] = med(w, lambda r_: r_["forwarding"]["frames_per_1000_deliveries"])
+        if s in QUORUM_SCENARIOS:
+            row["warren_entries_per_1000"] = med(w, lambda r_: r_["batching"]["entries_per_1000"])
+            row["warren_syncs_per_1000"] = med(w, lambda r_: r_["batching"]["syncs_per_1000"])
         if s == 6:
             row["warren_kib_per_conn"] = med(w, lambda r_: (r_["peak_rss"] - r_["rss_before"]) / 1024 / 1000)
             row["rabbitmq_kib_per_conn"] = med(r, lambda r_: (r_["peak_rss"] - r_["rss_before"]) / 1024 / 1000)
@@ -432,6 +396,10 @@ def write_report(out, results, chosen, fsync, opts):
                       f"{row['warren_frames_per_1000_publishes']:.1f} gRPC stream frames per 1,000 forwarded publishes "
                       f"(node 2 → node 1), {row['warren_frames_per_1000_deliveries']:.1f} per 1,000 deliveries "
                       f"(node 1 → node 3); RSS is the sum over the three nodes.")
+        if "warren_entries_per_1000" in row:
+            md.append(f"\nScenario {row['scenario']} batching (busiest Warren node): "
+                      f"{row['warren_entries_per_1000']:.1f} Raft log entries and "
+                      f"{row['warren_syncs_per_1000']:.1f} WAL syncs per 1,000 confirmed messages.")
         if "warren_kib_per_conn" in row:
             md.append(f"\nScenario 6 RSS per connection: Warren {row['warren_kib_per_conn']:.1f} KiB, "
                       f"RabbitMQ {row['rabbitmq_kib_per_conn']:.1f} KiB.")

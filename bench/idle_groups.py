@@ -9,10 +9,7 @@ Every process is stopped at the end, whatever happens. Prints one JSON
 object and a table."""
 import argparse
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,17 +17,10 @@ from pathlib import Path
 
 import pika
 
-from compare import rss_of, wait_port  # this folder is on the path
+from nodes import WarrenNodes, cpu_seconds, rss_of  # this folder is on the path
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "warren-idle-groups-secret"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def main():
@@ -43,24 +33,12 @@ def main():
     binary = Path(opts.binary)
     if not binary.exists():
         sys.exit(f"no binary at {binary}")
-    amqp = [opts.base_port + i for i in range(3)]
-    cluster = [opts.base_port + 20000 + i for i in range(3)]
     work = Path(tempfile.mkdtemp(prefix="warren-idle-"))
-    peers = ",".join(f"{i + 1}=127.0.0.1:{cluster[i]}" for i in range(3))
-    env = dict(os.environ, RUST_LOG="warn", WARREN_CLUSTER_SECRET=SECRET)
-    procs = []
+    nodes = WarrenNodes(binary, work, opts.base_port, opts.base_port + 20000, SECRET)
     try:
-        for i in range(3):
-            procs.append(subprocess.Popen(
-                [str(binary), "server", "--node-id", str(i + 1),
-                 "--amqp-listen", f"127.0.0.1:{amqp[i]}",
-                 "--cluster-listen", f"127.0.0.1:{cluster[i]}", "--peers", peers,
-                 "--data-dir", str(work / f"node{i + 1}")],
-                stdout=open(work / f"node{i + 1}.log", "ab"), stderr=subprocess.STDOUT, env=env))
-        for p in amqp:
-            wait_port(p)
+        nodes.start()
         started = time.monotonic()
-        conn = pika.BlockingConnection(pika.URLParameters(f"amqp://guest:guest@127.0.0.1:{amqp[0]}/%2f"))
+        conn = pika.BlockingConnection(pika.URLParameters(nodes.url(1)))
         ch = conn.channel()
         for q in range(opts.queues):
             ch.queue_declare(f"idle.{q}", durable=True, arguments={"x-queue-type": "quorum"})
@@ -69,42 +47,30 @@ def main():
         # Let elections, first snapshots and rebalancing settle.
         time.sleep(10)
 
-        def status(i):
-            out = subprocess.run([str(binary), "cluster", "status", "--json", "--server",
-                                  f"127.0.0.1:{cluster[i]}"], capture_output=True, text=True,
-                                 timeout=30, env=env, check=True)
-            return [m for m in json.loads(out.stdout)["members"] if m["id"] == i + 1][0]
-
-        before = [(cpu_seconds(p.pid), status(i)["raft_rpcs"]) for i, p in enumerate(procs)]
+        ids = range(1, nodes.n + 1)
+        before = {i: (cpu_seconds(nodes.pid(i)), nodes.node_status(i)["raft_rpcs"]) for i in ids}
         t0 = time.monotonic()
         time.sleep(opts.quiet)
         elapsed = time.monotonic() - t0
-        nodes = []
-        for i, p in enumerate(procs):
-            cpu, rpcs = cpu_seconds(p.pid), status(i)["raft_rpcs"]
-            nodes.append({
-                "node": i + 1,
-                "rss_mib": round(rss_of(p.pid) / 2**20, 1),
+        result_nodes = []
+        for i in ids:
+            cpu, rpcs = cpu_seconds(nodes.pid(i)), nodes.node_status(i)["raft_rpcs"]
+            result_nodes.append({
+                "node": i,
+                "rss_mib": round(rss_of(nodes.pid(i)) / 2**20, 1),
                 "cpu_percent": round(100 * (cpu - before[i][0]) / elapsed, 1),
                 "raft_rpcs_per_s": round((rpcs - before[i][1]) / elapsed),
             })
         result = {"queues": opts.queues, "declare_seconds": round(declared, 1),
-                  "quiet_seconds": round(elapsed, 1), "binary": str(binary), "nodes": nodes}
+                  "quiet_seconds": round(elapsed, 1), "binary": str(binary), "nodes": result_nodes}
         print(json.dumps(result))
         print(f"\n{opts.queues} idle quorum queues, 3 nodes (declared in {declared:.1f} s)")
         print("| node | RSS MiB | CPU % of one core | Raft RPCs sent/s |")
         print("|---|---|---|---|")
-        for n in nodes:
+        for n in result_nodes:
             print(f"| {n['node']} | {n['rss_mib']} | {n['cpu_percent']} | {n['raft_rpcs_per_s']} |")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        nodes.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

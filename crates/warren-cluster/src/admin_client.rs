@@ -59,6 +59,10 @@ pub struct MemberStatus {
     pub down_frames: u64,
     /// Raft RPCs it sent, every group included.
     pub raft_rpcs: u64,
+    /// Raft log entries its store wrote, every group included.
+    pub raft_entries: u64,
+    /// WAL syncs its store did.
+    pub store_syncs: u64,
 }
 
 /// The cluster as its members report it.
@@ -122,6 +126,8 @@ fn member_status(m: &Member, s: Option<&NodeStatus>) -> MemberStatus {
             remote_deliveries: s.remote_deliveries,
             down_frames: s.down_frames,
             raft_rpcs: s.raft_rpcs,
+            raft_entries: s.raft_entries,
+            store_syncs: s.store_syncs,
         },
         None => MemberStatus {
             id: m.id,
@@ -140,6 +146,8 @@ fn member_status(m: &Member, s: Option<&NodeStatus>) -> MemberStatus {
             remote_deliveries: 0,
             down_frames: 0,
             raft_rpcs: 0,
+            raft_entries: 0,
+            store_syncs: 0,
         },
     }
 }

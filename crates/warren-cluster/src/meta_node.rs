@@ -11,6 +11,7 @@
 //! adding and removing nodes, peers' status) is in [`membership`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -126,6 +127,8 @@ pub struct MetaNode {
     /// not waited for (see `spread`).
     lagging: Mutex<HashMap<NodeId, Instant>>,
     store: Store,
+    /// The node's one writer, for its counters in [`MetaNode::status`].
+    writer: Writer,
 }
 
 impl std::fmt::Debug for MetaNode {
@@ -231,7 +234,7 @@ impl MetaNode {
             cluster.set(id);
         }
         let log = RaftLogStore::<MetaRaft>::new(store, writer.clone(), META_GROUP);
-        let sm = MetaStateMachine::open(store, writer, META_GROUP)?;
+        let sm = MetaStateMachine::open(store, writer.clone(), META_GROUP)?;
         let meta = sm.shared();
         let raft = Raft::new(
             opts.id,
@@ -256,6 +259,7 @@ impl MetaNode {
             propose_timeout: t.propose_timeout,
             lagging: Mutex::new(HashMap::new()),
             store: store.clone(),
+            writer,
         }))
     }
 
@@ -527,6 +531,8 @@ impl MetaNode {
             remote_deliveries: stats::get(&stats::REMOTE_DELIVERIES),
             down_frames: stats::get(&stats::DOWN_FRAMES),
             raft_rpcs: stats::get(&stats::RAFT_RPCS),
+            raft_entries: self.writer.stats().raft_entries.load(Ordering::Relaxed),
+            store_syncs: self.writer.stats().syncs.load(Ordering::Relaxed),
         }
     }
 

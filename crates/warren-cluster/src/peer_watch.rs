@@ -373,6 +373,14 @@ mod tests {
     }
 
     #[test]
+    fn the_followers_lease_ends_before_a_leaders_node_counts_as_down() {
+        // Down is judged DOWN_AFTER past the last answer, which may have come
+        // up to PROBE_EVERY before the leader's last entry.
+        let lease = Duration::from_millis(crate::QueueTiming::default().election_max_ms);
+        assert!(lease < DOWN_AFTER - PROBE_EVERY);
+    }
+
+    #[test]
     fn a_voter_that_sees_no_other_survivor_goes_without_rank_delay() {
         assert!(election_delay(7, 1, &[]) < Duration::from_millis(STAGGER_MS));
     }

@@ -102,6 +102,11 @@ impl QueueGroups {
             .change_membership(voters.clone(), false)
             .await
             .map_err(|e| Status::unavailable(format!("changing the membership: {e}")))?;
+        if node == self.me() && change == MemberChange::DeleteMember {
+            // openraft steps a leader that removed itself down on a tick;
+            // queue groups tick only from now on (see `QueueGroups::new`).
+            g.raft.runtime_config().tick(true);
+        }
         Ok(voters.into_iter().collect())
     }
 
