@@ -31,6 +31,7 @@ pub mod queue_machine;
 mod queue_snapshot;
 pub mod state_machine;
 mod stored_snapshot;
+mod unwritten;
 
 use std::io::Cursor;
 

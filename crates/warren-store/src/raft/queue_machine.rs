@@ -17,14 +17,15 @@
 //! receiver reads it back in batches (`queue_snapshot`). Neither side holds
 //! the bodies in memory.
 //!
+//! An apply hands its writes to the writer and answers without waiting for
+//! them; the bodies stay in memory until they are written ([`Unwritten`]).
 //! Applying reads the bodies the leader will send (deliveries, `basic.get`),
-//! from the batch itself when the message arrived in it, else from the
+//! from there when the writer has not written them yet, else from the
 //! column family, before this batch's deletes are written; they travel in
 //! [`QueueResponse::bodies`], which never leaves the node.
 //!
 //! [`get_current_snapshot`]: RaftStateMachine::get_current_snapshot
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -44,6 +45,7 @@ use super::stored_snapshot::{
     SNAPSHOT_WRITES, StoredSnapshot, read_stored_snapshot, snapshot_meta, snapshot_record,
     store_snapshot,
 };
+use super::unwritten::Unwritten;
 use super::{GroupId, NodeId, Result, key};
 use crate::codec::{decode_message, encode_message};
 use crate::db::{CF_QUORUM_BODIES, Db};
@@ -120,6 +122,8 @@ pub struct QueueStateMachine {
     built: u64,
     /// Bytes applied since the last snapshot (see [`snapshot_due`]).
     since_snapshot: u64,
+    /// Bodies applied and handed to the writer, until it wrote them.
+    unwritten: Unwritten,
     /// The last transfer file written, by snapshot id: a replica that is
     /// down is offered the snapshot again and again (each write to the
     /// group retries it), and a long queue's file is gigabytes.
@@ -169,6 +173,7 @@ impl QueueStateMachine {
             membership: StoredMembership::default(),
             built: 0,
             since_snapshot: 0,
+            unwritten: Unwritten::default(),
             sent: None,
         };
         if let Some(stored) = read_stored_snapshot(&sm.db, group)? {
@@ -217,16 +222,10 @@ impl QueueStateMachine {
     }
 
     /// Applies one batch; returns the response and adds the writes it needs
-    /// to `writes`. `arrived` holds the messages enqueued by this `apply`
-    /// call so far, whose bodies are not written yet: openraft applies many
-    /// entries in one call, and an entry may deliver what an earlier one of
-    /// the same call enqueued.
-    fn apply_batch(
-        &mut self,
-        ops: Vec<QueueOp>,
-        writes: &mut Vec<Op>,
-        arrived: &mut HashMap<MsgId, Message>,
-    ) -> Result<QueueResponse> {
+    /// to `writes`. The messages it enqueues go to [`Unwritten`] too: a
+    /// delivery in this batch, a later one of the same `apply` call or a
+    /// later call may need a body the writer has not written yet.
+    fn apply_batch(&mut self, ops: Vec<QueueOp>, writes: &mut Vec<Op>) -> Result<QueueResponse> {
         let mut resp = QueueResponse::default();
         let mut buf = Vec::new();
         for op in ops {
@@ -250,7 +249,7 @@ impl QueueStateMachine {
                     key::entry(self.group, *id),
                     buf.clone(),
                 ));
-                arrived.insert(*id, message);
+                self.unwritten.insert(*id, message);
             }
             let got = match &applied.reply {
                 Reply::Got(Some((m, _))) => Some(m.id),
@@ -263,7 +262,7 @@ impl QueueStateMachine {
                 .chain(held.iter().map(|d| d.msg.id))
                 .filter(|_| reads)
             {
-                let body = match arrived.get(&id) {
+                let body = match self.unwritten.get(id) {
                     Some(m) => Some(m.clone()),
                     None => self.body(id)?,
                 };
@@ -274,7 +273,7 @@ impl QueueStateMachine {
                 }
             }
             for id in &applied.removed {
-                arrived.remove(id);
+                self.unwritten.remove(*id);
                 writes.push(Op::RaftDelete(RaftCf::Bodies, key::entry(self.group, *id)));
             }
             resp.replies.push(applied.reply);
@@ -299,16 +298,19 @@ impl RaftStateMachine<QueueRaft> for QueueStateMachine {
         I: IntoIterator<Item = QueueEntry> + Send,
         I::IntoIter: Send,
     {
+        if self.unwritten.failed() {
+            return Err(super::write_err(
+                "an earlier write of this group's bodies failed",
+            ));
+        }
+        self.unwritten.prune();
         let mut out = Vec::new();
         let mut writes = Vec::new();
-        let mut arrived = HashMap::new();
         for e in entries {
             self.last_applied = Some(e.log_id);
             out.push(match e.payload {
                 EntryPayload::Blank => QueueResponse::default(),
-                EntryPayload::Normal(batch) => {
-                    self.apply_batch(batch.0, &mut writes, &mut arrived)?
-                }
+                EntryPayload::Normal(batch) => self.apply_batch(batch.0, &mut writes)?,
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(e.log_id), m);
                     QueueResponse::default()
@@ -323,7 +325,11 @@ impl RaftStateMachine<QueueRaft> for QueueStateMachine {
             self.counts.snapshot_due.store(true, Ordering::Release);
         }
         if !writes.is_empty() {
-            self.writer.write(writes).await.map_err(super::write_err)?;
+            let done = self.unwritten.seal();
+            self.writer
+                .submit(writes, false, Some(done))
+                .await
+                .map_err(super::write_err)?;
         }
         Ok(out)
     }
