@@ -110,8 +110,7 @@ def failover(nodes, opts):
         leader = until("a settled leader", lambda: settled_leader(nodes, alive, "fo"))
         survivor = min(alive - {leader})
         url = nodes.url(survivor)
-        c = channel(url)
-        publish_confirmed(url, c, "fo", time.monotonic() + WAIT)
+        c = publish_confirmed(url, channel(url), "fo", time.monotonic() + WAIT)
         t0 = time.monotonic()
         nodes.kill(leader)
         alive.discard(leader)
@@ -154,10 +153,10 @@ def many(nodes, opts):
 
     def work(w):
         url = nodes.url(survivors[w % len(survivors)])
-        c = chans[w]
         try:
             for i in range(w, len(names), workers):
-                c = publish_confirmed(url, c, names[i], t0 + WAIT)
+                # Kept in `chans`: a reconnected channel is the one closed.
+                chans[w] = publish_confirmed(url, chans[w], names[i], t0 + WAIT)
                 confirmed[i] = time.monotonic() - t0
         except Exception as e:  # reported below, the run fails
             errors.append(repr(e))
