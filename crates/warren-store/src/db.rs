@@ -39,6 +39,9 @@ pub struct Recovery {
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Db>,
+    /// Bytes of Raft log entries the node's groups keep in memory
+    /// (`raft::recent`), shared so that one bound holds for all of them.
+    log_tails: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Store {
@@ -47,6 +50,13 @@ impl Store {
         self.db
             .cf_handle(name)
             .ok_or_else(|| StoreError::Rocks(format!("no {name} column family")))
+    }
+}
+
+impl Store {
+    /// The node's count of Raft log bytes held in memory.
+    pub(crate) fn log_tails(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.log_tails.clone()
     }
 }
 
@@ -94,7 +104,10 @@ impl Store {
             ColumnFamilyDescriptor::new(n, o)
         });
         let db = Db::open_cf_descriptors(&opts, dir, cfs)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            log_tails: Arc::default(),
+        })
     }
 
     /// Reads every durable exchange, queue and binding.

@@ -84,7 +84,19 @@ impl QuorumState {
             }
         };
         self.dispatch(&mut out);
+        self.release_drained();
         out
+    }
+
+    /// Gives back what a drained backlog left of the ready queue's capacity
+    /// (a `VecDeque` keeps it: a million messages once queued would hold
+    /// 16–32 MiB for good). Capacity is not part of the replicated state.
+    fn release_drained(&mut self) {
+        const KEEP: usize = 4096;
+        let (len, cap) = (self.ready.len(), self.ready.capacity());
+        if cap > KEEP && len < cap / 4 {
+            self.ready.shrink_to(KEEP.max(len * 2));
+        }
     }
 
     fn checkout(&mut self, key: ConsumerKey, node: NodeId, prefetch: u32, no_ack: bool) {

@@ -27,8 +27,12 @@ use crate::api::{
     ConnEvent, ConnTx, ConsumerLink, DELIVERY_WINDOW, DeliverEvent, GetReply, QueueMsg,
 };
 
-/// Proposals of one group awaiting their commit at once.
-pub(super) const IN_FLIGHT: usize = 2;
+/// Proposals of one group awaiting their commit at once. One: since the
+/// log's `append` returns before its sync, openraft's core no longer waits
+/// for a proposal's write, and a second proposal in flight only split the
+/// batches (scenario 9: 38k msg/s with two, 42–48k with one; scenario 10
+/// the same with either; docs/decisions.md).
+pub(super) const IN_FLIGHT: usize = 1;
 /// Bytes of message bodies in one log entry (more waits for the next).
 const MAX_ENTRY_BYTES: usize = 1 << 20;
 /// Bytes waiting for a proposal past which the mailbox is not read.

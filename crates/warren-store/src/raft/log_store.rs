@@ -5,16 +5,14 @@
 //! is written (group 0's commands are JSON; queue entries carry bodies and
 //! need a binary encoding).
 //!
-//! Reads go straight to RocksDB. Writes go through the node's group-commit
-//! writer, so a log append shares its WAL sync with the appends of other
-//! groups and with message writes of classic queues. `append` returns once the
-//! entries are written (readable) and synced; openraft's flush callback is
-//! called at the same moment. Returning before the sync, with a cache of
-//! unsynced entries for readers, is the optimisation to make when replicated
-//! queues put many entries through here.
+//! Writes go through the node's group-commit writer, so a log append shares
+//! its WAL sync with the appends of other groups and with message writes of
+//! classic queues. `append` puts the entries in the group's in-memory tail
+//! ([`RecentLog`]), hands them to the writer and returns; openraft's flush
+//! callback is called when the writer has synced them. Reads take what the
+//! tail holds and the rest from RocksDB.
 
 use std::fmt::Debug;
-use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
@@ -22,9 +20,10 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, RaftLogReader, RaftTypeConfig, StorageIOError, Vote};
 use rocksdb::{Direction, IteratorMode};
 
+use super::recent::{RecentLog, Tailed};
 use super::{GroupId, MetaRaft, NodeId, Result, decode, encode, key};
 use crate::db::{CF_RAFT_LOG, CF_RAFT_STATE, Db};
-use crate::{Op, RaftCf, Store, Writer};
+use crate::{Op, RaftCf, Store, WriteDone, Writer};
 
 /// How a group type's log entries are written to and read from RocksDB.
 pub trait LogCodec: RaftTypeConfig<NodeId = NodeId, Entry = Entry<Self>> {
@@ -45,25 +44,25 @@ impl LogCodec for MetaRaft {
 }
 
 /// The log, vote and purge point of one Raft group of type `C`.
-pub struct RaftLogStore<C = MetaRaft> {
+pub struct RaftLogStore<C: RaftTypeConfig = MetaRaft> {
     group: GroupId,
     db: Arc<Db>,
     writer: Writer,
-    group_type: PhantomData<fn() -> C>,
+    recent: RecentLog<C>,
 }
 
-impl<C> Clone for RaftLogStore<C> {
+impl<C: RaftTypeConfig> Clone for RaftLogStore<C> {
     fn clone(&self) -> Self {
         Self {
             group: self.group,
             db: self.db.clone(),
             writer: self.writer.clone(),
-            group_type: PhantomData,
+            recent: self.recent.clone(),
         }
     }
 }
 
-impl<C> Debug for RaftLogStore<C> {
+impl<C: RaftTypeConfig> Debug for RaftLogStore<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RaftLogStore")
             .field("group", &self.group)
@@ -78,7 +77,7 @@ impl<C: LogCodec> RaftLogStore<C> {
             group,
             db: store.db().clone(),
             writer,
-            group_type: PhantomData,
+            recent: RecentLog::new(store.log_tails()),
         }
     }
 
@@ -123,7 +122,10 @@ impl<C: LogCodec> RaftLogStore<C> {
     }
 }
 
-impl<C: LogCodec> RaftLogReader<C> for RaftLogStore<C> {
+impl<C: LogCodec> RaftLogReader<C> for RaftLogStore<C>
+where
+    C::D: Clone,
+{
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
@@ -133,6 +135,27 @@ impl<C: LogCodec> RaftLogReader<C> for RaftLogStore<C> {
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Some(i.saturating_add(1)),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        match self.recent.read(start, end) {
+            Tailed::All(entries) => Ok(entries),
+            Tailed::Nothing => self.read_stored(start, end),
+            Tailed::From { first, entries } => {
+                let below = end.map_or(first, |e| e.min(first));
+                let mut out = self.read_stored(start, Some(below))?;
+                out.extend(entries);
+                Ok(out)
+            }
+        }
+    }
+}
+
+impl<C: LogCodec> RaftLogStore<C> {
+    /// Entries in `start..end` as written to RocksDB.
+    fn read_stored(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry<C>>> {
         let cf = self
             .db
             .cf_handle(CF_RAFT_LOG)
@@ -147,7 +170,7 @@ impl<C: LogCodec> RaftLogReader<C> for RaftLogStore<C> {
             let Some(index) = key::parse_entry(self.group, &k) else {
                 break;
             };
-            if !range.contains(&index) {
+            if end.is_some_and(|e| index >= e) {
                 break;
             }
             out.push(C::decode_entry(&v).map_err(StorageIOError::read_logs)?);
@@ -156,12 +179,18 @@ impl<C: LogCodec> RaftLogReader<C> for RaftLogStore<C> {
     }
 }
 
-impl<C: LogCodec> RaftLogStorage<C> for RaftLogStore<C> {
+impl<C: LogCodec> RaftLogStorage<C> for RaftLogStore<C>
+where
+    C::D: Clone,
+{
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>> {
         let last_purged_log_id: Option<LogId<NodeId>> = self.get_state(key::PURGED)?;
-        let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
+        let last_log_id = match self.recent.last_log_id() {
+            Some(id) => Some(id),
+            None => self.last_entry_id()?.or(last_purged_log_id),
+        };
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -192,24 +221,35 @@ impl<C: LogCodec> RaftLogStorage<C> for RaftLogStore<C> {
         I::IntoIter: Send,
     {
         let mut ops = Vec::new();
+        let mut kept = Vec::new();
         for e in entries {
             let v = C::encode_entry(&e).map_err(StorageIOError::write_logs)?;
+            let size = v.len();
             ops.push(Op::RaftPut(
                 RaftCf::Log,
                 key::entry(self.group, e.log_id.index),
                 v,
             ));
+            kept.push((e, size));
         }
-        match self.write(ops).await {
+        let Some(last) = kept.last().map(|(e, _)| e.log_id.index) else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        // Readable from the tail now; durable when the writer says so.
+        self.recent.admit(kept);
+        let recent = self.recent.clone();
+        let done: WriteDone = Box::new(move |r| match r {
             Ok(()) => {
+                recent.written(last);
                 callback.log_io_completed(Ok(()));
-                Ok(())
             }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(e)
-            }
-        }
+            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+        });
+        self.writer
+            .submit(ops, true, Some(done))
+            .await
+            .map_err(super::write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<()> {
@@ -218,7 +258,10 @@ impl<C: LogCodec> RaftLogStorage<C> for RaftLogStore<C> {
             key::entry(self.group, log_id.index),
             key::entry(self.group, u64::MAX),
         )])
-        .await
+        .await?;
+        // The writer keeps order: every earlier append is written by now.
+        self.recent.truncate(log_id.index);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<()> {
@@ -231,6 +274,8 @@ impl<C: LogCodec> RaftLogStorage<C> for RaftLogStore<C> {
                 key::entry(self.group, log_id.index.saturating_add(1)),
             ),
         ])
-        .await
+        .await?;
+        self.recent.purge(log_id.index);
+        Ok(())
     }
 }

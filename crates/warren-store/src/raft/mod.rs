@@ -9,6 +9,8 @@
 //!   applies batches to a [`warren_core::quorum::QuorumState`], keeps the
 //!   bodies in their own column family, snapshots the state (and sends the
 //!   bodies with it).
+//! - `recent`: the in-memory tail of a group's log, which its readers use
+//!   and which lets `append` return before the writer has written.
 //! - `queue_snapshot`: a quorum queue's state in bytes and the snapshot
 //!   file streamed to a replica that is behind.
 //! - `stored_snapshot`: the last snapshot of a group as stored.
@@ -29,6 +31,7 @@ pub mod log_store;
 pub mod queue;
 pub mod queue_machine;
 mod queue_snapshot;
+mod recent;
 pub mod state_machine;
 mod stored_snapshot;
 mod unwritten;
