@@ -31,9 +31,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use openraft::{Entry, LogId, RaftTypeConfig};
 
 /// Encoded bytes of entries one group keeps.
-const GROUP_BYTES: usize = 8 << 20;
+const GROUP_BYTES: usize = 4 << 20;
 /// Encoded bytes of entries all groups of the node keep together.
-pub const NODE_BYTES: usize = 64 << 20;
+pub const NODE_BYTES: usize = 16 << 20;
 
 /// A group's log tail; clones share it (the log store and its readers).
 pub struct RecentLog<C: RaftTypeConfig> {
