@@ -27,11 +27,12 @@ use crate::api::{
     ConnEvent, ConnTx, ConsumerLink, DELIVERY_WINDOW, DeliverEvent, GetReply, QueueMsg,
 };
 
-/// Proposals of one group awaiting their commit at once. One: since the
-/// log's `append` returns before its sync, openraft's core no longer waits
-/// for a proposal's write, and a second proposal in flight only split the
-/// batches (scenario 9: 38k msg/s with two, 42–48k with one; scenario 10
-/// the same with either; docs/decisions.md).
+/// Proposals of one group awaiting their commit at once. One: openraft
+/// 0.9's core waits for each append's flush before it takes the next
+/// proposal, so a second one in flight never overlapped the first's sync;
+/// it only split what waited into smaller entries (scenario 9: 36–44k
+/// msg/s with two, 42–48k with one; scenario 10 the same with either;
+/// docs/benchmarks.md).
 pub(super) const IN_FLIGHT: usize = 1;
 /// Bytes of message bodies in one log entry (more waits for the next).
 const MAX_ENTRY_BYTES: usize = 1 << 20;

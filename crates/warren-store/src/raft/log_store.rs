@@ -9,7 +9,8 @@
 //! its WAL sync with the appends of other groups and with message writes of
 //! classic queues. `append` puts the entries in the group's in-memory tail
 //! ([`RecentLog`]), hands them to the writer and returns; openraft's flush
-//! callback is called when the writer has synced them. Reads take what the
+//! callback is called when the writer has synced them (openraft 0.9's core
+//! still waits for that callback before it goes on). Reads take what the
 //! tail holds and the rest from RocksDB.
 
 use std::fmt::Debug;

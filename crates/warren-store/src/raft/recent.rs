@@ -7,11 +7,12 @@
 //! iterator set-up alone). Kept here, a read is a clone of entries whose
 //! bodies are shared buffers.
 //!
-//! The tail also lets `append` return before its write: openraft 0.9 waits
-//! for `append` inside the group's core, and asks only that the entries be
-//! readable when it returns and that the flush callback come once they are
-//! durable. The entries are readable here at once; the writer's completion
-//! then marks them written and calls the callback.
+//! The tail also lets `append` return before its write, as openraft's
+//! storage API allows: the entries must be readable when it returns, and
+//! the flush callback must come once they are durable. The entries are
+//! readable here at once; the writer's completion then marks them written
+//! and calls the callback. (openraft 0.9's core awaits that callback right
+//! after `append`, so this overlaps nothing yet; 0.10's core does not wait.)
 //!
 //! Invariants, which make a read from here and RocksDB together exact:
 //! - the tail holds a suffix of the log (appends extend it; `truncate` and
