@@ -89,6 +89,11 @@ impl Store {
         // Queues are written and deleted soon after: keep memtables moderate and
         // let the WAL, not flushes, carry durability.
         opts.set_write_buffer_size(64 << 20);
+        // All column families' memtables together: a quorum queue's backlog
+        // fills the log's and the bodies' families at once (1 M x 1 KiB on
+        // three replicas peaked at 303-326 MiB on the leader, 271-280 MiB
+        // with this cap; docs/benchmarks.md).
+        opts.set_db_write_buffer_size(128 << 20);
         opts.set_max_total_wal_size(256 << 20);
         opts.set_keep_log_file_num(4);
         let cfs = [
