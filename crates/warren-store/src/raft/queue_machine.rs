@@ -227,7 +227,6 @@ impl QueueStateMachine {
     /// later call may need a body the writer has not written yet.
     fn apply_batch(&mut self, ops: Vec<QueueOp>, writes: &mut Vec<Op>) -> Result<QueueResponse> {
         let mut resp = QueueResponse::default();
-        let mut buf = Vec::new();
         for op in ops {
             self.since_snapshot += OP_BYTES;
             if let QueueOp::Enqueue { message, .. } = &op {
@@ -243,11 +242,13 @@ impl QueueStateMachine {
             if let (QueueOp::Enqueue { message, .. }, Reply::Enqueued(Some(id))) =
                 (op, &applied.reply)
             {
-                encode_message(&message, &mut buf);
+                // Encoded straight into the write's own buffer: no copy.
+                let mut body = Vec::new();
+                encode_message(&message, &mut body);
                 writes.push(Op::RaftPut(
                     RaftCf::Bodies,
                     key::entry(self.group, *id),
-                    buf.clone(),
+                    body,
                 ));
                 self.unwritten.insert(*id, message);
             }

@@ -159,11 +159,13 @@ impl<C: RaftTypeConfig> RecentLog<C> {
         let Some(first) = t.first() else {
             return Tailed::Nothing;
         };
-        let wanted = |i: u64| i >= start && end.is_none_or(|e| i < e);
+        // Contiguous: `start` sits `start - first` places in.
+        let skip = usize::try_from(start.saturating_sub(first)).unwrap_or(usize::MAX);
         let entries: Vec<Entry<C>> = t
             .entries
             .iter()
-            .filter(|(e, _)| wanted(e.log_id.index))
+            .skip(skip)
+            .take_while(|(e, _)| end.is_none_or(|end| e.log_id.index < end))
             .map(|(e, _)| e.clone())
             .collect();
         if start >= first {
