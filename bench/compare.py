@@ -79,7 +79,7 @@ class Warren:
     def start(self):
         shutil.rmtree(self.data, ignore_errors=True)
         self.proc = subprocess.Popen(
-            [str(WARREN), "server", "--amqp-listen", f"127.0.0.1:{WARREN_PORT}", "--data-dir", str(self.data),
+            [str(WARREN), "server", "--amqp-listen", f"127.0.0.1:{WARREN_PORT}", "--http-listen", "off", "--data-dir", str(self.data),
              "--cluster-listen", f"127.0.0.1:{self.CLUSTER}"],
             stdout=open(self.data.parent / "warren.log", "ab"), stderr=subprocess.STDOUT,
             env=dict(os.environ, RUST_LOG="warn", WARREN_CLUSTER_SECRET=CLUSTER_SECRET))

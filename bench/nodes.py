@@ -95,7 +95,7 @@ class WarrenNodes:
     def start_node(self, i, wait=True):
         peers = ",".join(f"{j}={self.cluster_addr(j)}" for j in range(1, self.n + 1))
         self.procs[i] = subprocess.Popen(
-            [str(self.binary), "server", "--node-id", str(i), "--amqp-listen", f"127.0.0.1:{self.amqp_port(i)}",
+            [str(self.binary), "server", "--node-id", str(i), "--amqp-listen", f"127.0.0.1:{self.amqp_port(i)}", "--http-listen", "off",
              "--cluster-listen", self.cluster_addr(i), "--peers", peers, "--data-dir", str(self.base / f"node{i}"),
              *self.extra],
             stdout=open(self.base / f"node{i}.log", "ab"), stderr=subprocess.STDOUT, env=self.env)

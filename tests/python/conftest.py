@@ -54,7 +54,7 @@ class Node:
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"),
                    WARREN_CLUSTER_SECRET=CLUSTER_SECRET)
         self.proc = subprocess.Popen(
-            [WARREN, "server", "--amqp-listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *self.extra],
+            [WARREN, "server", "--amqp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *self.extra],
             stdout=open(self.log, "ab"),
             stderr=subprocess.STDOUT,
             env=env,
@@ -88,6 +88,10 @@ class Node:
 
     def env(self):
         return dict(os.environ, AMQP_HOST="127.0.0.1", AMQP_PORT=str(self.port), PYTHONUNBUFFERED="1")
+
+    def params(self):
+        import pika
+        return pika.ConnectionParameters("127.0.0.1", self.port)
 
 
 CLUSTER_SECRET = "pika-scenarios-cluster-secret"
@@ -125,6 +129,9 @@ class ClusterNodes:
         for n in self.nodes:
             n.wait_ready()
         return self
+
+    def params(self):
+        return self.nodes[0].params()
 
     def env(self):
         n = self.nodes[self.turn % len(self.nodes)]
@@ -196,6 +203,15 @@ class Program:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=DEADLINE)
+
+
+@pytest.fixture(scope="session")
+def compose_image():
+    """deploy/docker's image of the debug binary, built once, removed at the end."""
+    import compose
+    image = compose.build_image()
+    yield image
+    compose.remove_image()
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ def _start(tmp_path, args, env_extra):
     import subprocess
     from conftest import WARREN, wait_for
     data = tmp_path / "envdata"
-    env = dict(os.environ, **env_extra)
+    env = dict(os.environ, WARREN_HTTP_LISTEN="127.0.0.1:0", **env_extra)
     proc = subprocess.Popen([WARREN, "server", *args], env=env,
                             stdout=open(tmp_path / "env.log", "ab"), stderr=subprocess.STDOUT)
     addr_file = data / "amqp.addr"

@@ -2,15 +2,30 @@
 consumer processes (the tutorial's own programs), against a fresh single node,
 against a fresh three-node cluster with the programs spread over its nodes, and
 against such a cluster whose default queue type is quorum (the durable
-`task_queue` of the work-queue scenario is then a quorum queue)."""
+`task_queue` of the work-queue scenario is then a quorum queue), and against
+the docker compose cluster of deploy/compose (three containers from the
+image, quorum by default, clients through the published ports)."""
 import pika
 import pytest
 
+from compose import ComposeCluster
 from conftest import DEADLINE, ClusterNodes, Node, wait_for
 
 
-@pytest.fixture(params=["single", "cluster", "quorum-cluster"])
+@pytest.fixture(params=["single", "cluster", "quorum-cluster", "compose"])
 def node(request, tmp_path):
+    if request.param == "compose":
+        # deploy/compose's three containers (quorum by default), built once.
+        request.getfixturevalue("compose_image")
+        n = ComposeCluster()
+        try:
+            n.start()
+        except BaseException:
+            n.stop()
+            raise
+        yield n
+        n.stop()
+        return
     if request.param == "single":
         n = Node(tmp_path / "data", tmp_path / "warren.log").start()
     elif request.param == "cluster":
@@ -33,7 +48,7 @@ def test_1_hello_world_delivers_backlog_then_round_robin(node, run):
     second = run("receive.py")
     second.wait_line("Waiting for messages")
     # Both are consumers now; wait until the broker has both before publishing.
-    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.port))
+    conn = pika.BlockingConnection(node.params())
     wait_for("two consumers on hello1",
              lambda: conn.channel().queue_declare("hello1", passive=True).method.consumer_count == 2)
     conn.close()
@@ -60,13 +75,13 @@ def test_3_durable_queue_and_persistent_messages_survive_kill9(node, run):
     for i in range(3):
         run("new_task.py", f"task{i}").finish()
     # A durable exchange and binding declared just before the crash survive too.
-    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.port))
+    conn = pika.BlockingConnection(node.params())
     ch = conn.channel()
     ch.exchange_declare("durable_x", "direct", durable=True)
     ch.queue_bind("task_queue", "durable_x", routing_key="k")
     node.kill9()
     node.start()
-    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.port))
+    conn = pika.BlockingConnection(node.params())
     ch = conn.channel()
     ch.exchange_declare("durable_x", "direct", passive=True)
     conn.close()
@@ -74,7 +89,7 @@ def test_3_durable_queue_and_persistent_messages_survive_kill9(node, run):
     lines = w.wait_line(" [x] Done", count=3)
     assert [l for l in received(lines)] == [
         " [x] Received b'task0'", " [x] Received b'task1'", " [x] Received b'task2'"]
-    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.port))
+    conn = pika.BlockingConnection(node.params())
     conn.channel().basic_publish("durable_x", "k", b"via-binding")
     conn.close()
     w.wait_line("Received b'via-binding'")
@@ -82,7 +97,7 @@ def test_3_durable_queue_and_persistent_messages_survive_kill9(node, run):
 
 def test_3_redeclare_with_other_parameters_is_406(node, run):
     run("new_task.py", "x").finish()
-    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.port))
+    conn = pika.BlockingConnection(node.params())
     ch = conn.channel()
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
         ch.queue_declare("task_queue", durable=False)
@@ -117,7 +132,7 @@ def test_5_fanout_reaches_every_subscriber_and_queues_go_with_connections(node, 
         s.wait_line("[x] b'info: hi all'")
     assert all(n.startswith("amq.gen-") for n in names)
     subs[0].kill()
-    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.port))
+    conn = pika.BlockingConnection(node.params())
 
     def gone():
         ch = conn.channel()

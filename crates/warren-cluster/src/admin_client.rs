@@ -407,6 +407,53 @@ pub async fn rebalance(
     Ok(moves)
 }
 
+/// Moves the leadership of every quorum queue the node at `server` leads
+/// to another of its members (the one leading fewest queues, then the one
+/// least behind), before that node stops. Returns each move, (queue, to),
+/// with its outcome. A queue with no other member keeps its leader.
+pub async fn drain(
+    sec: &Security,
+    server: &str,
+) -> Result<Vec<(String, u64, Result<(), String>)>, ClusterError> {
+    let me = node_status(sec, server).await?.id;
+    let status = queue_status(sec, server).await?;
+    let mut leads: std::collections::BTreeMap<u64, usize> = Default::default();
+    for r in status.iter().filter(|r| r.state == "leader") {
+        *leads.entry(r.node).or_insert(0) += 1;
+    }
+    let mut moves = Vec::new();
+    for r in status
+        .iter()
+        .filter(|r| r.state == "leader" && r.node == me)
+    {
+        let behind = |m: u64| {
+            r.lag
+                .iter()
+                .find(|(id, _)| *id == m)
+                .and_then(|(_, lag)| *lag)
+                .unwrap_or(u64::MAX)
+        };
+        let Some(to) = r
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != me)
+            .min_by_key(|m| (leads.get(m).copied().unwrap_or(0), behind(*m), *m))
+        else {
+            continue;
+        };
+        let outcome = queue_members(sec, server, &r.queue, to, MemberChange::TransferLeader)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        if outcome.is_ok() {
+            *leads.entry(to).or_insert(0) += 1;
+        }
+        moves.push((r.queue.clone(), to, outcome));
+    }
+    Ok(moves)
+}
+
 fn replicas(r: QueueStatusReply) -> Vec<ReplicaStatus> {
     r.replicas
         .into_iter()

@@ -21,6 +21,8 @@ use crate::meta_node::{MetaNode, NodeOptions};
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pause between probing rounds.
 const PROBE_EVERY: Duration = Duration::from_millis(200);
+/// Rounds between two "waiting" lines in the log (about 5 s or more).
+const LOG_EVERY: u64 = 25;
 
 /// What a probe learnt of a peer.
 enum Seen {
@@ -64,14 +66,33 @@ pub async fn form_group(node: &MetaNode, opts: &NodeOptions) {
             return;
         }
         rounds += 1;
-        if rounds.is_multiple_of(50) {
+        if rounds.is_multiple_of(LOG_EVERY) {
+            // A StatefulSet's DNS names appear pod by pod: say which peers
+            // have no address yet, apart from those that do not answer.
+            let unresolved = unresolved(&members, node.id()).await;
             tracing::info!(
                 rounds,
+                ?unresolved,
                 "waiting for a majority of peers to form the cluster"
             );
         }
         tokio::time::sleep(PROBE_EVERY).await;
     }
+}
+
+/// The peers whose host names do not resolve (yet).
+async fn unresolved(members: &BTreeMap<NodeId, BasicNode>, me: NodeId) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, n) in members {
+        if *id == me {
+            continue;
+        }
+        let lookup = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::lookup_host(n.addr.as_str()));
+        if !matches!(lookup.await, Ok(Ok(_))) {
+            out.push(n.addr.clone());
+        }
+    }
+    out
 }
 
 /// `Some(self)` when this node should initialise now.

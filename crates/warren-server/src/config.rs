@@ -15,7 +15,22 @@ use warren_cluster::{ClusterSecret, Tls, TlsFiles};
 #[path = "config_values.rs"]
 mod values;
 
+#[path = "config_identity.rs"]
+pub mod identity;
+
 pub use values::{QueueType, Watermark};
+
+impl ServerArgs {
+    /// Takes the secrets only the environment carries: the cluster secret
+    /// and the default user's password.
+    pub fn with_env(mut self) -> Self {
+        self.security = self.security.with_env();
+        if let Ok(p) = std::env::var(PASS_ENV) {
+            self.default_pass = Some(p);
+        }
+        self
+    }
+}
 
 /// Why a configuration is refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +77,12 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 128 << 20;
 /// Fraction of RAM messages may hold before publishers are blocked
 /// (RabbitMQ's classic `vm_memory_high_watermark`).
 pub const DEFAULT_WATERMARK: f64 = 0.4;
+
+/// `warren server`'s HTTP listener when none is configured.
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:15672";
+
+/// Environment variable holding the default user's password.
+pub const PASS_ENV: &str = "WARREN_DEFAULT_PASS";
 
 /// Environment variable holding the cluster secret itself (never a flag:
 /// command lines are visible to every user of the machine).
@@ -210,9 +231,34 @@ pub struct ServerArgs {
     /// Most channels per connection [default: 2047].
     #[arg(long, env = "WARREN_CHANNEL_MAX")]
     pub channel_max: Option<u16>,
+    /// Address for HTTP (/health, /ready), or `off` [default: 0.0.0.0:15672].
+    #[arg(long, env = "WARREN_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
     /// This node's id in the cluster, non-zero [default: 1].
     #[arg(long, env = "WARREN_NODE_ID")]
     pub node_id: Option<u64>,
+    /// Take the node id from the host name's ordinal, as a StatefulSet names
+    /// its pods: `warren-0` is node 1, `warren-1` node 2, ...
+    #[arg(long, env = "WARREN_NODE_ID_FROM_HOSTNAME", num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub node_id_from_hostname: Option<bool>,
+    /// The peers from a pattern instead of --peers: `{i}` is replaced by
+    /// 0..cluster-size, node `i+1`'s address, e.g.
+    /// `warren-{i}.warren-headless.NAMESPACE.svc.cluster.local:25672`.
+    #[arg(long, env = "WARREN_PEERS_FROM_DNS")]
+    pub peers_from_dns: Option<String>,
+    /// How many nodes --peers-from-dns names.
+    #[arg(long, env = "WARREN_CLUSTER_SIZE")]
+    pub cluster_size: Option<u64>,
+    /// An AMQP user created instead of `guest` (added to the config file's
+    /// users, if it lists any); its password is WARREN_DEFAULT_PASS. As the
+    /// RabbitMQ image's RABBITMQ_DEFAULT_USER / _PASS.
+    #[arg(long, env = "WARREN_DEFAULT_USER")]
+    pub default_user: Option<String>,
+    /// The default user's password, from WARREN_DEFAULT_PASS only (never a
+    /// flag: command lines are visible to every user of the machine).
+    #[arg(skip)]
+    pub default_pass: Option<String>,
     /// Address of the cluster listener (Raft and forwarding, gRPC); none: a
     /// one-node cluster that no other node can join.
     #[arg(long, env = "WARREN_CLUSTER_LISTEN")]
@@ -263,6 +309,7 @@ pub struct User {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
     amqp_listen: Option<String>,
+    http_listen: Option<String>,
     data_dir: Option<PathBuf>,
     log_level: Option<String>,
     memory_high_watermark: Option<toml::Value>,
@@ -271,8 +318,11 @@ pub struct FileConfig {
     channel_max: Option<u16>,
     max_message_size: Option<u64>,
     node_id: Option<u64>,
+    node_id_from_hostname: Option<bool>,
     cluster_listen: Option<String>,
     peers: Option<String>,
+    peers_from_dns: Option<String>,
+    cluster_size: Option<u64>,
     raft_heartbeat_ms: Option<u64>,
     raft_election_timeout_ms: Option<u64>,
     raft_snapshot_every: Option<u64>,
@@ -293,6 +343,10 @@ pub struct FileConfig {
 pub struct Config {
     /// Where AMQP clients connect.
     pub amqp_listen: SocketAddr,
+    /// Where /health and /ready are served; none when `off`. The library's
+    /// default is none (embedded nodes and tests start many per process);
+    /// `warren server`'s is 0.0.0.0:15672, as RabbitMQ's management port.
+    pub http_listen: Option<SocketAddr>,
     /// Where data lives.
     pub data_dir: PathBuf,
     /// Tracing filter.
@@ -338,6 +392,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             amqp_listen: SocketAddr::from(([0, 0, 0, 0], 5672)),
+            http_listen: None,
             data_dir: PathBuf::from("data"),
             // openraft narrates every election at info.
             log_level: "info,openraft=warn".into(),
@@ -402,6 +457,17 @@ impl Config {
                 .parse()
                 .map_err(|e: std::net::AddrParseError| bad("amqp-listen", &a, e.to_string()))?;
         }
+        let http = args
+            .http_listen
+            .clone()
+            .or(file.http_listen)
+            .unwrap_or_else(|| DEFAULT_HTTP_LISTEN.to_owned());
+        c.http_listen = match http.trim() {
+            "off" | "none" | "" => None,
+            a => Some(a.parse().map_err(|e: std::net::AddrParseError| {
+                bad("http-listen", a, format!("{e} (or `off`)"))
+            })?),
+        };
         set(&mut c.data_dir, args.data_dir.clone().or(file.data_dir));
         set(&mut c.log_level, args.log_level.clone().or(file.log_level));
         let wm = match (&args.memory_high_watermark, file.memory_high_watermark) {
@@ -428,15 +494,54 @@ impl Config {
         if !file.users.is_empty() {
             c.users = file.users;
         }
+        if let Some(name) = &args.default_user {
+            let Some(password) = args.default_pass.clone() else {
+                return Err(ConfigError::Invalid(format!(
+                    "--default-user {name} needs its password in {PASS_ENV}"
+                )));
+            };
+            let user = User {
+                name: name.clone(),
+                password,
+            };
+            // Instead of guest, as the RabbitMQ image does; beside the
+            // file's users when it lists some.
+            if c.users == Config::default().users {
+                c.users = vec![user];
+            } else {
+                c.users.retain(|u| u.name != user.name);
+                c.users.push(user);
+            }
+        }
         set(&mut c.node_id, args.node_id.or(file.node_id));
+        if args
+            .node_id_from_hostname
+            .or(file.node_id_from_hostname)
+            .unwrap_or(false)
+        {
+            let host = identity::hostname()
+                .map_err(|e| ConfigError::Invalid(format!("reading the host name: {e}")))?;
+            c.node_id = identity::node_id_from_hostname(&host)?;
+        }
         if let Some(a) = args.cluster_listen.clone().or(file.cluster_listen) {
             c.cluster_listen =
                 Some(a.parse().map_err(|e: std::net::AddrParseError| {
                     bad("cluster-listen", &a, e.to_string())
                 })?);
         }
-        if let Some(p) = args.peers.clone().or(file.peers) {
-            c.peers = parse_peers(&p)?;
+        let pattern = args.peers_from_dns.clone().or(file.peers_from_dns);
+        let size = args.cluster_size.or(file.cluster_size);
+        match (args.peers.clone().or(file.peers), pattern) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "give the peers either as a list (--peers) or as a pattern \
+                     (--peers-from-dns), not both"
+                        .into(),
+                ));
+            }
+            (Some(p), None) => c.peers = parse_peers(&p)?,
+            (None, Some(pattern)) => c.peers = identity::peers_from_pattern(&pattern, size)?,
+            (None, None) => {}
         }
         set(
             &mut c.raft_heartbeat_ms,

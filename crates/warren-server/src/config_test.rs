@@ -125,3 +125,74 @@ fn watermark_forms() {
     assert!(Watermark::parse("1.5").is_err());
     assert!(Watermark::parse("12XB").is_err());
 }
+
+#[test]
+fn http_listens_on_15672_unless_told_otherwise() {
+    let c = Config::resolve(&ServerArgs::default()).expect("defaults");
+    assert_eq!(
+        c.http_listen.map(|a| a.to_string()).as_deref(),
+        Some("0.0.0.0:15672")
+    );
+    let off = ServerArgs {
+        http_listen: Some("off".into()),
+        ..Default::default()
+    };
+    assert_eq!(Config::resolve(&off).expect("off").http_listen, None);
+    let bad_addr = ServerArgs {
+        http_listen: Some("nowhere".into()),
+        ..Default::default()
+    };
+    assert!(Config::resolve(&bad_addr).is_err());
+    // The library's own default (embedded nodes, tests) opens nothing.
+    assert_eq!(Config::default().http_listen, None);
+}
+
+#[test]
+fn peers_from_a_dns_pattern() {
+    let args = ServerArgs {
+        node_id: Some(2),
+        cluster_listen: Some("0.0.0.0:25672".into()),
+        peers_from_dns: Some("warren-{i}.warren-headless.ns.svc.cluster.local:25672".into()),
+        cluster_size: Some(3),
+        security: with_secret(),
+        ..Default::default()
+    };
+    let c = Config::resolve(&args).expect("resolve");
+    assert_eq!(c.peers.len(), 3);
+    assert_eq!(
+        c.advertised_addr(),
+        "warren-1.warren-headless.ns.svc.cluster.local:25672"
+    );
+    let both = ServerArgs {
+        peers: Some("1=a:1".into()),
+        ..args.clone()
+    };
+    assert!(Config::resolve(&both).is_err());
+    let no_size = ServerArgs {
+        cluster_size: None,
+        ..args
+    };
+    assert!(Config::resolve(&no_size).is_err());
+}
+
+#[test]
+fn a_default_user_replaces_guest_and_needs_its_password() {
+    let args = ServerArgs {
+        default_user: Some("app".into()),
+        default_pass: Some("s3cret".into()),
+        ..Default::default()
+    };
+    let c = Config::resolve(&args).expect("resolve");
+    assert_eq!(
+        c.users,
+        vec![User {
+            name: "app".into(),
+            password: "s3cret".into()
+        }]
+    );
+    let no_pass = ServerArgs {
+        default_pass: None,
+        ..args
+    };
+    assert!(Config::resolve(&no_pass).is_err());
+}

@@ -22,6 +22,16 @@ pub enum ServerError {
     /// A listener could not be bound.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// A named listener could not be bound to its address.
+    #[error("{what} listener on {addr}: {cause}")]
+    Listen {
+        /// Which listener.
+        what: &'static str,
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why not.
+        cause: std::io::Error,
+    },
     /// The metadata group refused the seed of an older single-node store.
     #[error("seeding the metadata group: {0}")]
     Seed(AmqpError),

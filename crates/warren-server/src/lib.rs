@@ -10,6 +10,7 @@
 //! - [`broker`]: the node: metadata replica and the metadata operations that
 //!   go through Raft, the queue registry, storage, memory.
 //! - [`error`]: [`ServerError`], why a node cannot start.
+//! - [`http`]: the HTTP listener: `/health`, `/ready`, and `warren probe`.
 //! - [`allocator`]: malloc returns large blocks (message bodies) at once.
 //!
 //! Modules depend one way: server → connection → channel → broker → config.
@@ -23,6 +24,7 @@ pub mod channel;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod http;
 pub mod server;
 
 pub use config::{ClusterClientArgs, Config, SecurityArgs, ServerArgs};

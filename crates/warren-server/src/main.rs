@@ -23,6 +23,43 @@ enum Command {
     /// Inspect quorum queues through a node's cluster listener.
     #[command(subcommand)]
     Queues(QueuesCommand),
+    /// Ask a node's HTTP listener whether it is alive or ready: exits 0 on
+    /// 200, 1 otherwise (the image's HEALTHCHECK).
+    Probe {
+        /// What to ask.
+        #[arg(value_enum)]
+        what: ProbeWhat,
+        /// The node's HTTP address [default: this node's WARREN_HTTP_LISTEN
+        /// on loopback, or 127.0.0.1:15672].
+        #[arg(long)]
+        http: Option<String>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout_secs: u64,
+    },
+    /// Before stopping a node: move the leadership of the quorum queues it
+    /// leads to their other members, so that its stop costs them no
+    /// election (a Kubernetes preStop hook). Gives up, exiting 0, after
+    /// --timeout-secs.
+    Drain {
+        /// The node's cluster address.
+        #[arg(long, env = "WARREN_SERVER", default_value = DEFAULT_CLUSTER_SERVER)]
+        server: String,
+        /// Bound on the whole drain, seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+        /// The cluster secret (and TLS files) to prove.
+        #[command(flatten)]
+        auth: ClusterClientArgs,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ProbeWhat {
+    /// GET /health.
+    Health,
+    /// GET /ready.
+    Ready,
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,8 +174,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => {
-            let mut args = *args;
-            args.security = args.security.with_env();
+            let args = args.with_env();
             let config = Config::resolve(&args)?;
             let filter = EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new(&config.log_level));
@@ -154,7 +190,71 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Cluster(cmd) => admin_runtime()?.block_on(cluster(cmd)),
         Command::Queues(cmd) => admin_runtime()?.block_on(queues(cmd)),
+        Command::Probe {
+            what,
+            http,
+            timeout_secs,
+        } => {
+            let addr = http.unwrap_or_else(|| {
+                let listen = std::env::var("WARREN_HTTP_LISTEN").ok();
+                warren_server::http::probe::default_addr(listen.as_deref())
+            });
+            let path = match what {
+                ProbeWhat::Health => "/health",
+                ProbeWhat::Ready => "/ready",
+            };
+            let timeout = std::time::Duration::from_secs(timeout_secs);
+            let answer =
+                admin_runtime()?.block_on(warren_server::http::probe::get(&addr, path, timeout));
+            match answer {
+                Ok((200, body)) => {
+                    println!("{body}");
+                    Ok(())
+                }
+                Ok((code, body)) => {
+                    println!("{body}");
+                    std::process::exit(if code == 503 { 1 } else { 2 });
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Drain {
+            server,
+            timeout_secs,
+            auth,
+        } => admin_runtime()?.block_on(drain(server, timeout_secs, auth)),
     }
+}
+
+async fn drain(server: String, timeout_secs: u64, auth: ClusterClientArgs) -> anyhow::Result<()> {
+    use warren_cluster::admin_client as admin;
+    let sec = security(auth)?;
+    let limit = std::time::Duration::from_secs(timeout_secs);
+    let Ok(moves) = tokio::time::timeout(limit, admin::drain(&sec, &server)).await else {
+        println!("drain: gave up after {timeout_secs} s; stopping anyway");
+        return Ok(());
+    };
+    let moves = moves?;
+    let mut failed = 0;
+    for (queue, to, r) in &moves {
+        match r {
+            Ok(()) => println!("{queue}: leader -> {to}"),
+            Err(e) => {
+                failed += 1;
+                println!("{queue}: leader -> {to} failed: {e}");
+            }
+        }
+    }
+    if moves.is_empty() {
+        println!("this node leads no quorum queue that has another member");
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} leaderships not moved", moves.len());
+    }
+    Ok(())
 }
 
 /// The runtime of an admin command: one thread, a few calls.

@@ -22,6 +22,7 @@ use warren_queues::link::{LocalQueues, QueuesService};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::error::ServerError;
+use crate::http::{Readiness, Stage};
 
 /// How long connections get to close before storage is flushed anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -31,8 +32,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct Server {
     /// Where AMQP clients connect (the real port when 0 was asked).
     pub amqp_addr: SocketAddr,
+    /// Where /health and /ready are served, if anywhere.
+    pub http_addr: Option<SocketAddr>,
     /// The node's shared state.
     pub broker: Arc<Broker>,
+    readiness: Arc<Readiness>,
     token: CancellationToken,
     tracker: TaskTracker,
 }
@@ -41,9 +45,38 @@ impl Server {
     /// Opens storage, joins the metadata group, binds the AMQP listener and
     /// starts accepting.
     pub async fn start(config: Config) -> Result<Self, ServerError> {
-        let broker = Broker::open(config).await?;
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let readiness = Arc::new(Readiness::default());
+        // Whatever was spawned stops if start fails or is abandoned.
+        let stop_on_failure = token.clone().drop_guard();
+        // HTTP first: a node waiting for its peers answers /health and says
+        // in /ready what it waits for.
+        let http_addr = match config.http_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| ServerError::Listen {
+                        what: "HTTP (--http-listen; `off` disables it)",
+                        addr,
+                        cause: e,
+                    })?;
+                let http_addr = listener.local_addr()?;
+                tracing::info!(%http_addr, "HTTP listening (/health, /ready)");
+                let _ = std::fs::create_dir_all(&config.data_dir);
+                let _ = std::fs::write(config.data_dir.join("http.addr"), http_addr.to_string());
+                tracker.spawn(crate::http::serve(
+                    listener,
+                    readiness.clone(),
+                    token.clone(),
+                ));
+                Some(http_addr)
+            }
+            None => None,
+        };
+        let broker = Broker::open(config).await?;
+        readiness.attach(&broker);
+        readiness.set(Stage::Joining);
         let config = broker.config();
         if let Some(addr) = config.cluster_listen {
             let listener = TcpListener::bind(addr).await?;
@@ -101,9 +134,13 @@ impl Server {
         tracing::info!(%amqp_addr, data_dir = %config.data_dir.display(), "AMQP listening");
         // Readiness for tools and tests that asked for port 0.
         let _ = std::fs::write(config.data_dir.join("amqp.addr"), amqp_addr.to_string());
+        readiness.set(Stage::Serving);
+        stop_on_failure.disarm();
         Ok(Self {
             amqp_addr,
+            http_addr,
             broker,
+            readiness,
             token,
             tracker,
         })
@@ -112,6 +149,7 @@ impl Server {
     /// Graceful shutdown.
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
+        self.readiness.set(Stage::Stopping);
         self.token.cancel();
         self.tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait())

@@ -281,6 +281,7 @@ impl Cluster {
         assert!(n.child.is_none(), "node {id} already runs");
         std::fs::create_dir_all(&n.data_dir).expect("data dir");
         let _ = std::fs::remove_file(n.data_dir.join("amqp.addr"));
+        let _ = std::fs::remove_file(n.data_dir.join("http.addr"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -307,6 +308,8 @@ impl Cluster {
             }
         }
         cmd.arg("--amqp-listen")
+            .arg("127.0.0.1:0")
+            .arg("--http-listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(&n.data_dir)
@@ -336,6 +339,18 @@ impl Cluster {
     /// Restarts a node that was killed, on its data dir.
     pub fn restart(&mut self, id: u64) {
         self.spawn(id);
+    }
+
+    /// The HTTP address (/health, /ready) once the node listens there: it
+    /// does first thing, before it joins the cluster.
+    pub async fn http_addr(&self, id: u64) -> SocketAddr {
+        let path = self.node(id).data_dir.join("http.addr");
+        wait_for_async(&format!("node {id} to listen for HTTP"), || async {
+            std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+        })
+        .await
     }
 
     /// The AMQP address once the node serves (it has joined the group).
