@@ -98,8 +98,10 @@ class ComposeCluster:
         return self.amqp_ports[0]
 
     def params(self, i=0):
+        # Bounded: a node cut off the network must not hang a client.
         return pika.ConnectionParameters(
-            "127.0.0.1", self.amqp_ports[i], credentials=pika.PlainCredentials(USER, PASSWORD))
+            "127.0.0.1", self.amqp_ports[i], credentials=pika.PlainCredentials(USER, PASSWORD),
+            connection_attempts=1, socket_timeout=3, blocked_connection_timeout=10, heartbeat=5)
 
     def start(self):
         self.started = True
@@ -135,6 +137,38 @@ class ComposeCluster:
 
     def kill9(self, *services):
         self.compose("kill", "-s", "SIGKILL", *services)
+
+    def container(self, i):
+        return self.compose("ps", "-q", f"warren-{i}").stdout.strip()
+
+    @property
+    def network(self):
+        return f"{self.project}_warren"
+
+    def disconnect(self, i):
+        """Cuts warren-i off the cluster's network (and its published ports)."""
+        out = subprocess.run(["docker", "network", "disconnect", self.network, self.container(i)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+
+    def reconnect(self, i):
+        """Puts warren-i back, under the DNS names its peers know it by."""
+        out = subprocess.run(
+            ["docker", "network", "connect", "--alias", f"warren-{i}",
+             "--alias", f"warren-{i}.warren-headless.warren.svc.cluster.local",
+             self.network, self.container(i)],
+            capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+
+    def exec(self, i, *cmd):
+        """Runs `cmd` in warren-i (with the container's environment)."""
+        return self.compose("exec", "-T", f"warren-{i}", *cmd)
+
+    def queue_leader(self, queue, via):
+        """The node id leading quorum queue `queue`, as warren-`via` reports it."""
+        out = self.exec(via, "warren", "queues", "status", "--json", "--server", "127.0.0.1:25672")
+        leaders = {r["node"] for r in json.loads(out.stdout) if r["queue"] == queue and r["state"] == "leader"}
+        return leaders.pop() if len(leaders) == 1 else None
 
     def stop(self):
         if self.started:

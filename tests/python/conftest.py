@@ -205,6 +205,22 @@ class Program:
             self.proc.wait(timeout=DEADLINE)
 
 
+# Figures tests measure (a restart's duration, reconnects, duplicates),
+# printed at the end of the run.
+MEASURED = []
+
+
+def report(line):
+    MEASURED.append(line)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if MEASURED:
+        terminalreporter.section("measured")
+        for line in MEASURED:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def compose_image():
     """deploy/docker's image of the debug binary, built once, removed at the end."""

@@ -21,8 +21,8 @@ use crate::meta_node::{MetaNode, NodeOptions};
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pause between probing rounds.
 const PROBE_EVERY: Duration = Duration::from_millis(200);
-/// Rounds between two "waiting" lines in the log (about 5 s or more).
-const LOG_EVERY: u64 = 25;
+/// Time between two "waiting" lines in the log.
+const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// What a probe learnt of a peer.
 enum Seen {
@@ -44,6 +44,7 @@ async fn probe(node: &MetaNode, addr: &str) -> Seen {
 pub async fn form_group(node: &MetaNode, opts: &NodeOptions) {
     let members: BTreeMap<NodeId, BasicNode> = opts.initial_members();
     let mut rounds: u64 = 0;
+    let mut logged = std::time::Instant::now();
     loop {
         match node.raft().is_initialized().await {
             Ok(true) => return,
@@ -66,7 +67,8 @@ pub async fn form_group(node: &MetaNode, opts: &NodeOptions) {
             return;
         }
         rounds += 1;
-        if rounds.is_multiple_of(LOG_EVERY) {
+        if logged.elapsed() >= LOG_EVERY {
+            logged = std::time::Instant::now();
             // A StatefulSet's DNS names appear pod by pod: say which peers
             // have no address yet, apart from those that do not answer.
             let unresolved = unresolved(&members, node.id()).await;

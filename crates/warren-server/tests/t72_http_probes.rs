@@ -1,7 +1,9 @@
 //! The HTTP listener container platforms probe: `/health` answers from the
 //! start, `/ready` says 503 (with why) until the node has joined a formed
 //! cluster and opened its AMQP listener, and again once it is cut off from
-//! a majority; `warren probe` reports both by its exit code. `warren drain`
+//! a majority; `warren probe` reports both by its exit code. A node whose
+//! peers do not resolve yet (a StatefulSet's DNS appears pod by pod) keeps
+//! trying and names them in its log. `warren drain`
 //! (a Kubernetes preStop hook) hands the quorum queues a node leads to
 //! their other members.
 
@@ -149,4 +151,33 @@ async fn drain_moves_the_leaderships_of_a_node_to_the_others() {
         String::from_utf8_lossy(&out.stdout).contains("leads no quorum queue"),
         "{out:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_peers_do_not_resolve_keeps_trying_and_says_which() {
+    let pattern = "warren-{i}.warren-headless.nowhere.invalid:25672";
+    let opts = Options {
+        extra: vec![
+            "--peers-from-dns".into(),
+            pattern.into(),
+            "--cluster-size".into(),
+            "3".into(),
+        ],
+        ..Options::default()
+    };
+    let mut c = Cluster::new(BIN, &[1], opts);
+    c.start_with_peers(1, None);
+    let h1 = c.http_addr(1).await.to_string();
+    wait_for_async("the log to name the peers that do not resolve", || async {
+        let log = c.log(1);
+        log.contains("waiting for a majority of peers")
+            && log.contains("warren-1.warren-headless.nowhere.invalid:25672")
+            && log.contains("warren-2.warren-headless.nowhere.invalid:25672")
+    })
+    .await;
+    let (code, body) = ready(&h1).await.expect("/ready answers");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("joining the cluster"), "{body}");
+    // Still alive, still trying.
+    assert_eq!(cli_probe("health", &h1).0, 0);
 }
