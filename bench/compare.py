@@ -3,6 +3,7 @@
 Each broker runs on loopback with its own data directory under the output
 directory and is stopped at the end, whatever happens."""
 import argparse
+import resource
 import json
 import shutil
 import os
@@ -250,12 +251,44 @@ def bench(broker, args, tag):
     before = sum(rss_of(p) for p in pids)
     samplers = [Sampler(p) for p in pids]
     args = [a.replace("{tag}", tag) for a in args]
+    broker_cpu0 = sum(cpu_seconds(p) for p in pids)
+    client0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run([str(BENCH), *broker.bench_args(), "--quiet", "--queue", tag, *args],
                          capture_output=True, text=True, timeout=1800)
+    client1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    broker_cpu = sum(cpu_seconds(p) for p in pids) - broker_cpu0
     peak = sum(s.stop() for s in samplers)
     if out.returncode != 0:
         raise RuntimeError(f"{broker.name} {tag}: warren-bench failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1]), peak, before
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    # The bench is the only child waited for meanwhile: its CPU, user + system.
+    summary["broker_cpu_s"] = broker_cpu
+    summary["client_cpu_s"] = (client1.ru_utime - client0.ru_utime) + (client1.ru_stime - client0.ru_stime)
+    return summary, peak, before
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process so far (its threads included), seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def with_rate(args, rate):
+    """`args` capped at `rate` messages per second per producer, unless the
+    scenario sets its own rate."""
+    if not rate or "--rate" in args:
+        return args
+    return [*args, "--rate", str(rate)]
+
+
+def cpu_per_message(r, messages):
+    """Broker and client CPU, µs per message."""
+    n = max(1, messages)
+    return {"broker_us": 1e6 * r["broker_cpu_s"] / n, "client_us": 1e6 * r["client_cpu_s"] / n}
 
 
 def fsync_latency_us(directory, n=200):
@@ -280,6 +313,8 @@ def main():
     ap.add_argument("--backlog", type=int, default=1_000_000, help="messages in scenario 7")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--from-json", help="only rewrite the report from an earlier compare.json")
+    ap.add_argument("--rate", type=int, default=0,
+                    help="cap every producer at this many msg/s (equal load for both brokers, for CPU per message)")
     opts = ap.parse_args()
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -288,6 +323,7 @@ def main():
         raw = {b: {int(s): rs for s, rs in by.items()} for b, by in saved["raw"].items()}
         opts.rounds = saved["rounds"]
         opts.backlog = saved.get("backlog", opts.backlog)
+        opts.rate = saved.get("rate", 0)
         write_report(out, raw, sorted(raw["warren"]), saved["fsync_us"], opts)
         return
     work = Path(tempfile.mkdtemp(prefix="warren-compare-"))
@@ -313,12 +349,16 @@ def main():
                         # End-to-end latency means nothing across two runs: report none.
                         r = {"publish_rate": pub["publish_rate"], "consume_rate": con["consume_rate"],
                              "latency_us": pub["confirm_latency_us"], "peak_rss": max(peak1, peak2),
-                             "rss_before": before}
+                             "rss_before": before,
+                             "broker_cpu_s": pub["broker_cpu_s"] + con["broker_cpu_s"],
+                             "client_cpu_s": pub["client_cpu_s"] + con["client_cpu_s"]}
+                        r["cpu"] = cpu_per_message(r, opts.backlog)
                     else:
                         quorum = s in QUORUM_SCENARIOS and hasattr(b, "counters")
                         c0 = b.counters() if quorum else None
-                        summary, peak, before = bench(b, SCENARIOS[s][1], tag)
+                        summary, peak, before = bench(b, with_rate(SCENARIOS[s][1], opts.rate), tag)
                         r = dict(summary, peak_rss=peak, rss_before=before)
+                        r["cpu"] = cpu_per_message(r, summary["received"] or summary["sent"])
                         if quorum:
                             r["batching"] = per_1000(c0, b.counters(), summary["confirmed"])
                         if hasattr(b, "forwarding"):
@@ -326,7 +366,9 @@ def main():
                     b.stop()
                     results[b.name][s].append(r)
                     print(f"round {rnd + 1} scenario {s} {b.name}: consume {r['consume_rate']:.0f} msg/s, "
-                          f"p99 {r['latency_us']['p99'] / 1000:.2f} ms, peak RSS {r['peak_rss'] >> 20} MiB", flush=True)
+                          f"p99 {r['latency_us']['p99'] / 1000:.2f} ms, peak RSS {r['peak_rss'] >> 20} MiB, "
+                          f"CPU per message broker {r['cpu']['broker_us']:.1f} µs client {r['cpu']['client_us']:.1f} µs",
+                          flush=True)
     finally:
         for b in singles + clusters:
             b.stop()
@@ -353,6 +395,10 @@ def write_report(out, results, chosen, fsync, opts):
             "warren_rss_mib": med(w, rss), "rabbitmq_rss_mib": med(r, rss),
         }
         row["ratio"] = row["warren_msgs"] / row["rabbitmq_msgs"] if row["rabbitmq_msgs"] else float("nan")
+        if all("cpu" in r_ for r_ in w + r):
+            for name, rs in (("warren", w), ("rabbitmq", r)):
+                row[f"{name}_broker_us"] = med(rs, lambda r_: r_["cpu"]["broker_us"])
+                row[f"{name}_client_us"] = med(rs, lambda r_: r_["cpu"]["client_us"])
         if s == 7:
             row["warren_publish_msgs"] = med(w, lambda r_: r_["publish_rate"])
             row["rabbitmq_publish_msgs"] = med(r, lambda r_: r_["publish_rate"])
@@ -383,6 +429,20 @@ def write_report(out, results, chosen, fsync, opts):
         "|---|---|---|---|---|---|---|---|---|",
         *table,
     ]
+    cpu_rows = [r_ for r_ in rows if "warren_broker_us" in r_]
+    if cpu_rows:
+        load = f"every producer capped at {opts.rate} msg/s" if getattr(opts, "rate", 0) else "each broker at its own rate"
+        md += [
+            "",
+            f"CPU per message consumed (utime + stime over the run; {load}): the broker's processes, "
+            "and warren-bench's own, which shares the machine's cores with the broker.",
+            "",
+            "| # | Warren broker µs | RabbitMQ broker µs | ratio | client µs with Warren | client µs with RabbitMQ |",
+            "|---|---|---|---|---|---|",
+            *[f"| {r_['scenario']} | {r_['warren_broker_us']:.1f} | {r_['rabbitmq_broker_us']:.1f} | "
+              f"{r_['warren_broker_us'] / max(1e-9, r_['rabbitmq_broker_us']):.2f} | {r_['warren_client_us']:.1f} | "
+              f"{r_['rabbitmq_client_us']:.1f} |" for r_ in cpu_rows],
+        ]
     for row in rows:
         if "warren_publish_msgs" in row:
             md.append(f"\nScenario 7 publish rates: Warren {row['warren_publish_msgs']:.0f} msg/s, "
@@ -405,7 +465,8 @@ def write_report(out, results, chosen, fsync, opts):
                       f"RabbitMQ {row['rabbitmq_kib_per_conn']:.1f} KiB.")
     text = "\n".join(md) + "\n"
     (out / "compare.md").write_text(text)
-    (out / "compare.json").write_text(json.dumps({"fsync_us": fsync, "rounds": opts.rounds, "backlog": opts.backlog, "rows": rows,
+    (out / "compare.json").write_text(json.dumps({"fsync_us": fsync, "rounds": opts.rounds, "backlog": opts.backlog,
+                                                  "rate": getattr(opts, "rate", 0), "rows": rows,
                                                   "raw": results}, indent=2))
     print(text)
 
