@@ -62,11 +62,7 @@ class Publisher(_Client):
             except (pika.exceptions.AMQPError, OSError) as e:
                 self.failed(e)
             finally:
-                try:
-                    if conn is not None and conn.is_open:
-                        conn.close()
-                except (pika.exceptions.AMQPError, OSError):
-                    pass
+                _close(conn)
 
 
 class Consumer(_Client):
@@ -91,11 +87,16 @@ class Consumer(_Client):
             except (pika.exceptions.AMQPError, OSError) as e:
                 self.failed(e)
             finally:
-                try:
-                    if conn is not None and conn.is_open:
-                        conn.close()
-                except (pika.exceptions.AMQPError, OSError):
-                    pass
+                _close(conn)
+
+
+def _close(conn):
+    """Closes `conn` if it is open; a connection that already failed is left."""
+    try:
+        if conn is not None and conn.is_open:
+            conn.close()
+    except (pika.exceptions.AMQPError, OSError):
+        pass
 
 
 def drain(params, queue):

@@ -32,6 +32,16 @@ fn cli_probe(what: &str, addr: &str) -> (i32, String) {
     )
 }
 
+/// `warren drain` against node `id`, with the cluster's secret.
+fn cli_drain(c: &Cluster, id: u64) -> std::process::Output {
+    Command::new(BIN)
+        .args(["drain", "--server", &c.node(id).cluster_addr()])
+        .env("WARREN_CLUSTER_SECRET", TEST_SECRET)
+        .env_remove("WARREN_CLUSTER_SECRET_FILE")
+        .output()
+        .expect("run warren drain")
+}
+
 async fn ready(addr: &str) -> Option<(u16, String)> {
     probe::get(addr, "/ready", ASK).await.ok()
 }
@@ -123,12 +133,7 @@ async fn drain_moves_the_leaderships_of_a_node_to_the_others() {
     let led_by_2 = before.iter().filter(|(_, n)| *n == 2).count();
     assert!(led_by_2 > 0, "{before:?}");
 
-    let out = Command::new(BIN)
-        .args(["drain", "--server", &c.node(2).cluster_addr()])
-        .env("WARREN_CLUSTER_SECRET", TEST_SECRET)
-        .env_remove("WARREN_CLUSTER_SECRET_FILE")
-        .output()
-        .expect("run warren drain");
+    let out = cli_drain(&c, 2);
     assert!(out.status.success(), "{out:?}");
     let printed = String::from_utf8_lossy(&out.stdout);
     assert_eq!(printed.matches("leader ->").count(), led_by_2, "{printed}");
@@ -140,12 +145,7 @@ async fn drain_moves_the_leaderships_of_a_node_to_the_others() {
     assert_eq!(after.len(), queues.len());
 
     // Nothing to move: a second drain says so and succeeds.
-    let out = Command::new(BIN)
-        .args(["drain", "--server", &c.node(2).cluster_addr()])
-        .env("WARREN_CLUSTER_SECRET", TEST_SECRET)
-        .env_remove("WARREN_CLUSTER_SECRET_FILE")
-        .output()
-        .expect("run warren drain");
+    let out = cli_drain(&c, 2);
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("leads no quorum queue"),
