@@ -26,6 +26,9 @@ WARREN_PORT, RMQ_PORT = 5801, 5802
 CLUSTER_SECRET = "warren-bench-cluster-secret"
 
 COMMON = ["--prefetch", "1000", "--multi-ack", "100", "--pipeline", "32"]
+# What ordinary client code does (pika, Celery, a plain lapin loop): one
+# publish at a time, one basic.ack per message, prefetch 100.
+PLAIN = {"--prefetch": "100", "--multi-ack": "1", "--pipeline": "1"}
 SCENARIOS = {
     1: ("transient 100 B, 1→1, no confirms",
         ["--size", "100", "--duration", "15"] + COMMON),
@@ -285,6 +288,18 @@ def with_rate(args, rate):
     return [*args, "--rate", str(rate)]
 
 
+def with_profile(args, profile):
+    """`args` as the profile's client runs them: "pipelined" as written,
+    "plain" with PLAIN's values in place of the pipelining ones."""
+    if profile != "plain":
+        return args
+    out = list(args)
+    for i in range(len(out) - 1):
+        if out[i] in PLAIN:
+            out[i + 1] = PLAIN[out[i]]
+    return out
+
+
 def cpu_per_message(r, messages):
     """Broker and client CPU, µs per message."""
     n = max(1, messages)
@@ -315,6 +330,9 @@ def main():
     ap.add_argument("--from-json", help="only rewrite the report from an earlier compare.json")
     ap.add_argument("--rate", type=int, default=0,
                     help="cap every producer at this many msg/s (equal load for both brokers, for CPU per message)")
+    ap.add_argument("--profile", choices=["pipelined", "plain"], default="pipelined",
+                    help="pipelined: warren-bench's batching client; plain: one publish at a time, "
+                         "one ack per message, prefetch 100 (what ordinary client code does)")
     opts = ap.parse_args()
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -324,6 +342,7 @@ def main():
         opts.rounds = saved["rounds"]
         opts.backlog = saved.get("backlog", opts.backlog)
         opts.rate = saved.get("rate", 0)
+        opts.profile = saved.get("profile", "pipelined")
         write_report(out, raw, sorted(raw["warren"]), saved["fsync_us"], opts)
         return
     work = Path(tempfile.mkdtemp(prefix="warren-compare-"))
@@ -344,8 +363,9 @@ def main():
                     if s == 7:
                         pub, peak1, before = bench(b, ["--mode", "publish", "--count", str(opts.backlog), "--duration", "0",
                                                        "--size", "1024", "--persistent", "--durable", "--confirm", "100"], tag)
-                        con, peak2, _ = bench(b, ["--mode", "consume", "--count", str(opts.backlog), "--duration", "600",
-                                                  "--size", "1024", "--durable"] + COMMON, tag)
+                        con, peak2, _ = bench(b, with_profile(["--mode", "consume", "--count", str(opts.backlog),
+                                                               "--duration", "600", "--size", "1024", "--durable"]
+                                                              + COMMON, opts.profile), tag)
                         # End-to-end latency means nothing across two runs: report none.
                         r = {"publish_rate": pub["publish_rate"], "consume_rate": con["consume_rate"],
                              "latency_us": pub["confirm_latency_us"], "peak_rss": max(peak1, peak2),
@@ -356,7 +376,7 @@ def main():
                     else:
                         quorum = s in QUORUM_SCENARIOS and hasattr(b, "counters")
                         c0 = b.counters() if quorum else None
-                        summary, peak, before = bench(b, with_rate(SCENARIOS[s][1], opts.rate), tag)
+                        summary, peak, before = bench(b, with_rate(with_profile(SCENARIOS[s][1], opts.profile), opts.rate), tag)
                         r = dict(summary, peak_rss=peak, rss_before=before)
                         r["cpu"] = cpu_per_message(r, summary["received"] or summary["sent"])
                         if quorum:
@@ -421,7 +441,8 @@ def write_report(out, results, chosen, fsync, opts):
             f"{row['warren_p99_ms']:.2f} | {row['rabbitmq_p99_ms']:.2f} | {row['warren_rss_mib']:.0f} | {row['rabbitmq_rss_mib']:.0f} |")
     md = [
         f"Rounds: {opts.rounds} (median shown). Disk fsync latency (4 KiB write + fsync, median): {fsync:.0f} µs. "
-        f"CPUs: {os.cpu_count()}.",
+        f"CPUs: {os.cpu_count()}. Client profile: {getattr(opts, 'profile', 'pipelined')} "
+        f"({'one publish at a time, one ack per message, prefetch 100' if getattr(opts, 'profile', '') == 'plain' else 'publishes pipelined 32 deep, acks every 100, prefetch 1000'}).",
         "",
         "Rates are consumed msg/s; p99 is publish-to-delivery latency (scenario 7: publish-to-confirm).",
         "",
@@ -467,6 +488,7 @@ def write_report(out, results, chosen, fsync, opts):
     (out / "compare.md").write_text(text)
     (out / "compare.json").write_text(json.dumps({"fsync_us": fsync, "rounds": opts.rounds, "backlog": opts.backlog,
                                                   "rate": getattr(opts, "rate", 0), "rows": rows,
+                                                  "profile": getattr(opts, "profile", "pipelined"),
                                                   "raw": results}, indent=2))
     print(text)
 

@@ -6,6 +6,7 @@
 #   bench/compare.sh                      # all scenarios, 3 rounds
 #   bench/compare.sh --rounds 1 --scenarios 1,2,3 --backlog 100000
 #   bench/compare.sh --scenarios 1,2 --rate 5000    # equal load: CPU per message of both brokers
+#   bench/compare.sh --scenarios 2 --profile plain  # as ordinary client code: one ack per message, no pipelining
 # Every row also reports the broker's and the client's CPU per message.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"

@@ -105,6 +105,10 @@ pub struct ServerArgs {
     /// Log level or tracing filter (RUST_LOG wins when set) [default: info].
     #[arg(long, env = "WARREN_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Threads that run connections and queues [default: one fewer than the
+    /// machine's CPUs, at least 1].
+    #[arg(long, env = "WARREN_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Memory messages may hold before publishers are blocked: a fraction of
     /// RAM (0.4) or a size (512MiB, 2GB, 1000000) [default: 0.4].
     #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK")]
@@ -199,6 +203,7 @@ pub struct FileConfig {
     http_listen: Option<String>,
     data_dir: Option<PathBuf>,
     log_level: Option<String>,
+    worker_threads: Option<usize>,
     memory_high_watermark: Option<toml::Value>,
     heartbeat: Option<u16>,
     frame_max: Option<u32>,
@@ -238,6 +243,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Tracing filter.
     pub log_level: String,
+    /// Threads of the runtime that serves connections and queues.
+    pub worker_threads: usize,
     /// Memory limit for messages.
     pub memory_high_watermark: Watermark,
     /// Proposed heartbeat, seconds.
@@ -275,6 +282,19 @@ pub struct Config {
     pub cluster_tls: Option<Tls>,
 }
 
+/// One worker thread fewer than the machine's CPUs, at least one: the
+/// store's writer thread and RocksDB's background threads take the CPU
+/// left, and every worker more than the load needs costs wake-ups (a task
+/// woken on another worker is a futex call and a context switch). On two
+/// cores, one worker carried scenario 2 with a plain client at 13.6k msg/s
+/// and 50 µs of broker CPU per message, two workers at 12.1k and 64 µs
+/// (docs/benchmarks.md, "One worker thread on two cores").
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -283,6 +303,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             // openraft narrates every election at info.
             log_level: "info,openraft=warn".into(),
+            worker_threads: default_worker_threads(),
             memory_high_watermark: Watermark::Fraction(DEFAULT_WATERMARK),
             heartbeat: DEFAULT_HEARTBEAT,
             frame_max: DEFAULT_FRAME_MAX,
@@ -357,6 +378,12 @@ impl Config {
         };
         set(&mut c.data_dir, args.data_dir.clone().or(file.data_dir));
         set(&mut c.log_level, args.log_level.clone().or(file.log_level));
+        if let Some(n) = args.worker_threads.or(file.worker_threads) {
+            if n == 0 {
+                return Err(bad("worker-threads", "0", "at least 1"));
+            }
+            c.worker_threads = n;
+        }
         let wm = match (&args.memory_high_watermark, file.memory_high_watermark) {
             (Some(s), _) => Some(s.clone()),
             (None, Some(toml::Value::String(s))) => Some(s),

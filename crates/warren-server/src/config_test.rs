@@ -196,3 +196,34 @@ fn a_default_user_replaces_guest_and_needs_its_password() {
     };
     assert!(Config::resolve(&no_pass).is_err());
 }
+
+#[test]
+fn worker_threads_default_to_one_fewer_than_the_cpus() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let c = Config::resolve(&ServerArgs::default()).expect("defaults");
+    assert_eq!(c.worker_threads, cpus.saturating_sub(1).max(1));
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("warren.toml");
+    std::fs::write(&path, "worker-threads = 3\n").expect("write");
+    let from_file = ServerArgs {
+        config: Some(path.clone()),
+        ..Default::default()
+    };
+    assert_eq!(Config::resolve(&from_file).expect("file").worker_threads, 3);
+    let flag = ServerArgs {
+        config: Some(path),
+        worker_threads: Some(5),
+        ..Default::default()
+    };
+    assert_eq!(Config::resolve(&flag).expect("flag").worker_threads, 5);
+    let zero = ServerArgs {
+        worker_threads: Some(0),
+        ..Default::default()
+    };
+    assert!(
+        Config::resolve(&zero)
+            .expect_err("0 threads")
+            .to_string()
+            .contains("worker-threads")
+    );
+}

@@ -184,6 +184,7 @@ fn main() -> anyhow::Result<()> {
                 .init();
             warren_server::allocator::return_large_blocks();
             let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.worker_threads)
                 .enable_all()
                 .build()?;
             rt.block_on(run(config))

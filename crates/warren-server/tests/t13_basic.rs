@@ -327,3 +327,30 @@ async fn multiple_ack_and_nack() {
     assert_eq!(again, vec![3, 4]);
     s.stop().await;
 }
+
+/// A delivery to a consumer that already holds unacked messages may wait a
+/// moment for company in the connection's write buffer (one write for
+/// several deliveries); it must still arrive on its own, one by one, with
+/// nothing else happening on the connection, and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_to_a_consumer_with_messages_in_hand_arrive_one_by_one() {
+    let s = TestServer::start().await;
+    let (_c, ch) = s.channel().await;
+    declare(&ch, "held").await.expect("declare");
+    ch.basic_qos(50, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut cons = consume(&ch, "held", "c", false).await;
+    let mut held = Vec::new();
+    for i in 0..30 {
+        // One publish at a time: each delivery past the eighth is written
+        // alone, after its wait, while the consumer holds the earlier ones.
+        publish(&ch, "", "held", format!("m{i}").as_bytes()).await;
+        let d = next(&mut cons).await;
+        assert_eq!(d.data, format!("m{i}").into_bytes());
+        held.push(d);
+    }
+    for d in held {
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+}

@@ -15,9 +15,10 @@ use common::raw::{Raw, bytes, method};
 use futures::{FutureExt, StreamExt};
 use lapin::Event;
 use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
 use tokio::io::AsyncWriteExt;
 use warren_testkit::client::*;
-use warren_testkit::{DEADLINE, SingleNode, wait_for_async};
+use warren_testkit::{DEADLINE, SingleNode, wait_for, wait_for_async};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -61,16 +62,22 @@ async fn watermark_blocks_a_fast_publisher_and_nothing_is_lost() {
         });
     }
 
-    // The consumer is slow until the publisher has been blocked, then fast.
+    // The consumer starts once the publisher has been blocked (a queue
+    // with a consumer slows its publisher to the consumer's pace, so the
+    // alarm would never be reached), then drains fast.
     let received = Arc::new(AtomicU64::new(0));
     let cch = channel(&consumer).await;
     cch.basic_qos(200, BasicQosOptions::default())
         .await
         .expect("qos");
-    let mut cons = consume(&cch, "wm", "c", false).await;
     let drain = {
         let (received, blocked) = (received.clone(), blocked.clone());
         tokio::spawn(async move {
+            wait_for("the publisher blocked by the memory alarm", || {
+                blocked.load(Ordering::SeqCst)
+            })
+            .await;
+            let mut cons = consume(&cch, "wm", "c", false).await;
             let mut seen = vec![false; N as usize];
             while received.load(Ordering::SeqCst) < N as u64 {
                 let d = tokio::time::timeout(DEADLINE * 3, cons.next())
@@ -81,9 +88,6 @@ async fn watermark_blocks_a_fast_publisher_and_nothing_is_lost() {
                 let i = u32::from_be_bytes(d.data[..4].try_into().expect("4 bytes"));
                 assert!(!seen[i as usize], "message {i} delivered twice");
                 seen[i as usize] = true;
-                if !blocked.load(Ordering::SeqCst) {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
                 d.ack(BasicAckOptions::default()).await.expect("ack");
                 received.fetch_add(1, Ordering::SeqCst);
             }
@@ -188,16 +192,24 @@ async fn a_thousand_idle_connections_fit_in_100_mib() {
 }
 
 /// A publisher far faster than the only consumer of its queue is slowed down to
-/// the consumer's pace (queue flow control): the backlog stays near the flow
-/// threshold instead of taking everything the publisher can write.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_consumed_queue_slows_its_publisher() {
+/// the consumer's pace (queue flow control): the backlog stays at what the
+/// consumer takes in a few tens of milliseconds (`Backlog::TARGET`, never
+/// under `Backlog::FLOOR`), instead of taking everything the publisher can
+/// write (before: a fixed 20,000 messages, seconds of latency).
+async fn slowed_publisher(queue_type: &str) {
     const PUBLISHED: usize = 150_000;
     const CONSUME: u64 = 20_000;
     let p = SingleNode::start(BIN, &[]).await;
     let c = p.connect().await;
     let ch = channel(&c).await;
-    declare(&ch, "paced").await.expect("declare");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(queue_type.into()),
+    );
+    ch.queue_declare("paced".into(), durable(), args)
+        .await
+        .expect("declare");
     let cch = channel(&c).await;
     cch.basic_qos(50, BasicQosOptions::default())
         .await
@@ -227,13 +239,18 @@ async fn a_consumed_queue_slows_its_publisher() {
         }
         raw
     });
-    // Sample the backlog while the consumer takes its share.
+    // Sample the backlog while the consumer takes its share, once the
+    // consumer's rate is known (its first second).
     let peak = AtomicU32::new(0);
+    let started = tokio::time::Instant::now();
     wait_for_async(&format!("the consumer took {CONSUME}"), || async {
         if received.load(Ordering::SeqCst) >= CONSUME {
             return true;
         }
-        peak.fetch_max(count(&ch, "paced").await, Ordering::SeqCst);
+        let n = count(&ch, "paced").await;
+        if started.elapsed() > Duration::from_secs(1) {
+            peak.fetch_max(n, Ordering::SeqCst);
+        }
         false
     })
     .await;
@@ -242,14 +259,28 @@ async fn a_consumed_queue_slows_its_publisher() {
         .await
         .expect("consumer finished")
         .expect("consumer task");
-    println!("peak backlog {peak} ready while {CONSUME} were consumed of {PUBLISHED} published");
-    assert!(peak > 0, "the backlog was observed");
+    println!(
+        "{queue_type}: peak backlog {peak} ready while {CONSUME} were consumed of {PUBLISHED} published"
+    );
+    // Seen: 566-819 (classic), about 1,100 (quorum, whose leader counts
+    // the enqueues it proposed and has not applied). The 20,000-message
+    // threshold this replaced peaked near 22,000.
     assert!(
-        peak < 35_000,
-        "the publisher was not slowed down: {peak} ready"
+        peak < 3_000,
+        "the publisher was not kept near the consumer's pace: {peak} ready"
     );
     publisher.abort();
     c.close(200, "ok".into()).await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumed_classic_queue_slows_its_publisher() {
+    slowed_publisher("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumed_quorum_queue_slows_its_publisher() {
+    slowed_publisher("quorum").await;
 }
 
 /// Channels a client may open (Warren's default `channel_max`).

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use super::backlog::Backlog;
 use super::mailbox::QueueMsg;
 
 /// Most deliveries in flight from a queue to one consumer's connection.
@@ -30,14 +31,12 @@ pub const DELIVERY_WINDOW: u32 = 512;
 /// A queue's signal to its publishers that consumers are falling behind.
 ///
 /// Accepting messages faster than a queue's consumers take them only grows
-/// the backlog (and the latency of every message in it). While a queue that
-/// has consumers holds more than [`QueueFlow::HIGH`] ready messages it is
-/// *busy*: connections that publish to it pause reading their socket until
-/// it drains below half of that, or for at most [`QueueFlow::MAX_PAUSE`] at a
-/// time (so a connection that also consumes and acks on the same queue keeps
-/// making progress). This is the effect of RabbitMQ's credit flow between
-/// channel and queue. A queue without consumers is never busy: building a
-/// backlog is then the point, and the memory watermark bounds it.
+/// the backlog (and the latency of every message in it). While a queue is
+/// *busy* ([`super::backlog::Backlog`] decides when), connections that
+/// publish to it pause reading their socket until it drains, or for at
+/// most [`QueueFlow::MAX_PAUSE`] at a time (so a connection that also
+/// consumes and acks on the same queue keeps making progress). This is the
+/// effect of RabbitMQ's credit flow between channel and queue.
 #[derive(Debug, Default)]
 pub struct QueueFlow {
     busy: AtomicBool,
@@ -45,19 +44,26 @@ pub struct QueueFlow {
 }
 
 impl QueueFlow {
-    /// Ready messages above which a consumed queue slows its publishers.
-    pub const HIGH: usize = 20_000;
     /// Longest pause of a publishing connection per busy signal.
     pub const MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
-    /// Queue side: updates the signal from the queue's state.
-    pub fn update(&self, ready: usize, consumers: usize) {
-        let busy = self.busy.load(Ordering::Acquire);
-        if !busy && consumers > 0 && ready > Self::HIGH {
-            self.busy.store(true, Ordering::Release);
-        } else if busy && (consumers == 0 || ready <= Self::HIGH / 2) {
-            self.busy.store(false, Ordering::Release);
-            self.drained.notify_waiters();
+    /// Queue side: updates the signal from the queue's backlog at `now`.
+    pub fn update(
+        &self,
+        backlog: &mut Backlog,
+        ready: usize,
+        consumers: usize,
+        delivered: u64,
+        now: tokio::time::Instant,
+    ) {
+        backlog.observe(delivered, now);
+        let was = self.busy.load(Ordering::Acquire);
+        let busy = backlog.busy(was, ready, consumers);
+        if busy != was {
+            self.busy.store(busy, Ordering::Release);
+            if !busy {
+                self.drained.notify_waiters();
+            }
         }
     }
 

@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
-use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec};
+use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec, Entry};
 use warren_core::{AmqpError, Name, QueueId, ReplyCode};
 
 use super::events::ConnTx;
 use super::flow::{ByteBudget, ChannelCredit, ConsumerFlow, QueueFlow};
-use super::mailbox::{ConsumerLink, GetReply, PublishBatch, QueueMsg};
+use super::mailbox::{ConsumerLink, PublishBatch, QueueMsg};
 
 /// Why a queue's mailbox closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,13 +218,19 @@ impl QueueHandle {
     }
 
     /// `basic.get`: the next ready message, if any, with the count left.
-    pub async fn get(&self, channel: ChannelKey, no_ack: bool) -> Result<GetReply, AmqpError> {
+    /// An error when the queue could not answer (its leader changed, its
+    /// home is unreachable): never an empty answer it did not mean.
+    pub async fn get(
+        &self,
+        channel: ChannelKey,
+        no_ack: bool,
+    ) -> Result<Option<(Entry, u32)>, AmqpError> {
         self.ask(|reply| QueueMsg::Get {
             channel,
             no_ack,
             reply,
         })
-        .await
+        .await?
     }
 
     /// `queue.purge`: the number of ready messages removed.

@@ -46,7 +46,7 @@ pub struct ConsumerLink {
 }
 
 /// Result of `basic.get`: the entry and how many messages remain ready.
-pub type GetReply = Option<(Entry, u32)>;
+pub type GetReply = Result<Option<(Entry, u32)>, AmqpError>;
 
 /// The mailbox protocol of a queue.
 #[derive(Debug)]
@@ -138,7 +138,7 @@ impl QueueMsg {
                 let _ = r.send(());
             }
             QueueMsg::Get { reply, .. } => {
-                let _ = reply.send(None);
+                let _ = reply.send(Err(err.clone()));
             }
             QueueMsg::Purge(r) => {
                 let _ = r.send(0);

@@ -15,15 +15,18 @@
 //! - [`events`]: [`ConnEvent`], what queues send to a connection.
 //! - [`flow`]: credit between queues and connections (delivery windows,
 //!   channel prefetch, publisher throttling).
+//! - [`backlog`]: when a consumed queue throttles its publishers.
 //!
 //! This module is the crate's vocabulary: it imports nothing else of the
 //! crate, and every other module builds on it.
 
+pub mod backlog;
 pub mod events;
 pub mod flow;
 pub mod handle;
 pub mod mailbox;
 
+pub use backlog::Backlog;
 pub use events::{ConnEvent, ConnTx, DeliverEvent};
 pub use flow::{ByteBudget, ChannelCredit, ConsumerFlow, DELIVERY_WINDOW, QueueFlow};
 pub use handle::{Ending, QueueHandle};

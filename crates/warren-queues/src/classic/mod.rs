@@ -26,8 +26,8 @@ use warren_store::{Op, Store, Writer};
 
 use crate::api::handle::EndMark;
 use crate::api::{
-    Absent, ConnEvent, ConnTx, ConsumerLink, DeliverEvent, Ending, PublishBatch, QueueFlow,
-    QueueHandle, QueueMsg,
+    Absent, Backlog, ConnEvent, ConnTx, ConsumerLink, DeliverEvent, Ending, PublishBatch,
+    QueueFlow, QueueHandle, QueueMsg,
 };
 use crate::memory::Memory;
 
@@ -53,6 +53,10 @@ struct QueueActor {
     /// Where it records why its mailbox closes.
     end: EndMark,
     flow: Arc<QueueFlow>,
+    /// When consumers are behind enough to slow publishers.
+    backlog: Backlog,
+    /// Deliveries to consumers so far (their rate sizes the backlog).
+    delivered: u64,
     def: QueueDef,
     vhost: Name,
     state: QueueState,
@@ -146,6 +150,8 @@ pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &ClassicEnv) -> Que
     let actor = QueueActor {
         end: handle.end_mark(),
         flow: handle.flow().clone(),
+        backlog: Backlog::default(),
+        delivered: 0,
         def,
         vhost,
         state,
@@ -194,8 +200,13 @@ impl QueueActor {
             }
             self.flush().await;
             self.account();
-            self.flow
-                .update(self.state.ready_len(), self.state.consumer_count());
+            self.flow.update(
+                &mut self.backlog,
+                self.state.ready_len(),
+                self.state.consumer_count(),
+                self.delivered,
+                tokio::time::Instant::now(),
+            );
             if self.deleted {
                 self.drain_after_delete().await;
                 return;
@@ -265,7 +276,7 @@ impl QueueActor {
                     self.forget(vec![e.clone()]);
                 }
                 let remaining = self.state.ready_len() as u32;
-                let _ = reply.send(got.map(|e| (e, remaining)));
+                let _ = reply.send(Ok(got.map(|e| (e, remaining))));
             }
             QueueMsg::Purge(reply) => {
                 let (gone, paged) = self.state.purge();
@@ -448,6 +459,7 @@ impl QueueActor {
             let _ = link.out.send(ev);
         }
         self.forget(settled);
+        self.delivered += delivered as u64;
         delivered
     }
 

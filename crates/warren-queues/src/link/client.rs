@@ -142,6 +142,15 @@ fn home_down(home: NodeId) -> AmqpError {
     .on_channel()
 }
 
+/// An answer of the home node this side cannot read.
+fn bad_reply() -> AmqpError {
+    AmqpError::new(
+        ReplyCode::InternalError,
+        "the queue's home node sent an unreadable answer",
+    )
+    .on_channel()
+}
+
 impl State {
     /// Nothing in flight; credit returned through `credit_tx`.
     fn new(credit_tx: mpsc::UnboundedSender<(u64, u32)>) -> Self {
@@ -375,17 +384,20 @@ impl State {
             }
             Pending::Get(tx) => {
                 let got = match result {
-                    Some(R::Entry(e)) => e.message.and_then(message_from).map(|msg| {
-                        (
+                    Some(R::Entry(e)) => match e.message.and_then(message_from) {
+                        Some(msg) => Ok(Some((
                             Entry {
                                 seq: e.seq,
                                 msg,
                                 redelivered: e.redelivered,
                             },
                             e.remaining,
-                        )
-                    }),
-                    _ => None,
+                        ))),
+                        None => Err(bad_reply()),
+                    },
+                    Some(R::Empty(_)) => Ok(None),
+                    Some(R::Error(e)) => Err(error_from(e)),
+                    _ => Err(bad_reply()),
                 };
                 let _ = tx.send(got);
             }
@@ -422,7 +434,7 @@ impl State {
                     let _ = tx.send(Err(home_down(home)));
                 }
                 Pending::Get(tx) => {
-                    let _ = tx.send(None);
+                    let _ = tx.send(Err(home_down(home)));
                 }
                 _ => {}
             }

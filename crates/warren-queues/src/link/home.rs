@@ -401,13 +401,14 @@ impl Link {
                     return;
                 }
                 self.answer(g.request, rx, q, |r| match r {
-                    Some((e, remaining)) => pb::reply::Result::Entry(pb::Entry {
+                    Ok(Some((e, remaining))) => pb::reply::Result::Entry(pb::Entry {
                         seq: e.seq,
                         redelivered: e.redelivered,
                         message: Some(message_to(&e.msg)),
                         remaining,
                     }),
-                    None => pb::reply::Result::Empty(true),
+                    Ok(None) => pb::reply::Result::Empty(true),
+                    Err(e) => pb::reply::Result::Error(error_to(&e)),
                 });
             }
             Op::Purge(request) => {

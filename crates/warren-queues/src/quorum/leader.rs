@@ -50,7 +50,11 @@ enum Waiter {
     },
     Consume(oneshot::Sender<Result<(), AmqpError>>),
     Cancel(oneshot::Sender<()>),
-    Get(oneshot::Sender<GetReply>),
+    Get {
+        channel: ChannelKey,
+        no_ack: bool,
+        reply: oneshot::Sender<GetReply>,
+    },
     Purge(oneshot::Sender<u32>),
 }
 
@@ -58,6 +62,8 @@ enum Waiter {
 pub(crate) struct Done {
     /// The proposal's place among this leadership's proposals.
     seq: u64,
+    /// Enqueues the proposal carried.
+    enqueues: usize,
     waiters: Vec<Waiter>,
     result: Result<QueueResponse, String>,
 }
@@ -82,8 +88,11 @@ impl Done {
                 Waiter::Cancel(r) => {
                     let _ = r.send(());
                 }
-                Waiter::Get(reply) => {
-                    let _ = reply.send(None);
+                // The dequeue may yet commit under the next leader: an
+                // error, never "empty" (the closed channel returns what
+                // it took unacked).
+                Waiter::Get { reply, .. } => {
+                    let _ = reply.send(Err(no_leader()));
                 }
                 Waiter::Purge(r) => {
                     let n = match replies.get(i) {
@@ -121,6 +130,16 @@ impl Confirms {
     }
 }
 
+/// A dequeue applied without its body (never expected: the leader reads
+/// the bodies of what it dequeues).
+fn no_body() -> AmqpError {
+    AmqpError::new(
+        ReplyCode::InternalError,
+        "the quorum queue's leader could not read a message; try again",
+    )
+    .on_channel()
+}
+
 fn no_leader() -> AmqpError {
     AmqpError::new(
         ReplyCode::InternalError,
@@ -145,6 +164,9 @@ pub(crate) struct Leading {
     ops: Vec<QueueOp>,
     waiters: Vec<Waiter>,
     pending_bytes: usize,
+    /// Enqueues taken from the mailbox and not applied yet (waiting or
+    /// proposed): ready messages to be, for flow control.
+    unapplied: usize,
     in_flight: usize,
     /// Auto-ack deliveries sent, settled with the next proposal.
     sent_no_ack: HashMap<u64, Vec<MsgId>>,
@@ -172,6 +194,7 @@ impl Leading {
             ops: Vec::new(),
             waiters: Vec::new(),
             pending_bytes: 0,
+            unapplied: 0,
             in_flight: 0,
             sent_no_ack: HashMap::new(),
             done_tx,
@@ -188,6 +211,11 @@ impl Leading {
         &mut self.done_rx
     }
 
+    /// Enqueues taken and not applied yet.
+    pub(super) fn unapplied(&self) -> usize {
+        self.unapplied
+    }
+
     /// Too much waits for a proposal: stop reading the mailbox.
     pub(super) fn full(&self) -> bool {
         self.in_flight >= IN_FLIGHT && self.pending_bytes >= MAX_PENDING_BYTES
@@ -196,6 +224,7 @@ impl Leading {
     fn push(&mut self, op: QueueOp, waiter: Waiter) {
         if let QueueOp::Enqueue { message, .. } = &op {
             self.pending_bytes += message.body().len();
+            self.unapplied += 1;
         }
         self.ops.push(op);
         self.waiters.push(waiter);
@@ -290,7 +319,12 @@ impl Leading {
                     node: connection_node(channel.id),
                     no_ack,
                 };
-                self.push(QueueOp::Command(cmd), Waiter::Get(reply));
+                let waiter = Waiter::Get {
+                    channel,
+                    no_ack,
+                    reply,
+                };
+                self.push(QueueOp::Command(cmd), waiter);
             }
             QueueMsg::Purge(reply) => {
                 self.push(QueueOp::Command(Command::Purge), Waiter::Purge(reply));
@@ -375,6 +409,10 @@ impl Leading {
             let ops: Vec<QueueOp> = self.ops.drain(..n).collect();
             let waiters: Vec<Waiter> = self.waiters.drain(..n).collect();
             self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
+            let enqueues = ops
+                .iter()
+                .filter(|op| matches!(op, QueueOp::Enqueue { .. }))
+                .count();
             match self.group.raft.client_write_ff(QueueBatch(ops)).await {
                 Ok(rx) => {
                     self.in_flight += 1;
@@ -389,6 +427,7 @@ impl Leading {
                         };
                         if let Err(mpsc::error::SendError(done)) = tx.send(Done {
                             seq,
+                            enqueues,
                             waiters,
                             result,
                         }) {
@@ -397,8 +436,10 @@ impl Leading {
                     });
                 }
                 Err(e) => {
+                    self.unapplied = self.unapplied.saturating_sub(enqueues);
                     Done {
                         seq: 0,
+                        enqueues,
                         waiters,
                         result: Err(e.to_string()),
                     }
@@ -421,12 +462,14 @@ impl Leading {
     /// Acts on a proposal's outcome.
     fn act_on(&mut self, done: Done, held: &mut Held) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.unapplied = self.unapplied.saturating_sub(done.enqueues);
         let resp = match done.result {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(queue = %self.def.name, cause = %e, "a proposal failed");
                 Done {
                     seq: done.seq,
+                    enqueues: done.enqueues,
                     waiters: done.waiters,
                     result: Err(e),
                 }
@@ -445,19 +488,25 @@ impl Leading {
                 (Waiter::Cancel(r), _) => {
                     let _ = r.send(());
                 }
-                (Waiter::Get(reply), Reply::Got(Some((m, left)))) => {
-                    let got = bodies.get(&m.id).map(|msg| {
-                        let entry = Entry {
-                            seq: m.id,
-                            msg: counted(msg, m.delivery_count),
-                            redelivered: m.redelivered(),
-                        };
-                        (entry, u32::try_from(left).unwrap_or(u32::MAX))
-                    });
+                (Waiter::Get { reply, .. }, Reply::Got(Some((m, left)))) => {
+                    let got = match bodies.get(&m.id) {
+                        Some(msg) => {
+                            let entry = Entry {
+                                seq: m.id,
+                                msg: counted(msg, m.delivery_count),
+                                redelivered: m.redelivered(),
+                            };
+                            Ok(Some((entry, u32::try_from(left).unwrap_or(u32::MAX))))
+                        }
+                        None => {
+                            tracing::error!(queue = %self.def.name, id = m.id, "a dequeued message's body was not read");
+                            Err(no_body())
+                        }
+                    };
                     let _ = reply.send(got);
                 }
-                (Waiter::Get(reply), _) => {
-                    let _ = reply.send(None);
+                (Waiter::Get { reply, .. }, _) => {
+                    let _ = reply.send(Ok(None));
                 }
                 (Waiter::Purge(r), Reply::Purged(n)) => {
                     let _ = r.send(u32::try_from(n).unwrap_or(u32::MAX));
@@ -571,7 +620,11 @@ impl Leading {
 
     /// This node no longer leads: what was not proposed is refused
     /// (publishes nacked); proposals in flight are answered by their tasks.
-    pub(super) fn step_down(mut self: Box<Self>) {
+    /// Stops leading. Proposals out are answered by their own outcome;
+    /// of what was never proposed, `basic.get`s are handed back (they
+    /// wait for the next leader: nothing of them reached the log), the
+    /// rest refused.
+    pub(super) fn step_down(mut self: Box<Self>) -> Vec<QueueMsg> {
         self.done_rx.close();
         while let Ok(done) = self.done_rx.try_recv() {
             done.answer_alone();
@@ -579,12 +632,32 @@ impl Leading {
         for done in std::mem::take(&mut self.early).into_values() {
             done.answer_alone();
         }
-        let waiters = std::mem::take(&mut self.waiters);
+        let mut again = Vec::new();
+        let waiters = std::mem::take(&mut self.waiters)
+            .into_iter()
+            .filter_map(|w| match w {
+                Waiter::Get {
+                    channel,
+                    no_ack,
+                    reply,
+                } => {
+                    again.push(QueueMsg::Get {
+                        channel,
+                        no_ack,
+                        reply,
+                    });
+                    None
+                }
+                w => Some(w),
+            })
+            .collect();
         Done {
             seq: 0,
+            enqueues: 0,
             waiters,
             result: Err("not the leader".to_owned()),
         }
         .answer_alone();
+        again
     }
 }

@@ -53,7 +53,7 @@ use warren_core::quorum::QuorumConfig;
 use warren_core::{AmqpError, Name, NodeId, ReplyCode};
 
 use crate::api::handle::EndMark;
-use crate::api::{Absent, ConnEvent, ConnTx, Ending, QueueHandle, QueueMsg};
+use crate::api::{Absent, Backlog, ConnEvent, ConnTx, Ending, QueueFlow, QueueHandle, QueueMsg};
 use crate::link::Links;
 use audit::Found;
 use consumers::{Attaching, Own};
@@ -149,6 +149,9 @@ struct Front {
     /// A check of channels is under way; when the last one started.
     channels_checking: bool,
     channels_checked: Instant,
+    /// This node's publishers' signal, from this replica's applied counts.
+    flow: Arc<QueueFlow>,
+    backlog: Backlog,
     deleted: bool,
     stopped: bool,
 }
@@ -182,6 +185,8 @@ pub fn spawn(def: QueueDef, vhost: Name, env: &QuorumEnv) -> QueueHandle {
         found_rx,
         channels_checking: false,
         channels_checked: Instant::now(),
+        flow: handle.flow().clone(),
+        backlog: Backlog::default(),
         deleted: false,
         stopped: false,
     };
@@ -276,6 +281,7 @@ impl Front {
             if let Role::Leader(l) = &mut self.role {
                 l.propose().await;
             }
+            self.update_flow();
             if self.deleted || self.stopped {
                 self.finish().await;
                 return;
@@ -473,6 +479,28 @@ impl Front {
         }
     }
 
+    /// Slows this node's publishers while the queue's consumers are
+    /// behind, as its replica applied it (every replica applies the same
+    /// deliveries, so every member decides alike). A node outside the
+    /// replica set has no counts and never slows its publishers here.
+    /// The leader adds the enqueues it took and has not applied yet: under
+    /// load they are a proposal's worth of messages the counts do not show.
+    fn update_flow(&mut self) {
+        let unapplied = match &self.role {
+            Role::Leader(l) => l.unapplied(),
+            _ => 0,
+        };
+        if let Some(g) = &self.group {
+            self.flow.update(
+                &mut self.backlog,
+                g.counts.ready() as usize + unapplied,
+                g.counts.consumers() as usize,
+                g.counts.delivered(),
+                Instant::now(),
+            );
+        }
+    }
+
     fn answers_counts(&self) -> bool {
         self.group.is_some() && !matches!(self.role, Role::Forward { .. })
     }
@@ -488,7 +516,12 @@ impl Front {
     /// did not propose is refused), a forwarding proxy stops.
     fn end_role(&mut self) {
         match std::mem::replace(&mut self.role, Role::Waiting) {
-            Role::Leader(l) => l.step_down(),
+            Role::Leader(l) => {
+                let now = Instant::now();
+                for msg in l.step_down().into_iter().rev() {
+                    self.parked.push_front((now, msg));
+                }
+            }
             Role::Forward { proxy, .. } => {
                 let _ = proxy.mailbox().try_send(QueueMsg::Stop);
             }

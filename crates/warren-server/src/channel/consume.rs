@@ -8,7 +8,7 @@ use warren_core::queue::ConsumerSpec;
 use warren_core::{AmqpError, Name, ReplyCode};
 use warren_queues::DeliverEvent;
 
-use super::ctx::ConnCtx;
+use super::ctx::{ConnCtx, HOLD_IN_HAND};
 use super::{Channel, ChannelConsumer, Mode, Unacked, reply};
 
 fn internal(e: impl std::fmt::Display) -> AmqpError {
@@ -137,6 +137,9 @@ impl Channel {
         }
         let tag = self.next_tag;
         self.next_tag += 1;
+        let before = ctx.out.len();
+        // If anything else waits in `out`, it goes now, and this with it.
+        let may_wait = ev.needs_ack && self.unacked.len() >= HOLD_IN_HAND;
         if ev.needs_ack {
             self.unacked.insert(
                 tag,
@@ -167,6 +170,9 @@ impl Channel {
         });
         if let Err(e) = res {
             tracing::error!(cause = %e, "could not encode a delivery");
+        }
+        if may_wait {
+            ctx.deferrable += ctx.out.len() - before;
         }
         ev.flow.release();
     }
@@ -267,8 +273,10 @@ impl Channel {
     pub(super) async fn get(&mut self, g: basic::Get, ctx: &mut ConnCtx) -> Result<(), AmqpError> {
         let name = self.queue_name(g.queue.as_str())?;
         let handle = ctx.broker.queue_handle(&name, ctx.id)?;
-        let got = handle.get(self.key, g.no_ack).await?;
+        // Before the answer: a get that failed may still have taken a
+        // message, which this channel's close then returns.
         self.queues_used.insert(handle.id(), handle.clone());
+        let got = handle.get(self.key, g.no_ack).await?;
         let Some((entry, remaining)) = got else {
             return reply(
                 ctx,

@@ -86,7 +86,24 @@ pub struct ConnCtx {
     /// connection may finish the one publish it is sending; one with more
     /// under way is closed (see the connection's loop).
     pub unfinished: usize,
+    /// Bytes at the end of `out` that may wait a little before they are
+    /// written: deliveries to a consumer that has other messages in hand
+    /// (see [`HOLD_IN_HAND`]). Anything else in `out` is written at once.
+    pub deferrable: usize,
 }
+
+/// Unacked messages a channel's consumer must already hold for a new
+/// delivery to it to wait for company (at most [`HOLD_FOR`]): it has work
+/// meanwhile, so the wait costs it nothing, and one write then carries
+/// several deliveries. With one ack per message a consumer otherwise gets
+/// its messages one write (and one read, one wake-up of its client's I/O
+/// thread) at a time: with a plain client, Warren's consumer read 0.7
+/// times per message where RabbitMQ's read 0.14 times.
+pub const HOLD_IN_HAND: usize = 8;
+/// Longest a deferrable delivery waits for the next write.
+pub const HOLD_FOR: std::time::Duration = std::time::Duration::from_millis(1);
+/// Deferrable bytes that are written without waiting any longer.
+pub const HOLD_MAX_BYTES: usize = 64 * 1024;
 
 impl ConnCtx {
     /// The shared state of a connection that completed its handshake.
@@ -115,6 +132,7 @@ impl ConnCtx {
             held: 0,
             reported: 0,
             unfinished: 0,
+            deferrable: 0,
         }
     }
 

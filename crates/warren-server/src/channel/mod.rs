@@ -23,7 +23,7 @@ mod modes;
 mod publish;
 mod table;
 
-pub use ctx::{ClientCaps, ConnCtx};
+pub use ctx::{ClientCaps, ConnCtx, HOLD_FOR, HOLD_MAX_BYTES};
 use declare::BindMethod;
 pub use in_flight::Finished;
 pub use table::{Channels, ConnectionFault};

@@ -32,7 +32,7 @@ use warren_core::{AmqpError, ReplyCode};
 use warren_queues::ConnEvent;
 
 use crate::broker::Broker;
-use crate::channel::{Channels, ConnCtx, ConnectionFault, Finished};
+use crate::channel::{Channels, ConnCtx, ConnectionFault, Finished, HOLD_FOR, HOLD_MAX_BYTES};
 
 /// Write-buffer size above which the connection stops producing more output.
 const OUT_HIGH: usize = 1 << 20;
@@ -60,6 +60,10 @@ struct Connection {
     writer: OwnedWriteHalf,
     rbuf: BytesMut,
     written: usize,
+    /// Wakes a write of deferrable deliveries (`ConnCtx::deferrable`)
+    /// once they waited [`HOLD_FOR`]; armed while `holding`.
+    hold: std::pin::Pin<Box<tokio::time::Sleep>>,
+    holding: bool,
     decoder: FrameDecoder,
     channels: Channels,
     ctx: ConnCtx,
@@ -118,6 +122,8 @@ pub async fn serve(
         writer,
         rbuf,
         written: 0,
+        hold: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        holding: false,
         decoder,
         channels: Channels::new(n.channel_max, broker.config().max_message_size),
         ctx: ConnCtx::new(id, broker.clone(), n.user, n.frame_max, out, tx, n.caps),
@@ -159,6 +165,18 @@ impl Connection {
         let mut shutting_down = false;
         loop {
             let pending_out = self.ctx.out.len() - self.written;
+            let deferrable = self.ctx.deferrable.min(pending_out);
+            // Only deliveries that may wait are pending, and not many:
+            // wait (at most HOLD_FOR) for more to write with them.
+            let hold = pending_out > 0 && pending_out == deferrable && deferrable < HOLD_MAX_BYTES;
+            if pending_out == 0 {
+                self.holding = false;
+            }
+            if hold && !self.holding {
+                self.holding = true;
+                self.hold.as_mut().reset(Instant::now() + HOLD_FOR);
+            }
+            let write_now = pending_out > 0 && !hold;
             let full = pending_out > OUT_HIGH;
             let throttled = self.ctx.throttled_by.clone();
             let can_read = !full
@@ -173,9 +191,12 @@ impl Connection {
                     let e = AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'");
                     Err(Stop::Close(ConnectionFault::new(e, (0, 0))))
                 }
-                r = self.writer.write(&self.ctx.out[self.written..]), if pending_out > 0 => match r {
+                r = self.writer.write(&self.ctx.out[self.written..]), if write_now => match r {
                     Ok(n) => {
                         self.written += n;
+                        // What is left (after a short write) goes at once.
+                        self.ctx.deferrable = 0;
+                        self.holding = false;
                         self.last_send = Instant::now();
                         if self.written == self.ctx.out.len() {
                             self.ctx.out.clear();
@@ -203,6 +224,10 @@ impl Connection {
                 },
                 _ = async { if let Some((f, until)) = &throttled { f.wait(*until).await } }, if throttled.is_some() => {
                     self.ctx.throttled_by = None;
+                    Ok(())
+                }
+                _ = &mut self.hold, if self.holding && hold => {
+                    self.ctx.deferrable = 0;
                     Ok(())
                 }
                 _ = ticker.tick() => self.on_tick(can_read || throttled.is_some()),
@@ -249,6 +274,7 @@ impl Connection {
         .await;
         self.ctx.out.clear();
         self.written = 0;
+        self.ctx.deferrable = 0;
     }
 
     fn on_tick(&mut self, reading: bool) -> Result<(), Stop> {

@@ -57,6 +57,9 @@ use crate::{Op, RaftCf, Store, Writer};
 pub struct QuorumCounts {
     ready: AtomicU64,
     consumers: AtomicU64,
+    /// Deliveries to consumers applied on this replica since it started
+    /// (their rate sizes the backlog the queue lets publishers build).
+    delivered: AtomicU64,
     /// [`QuorumState::channels`], for the leader's check of gone channels.
     channels: std::sync::Mutex<Vec<u64>>,
     /// Set when the log since the last snapshot outweighs the state.
@@ -72,6 +75,11 @@ impl QuorumCounts {
     /// Consumers taking deliveries.
     pub fn consumers(&self) -> u64 {
         self.consumers.load(Ordering::Acquire)
+    }
+
+    /// Deliveries applied on this replica since it started.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Acquire)
     }
 
     /// The channels holding consumers or messages, as last applied.
@@ -278,6 +286,9 @@ impl QueueStateMachine {
                 writes.push(Op::RaftDelete(RaftCf::Bodies, key::entry(self.group, *id)));
             }
             resp.replies.push(applied.reply);
+            self.counts
+                .delivered
+                .fetch_add(applied.deliveries.len() as u64, Ordering::Relaxed);
             resp.deliveries.extend(applied.deliveries);
             resp.resent.extend(held);
         }
