@@ -4,8 +4,10 @@
 //! leaders of many queues spread evenly over the nodes; the seed's work
 //! queue keeps every task across a kill -9 of its leader, and its worker on
 //! a survivor is never cancelled; a node outside a queue's replica set
-//! goes on when the member it forwards to dies; a leader cut off from its
-//! peers confirms nothing while the majority goes on.
+//! goes on when the member it forwards to dies; `basic.get` through a
+//! survivor never answers empty while messages remain across a leader kill;
+//! a leader cut off from its peers confirms nothing while the majority goes
+//! on.
 
 mod common;
 
@@ -215,6 +217,89 @@ async fn the_work_queue_keeps_every_task_across_a_kill_of_its_leader() {
     .await;
     assert!(!worker.is_finished(), "the worker's consumer was cancelled");
     worker.abort();
+}
+
+/// `basic.get` through a survivor while the queue's leader is killed: a get
+/// the queue could not answer (no leader yet, or the leader changed under
+/// it) is an error that closes the channel, never a `get-empty` while
+/// confirmed messages remain (before, such gets answered empty); a message
+/// a refused get took returns with its channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_get_never_answers_empty_while_messages_remain_across_a_leader_kill() {
+    let _turn = SERIAL.lock().await;
+    const N: u32 = 50;
+    let mut c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
+    c.wait_leader(&[1, 2, 3]).await;
+    let n1 = c.connect(1).await;
+    channel(&n1)
+        .await
+        .queue_declare("gets".into(), durable(), quorum())
+        .await
+        .expect("declare");
+    let leader = wait_for_async("the queue's leader", || async {
+        c.queue_status(1)
+            .await
+            .into_iter()
+            .find(|r| r.queue == "gets" && r.state == "leader")
+            .map(|r| r.node)
+    })
+    .await;
+    drop(n1);
+    let survivor = if leader == 1 { 2 } else { 1 };
+    let conn = c.connect(survivor).await;
+    let pch = channel(&conn).await;
+    confirms(&pch).await;
+    for n in 0..N {
+        let p = try_publish(&pch, "", "gets", &n.to_be_bytes(), persistent())
+            .await
+            .expect("publish");
+        assert!(
+            matches!(p.await, Ok(Confirmation::Ack(None))),
+            "message {n} confirmed"
+        );
+    }
+    c.kill9(leader);
+    let got: Mutex<BTreeSet<u32>> = Mutex::default();
+    let errors = Mutex::new(0u32);
+    let ch: tokio::sync::Mutex<Option<lapin::Channel>> = tokio::sync::Mutex::new(None);
+    wait_for_async("every message got through the survivor", || async {
+        let mut slot = ch.lock().await;
+        if slot.as_ref().is_none_or(|c| !c.status().connected()) {
+            *slot = Some(channel(&conn).await);
+        }
+        let Some(gch) = slot.as_ref() else {
+            return false;
+        };
+        match gch
+            .basic_get(
+                "gets".into(),
+                lapin::options::BasicGetOptions { no_ack: false },
+            )
+            .await
+        {
+            Ok(Some(m)) => {
+                let n = u32::from_be_bytes(m.delivery.data[..4].try_into().expect("a number"));
+                let _ = m.delivery.acker.ack(BasicAckOptions::default()).await;
+                got.lock().expect("got").insert(n);
+            }
+            Ok(None) => {
+                // Legitimate only while a message taken by a refused get
+                // is on its way back from that get's closed channel.
+                let have = got.lock().expect("got").len();
+                assert!(
+                    *errors.lock().expect("errors") > 0,
+                    "get-empty with {have} of {N} messages got and no get refused"
+                );
+            }
+            Err(_) => *errors.lock().expect("errors") += 1,
+        }
+        got.lock().expect("got").len() == N as usize
+    })
+    .await;
+    println!(
+        "all {N} got after the kill of leader {leader}; {} gets refused meanwhile",
+        errors.lock().expect("errors")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
