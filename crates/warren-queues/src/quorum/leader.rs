@@ -14,18 +14,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use warren_cluster::QueueGroup;
-use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec, Entry, QueueDef, connection_node};
+use warren_core::queue::{ConsumerId, ConsumerSpec, Entry, QueueDef, connection_node};
 use warren_core::quorum::{Command, ConsumerKey, Delivery, MsgId, Publisher, Reply};
-use warren_core::{AmqpError, Message, Name, NodeId, ReplyCode};
-use warren_store::raft::queue::{QueueBatch, QueueOp, QueueResponse};
+use warren_core::{Message, Name, NodeId};
+use warren_store::raft::queue::{QueueBatch, QueueOp};
 
 use super::delivery::{Stalled, Waiting, counted};
 use super::held::Held;
-use crate::api::{
-    ConnEvent, ConnTx, ConsumerLink, DELIVERY_WINDOW, DeliverEvent, GetReply, QueueMsg,
-};
+use super::waiters::{Confirms, Done, Waiter, no_body};
+use crate::api::{ConnEvent, ConsumerLink, DELIVERY_WINDOW, DeliverEvent, QueueMsg};
 
 /// Proposals of one group awaiting their commit at once. One: openraft
 /// 0.9's core waits for each append's flush before it takes the next
@@ -38,115 +37,6 @@ pub(super) const IN_FLIGHT: usize = 1;
 const MAX_ENTRY_BYTES: usize = 1 << 20;
 /// Bytes waiting for a proposal past which the mailbox is not read.
 const MAX_PENDING_BYTES: usize = 8 << 20;
-
-/// Who waits for one op of a proposal.
-enum Waiter {
-    None,
-    Confirm {
-        conn: u64,
-        tx: ConnTx,
-        key: ChannelKey,
-        seq: u64,
-    },
-    Consume(oneshot::Sender<Result<(), AmqpError>>),
-    Cancel(oneshot::Sender<()>),
-    Get {
-        channel: ChannelKey,
-        no_ack: bool,
-        reply: oneshot::Sender<GetReply>,
-    },
-    Purge(oneshot::Sender<u32>),
-}
-
-/// A proposal's outcome, for the front that made it.
-pub(crate) struct Done {
-    /// The proposal's place among this leadership's proposals.
-    seq: u64,
-    /// Enqueues the proposal carried.
-    enqueues: usize,
-    waiters: Vec<Waiter>,
-    result: Result<QueueResponse, String>,
-}
-
-impl Done {
-    /// Answers the waiters without a front (it stepped down): confirms and
-    /// replies only, no deliveries (the consumers attach to the next leader,
-    /// which sends what they hold again).
-    fn answer_alone(self) {
-        let ok = self.result.is_ok();
-        let replies = match self.result {
-            Ok(r) => r.replies,
-            Err(_) => Vec::new(),
-        };
-        let mut confirms = Confirms::default();
-        for (i, w) in self.waiters.into_iter().enumerate() {
-            match w {
-                Waiter::Confirm { conn, tx, key, seq } => confirms.add(conn, tx, key, seq),
-                Waiter::Consume(r) => {
-                    let _ = r.send(if ok { Ok(()) } else { Err(no_leader()) });
-                }
-                Waiter::Cancel(r) => {
-                    let _ = r.send(());
-                }
-                // The dequeue may yet commit under the next leader: an
-                // error, never "empty" (the closed channel returns what
-                // it took unacked).
-                Waiter::Get { reply, .. } => {
-                    let _ = reply.send(Err(no_leader()));
-                }
-                Waiter::Purge(r) => {
-                    let n = match replies.get(i) {
-                        Some(Reply::Purged(n)) => *n as u32,
-                        _ => 0,
-                    };
-                    let _ = r.send(n);
-                }
-                Waiter::None => {}
-            }
-        }
-        confirms.send(ok);
-    }
-}
-
-/// One connection's confirms: (its id, its events, [(channel, seq)]).
-type ConnConfirms = (u64, ConnTx, Vec<(ChannelKey, u64)>);
-
-/// Confirms gathered per connection.
-#[derive(Default)]
-struct Confirms(Vec<ConnConfirms>);
-
-impl Confirms {
-    fn add(&mut self, conn: u64, tx: ConnTx, key: ChannelKey, seq: u64) {
-        match self.0.iter_mut().find(|(c, _, _)| *c == conn) {
-            Some((_, _, list)) => list.push((key, seq)),
-            None => self.0.push((conn, tx, vec![(key, seq)])),
-        }
-    }
-
-    fn send(self, ok: bool) {
-        for (_, tx, confirms) in self.0 {
-            let _ = tx.send(ConnEvent::Accepted { confirms, ok });
-        }
-    }
-}
-
-/// A dequeue applied without its body (never expected: the leader reads
-/// the bodies of what it dequeues).
-fn no_body() -> AmqpError {
-    AmqpError::new(
-        ReplyCode::InternalError,
-        "the quorum queue's leader could not read a message; try again",
-    )
-    .on_channel()
-}
-
-fn no_leader() -> AmqpError {
-    AmqpError::new(
-        ReplyCode::InternalError,
-        "the quorum queue's leader changed; try again",
-    )
-    .on_channel()
-}
 
 /// A consumer attached to this leader.
 struct Attached {

@@ -12,11 +12,15 @@
 //!   order, so a channel's publishes reach the log in sequence order), and
 //!   acts on what applying them produced: confirms, `basic.get` answers,
 //!   deliveries to consumers (local ones directly, remote ones through the
-//!   queue links their nodes attached them with).
+//!   queue links their nodes attached them with). What waits for a proposal,
+//!   and how a proposal answers it once its leader stepped down, is in
+//!   [`waiters`].
 //! - **Leader elsewhere**: the front forwards its mailbox to a link proxy to
 //!   the leader, exactly as a classic queue homed there is used.
 //! - **No leader known** (an election): the mailbox waits; publishers feel
-//!   it as backpressure.
+//!   it as backpressure. A `basic.get` the stepped-down leader had not
+//!   proposed waits for the next one too; one it had proposed is refused
+//!   with a channel error (it may still commit), never answered empty.
 //!
 //! Consumers survive a leader change without `basic.cancel`: each front
 //! remembers the consumers of its own node's channels and attaches them to
@@ -38,6 +42,7 @@ mod held;
 mod leader;
 mod leadership;
 mod members;
+mod waiters;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
@@ -107,7 +112,7 @@ enum Role {
 /// What woke the front.
 enum Event {
     Mail(Option<QueueMsg>),
-    Committed(leader::Done),
+    Committed(waiters::Done),
     Passed(ConnEvent),
     Found(Found),
     Metrics(bool),
