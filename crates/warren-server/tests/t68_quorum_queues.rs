@@ -41,6 +41,28 @@ fn stored_groups(c: &Cluster, id: u64) -> Vec<u64> {
     store.quorum_groups().expect("list groups")
 }
 
+/// Three nodes and quorum queue `name`, declared through node 1; returns
+/// the cluster and the node that leads the queue.
+async fn three_nodes_with_queue(name: &str) -> (Cluster, u64) {
+    let c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
+    c.wait_leader(&[1, 2, 3]).await;
+    let n1 = c.connect(1).await;
+    channel(&n1)
+        .await
+        .queue_declare(name.into(), durable(), quorum())
+        .await
+        .expect("declare");
+    let leader = wait_for_async("the queue's leader", || async {
+        c.queue_status(1)
+            .await
+            .into_iter()
+            .find(|r| r.queue == name && r.state == "leader")
+            .map(|r| r.node)
+    })
+    .await;
+    (c, leader)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quorum_queue_deleted_while_a_replica_is_down_leaves_no_keys_on_it() {
     let _turn = SERIAL.lock().await;
@@ -133,28 +155,12 @@ async fn the_leaders_of_three_hundred_queues_spread_over_three_nodes() {
 async fn the_work_queue_keeps_every_task_across_a_kill_of_its_leader() {
     let _turn = SERIAL.lock().await;
     const TASKS: u32 = 200;
-    let mut c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
-    c.wait_leader(&[1, 2, 3]).await;
-    let n1 = c.connect(1).await;
-    channel(&n1)
-        .await
-        .queue_declare("task_queue".into(), durable(), quorum())
-        .await
-        .expect("declare");
-    let leader = wait_for_async("the queue's leader", || async {
-        c.queue_status(1)
-            .await
-            .into_iter()
-            .find(|r| r.queue == "task_queue" && r.state == "leader")
-            .map(|r| r.node)
-    })
-    .await;
+    let (mut c, leader) = three_nodes_with_queue("task_queue").await;
     let [worker_node, producer_node] = match leader {
         1 => [2, 3],
         2 => [3, 1],
         _ => [1, 2],
     };
-    drop(n1);
 
     // The worker: prefetch 1, one ack per task, on a survivor.
     let wconn = c.connect(worker_node).await;
@@ -228,23 +234,7 @@ async fn the_work_queue_keeps_every_task_across_a_kill_of_its_leader() {
 async fn basic_get_never_answers_empty_while_messages_remain_across_a_leader_kill() {
     let _turn = SERIAL.lock().await;
     const N: u32 = 50;
-    let mut c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
-    c.wait_leader(&[1, 2, 3]).await;
-    let n1 = c.connect(1).await;
-    channel(&n1)
-        .await
-        .queue_declare("gets".into(), durable(), quorum())
-        .await
-        .expect("declare");
-    let leader = wait_for_async("the queue's leader", || async {
-        c.queue_status(1)
-            .await
-            .into_iter()
-            .find(|r| r.queue == "gets" && r.state == "leader")
-            .map(|r| r.node)
-    })
-    .await;
-    drop(n1);
+    let (mut c, leader) = three_nodes_with_queue("gets").await;
     let survivor = if leader == 1 { 2 } else { 1 };
     let conn = c.connect(survivor).await;
     let pch = channel(&conn).await;
@@ -377,23 +367,7 @@ async fn a_node_outside_the_replica_set_goes_on_when_the_member_it_uses_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_leader_confirms_nothing_while_the_majority_goes_on() {
     let _turn = SERIAL.lock().await;
-    let mut c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
-    c.wait_leader(&[1, 2, 3]).await;
-    let n1 = c.connect(1).await;
-    channel(&n1)
-        .await
-        .queue_declare("qq.split".into(), durable(), quorum())
-        .await
-        .expect("declare");
-    drop(n1);
-    let leader = wait_for_async("the queue's leader", || async {
-        c.queue_status(1)
-            .await
-            .into_iter()
-            .find(|r| r.queue == "qq.split" && r.state == "leader")
-            .map(|r| r.node)
-    })
-    .await;
+    let (mut c, leader) = three_nodes_with_queue("qq.split").await;
     let other = if leader == 1 { 2 } else { 1 };
     let [minority, majority] = c.connect_each([leader, other]).await;
     let min_ch = channel(&minority).await;
