@@ -192,11 +192,18 @@ impl QueueActor {
                 }
                 n += 1;
             }
+            let delivered = self.delivered;
             if !self.deleted && !self.stopped {
                 let upto = self.durable_upto.load(Ordering::Acquire);
                 let durable = self.def.durable;
                 self.state.unpin(upto, |m| durable && m.persistent);
                 self.page_in_and_dispatch();
+            }
+            if self.delivered != delivered && self.ops_need_sync {
+                // The sync may happen inline on this worker (`flush`): let
+                // the consumers' connections write these deliveries first,
+                // so they do not wait for the disk they do not need.
+                tokio::task::yield_now().await;
             }
             self.flush().await;
             self.account();
@@ -491,6 +498,17 @@ impl QueueActor {
                 }
                 release_confirms(confirms, r.is_ok());
             }))
+        };
+        // An idle writer: write here and now, saving the hand-offs to the
+        // writer thread and back (the confirm goes out from this thread).
+        let ops = match self.writer.write_now(self.def.id, ops, sync) {
+            Ok(r) => {
+                if let Some(done) = done {
+                    done(r);
+                }
+                return;
+            }
+            Err(ops) => ops,
         };
         if let Err(e) = self.writer.submit(ops, sync, done).await {
             tracing::error!(queue = %self.def.name, cause = %e, "store writer unavailable");
