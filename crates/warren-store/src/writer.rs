@@ -392,28 +392,24 @@ fn write(
     };
     let mut batch = WriteBatch::default();
     for op in ops {
-        {
-            match op {
-                Op::PutMeta(k, v) => batch.put_cf(meta, k, v),
-                Op::DeleteMeta(k) => batch.delete_cf(meta, k),
-                Op::PutMessage { queue, seq, msg } => {
-                    codec::encode_message(&msg, scratch);
-                    batch.put_cf(msgs, keys::message(queue, seq), &scratch[..]);
-                }
-                Op::DeleteMessage { queue, seq } => {
-                    batch.delete_cf(msgs, keys::message(queue, seq))
-                }
-                Op::DeleteQueue(queue) => {
-                    let (from, to) = keys::queue_range(queue);
-                    batch.delete_range_cf(msgs, from, to);
-                }
-                Op::RaftPut(cf, k, v) => {
-                    *raft_entries += u64::from(cf == RaftCf::Log);
-                    batch.put_cf(raft_cf(cf), k, v)
-                }
-                Op::RaftDeleteRange(cf, from, to) => batch.delete_range_cf(raft_cf(cf), from, to),
-                Op::RaftDelete(cf, k) => batch.delete_cf(raft_cf(cf), k),
+        match op {
+            Op::PutMeta(k, v) => batch.put_cf(meta, k, v),
+            Op::DeleteMeta(k) => batch.delete_cf(meta, k),
+            Op::PutMessage { queue, seq, msg } => {
+                codec::encode_message(&msg, scratch);
+                batch.put_cf(msgs, keys::message(queue, seq), &scratch[..]);
             }
+            Op::DeleteMessage { queue, seq } => batch.delete_cf(msgs, keys::message(queue, seq)),
+            Op::DeleteQueue(queue) => {
+                let (from, to) = keys::queue_range(queue);
+                batch.delete_range_cf(msgs, from, to);
+            }
+            Op::RaftPut(cf, k, v) => {
+                *raft_entries += u64::from(cf == RaftCf::Log);
+                batch.put_cf(raft_cf(cf), k, v)
+            }
+            Op::RaftDeleteRange(cf, from, to) => batch.delete_range_cf(raft_cf(cf), from, to),
+            Op::RaftDelete(cf, k) => batch.delete_cf(raft_cf(cf), k),
         }
     }
     let mut opts = WriteOptions::default();

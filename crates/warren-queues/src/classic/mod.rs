@@ -487,29 +487,22 @@ impl QueueActor {
             return;
         }
         let durable_upto = self.durable_upto.clone();
-        let done: Option<warren_store::WriteDone> = if confirms.is_empty() && max_put == 0 {
-            None
-        } else {
-            Some(Box::new(move |r| {
-                if r.is_ok() && max_put > 0 {
-                    // The writer completes requests in order: everything this
-                    // queue put up to `max_put` is durable now.
-                    durable_upto.fetch_max(max_put, Ordering::AcqRel);
-                }
-                release_confirms(confirms, r.is_ok());
-            }))
+        let waits = !confirms.is_empty() || max_put > 0;
+        let finish = move |r: Result<(), warren_store::StoreError>| {
+            if r.is_ok() && max_put > 0 {
+                // Writes complete in order: everything this queue put up to
+                // `max_put` is durable now.
+                durable_upto.fetch_max(max_put, Ordering::AcqRel);
+            }
+            release_confirms(confirms, r.is_ok());
         };
         // An idle writer: write here and now, saving the hand-offs to the
         // writer thread and back (the confirm goes out from this thread).
         let ops = match self.writer.write_now(self.def.id, ops, sync) {
-            Ok(r) => {
-                if let Some(done) = done {
-                    done(r);
-                }
-                return;
-            }
+            Ok(r) => return finish(r),
             Err(ops) => ops,
         };
+        let done: Option<warren_store::WriteDone> = waits.then(|| Box::new(finish) as _);
         if let Err(e) = self.writer.submit(ops, sync, done).await {
             tracing::error!(queue = %self.def.name, cause = %e, "store writer unavailable");
         }
