@@ -280,3 +280,17 @@ where
         Ok(())
     }
 }
+
+/// The index of `group`'s last log entry in the store.
+pub(super) fn last_log_index(db: &Db, group: GroupId) -> Result<Option<u64>> {
+    let cf = db
+        .cf_handle(CF_RAFT_LOG)
+        .ok_or_else(|| StorageIOError::read_logs(super::io_err("no raft_log cf")))?;
+    let upper = key::entry(group, u64::MAX);
+    let mut it = db.iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse));
+    match it.next() {
+        Some(Ok((k, _))) => Ok(key::parse_entry(group, &k)),
+        Some(Err(e)) => Err(super::read_err(e)),
+        None => Ok(None),
+    }
+}

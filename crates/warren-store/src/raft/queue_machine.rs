@@ -1,13 +1,17 @@
 //! A quorum queue's state machine on the node's RocksDB.
 //!
 //! The state ([`QuorumState`]) lives in memory; what is durable is the log
-//! and the last snapshot, as for group 0. Bodies are materialized at apply in
-//! the `quorum_bodies` column family, keyed by (group, message id), and
-//! deleted when the state machine removes their message. They are written
-//! without a sync of their own: the log entry that carried them is durable,
-//! and after a crash openraft re-applies the entries after the last snapshot,
-//! which puts (and deletes) the same bodies again. A snapshot is stored
-//! with a synced write, which syncs every body written before it.
+//! and the last snapshot, as for group 0. A body's first stored copy is its
+//! log entry; applying keeps it in memory ([`Unwritten`]), and it is copied
+//! to the `quorum_bodies` column family, keyed by (group, message id), only
+//! when the log holding it may be purged while the message lives (a
+//! snapshot is built) or when the bodies kept in memory pass their bound.
+//! Those copies are written without a sync of their own: a snapshot is
+//! stored with a synced write, which syncs every body written before it,
+//! and after a crash openraft re-applies the entries after the last
+//! snapshot, which keeps their bodies in memory again. A removed message's
+//! body is deleted from the column family unless it was never written
+//! there.
 //!
 //! The stored snapshot holds the state only (ids, sizes, counts); the
 //! bodies it needs are the ones in the column family. Only a snapshot sent
@@ -18,10 +22,9 @@
 //! the bodies in memory.
 //!
 //! An apply hands its writes to the writer and answers without waiting for
-//! them; the bodies stay in memory until they are written ([`Unwritten`]).
-//! Applying reads the bodies the leader will send (deliveries, `basic.get`),
-//! from there when the writer has not written them yet, else from the
-//! column family, before this batch's deletes are written; they travel in
+//! them. Applying reads the bodies the leader will send (deliveries,
+//! `basic.get`), from memory when they are there, else from the column
+//! family, before this batch's deletes are written; they travel in
 //! [`QueueResponse::bodies`], which never leaves the node.
 //!
 //! [`get_current_snapshot`]: RaftStateMachine::get_current_snapshot
@@ -37,6 +40,7 @@ use openraft::{
 use warren_core::Message;
 use warren_core::quorum::{Command, MsgId, QuorumConfig, QuorumSnapshot, QuorumState, Reply};
 
+use super::log_store::last_log_index;
 use super::queue::{QueueEntry, QueueOp, QueueRaft, QueueResponse};
 use super::queue_snapshot::{
     TransferReader, decode_state, encode_state, live_ids, stale_bodies, write_transfer,
@@ -47,7 +51,7 @@ use super::stored_snapshot::{
 };
 use super::unwritten::Unwritten;
 use super::{GroupId, NodeId, Result, key};
-use crate::codec::{decode_message, encode_message};
+use crate::codec::decode_message;
 use crate::db::{CF_QUORUM_BODIES, Db};
 use crate::{Op, RaftCf, Store, Writer};
 
@@ -130,8 +134,16 @@ pub struct QueueStateMachine {
     built: u64,
     /// Bytes applied since the last snapshot (see [`snapshot_due`]).
     since_snapshot: u64,
-    /// Bodies applied and handed to the writer, until it wrote them.
+    /// Bodies kept in memory, and those handed to the writer until it
+    /// wrote them.
     unwritten: Unwritten,
+    /// Messages below this id may have a body in the column family though
+    /// this process never wrote one: an earlier process spilled it. Until
+    /// the log found at open is applied again, every id may
+    /// ([`MsgId::MAX`]); see [`QueueStateMachine::stored_from_before`].
+    stored_below: MsgId,
+    /// The last log index found at open.
+    replay_end: u64,
     /// The last transfer file written, by snapshot id: a replica that is
     /// down is offered the snapshot again and again (each write to the
     /// group retries it), and a long queue's file is gigabytes.
@@ -182,6 +194,8 @@ impl QueueStateMachine {
             built: 0,
             since_snapshot: 0,
             unwritten: Unwritten::default(),
+            stored_below: MsgId::MAX,
+            replay_end: 0,
             sent: None,
         };
         if let Some(stored) = read_stored_snapshot(&sm.db, group)? {
@@ -192,6 +206,8 @@ impl QueueStateMachine {
             sm.last_applied = stored.meta.last_log_id;
             sm.membership = stored.meta.last_membership;
         }
+        sm.replay_end = last_log_index(&sm.db, group)?.unwrap_or(0);
+        sm.replayed(sm.last_applied.map_or(0, |l| l.index));
         sm.counts.set(&sm.state);
         Ok(sm)
     }
@@ -250,15 +266,7 @@ impl QueueStateMachine {
             if let (QueueOp::Enqueue { message, .. }, Reply::Enqueued(Some(id))) =
                 (op, &applied.reply)
             {
-                // Encoded straight into the write's own buffer: no copy.
-                let mut body = Vec::new();
-                encode_message(&message, &mut body);
-                writes.push(Op::RaftPut(
-                    RaftCf::Bodies,
-                    key::entry(self.group, *id),
-                    body,
-                ));
-                self.unwritten.insert(*id, message);
+                self.unwritten.keep(*id, message);
             }
             let got = match &applied.reply {
                 Reply::Got(Some((m, _))) => Some(m.id),
@@ -282,8 +290,10 @@ impl QueueStateMachine {
                 }
             }
             for id in &applied.removed {
-                self.unwritten.remove(*id);
-                writes.push(Op::RaftDelete(RaftCf::Bodies, key::entry(self.group, *id)));
+                let only_in_memory = self.unwritten.remove(*id) && *id >= self.stored_below;
+                if !only_in_memory {
+                    writes.push(Op::RaftDelete(RaftCf::Bodies, key::entry(self.group, *id)));
+                }
             }
             resp.replies.push(applied.reply);
             self.counts
@@ -293,6 +303,35 @@ impl QueueStateMachine {
             resp.resent.extend(held);
         }
         Ok(resp)
+    }
+}
+
+impl QueueStateMachine {
+    /// Called with each log index applied: once the log found at open is
+    /// applied again, the ids it created are known, and later ones were
+    /// created by this process, which knows which bodies it wrote.
+    ///
+    /// An earlier process wrote bodies only of entries it applied; those
+    /// were committed, so they are in the log found at open (or behind its
+    /// snapshot, whose ids are below the restored state's next id).
+    fn replayed(&mut self, index: u64) {
+        if self.stored_below == MsgId::MAX && index >= self.replay_end {
+            self.stored_below = self.state.next_id();
+        }
+    }
+
+    /// Hands `writes` (body copies and deletes) to the writer without
+    /// waiting for them; the bodies spilled since the last call stay
+    /// readable in memory until they are written.
+    async fn hand_over(&mut self, writes: Vec<Op>) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let done = self.unwritten.seal();
+        self.writer
+            .submit(writes, false, Some(done))
+            .await
+            .map_err(super::write_err)
     }
 }
 
@@ -320,6 +359,7 @@ impl RaftStateMachine<QueueRaft> for QueueStateMachine {
         let mut writes = Vec::new();
         for e in entries {
             self.last_applied = Some(e.log_id);
+            self.replayed(e.log_id.index);
             out.push(match e.payload {
                 EntryPayload::Blank => QueueResponse::default(),
                 EntryPayload::Normal(batch) => self.apply_batch(batch.0, &mut writes)?,
@@ -336,17 +376,22 @@ impl RaftStateMachine<QueueRaft> for QueueStateMachine {
         ) {
             self.counts.snapshot_due.store(true, Ordering::Release);
         }
-        if !writes.is_empty() {
-            let done = self.unwritten.seal();
-            self.writer
-                .submit(writes, false, Some(done))
-                .await
-                .map_err(super::write_err)?;
-        }
+        self.unwritten.spill(self.group, &mut writes);
+        self.hand_over(writes).await?;
         Ok(out)
     }
 
+    /// Spills every kept body first: the snapshot lets the log holding
+    /// them be purged. The writer writes them before the snapshot's own
+    /// (synced) record.
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let mut writes = Vec::new();
+        self.unwritten.spill_all(self.group, &mut writes);
+        if let Err(e) = self.hand_over(writes).await {
+            // The writer stopped: so will the snapshot's own write, and
+            // nothing is purged.
+            tracing::error!(group = self.group, cause = %e, "spilling bodies for a snapshot failed");
+        }
         self.built += 1;
         self.since_snapshot = 0;
         QueueSnapshotBuilder {
@@ -413,8 +458,10 @@ impl RaftStateMachine<QueueRaft> for QueueStateMachine {
         }
         let live = live_ids(&snap);
         self.state = QuorumState::restore(snap);
+        self.unwritten.clear_kept();
         self.counts.set(&self.state);
         self.last_applied = meta.last_log_id;
+        self.replayed(meta.last_log_id.map_or(0, |l| l.index));
         self.membership = meta.last_membership.clone();
         self.since_snapshot = 0;
         let stale = self.delete_stale_bodies(live).await?;

@@ -7,6 +7,7 @@ use warren_core::quorum::{Command, ConsumerKey, Publisher};
 
 use super::super::queue::QueueBatch;
 use super::*;
+use crate::codec::encode_message;
 
 fn id(index: u64) -> LogId<NodeId> {
     LogId::new(CommittedLeaderId::new(1, 1), index)
@@ -94,8 +95,11 @@ async fn bodies_are_kept_while_their_messages_live_and_sent_with_a_snapshot() {
     // Delivered bodies of an earlier entry of the same apply call come from
     // that entry: the store does not have them yet.
     assert_eq!(bodies(&out[1]), vec![(1, "a".into()), (2, "b".into())]);
+    // Live bodies stay in memory: their log entries are their stored copy
+    // until a snapshot lets the log go.
+    assert!(stored(&sm, 3).await.is_none());
     assert_eq!(
-        stored(&sm, 3).await.map(|m| m.body().to_vec()),
+        sm.unwritten.get(3).map(|m| m.body().to_vec()),
         Some(b"c".to_vec())
     );
 
@@ -138,6 +142,11 @@ async fn bodies_are_kept_while_their_messages_live_and_sent_with_a_snapshot() {
         .build_snapshot()
         .await
         .expect("build");
+    // The snapshot copied the live bodies to the store first.
+    for (id, body) in [(2, b"b"), (3, b"c")] {
+        let got = stored(&sm, id).await.map(|m| m.body().to_vec());
+        assert_eq!(got, Some(body.to_vec()), "body {id} stored");
+    }
     let sent = sm
         .get_current_snapshot()
         .await
@@ -323,6 +332,111 @@ async fn one_transfer_file_serves_every_send_of_a_snapshot() {
     assert!(
         bytes3.len() > bytes1.len(),
         "the newer state and its bodies"
+    );
+    writer.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_after_the_snapshot_come_back_from_the_log_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let writer = store.start_writer();
+    let mut sm = QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
+        .expect("open");
+    let first = batch(1, vec![enqueue(1, "a")]);
+    let second = batch(2, vec![enqueue(2, "b")]);
+    sm.apply([first]).await.expect("apply");
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    sm.apply([second.clone()]).await.expect("apply");
+    assert!(stored(&sm, 2).await.is_none(), "only in its log entry");
+    writer.close().await.expect("close");
+    drop(sm);
+    drop(store);
+
+    // openraft applies the log after the snapshot again; the body of its
+    // enqueue is then in memory, the snapshot's one in the store.
+    let store = Store::open(dir.path()).expect("reopen");
+    let writer = store.start_writer();
+    let mut sm = QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
+        .expect("open");
+    assert_eq!(sm.applied_state().await.expect("applied").0, Some(id(1)));
+    sm.apply([second]).await.expect("apply");
+    let consumer = ConsumerKey::new(3, "worker");
+    let out = sm
+        .apply([batch(
+            3,
+            vec![QueueOp::Command(Command::Checkout {
+                consumer,
+                node: 2,
+                prefetch: 10,
+                no_ack: false,
+            })],
+        )])
+        .await
+        .expect("apply");
+    assert_eq!(bodies(&out[0]), vec![(1, "a".into()), (2, "b".into())]);
+    writer.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_an_earlier_process_spilled_is_deleted_with_its_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = "x".repeat(3 << 20);
+    let entries: Vec<QueueEntry> = (1..=3).map(|i| batch(i, vec![enqueue(i, &big)])).collect();
+    {
+        let store = Store::open(dir.path()).expect("open");
+        let writer = store.start_writer();
+        // The log holds the entries (only their keys matter here).
+        let log = (1..=3)
+            .map(|i| Op::RaftPut(RaftCf::Log, key::entry(GROUP, i), Vec::new()))
+            .collect();
+        writer.write_sync(log).await.expect("write");
+        let mut sm =
+            QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
+                .expect("open");
+        sm.apply(entries.clone()).await.expect("apply");
+        assert!(
+            stored(&sm, 1).await.is_some(),
+            "past the group's bound the oldest body is written"
+        );
+        writer.close().await.expect("close");
+    }
+    // A crash before any snapshot: the log is applied again, and message
+    // 1's body is kept in memory, though the store has a copy too.
+    let store = Store::open(dir.path()).expect("reopen");
+    let writer = store.start_writer();
+    let mut sm = QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
+        .expect("open");
+    // One apply call, so message 1 goes before the call's spill: its body
+    // is still the one kept in memory when it is removed.
+    let consumer = ConsumerKey::new(3, "worker");
+    let mut replay = entries;
+    replay.extend([
+        batch(
+            4,
+            vec![QueueOp::Command(Command::Checkout {
+                consumer: consumer.clone(),
+                node: 2,
+                prefetch: 1,
+                no_ack: false,
+            })],
+        ),
+        batch(
+            5,
+            vec![QueueOp::Command(Command::Settle {
+                channel: consumer.channel,
+                ids: vec![1],
+            })],
+        ),
+    ]);
+    sm.apply(replay).await.expect("apply");
+    assert!(
+        stored(&sm, 1).await.is_none(),
+        "the earlier copy is deleted"
     );
     writer.close().await.expect("close");
 }
