@@ -140,7 +140,7 @@ pub struct QueueStateMachine {
     /// Messages below this id may have a body in the column family though
     /// this process never wrote one: an earlier process spilled it. Until
     /// the log found at open is applied again, every id may
-    /// ([`MsgId::MAX`]); see [`QueueStateMachine::stored_from_before`].
+    /// ([`MsgId::MAX`]); see [`QueueStateMachine::replayed`].
     stored_below: MsgId,
     /// The last log index found at open.
     replay_end: u64,
@@ -359,7 +359,6 @@ impl RaftStateMachine<QueueRaft> for QueueStateMachine {
         let mut writes = Vec::new();
         for e in entries {
             self.last_applied = Some(e.log_id);
-            self.replayed(e.log_id.index);
             out.push(match e.payload {
                 EntryPayload::Blank => QueueResponse::default(),
                 EntryPayload::Normal(batch) => self.apply_batch(batch.0, &mut writes)?,
@@ -368,6 +367,8 @@ impl RaftStateMachine<QueueRaft> for QueueStateMachine {
                     QueueResponse::default()
                 }
             });
+            // After the entry: the ids it created may be stored too.
+            self.replayed(e.log_id.index);
         }
         self.counts.set(&self.state);
         if snapshot_due(

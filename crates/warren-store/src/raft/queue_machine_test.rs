@@ -386,14 +386,13 @@ async fn bodies_after_the_snapshot_come_back_from_the_log_after_a_restart() {
 async fn a_body_an_earlier_process_spilled_is_deleted_with_its_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let big = "x".repeat(3 << 20);
-    let entries: Vec<QueueEntry> = (1..=3).map(|i| batch(i, vec![enqueue(i, &big)])).collect();
+    // One entry, the last of the log: the ids it creates may be stored.
+    let entries = vec![batch(1, (1..=3).map(|i| enqueue(i, &big)).collect())];
     {
         let store = Store::open(dir.path()).expect("open");
         let writer = store.start_writer();
         // The log holds the entries (only their keys matter here).
-        let log = (1..=3)
-            .map(|i| Op::RaftPut(RaftCf::Log, key::entry(GROUP, i), Vec::new()))
-            .collect();
+        let log = vec![Op::RaftPut(RaftCf::Log, key::entry(GROUP, 1), Vec::new())];
         writer.write_sync(log).await.expect("write");
         let mut sm =
             QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
@@ -417,7 +416,7 @@ async fn a_body_an_earlier_process_spilled_is_deleted_with_its_message() {
     let mut replay = entries;
     replay.extend([
         batch(
-            4,
+            2,
             vec![QueueOp::Command(Command::Checkout {
                 consumer: consumer.clone(),
                 node: 2,
@@ -426,7 +425,7 @@ async fn a_body_an_earlier_process_spilled_is_deleted_with_its_message() {
             })],
         ),
         batch(
-            5,
+            3,
             vec![QueueOp::Command(Command::Settle {
                 channel: consumer.channel,
                 ids: vec![1],
