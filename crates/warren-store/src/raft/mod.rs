@@ -13,6 +13,8 @@
 //!   and which lets `append` return before the writer has written.
 //! - `queue_snapshot`: a quorum queue's state in bytes and the snapshot
 //!   file streamed to a replica that is behind.
+//! - `queue_snapshot_file`: building a quorum queue's snapshot, and the
+//!   unnamed files its transfers go through.
 //! - `stored_snapshot`: the last snapshot of a group as stored.
 //! - [`state_machine`]: [`MetaStateMachine`], Raft group 0: applies
 //!   [`warren_core::meta::Command`]s to a [`warren_core::meta::MetaState`] and
@@ -31,6 +33,7 @@ pub mod log_store;
 pub mod queue;
 pub mod queue_machine;
 mod queue_snapshot;
+mod queue_snapshot_file;
 mod recent;
 pub mod state_machine;
 mod stored_snapshot;

@@ -33,21 +33,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{
-    BasicNode, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
-    StoredMembership,
-};
+use openraft::{BasicNode, EntryPayload, LogId, SnapshotMeta, StorageIOError, StoredMembership};
 use warren_core::Message;
-use warren_core::quorum::{Command, MsgId, QuorumConfig, QuorumSnapshot, QuorumState, Reply};
+use warren_core::quorum::{Command, MsgId, QuorumConfig, QuorumState, Reply};
 
 use super::log_store::last_log_index;
 use super::queue::{QueueEntry, QueueOp, QueueRaft, QueueResponse};
-use super::queue_snapshot::{
-    TransferReader, decode_state, encode_state, live_ids, stale_bodies, write_transfer,
-};
+use super::queue_snapshot::{TransferReader, decode_state, live_ids, stale_bodies, write_transfer};
+pub use super::queue_snapshot_file::QueueSnapshotBuilder;
+use super::queue_snapshot_file::{reopen, snapshot_file};
 use super::stored_snapshot::{
-    SNAPSHOT_WRITES, StoredSnapshot, read_stored_snapshot, snapshot_meta, snapshot_record,
-    store_snapshot,
+    SNAPSHOT_WRITES, StoredSnapshot, read_stored_snapshot, snapshot_record,
 };
 use super::unwritten::Unwritten;
 use super::{GroupId, NodeId, Result, key};
@@ -528,25 +524,11 @@ impl RaftStateMachine<QueueRaft> for QueueStateMachine {
     }
 }
 
-/// A second open file of `file` (an unnamed one), at offset 0 with an
-/// offset of its own: two transfers of one snapshot do not share a cursor.
-fn reopen(file: &std::fs::File) -> std::io::Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    std::fs::File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))
-}
-
 /// Bodies written per batch while a snapshot is installed.
 const INSTALL_BATCH_BYTES: usize = 4 << 20;
 
 /// Stale body keys deleted per write after an install.
 const STALE_BATCH: usize = 16 * 1024;
-
-/// A file for a snapshot being sent or received, in the store's directory
-/// (not `/tmp`, often memory): unnamed, so it is gone when closed, also
-/// after a crash.
-fn snapshot_file(db: &Db) -> std::result::Result<std::fs::File, openraft::AnyError> {
-    tempfile::tempfile_in(db.path()).map_err(|e| super::io_err(format!("snapshot file: {e}")))
-}
 
 impl QueueStateMachine {
     /// Deletes the bodies of this group that `live` (ascending) does not
@@ -566,38 +548,6 @@ impl QueueStateMachine {
             self.writer.write(writes).await.map_err(super::write_err)?;
         }
         Ok(stale.len())
-    }
-}
-
-/// Builds a snapshot from the image taken by `get_snapshot_builder`.
-pub struct QueueSnapshotBuilder {
-    group: GroupId,
-    db: Arc<Db>,
-    writer: Writer,
-    image: QuorumSnapshot,
-    last_applied: Option<LogId<NodeId>>,
-    membership: StoredMembership<NodeId, BasicNode>,
-    seq: u64,
-}
-
-impl RaftSnapshotBuilder<QueueRaft> for QueueSnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<QueueRaft>> {
-        let meta = snapshot_meta(self.last_applied, &self.membership, self.seq);
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: encode_state(&self.image),
-        };
-        self.image = QuorumSnapshot::default();
-        store_snapshot(&self.db, &self.writer, self.group, &stored).await?;
-        // openraft keeps only the meta of a built snapshot (its state
-        // machine worker); a transfer asks `get_current_snapshot`, which
-        // writes the state and the bodies. The data returned here is empty.
-        let file = snapshot_file(&self.db)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(tokio::fs::File::from_std(file)),
-        })
     }
 }
 

@@ -1,6 +1,6 @@
 use std::io::Write;
 
-use openraft::{CommittedLeaderId, Entry};
+use openraft::{CommittedLeaderId, Entry, RaftSnapshotBuilder};
 use tokio::io::AsyncReadExt;
 use warren_core::message::MessageFlags;
 use warren_core::quorum::{Command, ConsumerKey, Publisher};
