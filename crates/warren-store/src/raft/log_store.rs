@@ -104,21 +104,12 @@ impl<C: LogCodec> RaftLogStore<C> {
     }
 
     fn last_entry_id(&self) -> Result<Option<LogId<NodeId>>> {
-        let cf = self
-            .db
-            .cf_handle(CF_RAFT_LOG)
-            .ok_or_else(|| StorageIOError::read_logs(super::io_err("no raft_log cf")))?;
-        let upper = key::entry(self.group, u64::MAX);
-        let mut it = self
-            .db
-            .iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse));
-        match it.next() {
-            Some(Ok((k, v))) if key::parse_entry(self.group, &k).is_some() => {
+        match last_entry(&self.db, self.group)? {
+            Some((_, v)) => {
                 let e = C::decode_entry(&v).map_err(StorageIOError::read_logs)?;
                 Ok(Some(e.log_id))
             }
-            Some(Err(e)) => Err(super::read_err(e)),
-            _ => Ok(None),
+            None => Ok(None),
         }
     }
 }
@@ -283,13 +274,18 @@ where
 
 /// The index of `group`'s last log entry in the store.
 pub(super) fn last_log_index(db: &Db, group: GroupId) -> Result<Option<u64>> {
+    Ok(last_entry(db, group)?.map(|(index, _)| index))
+}
+
+/// `group`'s last log entry in the store: its index and its encoding.
+fn last_entry(db: &Db, group: GroupId) -> Result<Option<(u64, Box<[u8]>)>> {
     let cf = db
         .cf_handle(CF_RAFT_LOG)
         .ok_or_else(|| StorageIOError::read_logs(super::io_err("no raft_log cf")))?;
     let upper = key::entry(group, u64::MAX);
     let mut it = db.iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse));
     match it.next() {
-        Some(Ok((k, _))) => Ok(key::parse_entry(group, &k)),
+        Some(Ok((k, v))) => Ok(key::parse_entry(group, &k).map(|index| (index, v))),
         Some(Err(e)) => Err(super::read_err(e)),
         None => Ok(None),
     }

@@ -56,13 +56,19 @@ fn bodies(r: &QueueResponse) -> Vec<(MsgId, String)> {
 
 const GROUP: GroupId = 5;
 
+/// A store in `dir`, its writer, and group [`GROUP`]'s state machine on it.
+fn open_at(dir: &std::path::Path) -> (Store, Writer, QueueStateMachine) {
+    let store = Store::open(dir).expect("open");
+    let writer = store.start_writer();
+    let sm = QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
+        .expect("open");
+    (store, writer, sm)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_are_kept_while_their_messages_live_and_sent_with_a_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
-    let writer = store.start_writer();
-    let mut sm = QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
-        .expect("open");
+    let (store, writer, mut sm) = open_at(dir.path());
     let consumer = ConsumerKey::new(3, "worker");
     let out = sm
         .apply([
@@ -201,10 +207,7 @@ async fn bodies_are_kept_while_their_messages_live_and_sent_with_a_snapshot() {
     writer.close().await.expect("close");
     drop(sm);
     drop(store);
-    let store = Store::open(dir.path()).expect("reopen");
-    let writer = store.start_writer();
-    let mut sm = QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
-        .expect("open");
+    let (_store, writer, mut sm) = open_at(dir.path());
     let (applied, _) = sm.applied_state().await.expect("applied");
     assert_eq!(applied, Some(id(4)));
     assert_eq!(sm.state().checked_len(), 2);
@@ -214,10 +217,7 @@ async fn bodies_are_kept_while_their_messages_live_and_sent_with_a_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_snapshot_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
-    let writer = store.start_writer();
-    let mut sm = QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
-        .expect("open");
+    let (_store, writer, mut sm) = open_at(dir.path());
     sm.apply([batch(1, vec![enqueue(1, "a")])])
         .await
         .expect("apply");
@@ -255,10 +255,7 @@ async fn a_truncated_snapshot_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_is_due_once_the_log_outweighs_the_state() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
-    let writer = store.start_writer();
-    let mut sm = QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
-        .expect("open");
+    let (_store, writer, mut sm) = open_at(dir.path());
     let counts = sm.counts();
     let big = "x".repeat(3 << 20);
     for (i, seq) in (1..=3).enumerate() {
@@ -299,10 +296,7 @@ async fn inode_and_bytes(s: Snapshot<QueueRaft>) -> (u64, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_transfer_file_serves_every_send_of_a_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
-    let writer = store.start_writer();
-    let mut sm = QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
-        .expect("open");
+    let (_store, writer, mut sm) = open_at(dir.path());
     sm.apply([batch(1, vec![enqueue(1, "a"), enqueue(2, "b")])])
         .await
         .expect("apply");
@@ -339,10 +333,7 @@ async fn one_transfer_file_serves_every_send_of_a_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_after_the_snapshot_come_back_from_the_log_after_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("open");
-    let writer = store.start_writer();
-    let mut sm = QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
-        .expect("open");
+    let (store, writer, mut sm) = open_at(dir.path());
     let first = batch(1, vec![enqueue(1, "a")]);
     let second = batch(2, vec![enqueue(2, "b")]);
     sm.apply([first]).await.expect("apply");
@@ -359,10 +350,7 @@ async fn bodies_after_the_snapshot_come_back_from_the_log_after_a_restart() {
 
     // openraft applies the log after the snapshot again; the body of its
     // enqueue is then in memory, the snapshot's one in the store.
-    let store = Store::open(dir.path()).expect("reopen");
-    let writer = store.start_writer();
-    let mut sm = QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
-        .expect("open");
+    let (_store, writer, mut sm) = open_at(dir.path());
     assert_eq!(sm.applied_state().await.expect("applied").0, Some(id(1)));
     sm.apply([second]).await.expect("apply");
     let consumer = ConsumerKey::new(3, "worker");
@@ -406,10 +394,7 @@ async fn a_body_an_earlier_process_spilled_is_deleted_with_its_message() {
     }
     // A crash before any snapshot: the log is applied again, and message
     // 1's body is kept in memory, though the store has a copy too.
-    let store = Store::open(dir.path()).expect("reopen");
-    let writer = store.start_writer();
-    let mut sm = QueueStateMachine::open(&store, writer.clone(), GROUP, QuorumConfig::default())
-        .expect("open");
+    let (_store, writer, mut sm) = open_at(dir.path());
     // One apply call, so message 1 goes before the call's spill: its body
     // is still the one kept in memory when it is removed.
     let consumer = ConsumerKey::new(3, "worker");
