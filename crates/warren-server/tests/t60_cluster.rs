@@ -1,8 +1,9 @@
 //! Three real `warren` processes on loopback (warren-testkit): metadata
 //! declared on any node is seen by all, equivalence errors come back from the
 //! state machine, a killed leader is replaced and catches up through a
-//! snapshot when it returns, membership grows and shrinks online, and a node
-//! cut off from the majority refuses metadata changes, then converges.
+//! snapshot when it returns, membership grows and shrinks online (also by
+//! removing a leader killed a moment before), and a node cut off from the
+//! majority refuses metadata changes, then converges.
 //!
 //! The tests take turns (one cluster at a time): three nodes per test on two
 //! cores is already enough load for elections to be honest.
@@ -238,6 +239,30 @@ async fn a_single_node_grows_into_three_and_shrinks_back_to_two() {
         .await
         .expect("declare after shrinking");
     wait_queue(&n1, "shrunk", 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_a_moment_ago_is_removed_through_a_follower() {
+    let _turn = SERIAL.lock().await;
+    let mut c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
+    let leader = c.wait_leader(&[1, 2, 3]).await;
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|i| *i != leader).collect();
+
+    // The follower still names the dead leader when the request arrives: the
+    // change waits for the election and goes to the new leader.
+    c.kill9(leader);
+    let voters = warren_cluster::admin_client::remove_node(
+        c.security(),
+        &c.node(others[0]).cluster_addr(),
+        leader,
+    )
+    .await
+    .expect("remove the dead leader");
+    assert_eq!(voters.iter().map(|m| m.id).collect::<Vec<_>>(), others);
+    let n = c.connect(others[1]).await;
+    declare_with(&channel(&n).await, "after-removal", durable())
+        .await
+        .expect("declare with two members");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -186,14 +186,39 @@ impl MetaNode {
         self.network.channel(&self.peer_addr(id)?).ok()
     }
 
-    /// The leader's address if another node leads.
-    fn remote_leader(&self) -> Option<String> {
-        let m = self.raft.metrics().borrow().clone();
-        let leader = m.current_leader?;
-        if leader == self.id {
-            return None;
+    /// Where a membership change goes: `None` when this node leads group 0,
+    /// else the leader and its address. Waits until `deadline` for a leader
+    /// other than `silent`, one that did not answer: a leader that has just
+    /// died is still named by its followers until they elect another.
+    async fn change_leader(
+        &self,
+        deadline: Instant,
+        silent: Option<NodeId>,
+    ) -> Result<Option<(NodeId, String)>, ClusterError> {
+        let limit = deadline.saturating_duration_since(Instant::now());
+        let m = self
+            .raft
+            .wait(Some(limit))
+            .metrics(
+                |m| m.current_leader.is_some() && m.current_leader != silent,
+                "a leader of group 0 that answers",
+            )
+            .await
+            .map_err(|_| {
+                ClusterError::Raft(format!(
+                    "group 0 has no leader that answers after {} s",
+                    LEADER_WAIT.as_secs()
+                ))
+            })?;
+        match m.current_leader {
+            Some(leader) if leader != self.id => {
+                let addr = self
+                    .peer_addr(leader)
+                    .ok_or_else(|| ClusterError::Raft(format!("leader {leader} has no address")))?;
+                Ok(Some((leader, addr)))
+            }
+            _ => Ok(None),
         }
-        self.peer_addr(leader)
     }
 
     fn voters(&self) -> Vec<Member> {
@@ -207,12 +232,21 @@ impl MetaNode {
     /// Adds node `id` at `addr`: as a learner until it has caught up, then
     /// as a voter. On a follower the request goes to the leader.
     pub async fn add_node(&self, id: NodeId, addr: String) -> Result<Vec<Member>, ClusterError> {
-        if let Some(leader) = self.remote_leader() {
-            let channel = self.channel(&leader)?;
-            let reply = ClusterClient::new(channel)
-                .add_node(AddNodeRequest { id, addr })
-                .await?;
-            return Ok(reply.into_inner().members);
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut silent = None;
+        while let Some((leader, at)) = self.change_leader(deadline, silent).await? {
+            let request = AddNodeRequest {
+                id,
+                addr: addr.clone(),
+            };
+            match ClusterClient::new(self.channel(&at)?)
+                .add_node(request)
+                .await
+            {
+                Ok(reply) => return Ok(reply.into_inner().members),
+                Err(s) if retry_elsewhere(&s, deadline) => silent = Some(leader),
+                Err(s) => return Err(s.into()),
+            }
         }
         self.check_joiner(id, &addr).await?;
         self.raft
@@ -229,12 +263,17 @@ impl MetaNode {
     /// Removes node `id` from the group. On a follower the request goes to
     /// the leader.
     pub async fn remove_node(&self, id: NodeId) -> Result<Vec<Member>, ClusterError> {
-        if let Some(leader) = self.remote_leader() {
-            let channel = self.channel(&leader)?;
-            let reply = ClusterClient::new(channel)
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut silent = None;
+        while let Some((leader, at)) = self.change_leader(deadline, silent).await? {
+            match ClusterClient::new(self.channel(&at)?)
                 .remove_node(RemoveNodeRequest { id })
-                .await?;
-            return Ok(reply.into_inner().members);
+                .await
+            {
+                Ok(reply) => return Ok(reply.into_inner().members),
+                Err(s) if retry_elsewhere(&s, deadline) => silent = Some(leader),
+                Err(s) => return Err(s.into()),
+            }
         }
         self.raft
             .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
@@ -242,4 +281,15 @@ impl MetaNode {
             .map_err(|e| ClusterError::raft(format_args!("removing {id}"), e))?;
         Ok(self.voters())
     }
+}
+
+/// How long a membership change waits for group 0 to have a leader that
+/// answers: a few election timeouts.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether a forwarded membership change that failed with `status` is tried
+/// again once another leader is known: the leader could not be reached (it
+/// died, so the change was not made) and there is time left.
+fn retry_elsewhere(status: &tonic::Status, deadline: Instant) -> bool {
+    status.code() == tonic::Code::Unavailable && Instant::now() < deadline
 }
