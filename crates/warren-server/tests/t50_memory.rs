@@ -11,7 +11,7 @@ use std::time::Duration;
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{AMQPClass, basic, channel, tx};
 use common::BIN;
-use common::raw::{Raw, bytes, method};
+use common::raw::{Raw, bytes, method, publishes};
 use futures::{FutureExt, StreamExt};
 use lapin::Event;
 use lapin::options::*;
@@ -133,32 +133,6 @@ async fn watermark_blocks_a_fast_publisher_and_nothing_is_lost() {
         "publisher received connection.unblocked"
     );
     assert!(peak < 120 * MIB, "broker RSS peaked at {} MiB", peak / MIB);
-}
-
-/// Pre-encoded publish frames of `n` messages of `size` bytes to `queue`.
-fn publishes(queue: &str, n: usize, size: usize) -> Vec<u8> {
-    let one = [
-        method(
-            1,
-            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: "".into(),
-                routing_key: queue.into(),
-                mandatory: false,
-                immediate: false,
-            })),
-        ),
-        bytes(&AMQPFrame::Header(
-            1,
-            AMQPContentHeader {
-                class_id: 60,
-                body_size: size as u64,
-                properties: Default::default(),
-            },
-        )),
-        bytes(&AMQPFrame::Body(1, vec![b'x'; size])),
-    ]
-    .concat();
-    one.repeat(n)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,12 +58,14 @@ impl QueueFlow {
     ) {
         backlog.observe(delivered, now);
         let was = self.busy.load(Ordering::Acquire);
-        let busy = backlog.busy(was, ready, consumers);
-        if busy != was {
-            self.busy.store(busy, Ordering::Release);
-            if !busy {
-                self.drained.notify_waiters();
-            }
+        self.set_busy(backlog.busy(was, ready, consumers));
+    }
+
+    /// Sets the signal: from the queue's backlog, or, for a queue homed on
+    /// another node, as its home reports it over the link.
+    pub fn set_busy(&self, busy: bool) {
+        if self.busy.swap(busy, Ordering::AcqRel) && !busy {
+            self.drained.notify_waiters();
         }
     }
 

@@ -26,6 +26,7 @@ use warren_cluster::stats;
 use warren_core::queue::{ChannelKey, Entry, QueueDef};
 use warren_core::{AmqpError, Name, NodeId, QueueId, ReplyCode};
 
+use super::flow_mirror::Mirrors;
 use super::wire::{
     channel_from, channel_to, error_from, frames, message_from, message_to, up_bytes,
 };
@@ -60,6 +61,8 @@ pub struct LinkTx {
     budget: Arc<ByteBudget>,
     /// The stream to the home node is open.
     up: Arc<std::sync::atomic::AtomicBool>,
+    /// The flows of the proxies, as the home node reports them.
+    mirrors: Mirrors,
 }
 
 impl LinkTx {
@@ -75,7 +78,10 @@ pub fn spawn_proxy(def: &QueueDef, vhost: Name, link: LinkTx) -> QueueHandle {
     let (tx, mut rx) = mpsc::channel::<QueueMsg>(MAILBOX);
     let id = def.id;
     let LinkTx {
-        tx: link, budget, ..
+        tx: link,
+        budget,
+        mirrors,
+        ..
     } = link;
     tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
@@ -84,18 +90,23 @@ pub fn spawn_proxy(def: &QueueDef, vhost: Name, link: LinkTx) -> QueueHandle {
             }
         }
     });
-    QueueHandle::new(def.id, def.name.clone(), vhost, def.durable, tx).with_budget(budget)
+    let handle =
+        QueueHandle::new(def.id, def.name.clone(), vhost, def.durable, tx).with_budget(budget);
+    mirrors.register(id, handle.flow());
+    handle
 }
 
 /// Starts the link task to `home`, which it finds in `node`'s membership.
 pub fn spawn_link(node: Weak<MetaNode>, home: NodeId, memory: Arc<Memory>) -> LinkTx {
     let (tx, rx) = mpsc::channel(MAILBOX);
     let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    tokio::spawn(run(node, home, memory, rx, up.clone()));
+    let mirrors = Mirrors::default();
+    tokio::spawn(run(node, home, memory, rx, up.clone(), mirrors.clone()));
     LinkTx {
         tx,
         budget: Arc::new(ByteBudget::new(LINK_BUDGET)),
         up,
+        mirrors,
     }
 }
 
@@ -130,6 +141,8 @@ struct State {
     credit_tx: mpsc::UnboundedSender<(u64, u32)>,
     /// The home's alarm as the last frame reported it, if it did.
     home_alarm: Option<bool>,
+    /// The proxies' flows.
+    mirrors: Mirrors,
 }
 
 /// The answer for a queue whose home does not answer: not a 404 (the queue
@@ -153,7 +166,7 @@ fn bad_reply() -> AmqpError {
 
 impl State {
     /// Nothing in flight; credit returned through `credit_tx`.
-    fn new(credit_tx: mpsc::UnboundedSender<(u64, u32)>) -> Self {
+    fn new(credit_tx: mpsc::UnboundedSender<(u64, u32)>, mirrors: Mirrors) -> Self {
         Self {
             next_request: 0,
             pending: HashMap::new(),
@@ -162,6 +175,7 @@ impl State {
             outstanding: HashMap::new(),
             credit_tx,
             home_alarm: None,
+            mirrors,
         }
     }
 
@@ -320,6 +334,7 @@ impl State {
                 }
                 Some(Op::Reply(r)) => self.answer(r),
                 Some(Op::Alarm(raised)) => self.home_alarm = Some(raised),
+                Some(Op::Busy(b)) => self.mirrors.set(b.queue, b.busy),
                 None => {}
             }
         }
@@ -425,6 +440,7 @@ impl State {
 
     /// The link broke: fail everything that waited on it.
     fn fail_all(&mut self, home: NodeId) {
+        self.mirrors.clear_all();
         for (_, p) in self.pending.drain() {
             match p {
                 Pending::Consume(tx, _) => {
@@ -468,10 +484,11 @@ async fn run(
     memory: Arc<Memory>,
     mut rx: mpsc::Receiver<Routed>,
     up: Arc<std::sync::atomic::AtomicBool>,
+    mirrors: Mirrors,
 ) {
     use std::sync::atomic::Ordering;
     let (credit_tx, mut credit_rx) = mpsc::unbounded_channel();
-    let mut st = State::new(credit_tx);
+    let mut st = State::new(credit_tx, mirrors);
     let mut backoff = BACKOFF_MIN;
     loop {
         let Some(n) = node.upgrade() else { return };

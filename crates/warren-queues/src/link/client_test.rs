@@ -6,7 +6,7 @@ use crate::api::PublishBatch;
 
 fn state() -> State {
     let (credit_tx, _) = mpsc::unbounded_channel();
-    State::new(credit_tx)
+    State::new(credit_tx, Mirrors::default())
 }
 
 /// Channels come and go for the life of the link: once a channel has
@@ -54,4 +54,28 @@ fn a_channel_with_nothing_in_flight_is_forgotten() {
         acked += confirms.len();
     }
     assert_eq!(acked, 2);
+}
+
+/// The home's flow reports reach the proxy's flow (which the channels that
+/// publish through it pause on), and a broken link releases them.
+#[test]
+fn the_homes_flow_reports_set_the_proxys_flow() {
+    let mut st = state();
+    let flow = Arc::new(crate::api::QueueFlow::default());
+    let other = Arc::new(crate::api::QueueFlow::default());
+    st.mirrors.register(7, &flow);
+    st.mirrors.register(8, &other);
+    let report = |queue, busy| pb::Down {
+        items: vec![pb::DownItem {
+            op: Some(pb::down_item::Op::Busy(pb::QueueBusy { queue, busy })),
+        }],
+    };
+    st.receive(report(7, true), &mut Vec::new());
+    assert!(flow.busy() && !other.busy(), "only the queue named");
+    st.receive(report(7, false), &mut Vec::new());
+    assert!(!flow.busy());
+    st.receive(report(7, true), &mut Vec::new());
+    st.receive(report(99, true), &mut Vec::new());
+    st.fail_all(2);
+    assert!(!flow.busy(), "a broken link holds nobody back");
 }

@@ -23,6 +23,7 @@ use warren_cluster::pb::queues::queues_server::{Queues, QueuesServer};
 use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec};
 use warren_core::{AmqpError, Message, QueueId};
 
+use super::flow_mirror::Reports;
 use super::wire::{
     channel_from, channel_to, down_bytes, error_to, frames, message_from, message_to,
 };
@@ -119,6 +120,7 @@ impl Queues for QueuesService {
             conn: self.ids.connection(),
             conn_tx,
             reply_tx,
+            reports: Reports::default(),
             consumers: HashMap::new(),
             credits: HashMap::new(),
             channels: HashMap::new(),
@@ -137,7 +139,10 @@ struct Link {
     /// The id this link has as a "connection" of this node (for confirms).
     conn: u64,
     conn_tx: ConnTx,
-    reply_tx: mpsc::UnboundedSender<pb::Reply>,
+    /// Replies to requests and flow reports, for the pump.
+    reply_tx: mpsc::UnboundedSender<pb::down_item::Op>,
+    /// What the other node was told of each queue's flow signal.
+    reports: Reports,
     consumers: HashMap<ConsumerId, (QueueId, ChannelKey, Arc<ConsumerFlow>)>,
     /// Prefetch mirrors of the other node's channels.
     credits: HashMap<ChannelKey, Arc<ChannelCredit>>,
@@ -145,11 +150,11 @@ struct Link {
     channels: HashMap<ChannelKey, HashSet<QueueId>>,
 }
 
-fn reply(request: u64, result: pb::reply::Result) -> pb::Reply {
-    pb::Reply {
+fn reply(request: u64, result: pb::reply::Result) -> pb::down_item::Op {
+    pb::down_item::Op::Reply(pb::Reply {
         request,
         result: Some(result),
-    }
+    })
 }
 
 fn not_found(q: QueueId) -> pb::reply::Result {
@@ -227,7 +232,10 @@ impl Link {
                 budget: None,
             };
             match self.find(q).await {
-                Lookup::Here(h) => h.publish(batch).await,
+                Lookup::Here(h) => {
+                    h.publish(batch).await;
+                    self.reports.after_publish(&h, &self.reply_tx);
+                }
                 // Deleted meanwhile: RabbitMQ confirms such messages.
                 Lookup::Gone => batch.release(true),
                 // Nothing took them: nacked, never confirmed.
@@ -474,7 +482,7 @@ impl Link {
 /// `Down` frames. Ends when the other node stops reading.
 async fn pump(
     mut events: mpsc::UnboundedReceiver<ConnEvent>,
-    mut replies: mpsc::UnboundedReceiver<pb::Reply>,
+    mut replies: mpsc::UnboundedReceiver<pb::down_item::Op>,
     mut alarm: watch::Receiver<bool>,
     down: mpsc::Sender<Result<pb::Down, Status>>,
 ) {
@@ -500,13 +508,13 @@ async fn pump(
                 None => return,
             },
             r = replies.recv() => match r {
-                Some(r) => items.push(down_item(pb::down_item::Op::Reply(r))),
+                Some(r) => items.push(down_item(r)),
                 None => return,
             },
         }
         while items.len() < FRAME_ITEMS {
             if let Ok(r) = replies.try_recv() {
-                items.push(down_item(pb::down_item::Op::Reply(r)));
+                items.push(down_item(r));
                 continue;
             }
             match events.try_recv() {

@@ -6,9 +6,12 @@
 //!   batches the traffic of all of them into one gRPC stream.
 //! - [`home`]: the home side: the `Queues` service that hands that traffic
 //!   to the queue actors as a local connection would.
+//! - `flow_mirror`: a queue's flow signal, reported by its home and
+//!   mirrored into its proxies here, so remote publishers are slowed too.
 //! - [`wire`]: conversions to and from `proto/queues.proto`.
 
 pub mod client;
+mod flow_mirror;
 pub mod home;
 pub mod wire;
 

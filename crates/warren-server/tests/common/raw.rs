@@ -1,7 +1,7 @@
 //! A raw AMQP client for wire-level tests: sends exact bytes, reads frames.
 
-use amq_protocol::frame::{AMQPFrame, WriteContext, gen_frame, parse_frame};
-use amq_protocol::protocol::{AMQPClass, channel, connection};
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame, WriteContext, gen_frame, parse_frame};
+use amq_protocol::protocol::{AMQPClass, basic, channel, connection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warren_testkit::DEADLINE;
@@ -19,6 +19,32 @@ pub fn bytes(f: &AMQPFrame) -> Vec<u8> {
 
 pub fn method(ch: u16, m: AMQPClass) -> Vec<u8> {
     bytes(&AMQPFrame::Method(ch, m))
+}
+
+/// Pre-encoded publish frames of `n` messages of `size` bytes to `queue`.
+pub fn publishes(queue: &str, n: usize, size: usize) -> Vec<u8> {
+    let one = [
+        method(
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: "".into(),
+                routing_key: queue.into(),
+                mandatory: false,
+                immediate: false,
+            })),
+        ),
+        bytes(&AMQPFrame::Header(
+            1,
+            AMQPContentHeader {
+                class_id: 60,
+                body_size: size as u64,
+                properties: Default::default(),
+            },
+        )),
+        bytes(&AMQPFrame::Body(1, vec![b'x'; size])),
+    ]
+    .concat();
+    one.repeat(n)
 }
 
 impl Raw {
