@@ -3,6 +3,7 @@
 //! - [`args`]: the `x-` arguments RabbitMQ type-checks, parsed once at declare.
 //! - `seq`: [`state::Seq`], a message's place in its queue (a leaf: state and
 //!   paged both use it, so neither imports the other for it).
+//! - [`limits`]: `x-max-length` and `x-overflow`, what a full queue does.
 //! - [`paged`]: the part of the ready list whose bodies are only on disk.
 //! - [`state`]: [`QueueState`], ready messages, unacked messages and consumers
 //!   of one queue, with the dispatch rule (priority, then round-robin, within
@@ -10,12 +11,14 @@
 //!   of the state.
 
 pub mod args;
+pub mod limits;
 pub mod paged;
 mod seq;
 pub mod state;
 
 pub use args::QueueArgs;
-pub use state::{ChannelKey, ConsumerId, ConsumerSpec, Delivery, Entry, QueueState};
+pub use limits::{Limits, Overflow};
+pub use state::{ChannelKey, ConsumerId, ConsumerSpec, Delivery, Dropped, Entry, QueueState};
 
 use crate::{FieldTable, Name, NodeId, QueueId};
 

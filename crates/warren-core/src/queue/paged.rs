@@ -120,6 +120,16 @@ impl PagedTail {
         (out, missing)
     }
 
+    /// Removes the first paged message; returns its seq (a pinned body is
+    /// dropped with it).
+    pub(crate) fn pop_front(&mut self) -> Option<Seq> {
+        let p = self.seqs.pop_front()?;
+        if let Some(m) = self.pinned.remove(&p.seq) {
+            self.pinned_bytes -= m.memory_size();
+        }
+        Some(p.seq)
+    }
+
     /// Removes everything; returns the seqs (for deletion from disk).
     pub(crate) fn drain(&mut self) -> Vec<Seq> {
         self.pinned.clear();

@@ -92,6 +92,15 @@ pub struct Delivery {
     pub entry: Entry,
 }
 
+/// A message dropped from the head of a full queue.
+#[derive(Clone, Debug)]
+pub enum Dropped {
+    /// Its body was in memory.
+    Entry(Entry),
+    /// It was paged: only its seq (its copy on disk, if any, goes too).
+    Paged(Seq),
+}
+
 /// Ready list, unacked set and consumers of one queue.
 #[derive(Debug, Default)]
 pub struct QueueState {
@@ -456,6 +465,19 @@ impl QueueState {
     pub fn purge(&mut self) -> (Vec<Entry>, Vec<Seq>) {
         self.ready_bytes = 0;
         (self.ready.drain(..).collect(), self.paged.drain())
+    }
+
+    /// Removes the oldest ready message (the `drop-head` overflow of a full
+    /// queue): from the in-memory head, or from the paged tail when the
+    /// head is empty, as its seq only.
+    pub fn drop_head(&mut self) -> Option<Dropped> {
+        match self.ready.pop_front() {
+            Some(e) => {
+                self.ready_bytes -= e.msg.memory_size();
+                Some(Dropped::Entry(e))
+            }
+            None => self.paged.pop_front().map(Dropped::Paged),
+        }
     }
 
     /// Consumers' specs, for cancel notifications when the queue goes away.

@@ -242,6 +242,32 @@ fn recovery_past_the_budget_keeps_seqs_only_and_purge_returns_them() {
     );
 }
 
+#[test]
+fn drop_head_takes_the_oldest_from_memory_then_from_the_paged_tail() {
+    let mut q = QueueState::new();
+    q.set_page_budget(persistent("x").memory_size());
+    for s in 1..=4 {
+        let body = if q.over_budget() {
+            None
+        } else {
+            Some(persistent("x"))
+        };
+        q.recover(s, body);
+    }
+    let before = q.memory_bytes();
+    match q.drop_head() {
+        Some(Dropped::Entry(e)) => assert_eq!(e.seq, 1),
+        other => panic!("the in-memory head first: {other:?}"),
+    }
+    assert!(q.memory_bytes() < before, "its body's bytes are released");
+    assert!(matches!(q.drop_head(), Some(Dropped::Entry(e)) if e.seq == 2));
+    assert!(matches!(q.drop_head(), Some(Dropped::Paged(3))));
+    assert_eq!(q.ready_len(), 1);
+    assert!(matches!(q.drop_head(), Some(Dropped::Paged(4))));
+    assert!(q.drop_head().is_none());
+    assert_eq!(q.memory_bytes(), 0);
+}
+
 /// With thousands of consumers, a delivery asks about one or a few of them
 /// (not all, sorted), and round-robin and priorities hold.
 #[test]

@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
-use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec, Entry, QueueDef, QueueState};
+use warren_core::queue::{
+    ChannelKey, ConsumerId, ConsumerSpec, Dropped, Entry, Limits, QueueDef, QueueState,
+};
 use warren_core::{AmqpError, Message, Name, QueueId};
 use warren_store::{Op, Store, Writer};
 
@@ -60,6 +62,8 @@ struct QueueActor {
     def: QueueDef,
     vhost: Name,
     state: QueueState,
+    /// `x-max-length` and `x-overflow`.
+    limits: Limits,
     rx: mpsc::Receiver<QueueMsg>,
     links: HashMap<ConsumerId, ConsumerLink>,
     writer: Writer,
@@ -152,6 +156,7 @@ pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &ClassicEnv) -> Que
         flow: handle.flow().clone(),
         backlog: Backlog::default(),
         delivered: 0,
+        limits: Limits::of(&def.args),
         def,
         vhost,
         state,
@@ -336,7 +341,14 @@ impl QueueActor {
 
     fn publish(&mut self, batch: PublishBatch) {
         let mut confirmed = Vec::new();
+        let mut refused = Vec::new();
         for (msg, confirm) in batch.items {
+            if self.limits.refuses(self.state.ready_len()) {
+                // `reject-publish`: a full queue nacks (under confirms) and
+                // keeps nothing.
+                refused.extend(confirm);
+                continue;
+            }
             let persist = self.persists(&msg);
             let seq = self.state.publish(msg.clone());
             if persist {
@@ -351,16 +363,43 @@ impl QueueActor {
             if let Some(c) = confirm {
                 confirmed.push(c);
             }
-        }
-        if confirmed.is_empty() {
-            return;
+            if self.limits.excess(self.state.ready_len()) > 0 {
+                self.drop_excess();
+            }
         }
         let Some((conn, tx)) = batch.from else {
             return;
         };
+        if !refused.is_empty() {
+            release_confirms(vec![(conn, tx.clone(), refused)], false);
+        }
+        if confirmed.is_empty() {
+            return;
+        }
         match self.confirms.iter_mut().find(|(id, _, _)| *id == conn) {
             Some((_, _, list)) => list.extend(confirmed),
             None => self.confirms.push((conn, tx, confirmed)),
+        }
+    }
+
+    /// `drop-head`: a queue past its `x-max-length` first hands what it can
+    /// to waiting consumers (RabbitMQ delivers before it enqueues), then
+    /// drops its oldest ready messages until it is within the limit. A
+    /// dropped message was accepted: its confirm still follows its write.
+    fn drop_excess(&mut self) {
+        self.dispatch();
+        for _ in 0..self.limits.excess(self.state.ready_len()) {
+            match self.state.drop_head() {
+                Some(Dropped::Entry(e)) => self.forget(vec![e]),
+                Some(Dropped::Paged(seq)) if self.def.durable => {
+                    self.ops.push(Op::DeleteMessage {
+                        queue: self.def.id,
+                        seq,
+                    });
+                }
+                Some(Dropped::Paged(_)) => {}
+                None => break,
+            }
         }
     }
 
