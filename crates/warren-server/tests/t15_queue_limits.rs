@@ -1,7 +1,8 @@
-//! `x-max-length` with `x-overflow` on classic queues, as RabbitMQ has them:
-//! `drop-head` (the default) keeps the newest ready messages, `reject-publish`
-//! nacks what does not fit, a waiting consumer takes messages before the
-//! limit counts them, and what was dropped stays dropped across a restart.
+//! `x-max-length` with `x-overflow` on classic and quorum queues, as RabbitMQ
+//! has them: `drop-head` (the default) keeps the newest ready messages,
+//! `reject-publish` nacks what does not fit, a waiting consumer takes
+//! messages before the limit counts them, and what was dropped stays dropped
+//! across a restart. Every test runs on both queue types.
 
 mod common;
 
@@ -11,24 +12,26 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel};
 use warren_testkit::client::*;
 
-/// A queue declared with `x-max-length: max` and, if given, `x-overflow`.
-async fn limited(ch: &Channel, name: &str, max: i64, overflow: Option<&str>, is_durable: bool) {
+/// The queue types every test runs on.
+const KINDS: [&str; 2] = ["classic", "quorum"];
+
+/// A durable queue of type `kind` declared with `x-max-length: max` and, if
+/// given, `x-overflow`; its name is `name` with the type appended.
+async fn limited(ch: &Channel, name: &str, kind: &str, max: i64, overflow: Option<&str>) -> String {
     let mut args = FieldTable::default();
     args.insert("x-max-length".into(), AMQPValue::LongLongInt(max));
+    args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
     if let Some(o) = overflow {
         args.insert(
             "x-overflow".into(),
             AMQPValue::LongString(LongString::from(o)),
         );
     }
-    let opts = if is_durable {
-        durable()
-    } else {
-        Default::default()
-    };
-    ch.queue_declare(name.into(), opts, args)
+    let name = format!("{name}-{kind}");
+    ch.queue_declare(name.as_str().into(), durable(), args)
         .await
         .expect("declare a limited queue");
+    name
 }
 
 /// Publishes `m{i}` for each `i` of `range` with a confirm; the acks.
@@ -70,15 +73,21 @@ async fn drop_head_keeps_the_newest_messages_and_confirms_them_all() {
     let s = TestServer::start().await;
     let (_c, ch) = s.channel().await;
     confirms(&ch).await;
-    limited(&ch, "newest", 2, None, false).await;
-    let acks = publish_range(&ch, "newest", 0..5, BasicProperties::default()).await;
-    assert_eq!(acks, vec![true; 5], "dropped messages were accepted first");
-    assert_eq!(count(&ch, "newest").await, 2);
-    assert_eq!(drain(&ch, "newest").await, vec!["m3", "m4"]);
+    for kind in KINDS {
+        let q = limited(&ch, "newest", kind, 2, None).await;
+        let acks = publish_range(&ch, &q, 0..5, persistent()).await;
+        assert_eq!(
+            acks,
+            vec![true; 5],
+            "{kind}: dropped messages were accepted first"
+        );
+        assert_eq!(count(&ch, &q).await, 2, "{kind}");
+        assert_eq!(drain(&ch, &q).await, vec!["m3", "m4"], "{kind}");
 
-    limited(&ch, "explicit", 1, Some("drop-head"), false).await;
-    publish_range(&ch, "explicit", 0..3, BasicProperties::default()).await;
-    assert_eq!(drain(&ch, "explicit").await, vec!["m2"]);
+        let q = limited(&ch, "explicit", kind, 1, Some("drop-head")).await;
+        publish_range(&ch, &q, 0..3, BasicProperties::default()).await;
+        assert_eq!(drain(&ch, &q).await, vec!["m2"], "{kind}");
+    }
     s.stop().await;
 }
 
@@ -87,32 +96,56 @@ async fn reject_publish_nacks_what_does_not_fit_until_there_is_room() {
     let s = TestServer::start().await;
     let (_c, ch) = s.channel().await;
     confirms(&ch).await;
-    for (q, mode) in [
-        ("full", "reject-publish"),
-        ("full-dlx", "reject-publish-dlx"),
-    ] {
-        limited(&ch, q, 2, Some(mode), true).await;
-        let acks = publish_range(&ch, q, 0..4, persistent()).await;
-        assert_eq!(acks, vec![true, true, false, false], "{mode}");
-        assert_eq!(count(&ch, q).await, 2, "{mode}");
+    // Quorum queues refuse `reject-publish-dlx` at declaration, as RabbitMQ.
+    let modes = [
+        ("classic", "reject-publish"),
+        ("classic", "reject-publish-dlx"),
+        ("quorum", "reject-publish"),
+    ];
+    for (kind, mode) in modes {
+        let q = limited(&ch, mode, kind, 2, Some(mode)).await;
+        let acks = publish_range(&ch, &q, 0..4, persistent()).await;
+        assert_eq!(acks, vec![true, true, false, false], "{kind} {mode}");
+        assert_eq!(count(&ch, &q).await, 2, "{kind} {mode}");
         // Room again once a message leaves.
-        let first = get_one(&ch, q, true).await;
+        let first = get_one(&ch, &q, true).await;
         assert_eq!(first.delivery.data, b"m0");
         assert_eq!(
-            publish_range(&ch, q, 4..6, persistent()).await,
-            vec![true, false]
+            publish_range(&ch, &q, 4..6, persistent()).await,
+            vec![true, false],
+            "{kind} {mode}"
         );
-        assert_eq!(drain(&ch, q).await, vec!["m1", "m4"], "{mode}");
+        assert_eq!(drain(&ch, &q).await, vec!["m1", "m4"], "{kind} {mode}");
+    }
+    {
+        let (_c2, other) = s.channel().await;
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish-dlx".into()),
+        );
+        let e = other
+            .queue_declare("dlx-quorum".into(), durable(), args)
+            .await
+            .expect_err("a quorum queue refuses reject-publish-dlx");
+        assert_eq!(code(&e), Some(406), "{e}");
     }
     // Unacked messages do not count: only ready ones do.
-    limited(&ch, "unacked", 1, Some("reject-publish"), false).await;
-    publish_range(&ch, "unacked", 0..1, BasicProperties::default()).await;
-    let held = get_one(&ch, "unacked", false).await;
-    assert_eq!(held.delivery.data, b"m0");
-    assert_eq!(
-        publish_range(&ch, "unacked", 1..3, BasicProperties::default()).await,
-        vec![true, false]
-    );
+    for kind in KINDS {
+        let q = limited(&ch, "unacked", kind, 1, Some("reject-publish")).await;
+        publish_range(&ch, &q, 0..1, BasicProperties::default()).await;
+        let held = get_one(&ch, &q, false).await;
+        assert_eq!(held.delivery.data, b"m0");
+        assert_eq!(
+            publish_range(&ch, &q, 1..3, BasicProperties::default()).await,
+            vec![true, false],
+            "{kind}"
+        );
+    }
     s.stop().await;
 }
 
@@ -120,43 +153,51 @@ async fn reject_publish_nacks_what_does_not_fit_until_there_is_room() {
 async fn a_waiting_consumer_takes_what_a_full_queue_would_drop() {
     let s = TestServer::start().await;
     let (_c, ch) = s.channel().await;
-    limited(&ch, "zero", 0, None, false).await;
-    let (_c2, cons) = s.channel().await;
-    cons.basic_qos(2, BasicQosOptions::default())
-        .await
-        .expect("qos");
-    let mut consumer = consume(&cons, "zero", "c", false).await;
     confirms(&ch).await;
-    // Two fit the consumer's prefetch; the third finds no taker and a
-    // limit of zero, so it is dropped.
-    let acks = publish_range(&ch, "zero", 0..3, BasicProperties::default()).await;
-    assert_eq!(acks, vec![true; 3]);
-    for want in [b"m0", b"m1"] {
-        let d = next(&mut consumer).await;
-        assert_eq!(&d.data[..], want);
-        d.ack(Default::default()).await.expect("ack");
+    for kind in KINDS {
+        let q = limited(&ch, "zero", kind, 0, None).await;
+        let (_c2, cons) = s.channel().await;
+        cons.basic_qos(2, BasicQosOptions::default())
+            .await
+            .expect("qos");
+        let mut consumer = consume(&cons, &q, "c", false).await;
+        // Two fit the consumer's prefetch; the third finds no taker and a
+        // limit of zero, so it is dropped.
+        let acks = publish_range(&ch, &q, 0..3, BasicProperties::default()).await;
+        assert_eq!(acks, vec![true; 3], "{kind}");
+        for want in [b"m0", b"m1"] {
+            let d = next(&mut consumer).await;
+            assert_eq!(&d.data[..], want, "{kind}");
+            d.ack(Default::default()).await.expect("ack");
+        }
+        assert!(
+            nothing_for(&mut consumer, std::time::Duration::from_millis(300)).await,
+            "{kind}: the third was dropped, not kept for later"
+        );
+        assert_eq!(count(&ch, &q).await, 0, "{kind}");
     }
-    assert!(
-        nothing_for(&mut consumer, std::time::Duration::from_millis(300)).await,
-        "the third was dropped, not kept for later"
-    );
-    assert_eq!(count(&ch, "zero").await, 0);
     s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_persistent_messages_stay_dropped_after_a_restart() {
     let mut s = TestServer::start().await;
+    let mut names = Vec::new();
     {
         let (_c, ch) = s.channel().await;
         confirms(&ch).await;
-        limited(&ch, "kept", 2, None, true).await;
-        let acks = publish_range(&ch, "kept", 0..6, persistent()).await;
-        assert_eq!(acks, vec![true; 6]);
+        for kind in KINDS {
+            let q = limited(&ch, "kept", kind, 2, None).await;
+            let acks = publish_range(&ch, &q, 0..6, persistent()).await;
+            assert_eq!(acks, vec![true; 6], "{kind}");
+            names.push(q);
+        }
     }
     s.restart().await;
     let (_c, ch) = s.channel().await;
-    assert_eq!(count(&ch, "kept").await, 2);
-    assert_eq!(drain(&ch, "kept").await, vec!["m4", "m5"]);
+    for q in &names {
+        wait_ready(&ch, q, 2).await;
+        assert_eq!(drain(&ch, q).await, vec!["m4", "m5"], "{q}");
+    }
     s.stop().await;
 }

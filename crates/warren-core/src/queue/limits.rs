@@ -1,5 +1,5 @@
 //! What a full queue does: `x-max-length` with `x-overflow`, as RabbitMQ's
-//! classic queues have them.
+//! classic and quorum queues have them (both types use this one rule).
 //!
 //! Only ready messages count; delivered, unacked ones do not. A publish that
 //! would take the queue past its limit is either refused (`reject-publish`:
@@ -14,7 +14,7 @@
 use super::args::QueueArgs;
 
 /// What a queue at its `x-max-length` does with one more message.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Overflow {
     /// Takes it and drops the oldest ready message.
     #[default]
@@ -26,7 +26,7 @@ pub enum Overflow {
 }
 
 /// A queue's length limit, from its arguments.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// `x-max-length`: ready messages at most.
     pub max_length: Option<u64>,

@@ -7,14 +7,21 @@ impl QuorumState {
     /// Applies one command of the group's log. Deterministic: the same state
     /// and command give the same state and [`Applied`] on every replica.
     pub fn apply(&mut self, cmd: Command) -> Applied {
+        let enqueue = matches!(cmd, Command::Enqueue { .. });
         let mut out = match cmd {
             Command::Enqueue { publisher, size } => {
+                if let Some(p) = publisher
+                    && self.publishers.get(&p.channel).is_some_and(|l| p.seq <= *l)
+                {
+                    return Applied::new(Reply::Enqueued(None));
+                }
+                // A refused publish leaves no trace, not even its sequence
+                // number: re-sent after a leader change, it is judged again.
+                if self.config.limits.refuses(self.ready.len()) {
+                    return Applied::new(Reply::Rejected);
+                }
                 if let Some(p) = publisher {
-                    let last = self.publishers.entry(p.channel).or_insert(0);
-                    if p.seq <= *last {
-                        return Applied::new(Reply::Enqueued(None));
-                    }
-                    *last = p.seq;
+                    self.publishers.insert(p.channel, p.seq);
                 }
                 let id = self.next_id;
                 self.next_id += 1;
@@ -84,8 +91,23 @@ impl QuorumState {
             }
         };
         self.dispatch(&mut out);
+        if enqueue {
+            self.drop_excess(&mut out);
+        }
         self.release_drained();
         out
+    }
+
+    /// `drop-head`: after an enqueue and the dispatch that may hand it to a
+    /// waiting consumer, the oldest ready messages over `x-max-length` go.
+    fn drop_excess(&mut self, out: &mut Applied) {
+        for _ in 0..self.config.limits.excess(self.ready.len()) {
+            let Some(m) = self.ready.pop_front() else {
+                break;
+            };
+            self.ready_bytes -= u64::from(m.size);
+            out.removed.push(m.id);
+        }
     }
 
     /// Gives back what a drained backlog left of the ready queue's capacity

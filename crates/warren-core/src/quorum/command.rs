@@ -97,6 +97,9 @@ pub enum Command {
 pub enum Reply {
     /// An enqueue: its id, or `None` for a duplicate (confirm it anyway).
     Enqueued(Option<MsgId>),
+    /// An enqueue a full queue refused (`x-overflow: reject-publish`):
+    /// nack it.
+    Rejected,
     /// A dequeue: the message and how many are left ready, or nothing.
     Got(Option<(QMsg, u64)>),
     /// A purge: how many messages went.

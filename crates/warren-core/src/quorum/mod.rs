@@ -110,6 +110,9 @@ impl ConsumerKey {
 pub struct QuorumConfig {
     /// `x-delivery-limit`: a message returned more often is dropped.
     pub delivery_limit: Option<u32>,
+    /// `x-max-length` and `x-overflow`.
+    #[serde(default)]
+    pub limits: crate::queue::Limits,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

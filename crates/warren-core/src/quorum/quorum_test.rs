@@ -3,6 +3,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 
 use super::*;
+use crate::queue::{Limits, Overflow};
 
 fn enqueue(s: &mut QuorumState, channel: u64, seq: u64) -> Option<MsgId> {
     match s
@@ -106,6 +107,7 @@ fn returned_messages_go_back_to_their_places_counted() {
 fn the_delivery_limit_drops_a_message_returned_too_often() {
     let mut s = QuorumState::new(QuorumConfig {
         delivery_limit: Some(1),
+        ..QuorumConfig::default()
     });
     enqueue(&mut s, 1, 1);
     let key = ConsumerKey::new(2, "a");
@@ -207,6 +209,18 @@ impl Ledger {
         if let Reply::Enqueued(Some(id)) = a.reply {
             assert!(self.enqueued.insert(id), "id {id} given twice");
         }
+        // A length limit holds after every enqueue, by dropping or refusing.
+        let limits = s.config().limits;
+        if let (Command::Enqueue { .. }, Some(max)) = (cmd, limits.max_length) {
+            match a.reply {
+                Reply::Rejected => {
+                    assert_eq!(limits.overflow, Overflow::RejectPublish);
+                    assert!(s.ready.len() as u64 >= max);
+                }
+                Reply::Enqueued(Some(_)) => assert!(s.ready.len() as u64 <= max),
+                _ => {}
+            }
+        }
         if let (Reply::Got(Some((m, _))), Command::Dequeue { channel, .. }) = (&a.reply, cmd) {
             self.holder.insert(m.id, ConsumerKey::get(*channel));
         }
@@ -271,8 +285,14 @@ proptest! {
         log in proptest::collection::vec(command(), 0..120),
         cut in any::<proptest::sample::Index>(),
         limit in proptest::option::of(0u32..3),
+        max_length in proptest::option::of(0u64..4),
+        reject in any::<bool>(),
     ) {
-        let config = QuorumConfig { delivery_limit: limit };
+        let overflow = if reject { Overflow::RejectPublish } else { Overflow::DropHead };
+        let config = QuorumConfig {
+            delivery_limit: limit,
+            limits: Limits { max_length, overflow },
+        };
         let mut a = QuorumState::new(config.clone());
         let mut b = QuorumState::new(config);
         let mut ledger = Ledger::default();
@@ -319,4 +339,63 @@ fn channels_names_each_channel_with_consumers_or_held_gets_once() {
     });
     // A `basic.get` holder's channel is named until it settles.
     assert_eq!(s.channels().collect::<Vec<_>>(), vec![9]);
+}
+
+fn limited(max: u64, overflow: Overflow) -> QuorumState {
+    QuorumState::new(QuorumConfig {
+        limits: Limits {
+            max_length: Some(max),
+            overflow,
+        },
+        ..QuorumConfig::default()
+    })
+}
+
+#[test]
+fn drop_head_removes_the_oldest_ready_after_a_waiting_consumer_took_its_share() {
+    let mut s = limited(2, Overflow::DropHead);
+    for seq in 1..=4 {
+        let a = s.apply(Command::Enqueue {
+            publisher: Some(Publisher { channel: 1, seq }),
+            size: 10,
+        });
+        assert_eq!(a.reply, Reply::Enqueued(Some(seq)));
+        assert_eq!(a.removed, if seq > 2 { vec![seq - 2] } else { vec![] });
+    }
+    assert_eq!(s.ready_len(), 2);
+    assert_eq!(s.ready_bytes(), 20);
+    // A consumer with room takes the next one before the limit counts it.
+    let s0 = limited(0, Overflow::DropHead);
+    let mut s = s0;
+    consume(&mut s, 2, "a", 1);
+    let a = s.apply(Command::Enqueue {
+        publisher: None,
+        size: 10,
+    });
+    assert_eq!((ids(&a), a.removed.clone()), (vec![1], vec![]));
+    let a = s.apply(Command::Enqueue {
+        publisher: None,
+        size: 10,
+    });
+    assert_eq!((ids(&a), a.removed), (vec![], vec![2]), "no room: dropped");
+}
+
+#[test]
+fn reject_publish_refuses_without_a_trace_until_there_is_room() {
+    let mut s = limited(1, Overflow::RejectPublish);
+    assert_eq!(enqueue(&mut s, 7, 1), Some(1));
+    let refused = s.apply(Command::Enqueue {
+        publisher: Some(Publisher { channel: 7, seq: 2 }),
+        size: 10,
+    });
+    assert_eq!(refused.reply, Reply::Rejected);
+    assert!(refused.removed.is_empty() && refused.deliveries.is_empty());
+    assert_eq!(s.ready_len(), 1);
+    // Room again: the same sequence number, sent again, is judged again.
+    s.apply(Command::Dequeue {
+        channel: 9,
+        node: 1,
+        no_ack: true,
+    });
+    assert_eq!(enqueue(&mut s, 7, 2), Some(2));
 }

@@ -369,8 +369,12 @@ impl Leading {
         };
         let bodies: HashMap<MsgId, Message> = resp.bodies.into_iter().collect();
         let mut confirms = Confirms::default();
+        let mut refused = Confirms::default();
         for (w, reply) in done.waiters.into_iter().zip(resp.replies) {
             match (w, reply) {
+                (Waiter::Confirm { conn, tx, key, seq }, Reply::Rejected) => {
+                    refused.add(conn, tx, key, seq)
+                }
                 (Waiter::Confirm { conn, tx, key, seq }, _) => confirms.add(conn, tx, key, seq),
                 (Waiter::Consume(r), _) => {
                     let _ = r.send(Ok(()));
@@ -408,6 +412,7 @@ impl Leading {
             }
         }
         confirms.send(true);
+        refused.send(false);
         for d in resp.deliveries {
             let again = d.msg.redelivered();
             self.deliver(d, again, &bodies, held);

@@ -206,6 +206,7 @@ fn config_of(def: &QueueDef) -> QuorumConfig {
             .args
             .delivery_limit
             .map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
+        limits: warren_core::queue::Limits::of(&def.args),
     }
 }
 

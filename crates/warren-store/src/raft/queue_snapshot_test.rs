@@ -3,10 +3,15 @@ use warren_core::quorum::{Command, QuorumConfig, QuorumState};
 use super::*;
 
 /// A state with ready messages, consumers holding some (one cancelled, one
-/// auto-ack, one `basic.get` holder), a delivery limit and publishers.
+/// auto-ack, one `basic.get` holder), a delivery limit, a length limit and
+/// publishers.
 fn busy_state() -> QuorumSnapshot {
     let mut s = QuorumState::new(QuorumConfig {
         delivery_limit: Some(5),
+        limits: warren_core::queue::Limits {
+            max_length: Some(1000),
+            overflow: warren_core::queue::Overflow::RejectPublish,
+        },
     });
     for seq in 1..=40 {
         s.apply(Command::Enqueue {
