@@ -13,6 +13,9 @@
 //! confirms at once, without a trip through the writer. Settling a persisted
 //! message deletes it; the delete rides in the next batch without its own
 //! sync (losing it in a crash only means a redelivery, never a loss).
+//!
+//! A full queue (`x-max-length`) refuses or drops per publish, by the rule of
+//! [`Limits`]. Reading a paged backlog back is `paging`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,15 +36,13 @@ use crate::api::{
 };
 use crate::memory::Memory;
 
+mod paging;
+
 /// Mailbox depth of a queue, in messages (each may carry a batch).
 const MAILBOX: usize = 256;
 /// Bytes of ready message bodies a durable queue keeps in memory; past it,
 /// persistent messages are read back from disk when their turn comes.
 pub const PAGE_BUDGET: usize = 8 << 20;
-/// Page in when fewer ready messages than this are in memory...
-const PAGE_LOW: usize = 512;
-/// ...this many at a time.
-const PAGE_BATCH: usize = 2048;
 /// Where new seqs start when a recovery failed and the last stored seq
 /// could not be read either: beyond any seq a queue reaches by counting.
 const SEQ_AFTER_FAILED_RECOVERY: u64 = 1 << 62;
@@ -411,50 +412,6 @@ impl QueueActor {
                     queue: self.def.id,
                     seq: e.seq,
                 });
-            }
-        }
-    }
-
-    /// Reads paged message bodies back when the in-memory head runs short.
-    /// The reads hit RocksDB's memtable or block cache for a recent backlog;
-    /// they run in `block_in_place` so other tasks keep their worker thread.
-    fn page_in(&mut self) {
-        if !self.state.needs_page_in(PAGE_LOW) {
-            return;
-        }
-        let want = self.state.paged_to_read(PAGE_BATCH);
-        let read = if want.is_empty() {
-            Ok(Default::default())
-        } else {
-            let (store, id) = (&self.store, self.def.id);
-            tokio::task::block_in_place(|| store.read_messages(id, &want))
-        };
-        match read {
-            Ok(read) => {
-                let missing = self.state.page_in(PAGE_BATCH, read);
-                if !missing.is_empty() {
-                    tracing::error!(queue = %self.def.name, count = missing.len(), "paged messages missing from disk");
-                }
-            }
-            Err(e) => {
-                tracing::error!(queue = %self.def.name, cause = %e, "could not page messages in")
-            }
-        }
-    }
-
-    /// Dispatches, paging bodies in as the part in memory runs short, for as
-    /// long as consumers take messages. Nothing else would wake the queue
-    /// when its memory runs dry while consumers still have credit (no-ack
-    /// consumers send nothing back), so it goes on until they are full or
-    /// the backlog is done. Bounded: every round delivers, within credit.
-    fn page_in_and_dispatch(&mut self) {
-        loop {
-            if self.state.consumer_count() > 0 {
-                self.page_in();
-            }
-            let delivered = self.dispatch();
-            if delivered == 0 || !self.state.needs_page_in(PAGE_LOW) {
-                return;
             }
         }
     }
