@@ -5,12 +5,13 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{AMQPClass, basic, channel, tx};
 use common::BIN;
+use common::paced::{CONSUME, PUBLISHED, peak_backlog};
 use common::raw::{Raw, bytes, method, publishes};
 use futures::{FutureExt, StreamExt};
 use lapin::Event;
@@ -171,8 +172,6 @@ async fn a_thousand_idle_connections_fit_in_100_mib() {
 /// under `Backlog::FLOOR`), instead of taking everything the publisher can
 /// write (before: a fixed 20,000 messages, seconds of latency).
 async fn slowed_publisher(queue_type: &str) {
-    const PUBLISHED: usize = 150_000;
-    const CONSUME: u64 = 20_000;
     let p = SingleNode::start(BIN, &[]).await;
     let c = p.connect().await;
     let ch = channel(&c).await;
@@ -185,54 +184,7 @@ async fn slowed_publisher(queue_type: &str) {
         .await
         .expect("declare");
     let cch = channel(&c).await;
-    cch.basic_qos(50, BasicQosOptions::default())
-        .await
-        .expect("qos");
-    let mut cons = consume(&cch, "paced", "c", false).await;
-    let received = Arc::new(AtomicU64::new(0));
-    let slow = {
-        let received = received.clone();
-        tokio::spawn(async move {
-            while received.load(Ordering::SeqCst) < CONSUME {
-                let d = next(&mut cons).await;
-                d.ack(BasicAckOptions::default()).await.expect("ack");
-                // A slow consumer: about 10k messages a second at most.
-                if received.fetch_add(1, Ordering::SeqCst).is_multiple_of(10) {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-        })
-    };
-    let mut raw = Raw::open(p.addr, 0).await;
-    let publisher = tokio::spawn(async move {
-        let chunk = publishes("paced", 10_000, 100);
-        for _ in 0..PUBLISHED / 10_000 {
-            if raw.stream.write_all(&chunk).await.is_err() {
-                break;
-            }
-        }
-        raw
-    });
-    // Sample the backlog while the consumer takes its share, once the
-    // consumer's rate is known (its first second).
-    let peak = AtomicU32::new(0);
-    let started = tokio::time::Instant::now();
-    wait_for_async(&format!("the consumer took {CONSUME}"), || async {
-        if received.load(Ordering::SeqCst) >= CONSUME {
-            return true;
-        }
-        let n = count(&ch, "paced").await;
-        if started.elapsed() > Duration::from_secs(1) {
-            peak.fetch_max(n, Ordering::SeqCst);
-        }
-        false
-    })
-    .await;
-    let peak = peak.into_inner();
-    tokio::time::timeout(DEADLINE, slow)
-        .await
-        .expect("consumer finished")
-        .expect("consumer task");
+    let peak = peak_backlog(&cch, &ch, p.addr, "paced").await;
     println!(
         "{queue_type}: peak backlog {peak} ready while {CONSUME} were consumed of {PUBLISHED} published"
     );
@@ -243,7 +195,6 @@ async fn slowed_publisher(queue_type: &str) {
         peak < 3_000,
         "the publisher was not kept near the consumer's pace: {peak} ready"
     );
-    publisher.abort();
     c.close(200, "ok".into()).await.expect("close");
 }
 

@@ -12,13 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::BIN;
-use common::raw::{Raw, publishes};
+use common::paced::{CONSUME, PUBLISHED, peak_backlog};
 use futures::StreamExt;
 use lapin::Event;
 use lapin::options::{BasicAckOptions, BasicQosOptions, QueueDeclareOptions};
-use tokio::io::AsyncWriteExt;
 use warren_testkit::client::*;
-use warren_testkit::{Cluster, DEADLINE, Options, wait_for, wait_for_async};
+use warren_testkit::{Cluster, Options, wait_for};
 
 const MIB: u64 = 1024 * 1024;
 /// The watermark of every node.
@@ -133,58 +132,10 @@ async fn a_publisher_on_another_node_is_blocked_by_the_home_nodes_alarm() {
 /// of everything the publisher can write (before: 20,000 and more).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_on_another_node_is_slowed_to_the_consumers_pace() {
-    const PUBLISHED: usize = 150_000;
-    const CONSUME: u64 = 20_000;
     let (c, n1, _n2) = Cluster::three_with_queue(BIN, Options::default(), "paced", durable()).await;
     let ch = channel(&n1).await;
     let cch = channel(&n1).await;
-    cch.basic_qos(50, BasicQosOptions::default())
-        .await
-        .expect("qos");
-    let mut cons = consume(&cch, "paced", "c", false).await;
-    let received = Arc::new(AtomicU64::new(0));
-    let slow = {
-        let received = received.clone();
-        tokio::spawn(async move {
-            while received.load(Ordering::SeqCst) < CONSUME {
-                let d = next(&mut cons).await;
-                d.ack(BasicAckOptions::default()).await.expect("ack");
-                // A slow consumer: about 10k messages a second at most.
-                if received.fetch_add(1, Ordering::SeqCst).is_multiple_of(10) {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            }
-        })
-    };
-    let mut raw = Raw::open(c.amqp_addr(2).await, 0).await;
-    let publisher = tokio::spawn(async move {
-        let chunk = publishes("paced", 10_000, 100);
-        for _ in 0..PUBLISHED / 10_000 {
-            if raw.stream.write_all(&chunk).await.is_err() {
-                break;
-            }
-        }
-        raw
-    });
-    // Sampled once the consumer's rate is known (its first second).
-    let peak = AtomicU64::new(0);
-    let started = tokio::time::Instant::now();
-    wait_for_async(&format!("the consumer took {CONSUME}"), || async {
-        if received.load(Ordering::SeqCst) >= CONSUME {
-            return true;
-        }
-        let n = u64::from(count(&ch, "paced").await);
-        if started.elapsed() > Duration::from_secs(1) {
-            peak.fetch_max(n, Ordering::SeqCst);
-        }
-        false
-    })
-    .await;
-    let peak = peak.into_inner();
-    tokio::time::timeout(DEADLINE, slow)
-        .await
-        .expect("consumer finished")
-        .expect("consumer task");
+    let peak = peak_backlog(&cch, &ch, c.amqp_addr(2).await, "paced").await;
     println!(
         "through a link: peak backlog {peak} ready while {CONSUME} were consumed of {PUBLISHED} published"
     );
@@ -196,5 +147,4 @@ async fn a_publisher_on_another_node_is_slowed_to_the_consumers_pace() {
         peak < 10_000,
         "the publisher on node 2 was not kept near the consumer's pace: {peak} ready"
     );
-    publisher.abort();
 }

@@ -17,22 +17,20 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use warren_cluster::MetaNode;
 use warren_cluster::pb::queues as pb;
 use warren_cluster::pb::queues::queues_client::QueuesClient;
 use warren_cluster::stats;
-use warren_core::queue::{ChannelKey, Entry, QueueDef};
+use warren_core::queue::{ChannelKey, QueueDef};
 use warren_core::{AmqpError, Name, NodeId, QueueId, ReplyCode};
 
 use super::flow_mirror::Mirrors;
-use super::wire::{
-    channel_from, channel_to, error_from, frames, message_from, message_to, up_bytes,
-};
+use super::pending::Pending;
+use super::wire::{channel_from, channel_to, frames, message_from, message_to, up_bytes};
 use crate::api::{
-    Absent, ByteBudget, ConnEvent, ConnTx, ConsumerFlow, DeliverEvent, GetReply, QueueHandle,
-    QueueMsg,
+    Absent, ByteBudget, ConnEvent, ConnTx, ConsumerFlow, DeliverEvent, QueueHandle, QueueMsg,
 };
 use crate::memory::Memory;
 
@@ -118,16 +116,6 @@ struct RemoteConsumer {
     flow: Arc<ConsumerFlow>,
 }
 
-/// What a request waits for.
-enum Pending {
-    Consume(oneshot::Sender<Result<(), AmqpError>>, (u64, Name)),
-    Cancel(oneshot::Sender<()>),
-    Get(oneshot::Sender<GetReply>),
-    Count(oneshot::Sender<u32>),
-    Status(oneshot::Sender<(u32, u32)>),
-    CheckDelete(oneshot::Sender<Result<u32, AmqpError>>),
-}
-
 /// The link's memory of what must come back.
 struct State {
     next_request: u64,
@@ -151,15 +139,6 @@ fn home_down(home: NodeId) -> AmqpError {
     AmqpError::new(
         ReplyCode::InternalError,
         format!("home node {home} of the queue is unreachable"),
-    )
-    .on_channel()
-}
-
-/// An answer of the home node this side cannot read.
-fn bad_reply() -> AmqpError {
-    AmqpError::new(
-        ReplyCode::InternalError,
-        "the queue's home node sent an unreadable answer",
     )
     .on_channel()
 }
@@ -378,63 +357,10 @@ impl State {
     }
 
     fn answer(&mut self, r: pb::Reply) {
-        use pb::reply::Result as R;
-        let Some(p) = self.pending.remove(&r.request) else {
-            return;
-        };
-        let result = r.result;
-        match p {
-            Pending::Consume(tx, key) => {
-                let out = match result {
-                    Some(R::Error(e)) => Err(error_from(e)),
-                    _ => Ok(()),
-                };
-                if out.is_err() {
-                    self.consumers.remove(&key);
-                }
-                let _ = tx.send(out);
-            }
-            Pending::Cancel(tx) => {
-                let _ = tx.send(());
-            }
-            Pending::Get(tx) => {
-                let got = match result {
-                    Some(R::Entry(e)) => match e.message.and_then(message_from) {
-                        Some(msg) => Ok(Some((
-                            Entry {
-                                seq: e.seq,
-                                msg,
-                                redelivered: e.redelivered,
-                            },
-                            e.remaining,
-                        ))),
-                        None => Err(bad_reply()),
-                    },
-                    Some(R::Empty(_)) => Ok(None),
-                    Some(R::Error(e)) => Err(error_from(e)),
-                    _ => Err(bad_reply()),
-                };
-                let _ = tx.send(got);
-            }
-            Pending::Count(tx) => {
-                let _ = tx.send(match result {
-                    Some(R::Count(n)) => n,
-                    _ => 0,
-                });
-            }
-            Pending::Status(tx) => {
-                let _ = tx.send(match result {
-                    Some(R::Counts(c)) => (c.messages, c.consumers),
-                    _ => (0, 0),
-                });
-            }
-            Pending::CheckDelete(tx) => {
-                let _ = tx.send(match result {
-                    Some(R::Count(n)) => Ok(n),
-                    Some(R::Error(e)) => Err(error_from(e)),
-                    _ => Ok(0),
-                });
-            }
+        if let Some(p) = self.pending.remove(&r.request)
+            && let Some(key) = p.answer(r.result)
+        {
+            self.consumers.remove(&key);
         }
     }
 
@@ -442,18 +368,7 @@ impl State {
     fn fail_all(&mut self, home: NodeId) {
         self.mirrors.clear_all();
         for (_, p) in self.pending.drain() {
-            match p {
-                Pending::Consume(tx, _) => {
-                    let _ = tx.send(Err(home_down(home)));
-                }
-                Pending::CheckDelete(tx) => {
-                    let _ = tx.send(Err(home_down(home)));
-                }
-                Pending::Get(tx) => {
-                    let _ = tx.send(Err(home_down(home)));
-                }
-                _ => {}
-            }
+            p.fail(|| home_down(home));
         }
         // RabbitMQ cancels consumers of a queue whose node went down.
         for ((_, tag), c) in self.consumers.drain() {

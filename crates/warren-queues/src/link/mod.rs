@@ -8,11 +8,14 @@
 //!   to the queue actors as a local connection would.
 //! - `flow_mirror`: a queue's flow signal, reported by its home and
 //!   mirrored into its proxies here, so remote publishers are slowed too.
+//! - `pending`: the requests a link waits on and how their waiters are
+//!   answered.
 //! - [`wire`]: conversions to and from `proto/queues.proto`.
 
 pub mod client;
 mod flow_mirror;
 pub mod home;
+mod pending;
 pub mod wire;
 
 pub use client::{LINK_BUDGET, LinkTx, Routed, spawn_link, spawn_proxy};

@@ -3,6 +3,7 @@
 //! helpers, waits and real processes are warren-testkit's.
 #![allow(dead_code)]
 
+pub mod paced;
 pub mod raw;
 
 use lapin::{Channel, Connection};
