@@ -76,6 +76,7 @@ async fn main() -> Result<(), Error> {
                             MessageFlags {
                                 persistent: true,
                                 priority: 0,
+                                expires: None,
                             },
                         ),
                     }

@@ -6,6 +6,8 @@
 //! so nothing is decoded or re-encoded per delivery, and a fanout to ten queues
 //! shares the buffer instead of copying it.
 
+use std::num::NonZeroU64;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::Name;
@@ -23,6 +25,8 @@ pub struct Message {
     pub persistent: bool,
     /// The `priority` property (0 when absent).
     pub priority: u8,
+    /// When it expires, in Unix milliseconds (see [`MessageFlags::expires`]).
+    expires: Option<NonZeroU64>,
 }
 
 /// What a message needs besides its bytes; grouped so constructors stay readable.
@@ -32,6 +36,11 @@ pub struct MessageFlags {
     pub persistent: bool,
     /// The `priority` property.
     pub priority: u8,
+    /// When it expires, in Unix milliseconds: the publish time plus its
+    /// `expiration` property, lowered by a queue's `x-message-ttl` when it
+    /// is enqueued. Kept with the message on disk, so a restart does not
+    /// make it live longer.
+    pub expires: Option<NonZeroU64>,
 }
 
 impl Message {
@@ -61,6 +70,7 @@ impl Message {
             props_len: raw_properties.len() as u32,
             persistent: flags.persistent,
             priority: flags.priority,
+            expires: flags.expires,
         }
     }
 
@@ -84,6 +94,7 @@ impl Message {
             props_len,
             persistent: flags.persistent,
             priority: flags.priority,
+            expires: flags.expires,
         })
     }
 
@@ -97,7 +108,24 @@ impl Message {
         MessageFlags {
             persistent: self.persistent,
             priority: self.priority,
+            expires: self.expires,
         }
+    }
+
+    /// When it expires (Unix milliseconds), if ever.
+    pub fn expires(&self) -> Option<u64> {
+        self.expires.map(NonZeroU64::get)
+    }
+
+    /// Makes it expire at `deadline` (Unix milliseconds) unless it already
+    /// expires sooner: a queue's `x-message-ttl` and the message's own
+    /// `expiration` both apply, and the earlier wins (as in RabbitMQ).
+    pub fn expire_by(&mut self, deadline: u64) {
+        let d = NonZeroU64::new(deadline.max(1));
+        self.expires = match (self.expires, d) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// The routing key it was published with.
@@ -142,6 +170,7 @@ mod tests {
             MessageFlags {
                 persistent: true,
                 priority: 3,
+                expires: None,
             },
         );
         assert_eq!(m.routing_key(), "a.b");
@@ -152,6 +181,11 @@ mod tests {
             Message::from_packed("ex".into(), data.clone(), rk, props, m.flags()).expect("valid");
         assert_eq!(back.body(), b"hello");
         assert!(back.persistent);
+        let mut m = m;
+        assert_eq!(m.expires(), None);
+        m.expire_by(500);
+        m.expire_by(900);
+        assert_eq!(m.expires(), Some(500), "the earlier deadline wins");
         assert!(
             Message::from_packed("ex".into(), Bytes::from_static(b"ab"), 3, 0, m.flags()).is_none()
         );

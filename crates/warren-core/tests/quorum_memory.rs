@@ -59,6 +59,7 @@ fn enqueue(state: &mut QuorumState, seq: u64) {
     state.apply(Command::Enqueue {
         publisher,
         size: 1024,
+        expires: None,
     });
 }
 

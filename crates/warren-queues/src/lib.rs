@@ -20,6 +20,7 @@
 //! - [`memory`]: the bytes messages hold, and the watermark that blocks
 //!   publishers.
 //! - [`ids`]: connection, channel and consumer ids unique in the cluster.
+//! - [`clock`]: the wall clock of message deadlines.
 //!
 //! The crate sits between the server (connections and channels,
 //! above) and the cluster (gRPC, Raft, below): server → queues → cluster →
@@ -27,6 +28,7 @@
 
 pub mod api;
 pub mod classic;
+pub mod clock;
 pub mod ids;
 pub mod link;
 pub mod memory;

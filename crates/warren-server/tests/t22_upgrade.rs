@@ -56,6 +56,7 @@ async fn write_legacy_store(dir: &std::path::Path) {
         MessageFlags {
             persistent: true,
             priority: 0,
+            expires: None,
         },
     );
     w.write_sync(vec![

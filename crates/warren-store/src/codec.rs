@@ -17,6 +17,9 @@ use warren_core::{FieldTable, Message, Name};
 use crate::StoreError;
 
 const V1: u8 = 1;
+/// A message with an expiry (V1 plus its deadline); messages without one
+/// are still written as V1.
+const V2_MESSAGE: u8 = 2;
 
 pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
@@ -222,23 +225,38 @@ pub fn decode_binding_key(k: &[u8]) -> Result<(String, Binding), StoreError> {
 pub fn encode_message(m: &Message, out: &mut Vec<u8>) {
     out.clear();
     let (data, rk_len, props_len) = m.packed();
-    out.reserve(data.len() + m.exchange.len() + 16);
-    Enc(out)
-        .u8(V1)
-        .u8(u8::from(m.persistent))
-        .u8(m.priority)
-        .str(&m.exchange)
-        .u8(rk_len)
-        .u32(props_len);
+    out.reserve(data.len() + m.exchange.len() + 24);
+    let mut e = Enc(out);
+    match m.expires() {
+        None => e.u8(V1).u8(u8::from(m.persistent)).u8(m.priority),
+        Some(at) => e
+            .u8(V2_MESSAGE)
+            .u8(u8::from(m.persistent))
+            .u8(m.priority)
+            .u64(at),
+    }
+    .str(&m.exchange)
+    .u8(rk_len)
+    .u32(props_len);
     out.extend_from_slice(data);
 }
 
 /// Decodes a message.
 pub fn decode_message(b: &[u8]) -> Result<Message, StoreError> {
     let mut d = Dec(b);
-    d.version()?;
+    let version = d.u8()?;
+    if version != V1 && version != V2_MESSAGE {
+        return Err(StoreError::Corrupt(format!(
+            "unknown message format version {version}"
+        )));
+    }
     let persistent = d.u8()? != 0;
     let priority = d.u8()?;
+    let expires = if version == V2_MESSAGE {
+        std::num::NonZeroU64::new(d.u64()?)
+    } else {
+        None
+    };
     let exchange: Name = d.str()?.into();
     let rk_len = d.u8()?;
     let props_len = d.u32()?;
@@ -251,6 +269,7 @@ pub fn decode_message(b: &[u8]) -> Result<Message, StoreError> {
         MessageFlags {
             persistent,
             priority,
+            expires,
         },
     )
     .ok_or_else(|| corrupt("message lengths"))
@@ -313,6 +332,7 @@ mod tests {
             MessageFlags {
                 persistent: true,
                 priority: 4,
+                expires: None,
             },
         );
         let mut buf = Vec::new();
@@ -329,6 +349,13 @@ mod tests {
             ("rk", &[0x10u8, 0, 2][..], &b"body"[..], 4, "ex")
         );
         assert!(decode_message(&buf[..5]).is_err());
+        assert_eq!(buf[0], V1, "a message without expiry keeps the V1 format");
+        let mut m = m;
+        m.expire_by(1_700_000_000_123);
+        encode_message(&m, &mut buf);
+        let back = decode_message(&buf).expect("decode");
+        assert_eq!(back.expires(), Some(1_700_000_000_123));
+        assert_eq!(back.body(), b"body");
         assert!(decode_exchange(&[9, 0]).is_err());
     }
 }

@@ -12,6 +12,7 @@ fn msg(body: &str) -> Message {
         MessageFlags {
             persistent: true,
             priority: 0,
+            expires: None,
         },
     )
 }

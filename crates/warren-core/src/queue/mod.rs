@@ -3,6 +3,7 @@
 //! - [`args`]: the `x-` arguments RabbitMQ type-checks, parsed once at declare.
 //! - `seq`: [`state::Seq`], a message's place in its queue (a leaf: state and
 //!   paged both use it, so neither imports the other for it).
+//! - [`expiry`]: `x-message-ttl` and `expiration`, when a message expires.
 //! - [`limits`]: `x-max-length` and `x-overflow`, what a full queue does.
 //! - [`paged`]: the part of the ready list whose bodies are only on disk.
 //! - [`state`]: [`QueueState`], ready messages, unacked messages and consumers
@@ -11,6 +12,7 @@
 //!   of the state.
 
 pub mod args;
+pub mod expiry;
 pub mod limits;
 pub mod paged;
 mod seq;

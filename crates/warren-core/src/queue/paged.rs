@@ -21,6 +21,9 @@ pub const PAGED_OVERHEAD: usize = 16;
 struct PagedSeq {
     seq: Seq,
     redelivered: bool,
+    /// The message's deadline (see [`Message::expires`]): a paged message
+    /// expires at the head without its body being read.
+    expires: Option<u64>,
 }
 
 /// Messages of the ready list that are not in memory (or only pinned).
@@ -51,13 +54,27 @@ impl PagedTail {
     /// Appends a message whose body stays in memory until unpinned.
     pub(crate) fn push_pinned(&mut self, seq: Seq, msg: Message, redelivered: bool) {
         self.pinned_bytes += msg.memory_size();
+        let expires = msg.expires();
         self.pinned.insert(seq, msg);
-        self.seqs.push_back(PagedSeq { seq, redelivered });
+        self.seqs.push_back(PagedSeq {
+            seq,
+            redelivered,
+            expires,
+        });
     }
 
     /// Appends a message known to be on disk only (recovery).
-    pub(crate) fn push_on_disk(&mut self, seq: Seq, redelivered: bool) {
-        self.seqs.push_back(PagedSeq { seq, redelivered });
+    pub(crate) fn push_on_disk(&mut self, seq: Seq, redelivered: bool, expires: Option<u64>) {
+        self.seqs.push_back(PagedSeq {
+            seq,
+            redelivered,
+            expires,
+        });
+    }
+
+    /// The deadline of the first paged message, if it has one.
+    pub(crate) fn front_expires(&self) -> Option<u64> {
+        self.seqs.front().and_then(|p| p.expires)
     }
 
     /// Drops pinned bodies with seq <= `durable_upto` that `on_disk` says are

@@ -163,20 +163,19 @@ impl QueueState {
 
     /// Restores a message recovered from disk. Recovered messages must come in
     /// seq order; they are marked redelivered because they may have been
-    /// delivered before the restart. Past the budget only the seq is kept
-    /// (pass `None` to skip reading the body at all).
-    pub fn recover(&mut self, seq: Seq, msg: Option<Message>) {
+    /// delivered before the restart. Past the budget only the seq and the
+    /// deadline are kept (`keep_body` false: the runtime chose not to hold it).
+    pub fn recover(&mut self, seq: Seq, msg: Message, keep_body: bool) {
         self.next_seq = self.next_seq.max(seq + 1);
-        match msg {
-            Some(msg) if self.paged.is_empty() && self.ready_bytes <= self.budget => {
-                self.ready_bytes += msg.memory_size();
-                self.ready.push_back(Entry {
-                    seq,
-                    msg,
-                    redelivered: true,
-                });
-            }
-            _ => self.paged.push_on_disk(seq, true),
+        if keep_body && self.paged.is_empty() && self.ready_bytes <= self.budget {
+            self.ready_bytes += msg.memory_size();
+            self.ready.push_back(Entry {
+                seq,
+                msg,
+                redelivered: true,
+            });
+        } else {
+            self.paged.push_on_disk(seq, true, msg.expires());
         }
     }
 
@@ -477,6 +476,27 @@ impl QueueState {
                 Some(Dropped::Entry(e))
             }
             None => self.paged.pop_front().map(Dropped::Paged),
+        }
+    }
+
+    /// The deadline of the oldest ready message (in memory or paged), if it
+    /// has one: when the runtime should look at the head again.
+    pub fn head_expires(&self) -> Option<u64> {
+        match self.ready.front() {
+            Some(e) => e.msg.expires(),
+            None => self.paged.front_expires(),
+        }
+    }
+
+    /// Removes the oldest ready message if it has expired at `now` (see
+    /// [`super::expiry`]); the runtime calls it until it answers `None`
+    /// before a delivery, a fetch or a count, and when the head's deadline
+    /// passes.
+    pub fn expire_head(&mut self, now: u64) -> Option<Dropped> {
+        if super::expiry::expired(self.head_expires(), now) {
+            self.drop_head()
+        } else {
+            None
         }
     }
 

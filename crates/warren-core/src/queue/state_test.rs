@@ -222,12 +222,8 @@ fn recovery_past_the_budget_keeps_seqs_only_and_purge_returns_them() {
     let mut q = QueueState::new();
     q.set_page_budget(persistent("x").memory_size());
     for s in 1..=5 {
-        let body = if q.over_budget() {
-            None
-        } else {
-            Some(persistent("x"))
-        };
-        q.recover(s, body);
+        let keep = !q.over_budget();
+        q.recover(s, persistent("x"), keep);
     }
     assert_eq!(q.ready_len(), 5);
     assert_eq!(q.paged_to_read(10), vec![3, 4, 5]);
@@ -247,12 +243,8 @@ fn drop_head_takes_the_oldest_from_memory_then_from_the_paged_tail() {
     let mut q = QueueState::new();
     q.set_page_budget(persistent("x").memory_size());
     for s in 1..=4 {
-        let body = if q.over_budget() {
-            None
-        } else {
-            Some(persistent("x"))
-        };
-        q.recover(s, body);
+        let keep = !q.over_budget();
+        q.recover(s, persistent("x"), keep);
     }
     let before = q.memory_bytes();
     match q.drop_head() {
@@ -300,4 +292,46 @@ fn a_pick_among_thousands_of_consumers_asks_one() {
     assert_eq!(seen[..N as usize], turn[..]);
     assert_eq!(seen[N as usize..], turn[..]);
     assert_eq!(asked, 2 * N + 1, "one gate question per delivery");
+}
+
+fn expiring(body: &str, at: u64) -> Message {
+    let mut m = persistent(body);
+    m.expire_by(at);
+    m
+}
+
+#[test]
+fn expired_messages_leave_from_the_head_only() {
+    let mut q = QueueState::new();
+    q.publish(expiring("a", 100));
+    q.publish(expiring("b", 300));
+    q.publish(expiring("c", 200));
+    q.publish(msg("d"));
+    assert_eq!(q.head_expires(), Some(100));
+    assert!(q.expire_head(99).is_none(), "not yet");
+    assert!(matches!(q.expire_head(100), Some(Dropped::Entry(e)) if e.seq == 1));
+    assert!(
+        q.expire_head(250).is_none(),
+        "c has expired but waits behind b, as RabbitMQ's per-message TTL does"
+    );
+    assert!(matches!(q.expire_head(300), Some(Dropped::Entry(e)) if e.seq == 2));
+    assert!(matches!(q.expire_head(300), Some(Dropped::Entry(e)) if e.seq == 3));
+    assert!(q.expire_head(u64::MAX).is_none(), "d never expires");
+    assert_eq!(q.head_expires(), None);
+    assert_eq!(q.ready_len(), 1);
+}
+
+#[test]
+fn a_paged_message_expires_without_its_body() {
+    let mut q = QueueState::new();
+    q.set_page_budget(0);
+    q.recover(1, expiring("a", 100), true);
+    q.recover(2, expiring("b", 50), false);
+    q.recover(3, expiring("c", 500), false);
+    assert_eq!(q.paged_len(), 2);
+    assert!(matches!(q.expire_head(100), Some(Dropped::Entry(e)) if e.seq == 1));
+    assert_eq!(q.head_expires(), Some(50), "the paged head's deadline");
+    assert!(matches!(q.expire_head(100), Some(Dropped::Paged(2))));
+    assert!(q.expire_head(100).is_none());
+    assert_eq!(q.ready_len(), 1);
 }

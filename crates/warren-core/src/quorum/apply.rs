@@ -8,8 +8,18 @@ impl QuorumState {
     /// and command give the same state and [`Applied`] on every replica.
     pub fn apply(&mut self, cmd: Command) -> Applied {
         let enqueue = matches!(cmd, Command::Enqueue { .. });
+        // A message that arrived expired, spared by the dispatch below.
+        let mut spare = None;
         let mut out = match cmd {
-            Command::Enqueue { publisher, size } => {
+            Command::Clock { now } => {
+                self.now = self.now.max(now);
+                Applied::new(Reply::Done)
+            }
+            Command::Enqueue {
+                publisher,
+                size,
+                expires,
+            } => {
                 if let Some(p) = publisher
                     && self.publishers.get(&p.channel).is_some_and(|l| p.seq <= *l)
                 {
@@ -26,11 +36,16 @@ impl QuorumState {
                 let id = self.next_id;
                 self.next_id += 1;
                 self.ready_bytes += u64::from(size);
-                self.ready.push_back(QMsg {
+                let msg = QMsg {
                     id,
                     size,
                     delivery_count: 0,
-                });
+                    expires: self.deadline(expires),
+                };
+                if self.has_expired(&msg) {
+                    spare = Some(id);
+                }
+                self.ready.push_back(msg);
                 Applied::new(Reply::Enqueued(Some(id)))
             }
             Command::Checkout {
@@ -90,10 +105,13 @@ impl QuorumState {
                 self.drop_consumers(gone)
             }
         };
-        self.dispatch(&mut out);
+        self.dispatch(&mut out, spare);
         if enqueue {
             self.drop_excess(&mut out);
         }
+        // What expired at the head goes (the spared message too if no
+        // consumer took it), also what `drop-head` left at the head.
+        self.expire_heads(&mut out.removed, None);
         self.release_drained();
         out
     }
@@ -141,11 +159,16 @@ impl QuorumState {
     }
 
     fn dequeue(&mut self, channel: u64, node: NodeId, no_ack: bool) -> Applied {
+        let mut removed = Vec::new();
+        self.expire_heads(&mut removed, None);
         let Some(msg) = self.ready.pop_front() else {
-            return Applied::new(Reply::Got(None));
+            let mut out = Applied::new(Reply::Got(None));
+            out.removed = removed;
+            return out;
         };
         self.ready_bytes -= u64::from(msg.size);
         let mut out = Applied::new(Reply::Got(Some((msg, self.ready.len() as u64))));
+        out.removed = removed;
         if no_ack {
             out.removed.push(msg.id);
         } else {
@@ -271,9 +294,15 @@ impl QuorumState {
         }
     }
 
-    /// Gives ready messages to consumers with credit, one each in turn.
-    fn dispatch(&mut self, out: &mut Applied) {
-        while !self.ready.is_empty() {
+    /// Gives ready messages to consumers with credit, one each in turn;
+    /// expired ones reaching the head go to `removed` instead (all but
+    /// `spare`, see `expiry`).
+    fn dispatch(&mut self, out: &mut Applied, spare: Option<MsgId>) {
+        loop {
+            self.expire_heads(&mut out.removed, spare);
+            if self.ready.is_empty() {
+                break;
+            }
             let Some(key) = self.service.pop_front() else {
                 break;
             };

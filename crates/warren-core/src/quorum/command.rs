@@ -26,6 +26,17 @@ pub enum Command {
         publisher: Option<Publisher>,
         /// Its size in bytes.
         size: u32,
+        /// Its own deadline (publish time plus `expiration`), Unix ms;
+        /// the queue's `x-message-ttl` may make it earlier.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires: Option<u64>,
+    },
+    /// The leader's wall clock (Unix ms) when it proposed the entry this
+    /// heads, and the nudge that expires messages at the head when nothing
+    /// else happens. The log's clock only moves forward.
+    Clock {
+        /// The time.
+        now: u64,
     },
     /// `basic.consume`, or a change of its prefetch.
     Checkout {

@@ -30,6 +30,10 @@
 //! - A cancelled consumer gets nothing more but keeps what it holds until it
 //!   settles or returns it, as AMQP allows acks after `basic.cancel`; a
 //!   channel or node that goes returns everything its consumers held.
+//! - Time is the log's: a [`Command::Clock`] the leader puts at the head of
+//!   every entry carries its wall clock, and expiry (`x-message-ttl`, a
+//!   message's `expiration`) compares deadlines with the last one applied,
+//!   at the head of the queue as the classic queue does (`expiry`).
 //! - Credit is the consumer's prefetch (0: unlimited). A no-ack consumer
 //!   holds its deliveries too, until its node settles them once written to
 //!   the client: the runtime gives it a window, so an auto-ack consumer
@@ -43,9 +47,11 @@
 
 mod apply;
 mod command;
+mod expiry;
 mod snapshot;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::num::NonZeroU64;
 
 pub use command::{Applied, Command, Delivery, Publisher, Reply};
 pub use snapshot::{ConsumerSnapshot, QuorumSnapshot};
@@ -64,6 +70,9 @@ pub struct QMsg {
     pub size: u32,
     /// How many times it was returned (requeued, or its consumer went).
     pub delivery_count: u32,
+    /// When it expires, Unix milliseconds by the log's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<NonZeroU64>,
 }
 
 impl QMsg {
@@ -113,6 +122,9 @@ pub struct QuorumConfig {
     /// `x-max-length` and `x-overflow`.
     #[serde(default)]
     pub limits: crate::queue::Limits,
+    /// `x-message-ttl`, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_ttl: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,6 +169,9 @@ pub struct QuorumState {
     publishers: BTreeMap<u64, u64>,
     /// Messages held by consumers.
     checked: u64,
+    /// The log's clock: the last [`Command::Clock`] applied (0: none yet,
+    /// and nothing expires).
+    now: u64,
 }
 
 impl QuorumState {
@@ -172,6 +187,15 @@ impl QuorumState {
     /// Its settings.
     pub fn config(&self) -> &QuorumConfig {
         &self.config
+    }
+
+    /// The deadline of the oldest ready message, if it has one: when the
+    /// leader should put a [`Command::Clock`] in the log.
+    pub fn head_expires(&self) -> Option<u64> {
+        self.ready
+            .front()
+            .and_then(|m| m.expires)
+            .map(NonZeroU64::get)
     }
 
     /// Messages waiting for a consumer (the count of `queue.declare-ok`).

@@ -10,6 +10,7 @@ fn enqueue(s: &mut QuorumState, channel: u64, seq: u64) -> Option<MsgId> {
         .apply(Command::Enqueue {
             publisher: Some(Publisher { channel, seq }),
             size: 10,
+            expires: None,
         })
         .reply
     {
@@ -170,6 +171,11 @@ fn purge_takes_ready_messages_only() {
     assert_eq!(s.checked_len(), 1);
 }
 
+/// A message's own deadline, near the clocks the log sees (0..40).
+fn expires() -> impl Strategy<Value = Option<u64>> {
+    proptest::option::of(0u64..50)
+}
+
 /// Commands over a few channels, consumers and ids, so that sequences hit
 /// every rule, including ids that do not exist and repeated seqs.
 fn command() -> impl Strategy<Value = Command> {
@@ -177,11 +183,13 @@ fn command() -> impl Strategy<Value = Command> {
         .prop_map(|(c, t)| ConsumerKey::new(c, t));
     let some_ids = proptest::collection::vec(1u64..30, 0..4);
     prop_oneof![
-        4 => ((1u64..4), (1u64..12), (1u32..100)).prop_map(|(c, s, size)| Command::Enqueue {
+        4 => ((1u64..4), (1u64..12), (1u32..100), expires()).prop_map(|(c, s, size, expires)| Command::Enqueue {
             publisher: Some(Publisher { channel: c, seq: s }),
             size,
+            expires,
         }),
-        1 => (1u32..100).prop_map(|size| Command::Enqueue { publisher: None, size }),
+        1 => (1u32..100, expires()).prop_map(|(size, expires)| Command::Enqueue { publisher: None, size, expires }),
+        1 => (0u64..40).prop_map(|now| Command::Clock { now }),
         2 => (key.clone(), 1u64..3, 0u32..3, any::<bool>()).prop_map(
             |(consumer, node, prefetch, no_ack)| Command::Checkout { consumer, node, prefetch, no_ack }
         ),
@@ -223,6 +231,27 @@ impl Ledger {
         }
         if let (Reply::Got(Some((m, _))), Command::Dequeue { channel, .. }) = (&a.reply, cmd) {
             self.holder.insert(m.id, ConsumerKey::get(*channel));
+        }
+        // Nothing expired is delivered or fetched, but a message that arrived
+        // expired may go to a consumer by the command that brought it.
+        let arrived = match a.reply {
+            Reply::Enqueued(Some(id)) => Some(id),
+            _ => None,
+        };
+        for m in a
+            .deliveries
+            .iter()
+            .map(|d| &d.msg)
+            .filter(|m| Some(m.id) != arrived)
+        {
+            assert!(!s.has_expired(m), "delivered {m:?} expired at {}", s.now);
+        }
+        if let Reply::Got(Some((m, _))) = &a.reply {
+            assert!(!s.has_expired(m), "fetched {m:?} expired at {}", s.now);
+        }
+        // And after every command, the head has not expired.
+        if let Some(m) = s.ready.front() {
+            assert!(!s.has_expired(m), "expired head {m:?} at {}", s.now);
         }
         for d in &a.deliveries {
             let c = &s.consumers[&d.consumer];
@@ -287,11 +316,13 @@ proptest! {
         limit in proptest::option::of(0u32..3),
         max_length in proptest::option::of(0u64..4),
         reject in any::<bool>(),
+        message_ttl in proptest::option::of(0u64..20),
     ) {
         let overflow = if reject { Overflow::RejectPublish } else { Overflow::DropHead };
         let config = QuorumConfig {
             delivery_limit: limit,
             limits: Limits { max_length, overflow },
+            message_ttl,
         };
         let mut a = QuorumState::new(config.clone());
         let mut b = QuorumState::new(config);
@@ -358,6 +389,7 @@ fn drop_head_removes_the_oldest_ready_after_a_waiting_consumer_took_its_share() 
         let a = s.apply(Command::Enqueue {
             publisher: Some(Publisher { channel: 1, seq }),
             size: 10,
+            expires: None,
         });
         assert_eq!(a.reply, Reply::Enqueued(Some(seq)));
         assert_eq!(a.removed, if seq > 2 { vec![seq - 2] } else { vec![] });
@@ -371,11 +403,13 @@ fn drop_head_removes_the_oldest_ready_after_a_waiting_consumer_took_its_share() 
     let a = s.apply(Command::Enqueue {
         publisher: None,
         size: 10,
+        expires: None,
     });
     assert_eq!((ids(&a), a.removed.clone()), (vec![1], vec![]));
     let a = s.apply(Command::Enqueue {
         publisher: None,
         size: 10,
+        expires: None,
     });
     assert_eq!((ids(&a), a.removed), (vec![], vec![2]), "no room: dropped");
 }
@@ -387,6 +421,7 @@ fn reject_publish_refuses_without_a_trace_until_there_is_room() {
     let refused = s.apply(Command::Enqueue {
         publisher: Some(Publisher { channel: 7, seq: 2 }),
         size: 10,
+        expires: None,
     });
     assert_eq!(refused.reply, Reply::Rejected);
     assert!(refused.removed.is_empty() && refused.deliveries.is_empty());
@@ -398,4 +433,73 @@ fn reject_publish_refuses_without_a_trace_until_there_is_room() {
         no_ack: true,
     });
     assert_eq!(enqueue(&mut s, 7, 2), Some(2));
+}
+
+fn clock(s: &mut QuorumState, now: u64) -> Applied {
+    s.apply(Command::Clock { now })
+}
+
+fn enqueue_expiring(s: &mut QuorumState, expires: Option<u64>) -> Applied {
+    s.apply(Command::Enqueue {
+        publisher: None,
+        size: 10,
+        expires,
+    })
+}
+
+#[test]
+fn messages_expire_at_the_head_by_the_logs_clock() {
+    let mut s = QuorumState::new(QuorumConfig {
+        message_ttl: Some(100),
+        ..QuorumConfig::default()
+    });
+    clock(&mut s, 1000);
+    enqueue_expiring(&mut s, None); // 1: the TTL's 1100
+    enqueue_expiring(&mut s, Some(1050)); // 2: its own, earlier
+    clock(&mut s, 1200);
+    enqueue_expiring(&mut s, Some(5000)); // 3: the TTL's 1300
+    assert_eq!(s.ready_len(), 1, "1 and 2 expired when 3 arrived");
+    assert_eq!(s.head_expires(), Some(1300));
+    let a = clock(&mut s, 1299);
+    assert!(a.removed.is_empty());
+    let a = clock(&mut s, 1300);
+    assert_eq!(a.removed, vec![3], "a clock alone expires the head");
+    // The log's clock never goes back.
+    let a = clock(&mut s, 10);
+    assert!(a.removed.is_empty());
+    assert_eq!(s.now, 1300);
+    // A dequeue never answers with an expired message.
+    enqueue_expiring(&mut s, Some(1350));
+    s.now = 1400; // as a clock would, without its own expiry pass
+    let a = s.apply(Command::Dequeue {
+        channel: 9,
+        node: 1,
+        no_ack: false,
+    });
+    assert_eq!(a.reply, Reply::Got(None));
+    assert_eq!(a.removed, vec![4]);
+}
+
+#[test]
+fn a_message_that_arrives_expired_reaches_a_consumer_at_once_or_nobody() {
+    let mut s = QuorumState::new(QuorumConfig {
+        message_ttl: Some(0),
+        ..QuorumConfig::default()
+    });
+    clock(&mut s, 1000);
+    let a = enqueue_expiring(&mut s, None);
+    assert_eq!(a.removed, vec![1], "no consumer: expired");
+    consume(&mut s, 2, "a", 1);
+    let a = enqueue_expiring(&mut s, None);
+    assert_eq!((ids(&a), a.removed.clone()), (vec![2], vec![]));
+    let a = enqueue_expiring(&mut s, None);
+    assert_eq!((ids(&a), a.removed), (vec![], vec![3]), "no credit left");
+    // Before any clock (an old log), nothing expires.
+    let mut old = QuorumState::new(QuorumConfig {
+        message_ttl: Some(0),
+        ..QuorumConfig::default()
+    });
+    let a = enqueue_expiring(&mut old, Some(1));
+    assert!(a.removed.is_empty());
+    assert_eq!(old.ready_len(), 1);
 }

@@ -38,6 +38,9 @@ pub struct QuorumSnapshot {
     pub service: Vec<ConsumerKey>,
     /// The last sequence number enqueued per publishing channel.
     pub publishers: Vec<(u64, u64)>,
+    /// The log's clock (see [`super::Command::Clock`]).
+    #[serde(default)]
+    pub now: u64,
 }
 
 impl QuorumState {
@@ -61,6 +64,7 @@ impl QuorumState {
                 .collect(),
             service: self.service.iter().cloned().collect(),
             publishers: self.publishers.iter().map(|(c, s)| (*c, *s)).collect(),
+            now: self.now,
         }
     }
 
@@ -72,6 +76,7 @@ impl QuorumState {
             ready_bytes: s.ready.iter().map(|m| u64::from(m.size)).sum(),
             ready: s.ready.into(),
             publishers: s.publishers.into_iter().collect(),
+            now: s.now,
             ..Self::default()
         };
         for c in s.consumers {

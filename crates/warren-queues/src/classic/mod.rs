@@ -15,7 +15,10 @@
 //! sync (losing it in a crash only means a redelivery, never a loss).
 //!
 //! A full queue (`x-max-length`) refuses or drops per publish, by the rule of
-//! [`Limits`]. Reading a paged backlog back is `paging`.
+//! [`Limits`]. Reading a paged backlog back is `paging`. Expired messages
+//! (`x-message-ttl`, `expiration`) leave from the head: before every
+//! delivery, fetch and count, and when a timer set for the head's deadline
+//! fires (`expiry`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +39,7 @@ use crate::api::{
 };
 use crate::memory::Memory;
 
+mod expiry;
 mod paging;
 
 /// Mailbox depth of a queue, in messages (each may carry a batch).
@@ -65,6 +69,11 @@ struct QueueActor {
     state: QueueState,
     /// `x-max-length` and `x-overflow`.
     limits: Limits,
+    /// `x-message-ttl`, milliseconds.
+    ttl: Option<u64>,
+    /// The wall clock (Unix ms), read once per burst: what expiry compares
+    /// deadlines with.
+    now: u64,
     rx: mpsc::Receiver<QueueMsg>,
     links: HashMap<ConsumerId, ConsumerLink>,
     writer: Writer,
@@ -124,7 +133,7 @@ pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &ClassicEnv) -> Que
     if recover {
         let result = env.store.for_each_message(def.id, |seq, msg| {
             let keep = !state.over_budget();
-            state.recover(seq, keep.then_some(msg));
+            state.recover(seq, msg, keep);
             durable_upto = seq;
         });
         // New publishes must never take a seq still on disk: after a scan
@@ -158,6 +167,8 @@ pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &ClassicEnv) -> Que
         backlog: Backlog::default(),
         delivered: 0,
         limits: Limits::of(&def.args),
+        ttl: def.args.message_ttl,
+        now: crate::clock::unix_ms(),
         def,
         vhost,
         state,
@@ -188,7 +199,18 @@ impl QueueActor {
 
     async fn run(mut self) {
         self.account();
-        while let Some(first) = self.rx.recv().await {
+        loop {
+            // Woken by the mailbox, or by the head's deadline (nothing to
+            // handle then: the expiry below is the work).
+            let first = match self.state.head_expires() {
+                None => self.rx.recv().await,
+                Some(at) => tokio::select! {
+                    m = self.rx.recv() => m,
+                    () = tokio::time::sleep_until(crate::clock::instant_of(at)) => Some(QueueMsg::Wake),
+                },
+            };
+            let Some(first) = first else { break };
+            self.now = crate::clock::unix_ms();
             self.handle(first);
             let mut n = 1;
             while n < MAX_BURST && !self.deleted && !self.stopped {
@@ -203,6 +225,7 @@ impl QueueActor {
                 let upto = self.durable_upto.load(Ordering::Acquire);
                 let durable = self.def.durable;
                 self.state.unpin(upto, |m| durable && m.persistent);
+                self.expire_heads();
                 self.page_in_and_dispatch();
             }
             if self.delivered != delivered && self.ops_need_sync {
@@ -283,6 +306,7 @@ impl QueueActor {
                 no_ack,
                 reply,
             } => {
+                self.expire_heads();
                 self.page_in();
                 let got = self.state.get(channel, no_ack);
                 if no_ack && let Some(e) = &got {
@@ -292,6 +316,7 @@ impl QueueActor {
                 let _ = reply.send(Ok(got.map(|e| (e, remaining))));
             }
             QueueMsg::Purge(reply) => {
+                self.expire_heads();
                 let (gone, paged) = self.state.purge();
                 let n = (gone.len() + paged.len()) as u32;
                 self.forget(gone);
@@ -306,6 +331,7 @@ impl QueueActor {
                 let _ = reply.send(n);
             }
             QueueMsg::Status(reply) => {
+                self.expire_heads();
                 let _ = reply.send((
                     self.state.ready_len() as u32,
                     self.state.consumer_count() as u32,
@@ -316,6 +342,7 @@ impl QueueActor {
                 if_empty,
                 reply,
             } => {
+                self.expire_heads();
                 let r = if if_unused && self.state.consumer_count() > 0 {
                     Err(AmqpError::precondition(format!(
                         "queue '{}' in vhost '{}' in use",
@@ -343,7 +370,15 @@ impl QueueActor {
     fn publish(&mut self, batch: PublishBatch) {
         let mut confirmed = Vec::new();
         let mut refused = Vec::new();
-        for (msg, confirm) in batch.items {
+        for (mut msg, confirm) in batch.items {
+            if let Some(ttl) = self.ttl {
+                msg.expire_by(warren_core::queue::expiry::deadline(self.now, ttl));
+            }
+            let expired = warren_core::queue::expiry::expired(msg.expires(), self.now);
+            if expired {
+                // Older expired messages go first: this one may be the head.
+                self.expire_heads();
+            }
             if self.limits.refuses(self.state.ready_len()) {
                 // `reject-publish`: a full queue nacks (under confirms) and
                 // keeps nothing.
@@ -363,6 +398,9 @@ impl QueueActor {
             }
             if let Some(c) = confirm {
                 confirmed.push(c);
+            }
+            if expired {
+                self.deliver_or_expire();
             }
             if self.limits.excess(self.state.ready_len()) > 0 {
                 self.drop_excess();
@@ -391,16 +429,24 @@ impl QueueActor {
         self.dispatch();
         for _ in 0..self.limits.excess(self.state.ready_len()) {
             match self.state.drop_head() {
-                Some(Dropped::Entry(e)) => self.forget(vec![e]),
-                Some(Dropped::Paged(seq)) if self.def.durable => {
-                    self.ops.push(Op::DeleteMessage {
-                        queue: self.def.id,
-                        seq,
-                    });
-                }
-                Some(Dropped::Paged(_)) => {}
+                Some(d) => self.discard(d),
                 None => break,
             }
+        }
+    }
+
+    /// A message dropped from the head (over the limit, or expired): its
+    /// disk copy goes.
+    fn discard(&mut self, dropped: Dropped) {
+        match dropped {
+            Dropped::Entry(e) => self.forget(vec![e]),
+            Dropped::Paged(seq) if self.def.durable => {
+                self.ops.push(Op::DeleteMessage {
+                    queue: self.def.id,
+                    seq,
+                });
+            }
+            Dropped::Paged(_) => {}
         }
     }
 
@@ -417,7 +463,16 @@ impl QueueActor {
     }
 
     /// Hands ready messages to consumers with credit; how many it handed.
+    /// Expired messages reaching the head on the way are dropped, never
+    /// delivered.
     fn dispatch(&mut self) -> usize {
+        self.dispatch_from(true)
+    }
+
+    /// [`Self::dispatch`], or (`expire` false) without looking at the clock:
+    /// a message that arrived expired may still go to a consumer that takes
+    /// it at once (`expiry`).
+    fn dispatch_from(&mut self, expire: bool) -> usize {
         let links = &self.links;
         let mut gate = |spec: &ConsumerSpec| {
             let Some(link) = links.get(&spec.id) else {
@@ -438,8 +493,18 @@ impl QueueActor {
             true
         };
         let mut settled = Vec::new();
+        let mut expired = Vec::new();
         let mut delivered = 0;
-        while let Some(d) = self.state.next_delivery(&mut gate) {
+        let now = self.now;
+        loop {
+            if expire {
+                while let Some(gone) = self.state.expire_head(now) {
+                    expired.push(gone);
+                }
+            }
+            let Some(d) = self.state.next_delivery(&mut gate) else {
+                break;
+            };
             delivered += 1;
             let Some(link) = links.get(&d.consumer) else {
                 continue;
@@ -462,6 +527,9 @@ impl QueueActor {
             let _ = link.out.send(ev);
         }
         self.forget(settled);
+        for gone in expired {
+            self.discard(gone);
+        }
         self.delivered += delivered as u64;
         delivered
     }

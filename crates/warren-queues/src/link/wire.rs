@@ -16,6 +16,7 @@ pub fn message_to(m: &Message) -> pb::WireMessage {
         props_len,
         persistent: flags.persistent,
         priority: flags.priority.into(),
+        expires: flags.expires.map_or(0, std::num::NonZeroU64::get),
     }
 }
 
@@ -29,6 +30,7 @@ pub fn message_from(w: pb::WireMessage) -> Option<Message> {
         MessageFlags {
             persistent: w.persistent,
             priority: u8::try_from(w.priority).ok()?,
+            expires: std::num::NonZeroU64::new(w.expires),
         },
     )
 }

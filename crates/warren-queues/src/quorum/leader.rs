@@ -70,6 +70,8 @@ pub(crate) struct Leading {
     early: BTreeMap<u64, Done>,
     /// Deliveries waiting for their channel's global prefetch.
     stalled: Stalled,
+    /// The head's deadline a clock entry was last proposed for.
+    clock_for: Option<u64>,
 }
 
 impl Leading {
@@ -91,6 +93,7 @@ impl Leading {
             done_rx,
             proposed: 0,
             next_done: 0,
+            clock_for: None,
             early: BTreeMap::new(),
             stalled: Stalled::default(),
         }
@@ -268,8 +271,26 @@ impl Leading {
         self.push(QueueOp::Command(Command::NodeDown { node }), Waiter::None);
     }
 
+    /// The deadline of the queue's head, if the leader should wake for it
+    /// (no clock entry proposed for it yet).
+    pub(super) fn expiry_due(&self) -> Option<u64> {
+        let at = self.group.counts.head_expires()?;
+        (self.clock_for != Some(at)).then_some(at)
+    }
+
+    /// The head's deadline `at` passed with nothing else going on: a clock
+    /// entry makes every replica expire it.
+    pub(super) fn clock_passed(&mut self, at: u64) {
+        self.clock_for = Some(at);
+        self.ops.push(QueueOp::Command(Command::Clock {
+            now: crate::clock::unix_ms(),
+        }));
+        self.waiters.push(Waiter::None);
+    }
+
     /// Proposes what waits, in order, while fewer than [`IN_FLIGHT`]
-    /// proposals are out.
+    /// proposals are out. Each entry starts with the leader's clock, the
+    /// time the state machine judges expiry by.
     pub(super) async fn propose(&mut self) {
         if self
             .group
@@ -296,8 +317,14 @@ impl Leading {
                 }
                 n += 1;
             }
-            let ops: Vec<QueueOp> = self.ops.drain(..n).collect();
-            let waiters: Vec<Waiter> = self.waiters.drain(..n).collect();
+            let mut ops = Vec::with_capacity(n + 1);
+            ops.push(QueueOp::Command(Command::Clock {
+                now: crate::clock::unix_ms(),
+            }));
+            ops.extend(self.ops.drain(..n));
+            let mut waiters = Vec::with_capacity(n + 1);
+            waiters.push(Waiter::None);
+            waiters.extend(self.waiters.drain(..n));
             self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
             let enqueues = ops
                 .iter()

@@ -116,6 +116,8 @@ enum Event {
     Passed(ConnEvent),
     Found(Found),
     Metrics(bool),
+    /// The head's deadline (this node leads) passed.
+    Expired(u64),
     Tick,
     Stopping,
 }
@@ -207,6 +209,7 @@ fn config_of(def: &QueueDef) -> QuorumConfig {
             .delivery_limit
             .map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
         limits: warren_core::queue::Limits::of(&def.args),
+        message_ttl: def.args.message_ttl,
     }
 }
 
@@ -225,6 +228,10 @@ impl Front {
         loop {
             let busy =
                 matches!(&self.role, Role::Leader(l) if l.full()) || self.parked.len() >= PARK_MAX;
+            let expiry = match &self.role {
+                Role::Leader(l) => l.expiry_due(),
+                _ => None,
+            };
             let event = {
                 let done_rx = match &mut self.role {
                     Role::Leader(l) => Some(l.done_rx()),
@@ -246,6 +253,15 @@ impl Front {
                             None => std::future::pending().await,
                         }
                     } => Event::Metrics(changed),
+                    Some(at) = async {
+                        match expiry {
+                            Some(at) => {
+                                tokio::time::sleep_until(crate::clock::instant_of(at)).await;
+                                Some(at)
+                            }
+                            None => std::future::pending().await,
+                        }
+                    } => Event::Expired(at),
                     _ = tick.tick() => Event::Tick,
                     _ = stopping.cancelled(), if !self.stopped => Event::Stopping,
                 }
@@ -265,6 +281,11 @@ impl Front {
                     self.unpark().await;
                 }
                 Event::Metrics(false) => metrics = None,
+                Event::Expired(at) => {
+                    if let Role::Leader(l) = &mut self.role {
+                        l.clock_passed(at);
+                    }
+                }
                 Event::Tick => {
                     self.check_replicas().await;
                     self.expire_parked();

@@ -4,6 +4,7 @@ use amq_protocol::protocol::{AMQPClass, basic};
 use smallvec::SmallVec;
 use warren_amqp::{Content, encode};
 use warren_core::message::MessageFlags;
+use warren_core::queue::expiry;
 use warren_core::{AmqpError, Message, Name, QueueId, ReplyCode};
 
 use super::ctx::{ConnCtx, PendingPublish};
@@ -28,6 +29,10 @@ impl Channel {
         }
         ctx.has_published = true;
         if self.mode == Mode::Tx {
+            // Checked at once, as RabbitMQ does; its clock starts at commit.
+            if let Some(e) = c.header.properties.expiration() {
+                expiry::parse_expiration(e.as_str())?;
+            }
             // Held until commit or rollback.
             ctx.held += c.header.body_size as i64;
             self.tx.bytes += c.header.body_size;
@@ -41,9 +46,20 @@ impl Channel {
     pub(super) fn route(&mut self, c: Content, ctx: &mut ConnCtx) -> Result<(), AmqpError> {
         let props = &c.header.properties;
         let persistent = *props.delivery_mode() == Some(2);
+        // A per-message TTL starts at the publish (an invalid one closes the
+        // channel with 406, as in RabbitMQ).
+        let expires = match props.expiration() {
+            Some(e) => {
+                let ttl = expiry::parse_expiration(e.as_str())?;
+                let at = expiry::deadline(warren_queues::clock::unix_ms(), ttl);
+                std::num::NonZeroU64::new(at.max(1))
+            }
+            None => None,
+        };
         let flags = MessageFlags {
             persistent,
             priority: props.priority().unwrap_or(0),
+            expires,
         };
         let exchange = c.method.exchange.as_str();
         let routing_key = c.method.routing_key.as_str();

@@ -45,6 +45,7 @@ impl QueueOp {
             QueueOp::Enqueue { publisher, message } => Command::Enqueue {
                 publisher: *publisher,
                 size: u32::try_from(message.body().len()).unwrap_or(u32::MAX),
+                expires: message.expires(),
             },
             QueueOp::Command(c) => c.clone(),
         }
@@ -155,6 +156,7 @@ mod tag {
     pub const PURGE: u8 = 7;
     pub const CHANNEL_DOWN: u8 = 8;
     pub const NODE_DOWN: u8 = 9;
+    pub const CLOCK: u8 = 10;
 }
 
 /// Appends the binary form of a batch to `out`.
@@ -241,6 +243,9 @@ fn encode_command(c: &Command, out: &mut Vec<u8>) {
         Command::NodeDown { node } => {
             e.u8(tag::NODE_DOWN).u64(*node);
         }
+        Command::Clock { now } => {
+            e.u8(tag::CLOCK).u64(*now);
+        }
     }
 }
 
@@ -320,6 +325,7 @@ fn decode_op(d: &mut Dec<'_>) -> Result<QueueOp, StoreError> {
         tag::PURGE => Command::Purge,
         tag::CHANNEL_DOWN => Command::ChannelDown { channel: d.u64()? },
         tag::NODE_DOWN => Command::NodeDown { node: d.u64()? },
+        tag::CLOCK => Command::Clock { now: d.u64()? },
         _ => return Err(corrupt("queue op tag")),
     };
     Ok(QueueOp::Command(command))

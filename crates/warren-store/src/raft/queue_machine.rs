@@ -64,6 +64,8 @@ pub struct QuorumCounts {
     channels: std::sync::Mutex<Vec<u64>>,
     /// Set when the log since the last snapshot outweighs the state.
     snapshot_due: AtomicBool,
+    /// [`QuorumState::head_expires`] (0: none), for the leader's timer.
+    head_expires: AtomicU64,
 }
 
 impl QuorumCounts {
@@ -80,6 +82,12 @@ impl QuorumCounts {
     /// Deliveries applied on this replica since it started.
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Acquire)
+    }
+
+    /// When the oldest ready message expires, as last applied: the leader
+    /// puts a clock in the log then, so it expires with nothing else going on.
+    pub fn head_expires(&self) -> Option<u64> {
+        Some(self.head_expires.load(Ordering::Acquire)).filter(|at| *at > 0)
     }
 
     /// The channels holding consumers or messages, as last applied.
@@ -103,6 +111,8 @@ impl QuorumCounts {
             .store(state.ready_len() as u64, Ordering::Release);
         self.consumers
             .store(state.consumer_count() as u64, Ordering::Release);
+        self.head_expires
+            .store(state.head_expires().unwrap_or(0), Ordering::Release);
         let mut channels = self
             .channels
             .lock()

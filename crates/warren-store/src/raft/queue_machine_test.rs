@@ -22,6 +22,7 @@ fn message(body: &str) -> Message {
         MessageFlags {
             persistent: true,
             priority: 0,
+            expires: None,
         },
     )
 }

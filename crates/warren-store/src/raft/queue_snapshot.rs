@@ -1,9 +1,10 @@
 //! A quorum queue's snapshot in bytes: the state as it is stored, and the
 //! file a leader streams to a replica that is too far behind for its log.
 //!
-//! **The state** ([`encode_state`]) is binary, format 2: 16 bytes a message
-//! (id, size, delivery count), so a queue of a million messages stores
-//! 16 MB, not the 45 MB of the JSON of format 1 (still read).
+//! **The state** ([`encode_state`]) is binary, format 3: 24 bytes a message
+//! (id, size, delivery count, deadline), so a queue of a million messages
+//! stores 24 MB, not the 45 MB of the JSON of format 1; then the log's
+//! clock. Formats 1 and 2 (no deadlines, no clock) are still read.
 //!
 //! **The transfer** is a file, never one buffer: the state, then every live
 //! message's body (id, length, the body's stored encoding), written from a
@@ -24,15 +25,22 @@ use crate::StoreError;
 use crate::codec::{Dec, Enc, corrupt};
 use crate::db::{CF_QUORUM_BODIES, Db};
 
-/// The state format written now (format 1 was `decode`'s JSON).
+/// The state format before deadlines (format 1 was `decode`'s JSON).
 const STATE_V2: u8 = 2;
+/// The state format written now: deadlines and the log's clock.
+const STATE_V3: u8 = 3;
 /// The first bytes of a transfer file.
 const TRANSFER_MAGIC: &[u8; 8] = b"WQSNAP02";
-/// Bytes of one message in the state.
-const MSG_BYTES: usize = 16;
+/// Bytes of one message in the state of format 2.
+const MSG_BYTES_V2: usize = 16;
+/// Bytes of one message in the state of format 3.
+const MSG_BYTES: usize = 24;
 
 fn msg(e: &mut Enc<'_>, m: &QMsg) {
-    e.u64(m.id).u32(m.size).u32(m.delivery_count);
+    e.u64(m.id)
+        .u32(m.size)
+        .u32(m.delivery_count)
+        .u64(m.expires.map_or(0, std::num::NonZeroU64::get));
 }
 
 fn msgs(e: &mut Enc<'_>, ms: &[QMsg]) {
@@ -42,14 +50,14 @@ fn msgs(e: &mut Enc<'_>, ms: &[QMsg]) {
     }
 }
 
-/// The state's bytes (format 2).
+/// The state's bytes (format 3).
 pub(super) fn encode_state(s: &QuorumSnapshot) -> Vec<u8> {
     let held: usize = s.consumers.iter().map(|c| c.checked.len()).sum();
     let mut out = Vec::with_capacity(64 + (s.ready.len() + held) * MSG_BYTES);
     let mut e = Enc(&mut out);
     // The settings are a few bytes and grow with RabbitMQ's arguments.
     let config = serde_json::to_string(&s.config).unwrap_or_else(|_| "{}".into());
-    e.u8(STATE_V2).str(&config).u64(s.next_id);
+    e.u8(STATE_V3).str(&config).u64(s.next_id);
     msgs(&mut e, &s.ready);
     e.u32(s.consumers.len() as u32);
     for c in &s.consumers {
@@ -68,14 +76,16 @@ pub(super) fn encode_state(s: &QuorumSnapshot) -> Vec<u8> {
     for (channel, seq) in &s.publishers {
         e.u64(*channel).u64(*seq);
     }
+    e.u64(s.now);
     out
 }
 
 /// Counts read from the input bound nothing but a loop: every vector
 /// grows as its elements are actually read.
-fn read_msgs(d: &mut Dec<'_>) -> Result<Vec<QMsg>, StoreError> {
+fn read_msgs(d: &mut Dec<'_>, v3: bool) -> Result<Vec<QMsg>, StoreError> {
     let n = d.u64()?;
-    if n > (d.0.len() / MSG_BYTES) as u64 {
+    let size = if v3 { MSG_BYTES } else { MSG_BYTES_V2 };
+    if n > (d.0.len() / size) as u64 {
         return Err(corrupt("message count past the end"));
     }
     let mut out = Vec::with_capacity(n as usize);
@@ -84,6 +94,11 @@ fn read_msgs(d: &mut Dec<'_>) -> Result<Vec<QMsg>, StoreError> {
             id: d.u64()?,
             size: d.u32()?,
             delivery_count: d.u32()?,
+            expires: if v3 {
+                std::num::NonZeroU64::new(d.u64()?)
+            } else {
+                None
+            },
         });
     }
     Ok(out)
@@ -91,13 +106,15 @@ fn read_msgs(d: &mut Dec<'_>) -> Result<Vec<QMsg>, StoreError> {
 
 /// The state from its bytes, in either format.
 pub(super) fn decode_state(b: &[u8]) -> Result<QuorumSnapshot, StoreError> {
-    if b.first() != Some(&STATE_V2) {
-        return decode(b).map_err(|e| corrupt(&e.to_string()));
-    }
+    let v3 = match b.first() {
+        Some(&STATE_V3) => true,
+        Some(&STATE_V2) => false,
+        _ => return decode(b).map_err(|e| corrupt(&e.to_string())),
+    };
     let mut d = Dec(&b[1..]);
     let config = serde_json::from_str(d.str()?).map_err(|e| corrupt(&e.to_string()))?;
     let next_id = d.u64()?;
-    let ready = read_msgs(&mut d)?;
+    let ready = read_msgs(&mut d, v3)?;
     let mut consumers = Vec::new();
     for _ in 0..d.u32()? {
         let key = ConsumerKey::new(d.u64()?, d.str()?);
@@ -110,7 +127,7 @@ pub(super) fn decode_state(b: &[u8]) -> Result<QuorumSnapshot, StoreError> {
             prefetch,
             no_ack: flags & 1 != 0,
             cancelled: flags & 2 != 0,
-            checked: read_msgs(&mut d)?,
+            checked: read_msgs(&mut d, v3)?,
         });
     }
     let mut service = Vec::new();
@@ -121,6 +138,7 @@ pub(super) fn decode_state(b: &[u8]) -> Result<QuorumSnapshot, StoreError> {
     for _ in 0..d.u32()? {
         publishers.push((d.u64()?, d.u64()?));
     }
+    let now = if v3 { d.u64()? } else { 0 };
     if !d.0.is_empty() {
         return Err(corrupt("bytes after the state"));
     }
@@ -131,6 +149,7 @@ pub(super) fn decode_state(b: &[u8]) -> Result<QuorumSnapshot, StoreError> {
         consumers,
         service,
         publishers,
+        now,
     })
 }
 

@@ -4,7 +4,7 @@ use super::*;
 
 /// A state with ready messages, consumers holding some (one cancelled, one
 /// auto-ack, one `basic.get` holder), a delivery limit, a length limit and
-/// publishers.
+/// publishers, a TTL and the log's clock.
 fn busy_state() -> QuorumSnapshot {
     let mut s = QuorumState::new(QuorumConfig {
         delivery_limit: Some(5),
@@ -12,6 +12,10 @@ fn busy_state() -> QuorumSnapshot {
             max_length: Some(1000),
             overflow: warren_core::queue::Overflow::RejectPublish,
         },
+        message_ttl: Some(60_000),
+    });
+    s.apply(Command::Clock {
+        now: 1_700_000_000_000,
     });
     for seq in 1..=40 {
         s.apply(Command::Enqueue {
@@ -20,6 +24,7 @@ fn busy_state() -> QuorumSnapshot {
                 seq,
             }),
             size: 100 + seq as u32,
+            expires: (seq % 2 == 0).then_some(1_700_000_030_000 + seq),
         });
     }
     for (channel, tag, prefetch, no_ack) in
@@ -56,9 +61,12 @@ fn the_binary_state_reads_back_as_it_was() {
     );
     let bytes = encode_state(&snap);
     assert_eq!(decode_state(&bytes).expect("decode"), snap);
-    // 16 bytes a message, whatever the queue holds.
+    assert_eq!(snap.now, 1_700_000_000_000);
+    assert!(snap.ready.iter().all(|m| m.expires.is_some()));
+    // 24 bytes a message, whatever the queue holds.
     let held: usize = snap.consumers.iter().map(|c| c.checked.len()).sum();
-    assert!(bytes.len() < 200 + (snap.ready.len() + held) * 16 + 3 * 40);
+    // Plus the settings (JSON), the consumers and the clock.
+    assert!(bytes.len() < 240 + (snap.ready.len() + held) * 24 + 3 * 40);
     // The JSON of format 1 is still read.
     let v1 = super::super::encode(&snap).expect("json");
     assert_eq!(decode_state(&v1).expect("decode v1"), snap);

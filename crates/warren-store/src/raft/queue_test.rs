@@ -14,6 +14,7 @@ fn message(body: &[u8]) -> Message {
         MessageFlags {
             persistent: true,
             priority: 0,
+            expires: None,
         },
     )
 }
