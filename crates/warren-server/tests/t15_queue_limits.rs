@@ -1,5 +1,6 @@
-//! `x-max-length` with `x-overflow` on classic and quorum queues, as RabbitMQ
-//! has them: `drop-head` (the default) keeps the newest ready messages,
+//! `x-max-length` and `x-max-length-bytes` with `x-overflow` on classic and
+//! quorum queues, as RabbitMQ has them: `drop-head` (the default) keeps the
+//! newest ready messages,
 //! `reject-publish` nacks what does not fit, a waiting consumer takes
 //! messages before the limit counts them, and what was dropped stays dropped
 //! across a restart. Every test runs on both queue types.
@@ -198,6 +199,37 @@ async fn dropped_persistent_messages_stay_dropped_after_a_restart() {
     for q in &names {
         wait_ready(&ch, q, 2).await;
         assert_eq!(drain(&ch, q).await, vec!["m4", "m5"], "{q}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bytes_limit_counts_the_bodies_of_ready_messages() {
+    let s = TestServer::start().await;
+    let (_c, ch) = s.channel().await;
+    confirms(&ch).await;
+    for kind in KINDS {
+        for overflow in ["drop-head", "reject-publish"] {
+            let mut args = FieldTable::default();
+            args.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(5));
+            args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+            args.insert(
+                "x-overflow".into(),
+                AMQPValue::LongString(LongString::from(overflow)),
+            );
+            let q = format!("bytes-{overflow}-{kind}");
+            ch.queue_declare(q.as_str().into(), durable(), args)
+                .await
+                .expect("declare");
+            // Bodies of 2 bytes: two fit in 5, a third does not.
+            let acks = publish_range(&ch, &q, 0..4, persistent()).await;
+            let (want_acks, want_left) = match overflow {
+                "drop-head" => (vec![true; 4], vec!["m2", "m3"]),
+                _ => (vec![true, true, false, false], vec!["m0", "m1"]),
+            };
+            assert_eq!(acks, want_acks, "{kind} {overflow}");
+            assert_eq!(drain(&ch, &q).await, want_left, "{kind} {overflow}");
+        }
     }
     s.stop().await;
 }

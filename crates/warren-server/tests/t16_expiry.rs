@@ -6,7 +6,8 @@
 //! can take the message at once and expires it otherwise. Deadlines are
 //! kept on disk: a restart does not make a message live longer. Every test
 //! but the paged backlog's (a classic queue's paging) runs on both queue
-//! types.
+//! types. A classic queue with `x-expires` goes when it has been unused
+//! (no consumer, fetch or declaration) that long.
 
 mod common;
 
@@ -265,5 +266,64 @@ async fn an_invalid_expiration_closes_the_channel_with_406() {
         assert!(text(&e).contains(want), "{value}: {e}");
     }
     assert_eq!(count(&ch, &q).await, 0, "nothing was enqueued");
+    s.stop().await;
+}
+
+/// True when a mandatory publish to `queue` through the default exchange
+/// comes back unroutable: the queue is gone. Publishing does not count as
+/// using a queue, so asking this way does not keep it alive (a passive
+/// declaration would).
+async fn gone(ch: &Channel, queue: &str) -> bool {
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            lapin::options::BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            b"probe",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    confirm.take_message().is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unused_queue_with_x_expires_goes_and_a_consumer_keeps_it() {
+    let s = TestServer::start().await;
+    let (_c, ch) = s.channel().await;
+    confirms(&ch).await;
+    let declare = |name: &'static str| {
+        let ch = ch.clone();
+        async move {
+            let mut args = FieldTable::default();
+            args.insert("x-expires".into(), AMQPValue::LongLongInt(300));
+            ch.queue_declare(name.into(), durable(), args)
+                .await
+                .expect("declare");
+        }
+    };
+    declare("unused").await;
+    publish_confirmed(&ch, "", "unused", b"m", persistent()).await;
+    wait_for_async("the unused queue to go", || gone(&ch, "unused")).await;
+
+    declare("consumed").await;
+    let (_c2, cons) = s.channel().await;
+    let mut consumer = consume(&cons, "consumed", "c", true).await;
+    // Well past its x-expires, a consumer keeps it.
+    assert!(nothing_for(&mut consumer, Duration::from_millis(900)).await);
+    assert!(!gone(&ch, "consumed").await, "a queue with a consumer stays");
+    assert_eq!(&next(&mut consumer).await.data[..], b"probe");
+    cons.basic_cancel("c".into(), Default::default())
+        .await
+        .expect("cancel");
+    wait_for_async("the queue to go after its last consumer", || {
+        gone(&ch, "consumed")
+    })
+    .await;
     s.stop().await;
 }

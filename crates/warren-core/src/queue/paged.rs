@@ -24,6 +24,8 @@ struct PagedSeq {
     /// The message's deadline (see [`Message::expires`]): a paged message
     /// expires at the head without its body being read.
     expires: Option<u64>,
+    /// Its body's size, for `x-max-length-bytes`.
+    size: u32,
 }
 
 /// Messages of the ready list that are not in memory (or only pinned).
@@ -33,6 +35,12 @@ pub struct PagedTail {
     pinned: BTreeMap<Seq, Message>,
     pinned_bytes: usize,
     unpinned_upto: Seq,
+    /// Body bytes of every paged message (what `x-max-length-bytes` counts).
+    body_bytes: u64,
+}
+
+fn body_size(msg: &Message) -> u32 {
+    u32::try_from(msg.body().len()).unwrap_or(u32::MAX)
 }
 
 impl PagedTail {
@@ -46,6 +54,11 @@ impl PagedTail {
         self.seqs.is_empty()
     }
 
+    /// Body bytes of the paged messages.
+    pub fn body_bytes(&self) -> u64 {
+        self.body_bytes
+    }
+
     /// Memory this tail holds: pinned bodies and seq entries.
     pub fn memory_bytes(&self) -> usize {
         self.pinned_bytes + self.seqs.len() * PAGED_OVERHEAD
@@ -55,21 +68,36 @@ impl PagedTail {
     pub(crate) fn push_pinned(&mut self, seq: Seq, msg: Message, redelivered: bool) {
         self.pinned_bytes += msg.memory_size();
         let expires = msg.expires();
+        let size = body_size(&msg);
         self.pinned.insert(seq, msg);
-        self.seqs.push_back(PagedSeq {
+        self.push(PagedSeq {
             seq,
             redelivered,
             expires,
+            size,
         });
     }
 
-    /// Appends a message known to be on disk only (recovery).
-    pub(crate) fn push_on_disk(&mut self, seq: Seq, redelivered: bool, expires: Option<u64>) {
-        self.seqs.push_back(PagedSeq {
+    /// Appends a message known to be on disk only (recovery); only its
+    /// seq, deadline and size stay in memory.
+    pub(crate) fn push_on_disk(&mut self, seq: Seq, redelivered: bool, msg: &Message) {
+        self.push(PagedSeq {
             seq,
             redelivered,
-            expires,
+            expires: msg.expires(),
+            size: body_size(msg),
         });
+    }
+
+    fn push(&mut self, p: PagedSeq) {
+        self.body_bytes += u64::from(p.size);
+        self.seqs.push_back(p);
+    }
+
+    fn pop(&mut self) -> Option<PagedSeq> {
+        let p = self.seqs.pop_front()?;
+        self.body_bytes -= u64::from(p.size);
+        Some(p)
     }
 
     /// The deadline of the first paged message, if it has one.
@@ -119,7 +147,7 @@ impl PagedTail {
         let mut out = Vec::with_capacity(max.min(self.seqs.len()));
         let mut missing = Vec::new();
         for _ in 0..max {
-            let Some(p) = self.seqs.pop_front() else {
+            let Some(p) = self.pop() else {
                 break;
             };
             let msg = match self.pinned.remove(&p.seq) {
@@ -140,7 +168,7 @@ impl PagedTail {
     /// Removes the first paged message; returns its seq (a pinned body is
     /// dropped with it).
     pub(crate) fn pop_front(&mut self) -> Option<Seq> {
-        let p = self.seqs.pop_front()?;
+        let p = self.pop()?;
         if let Some(m) = self.pinned.remove(&p.seq) {
             self.pinned_bytes -= m.memory_size();
         }
@@ -151,6 +179,7 @@ impl PagedTail {
     pub(crate) fn drain(&mut self) -> Vec<Seq> {
         self.pinned.clear();
         self.pinned_bytes = 0;
+        self.body_bytes = 0;
         self.seqs.drain(..).map(|p| p.seq).collect()
     }
 }

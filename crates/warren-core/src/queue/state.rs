@@ -117,7 +117,13 @@ pub struct QueueState {
     next_consumer: usize,
     next_seq: Seq,
     ready_bytes: usize,
+    /// Body bytes of the in-memory ready messages (`x-max-length-bytes`).
+    ready_body: u64,
     unacked_bytes: usize,
+}
+
+fn body_len(msg: &Message) -> u64 {
+    msg.body().len() as u64
 }
 
 impl QueueState {
@@ -147,6 +153,7 @@ impl QueueState {
             return seq;
         }
         self.ready_bytes += msg.memory_size();
+        self.ready_body += body_len(&msg);
         self.ready.push_back(Entry {
             seq,
             msg,
@@ -169,13 +176,14 @@ impl QueueState {
         self.next_seq = self.next_seq.max(seq + 1);
         if keep_body && self.paged.is_empty() && self.ready_bytes <= self.budget {
             self.ready_bytes += msg.memory_size();
+            self.ready_body += body_len(&msg);
             self.ready.push_back(Entry {
                 seq,
                 msg,
                 redelivered: true,
             });
         } else {
-            self.paged.push_on_disk(seq, true, msg.expires());
+            self.paged.push_on_disk(seq, true, &msg);
         }
     }
 
@@ -187,6 +195,15 @@ impl QueueState {
     /// Messages ready for delivery (in memory or paged).
     pub fn ready_len(&self) -> usize {
         self.ready.len() + self.paged.len()
+    }
+
+    /// Messages ready for delivery and their body bytes: what a length
+    /// limit counts.
+    pub fn ready(&self) -> super::limits::Ready {
+        super::limits::Ready {
+            len: self.ready_len(),
+            bytes: self.ready_body + self.paged.body_bytes(),
+        }
     }
 
     /// Drops the bodies of paged messages with seq <= `durable_upto` for which
@@ -218,6 +235,7 @@ impl QueueState {
         let (loaded, missing) = self.paged.take(batch, read);
         for (seq, msg, redelivered) in loaded {
             self.ready_bytes += msg.memory_size();
+            self.ready_body += body_len(&msg);
             self.ready.push_back(Entry {
                 seq,
                 msg,
@@ -305,6 +323,7 @@ impl QueueState {
         let entry = self.ready.pop_front()?;
         let size = entry.msg.memory_size();
         self.ready_bytes -= size;
+        self.ready_body -= body_len(&entry.msg);
         let c = &mut self.consumers[i];
         let delivery = Delivery {
             consumer: c.spec.id,
@@ -373,6 +392,7 @@ impl QueueState {
         let entry = self.ready.pop_front()?;
         let size = entry.msg.memory_size();
         self.ready_bytes -= size;
+        self.ready_body -= body_len(&entry.msg);
         if !no_ack {
             self.unacked_bytes += size;
             self.unacked.insert(
@@ -424,6 +444,7 @@ impl QueueState {
         for mut e in back.into_iter().rev() {
             e.redelivered = true;
             self.ready_bytes += e.msg.memory_size();
+            self.ready_body += body_len(&e.msg);
             // Usually all requeued seqs precede every ready one: O(1) at the front.
             if self.ready.front().is_none_or(|f| e.seq < f.seq) {
                 self.ready.push_front(e);
@@ -463,6 +484,7 @@ impl QueueState {
     /// be deleted.
     pub fn purge(&mut self) -> (Vec<Entry>, Vec<Seq>) {
         self.ready_bytes = 0;
+        self.ready_body = 0;
         (self.ready.drain(..).collect(), self.paged.drain())
     }
 
@@ -473,6 +495,7 @@ impl QueueState {
         match self.ready.pop_front() {
             Some(e) => {
                 self.ready_bytes -= e.msg.memory_size();
+                self.ready_body -= body_len(&e.msg);
                 Some(Dropped::Entry(e))
             }
             None => self.paged.pop_front().map(Dropped::Paged),
@@ -511,6 +534,7 @@ impl QueueState {
         let mut all: Vec<Entry> = self.ready.drain(..).collect();
         all.extend(self.unacked.drain().map(|(_, u)| u.entry));
         self.ready_bytes = 0;
+        self.ready_body = 0;
         self.unacked_bytes = 0;
         all
     }

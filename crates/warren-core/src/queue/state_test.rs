@@ -335,3 +335,30 @@ fn a_paged_message_expires_without_its_body() {
     assert!(q.expire_head(100).is_none());
     assert_eq!(q.ready_len(), 1);
 }
+
+#[test]
+fn ready_bytes_count_bodies_in_memory_and_paged() {
+    let mut q = QueueState::new();
+    q.set_page_budget(persistent("xx").memory_size());
+    for s in 1..=4 {
+        let keep = !q.over_budget();
+        q.recover(s, persistent(&"b".repeat(s as usize)), keep);
+    }
+    assert!(q.paged_len() > 0, "part of it is paged");
+    assert_eq!((q.ready().len, q.ready().bytes), (4, 1 + 2 + 3 + 4));
+    q.consume(spec(1, 1, 1), "q", "/").expect("consume");
+    let d = q.next_delivery(&mut |_| true).expect("delivery");
+    assert_eq!(q.ready().bytes, 2 + 3 + 4, "a delivered body leaves the count");
+    q.requeue(ch(1), &[d.entry.seq]);
+    assert_eq!(q.ready().bytes, 1 + 2 + 3 + 4, "a requeued one comes back");
+    q.cancel(1);
+    assert!(matches!(q.drop_head(), Some(Dropped::Entry(_))));
+    while q.ready().len > q.paged_len() {
+        q.drop_head();
+    }
+    let before = q.ready().bytes;
+    assert!(matches!(q.drop_head(), Some(Dropped::Paged(_))));
+    assert!(q.ready().bytes < before, "a paged body leaves the count too");
+    q.purge();
+    assert_eq!(q.ready().bytes, 0);
+}

@@ -27,7 +27,7 @@ impl QuorumState {
                 }
                 // A refused publish leaves no trace, not even its sequence
                 // number: re-sent after a leader change, it is judged again.
-                if self.config.limits.refuses(self.ready.len()) {
+                if self.config.limits.refuses(self.ready_count(), u64::from(size)) {
                     return Applied::new(Reply::Rejected);
                 }
                 if let Some(p) = publisher {
@@ -116,10 +116,19 @@ impl QuorumState {
         out
     }
 
+    /// What a length limit counts: ready messages and their bytes.
+    fn ready_count(&self) -> crate::queue::limits::Ready {
+        crate::queue::limits::Ready {
+            len: self.ready.len(),
+            bytes: self.ready_bytes,
+        }
+    }
+
     /// `drop-head`: after an enqueue and the dispatch that may hand it to a
-    /// waiting consumer, the oldest ready messages over `x-max-length` go.
+    /// waiting consumer, the oldest ready messages over `x-max-length` or
+    /// `x-max-length-bytes` go.
     fn drop_excess(&mut self, out: &mut Applied) {
-        for _ in 0..self.config.limits.excess(self.ready.len()) {
+        while self.config.limits.over(self.ready_count()) {
             let Some(m) = self.ready.pop_front() else {
                 break;
             };

@@ -217,15 +217,22 @@ impl Ledger {
         if let Reply::Enqueued(Some(id)) = a.reply {
             assert!(self.enqueued.insert(id), "id {id} given twice");
         }
-        // A length limit holds after every enqueue, by dropping or refusing.
+        // The length limits hold after every enqueue, by dropping or refusing.
         let limits = s.config().limits;
-        if let (Command::Enqueue { .. }, Some(max)) = (cmd, limits.max_length) {
+        if let Command::Enqueue { size, .. } = cmd {
+            let max = limits.max_length.unwrap_or(u64::MAX);
+            let max_bytes = limits.max_bytes.unwrap_or(u64::MAX);
             match a.reply {
                 Reply::Rejected => {
                     assert_eq!(limits.overflow, Overflow::RejectPublish);
-                    assert!(s.ready.len() as u64 >= max);
+                    assert!(
+                        s.ready.len() as u64 >= max
+                            || s.ready_bytes + u64::from(*size) > max_bytes
+                    );
                 }
-                Reply::Enqueued(Some(_)) => assert!(s.ready.len() as u64 <= max),
+                Reply::Enqueued(Some(_)) => {
+                    assert!(s.ready.len() as u64 <= max && s.ready_bytes <= max_bytes);
+                }
                 _ => {}
             }
         }
@@ -315,13 +322,14 @@ proptest! {
         cut in any::<proptest::sample::Index>(),
         limit in proptest::option::of(0u32..3),
         max_length in proptest::option::of(0u64..4),
+        max_bytes in proptest::option::of(0u64..250),
         reject in any::<bool>(),
         message_ttl in proptest::option::of(0u64..20),
     ) {
         let overflow = if reject { Overflow::RejectPublish } else { Overflow::DropHead };
         let config = QuorumConfig {
             delivery_limit: limit,
-            limits: Limits { max_length, overflow },
+            limits: Limits { max_length, overflow, max_bytes },
             message_ttl,
         };
         let mut a = QuorumState::new(config.clone());
@@ -377,9 +385,45 @@ fn limited(max: u64, overflow: Overflow) -> QuorumState {
         limits: Limits {
             max_length: Some(max),
             overflow,
+            max_bytes: None,
         },
         ..QuorumConfig::default()
     })
+}
+
+#[test]
+fn a_bytes_limit_drops_or_refuses_by_body_size() {
+    let bytes = |overflow| {
+        QuorumState::new(QuorumConfig {
+            limits: Limits {
+                max_length: None,
+                overflow,
+                max_bytes: Some(25),
+            },
+            ..QuorumConfig::default()
+        })
+    };
+    let mut s = bytes(Overflow::DropHead);
+    for _ in 0..3 {
+        enqueue_expiring(&mut s, None);
+    }
+    assert_eq!((s.ready_len(), s.ready_bytes()), (2, 20), "30 bytes: one went");
+    let mut s = bytes(Overflow::RejectPublish);
+    for _ in 0..2 {
+        enqueue_expiring(&mut s, None);
+    }
+    let big = s.apply(Command::Enqueue {
+        publisher: None,
+        size: 6,
+        expires: None,
+    });
+    assert_eq!(big.reply, Reply::Rejected, "20 + 6 > 25");
+    let small = s.apply(Command::Enqueue {
+        publisher: None,
+        size: 5,
+        expires: None,
+    });
+    assert!(matches!(small.reply, Reply::Enqueued(Some(_))), "20 + 5 fits");
 }
 
 #[test]

@@ -14,7 +14,8 @@
 //! message deletes it; the delete rides in the next batch without its own
 //! sync (losing it in a crash only means a redelivery, never a loss).
 //!
-//! A full queue (`x-max-length`) refuses or drops per publish, by the rule of
+//! A full queue (`x-max-length`, `x-max-length-bytes`) refuses or drops per
+//! publish, by the rule of
 //! [`Limits`]. Reading a paged backlog back is `paging`. Expired messages
 //! (`x-message-ttl`, `expiration`) leave from the head: before every
 //! delivery, fetch and count, and when a timer set for the head's deadline
@@ -74,6 +75,10 @@ struct QueueActor {
     /// The wall clock (Unix ms), read once per burst: what expiry compares
     /// deadlines with.
     now: u64,
+    /// `x-expires`: the queue goes after this long unused.
+    expires: Option<std::time::Duration>,
+    /// Since when nobody used it (no consumer, `basic.get` or declare).
+    unused_since: tokio::time::Instant,
     rx: mpsc::Receiver<QueueMsg>,
     links: HashMap<ConsumerId, ConsumerLink>,
     writer: Writer,
@@ -95,8 +100,9 @@ struct QueueActor {
     stopped: bool,
 }
 
-/// An auto-delete queue lost its last consumer and stopped: its metadata
-/// should go too (only if the name still maps to this id).
+/// An auto-delete queue lost its last consumer, or a queue was unused for
+/// its `x-expires`: its metadata should go (only if the name still maps to
+/// this id), and with it the queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AutoDeleted {
     /// The queue's name.
@@ -169,6 +175,8 @@ pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &ClassicEnv) -> Que
         limits: Limits::of(&def.args),
         ttl: def.args.message_ttl,
         now: crate::clock::unix_ms(),
+        expires: def.args.expires.map(std::time::Duration::from_millis),
+        unused_since: tokio::time::Instant::now(),
         def,
         vhost,
         state,
@@ -200,13 +208,14 @@ impl QueueActor {
     async fn run(mut self) {
         self.account();
         loop {
-            // Woken by the mailbox, or by the head's deadline (nothing to
-            // handle then: the expiry below is the work).
-            let first = match self.state.head_expires() {
+            // Woken by the mailbox, or by the head's deadline or the
+            // queue's own (nothing to handle then: the expiry below is the
+            // work).
+            let first = match self.wake_at() {
                 None => self.rx.recv().await,
                 Some(at) => tokio::select! {
                     m = self.rx.recv() => m,
-                    () = tokio::time::sleep_until(crate::clock::instant_of(at)) => Some(QueueMsg::Wake),
+                    () = tokio::time::sleep_until(at) => Some(QueueMsg::Wake),
                 },
             };
             let Some(first) = first else { break };
@@ -227,6 +236,7 @@ impl QueueActor {
                 self.state.unpin(upto, |m| durable && m.persistent);
                 self.expire_heads();
                 self.page_in_and_dispatch();
+                self.expire_queue();
             }
             if self.delivered != delivered && self.ops_need_sync {
                 // The sync may happen inline on this worker (`flush`): let
@@ -269,6 +279,7 @@ impl QueueActor {
             QueueMsg::Consume { spec, link, reply } => {
                 let id = spec.id;
                 let r = self.state.consume(spec, &self.def.name, &self.vhost);
+                self.used();
                 if r.is_ok() {
                     self.links.insert(id, link);
                     self.had_consumers = true;
@@ -278,6 +289,7 @@ impl QueueActor {
             QueueMsg::Cancel { consumer, reply } => {
                 self.state.cancel(consumer);
                 self.links.remove(&consumer);
+                self.used();
                 if let Some(r) = reply {
                     let _ = r.send(());
                 }
@@ -298,6 +310,7 @@ impl QueueActor {
             QueueMsg::ChannelClosed(channel) => {
                 for id in self.state.channel_closed(channel) {
                     self.links.remove(&id);
+                    self.used();
                 }
                 self.maybe_auto_delete();
             }
@@ -306,6 +319,7 @@ impl QueueActor {
                 no_ack,
                 reply,
             } => {
+                self.used();
                 self.expire_heads();
                 self.page_in();
                 let got = self.state.get(channel, no_ack);
@@ -331,6 +345,8 @@ impl QueueActor {
                 let _ = reply.send(n);
             }
             QueueMsg::Status(reply) => {
+                // A declaration (the counts of its `declare-ok`) uses it.
+                self.used();
                 self.expire_heads();
                 let _ = reply.send((
                     self.state.ready_len() as u32,
@@ -379,7 +395,7 @@ impl QueueActor {
                 // Older expired messages go first: this one may be the head.
                 self.expire_heads();
             }
-            if self.limits.refuses(self.state.ready_len()) {
+            if self.limits.refuses(self.state.ready(), msg.body().len() as u64) {
                 // `reject-publish`: a full queue nacks (under confirms) and
                 // keeps nothing.
                 refused.extend(confirm);
@@ -402,7 +418,7 @@ impl QueueActor {
             if expired {
                 self.deliver_or_expire();
             }
-            if self.limits.excess(self.state.ready_len()) > 0 {
+            if self.limits.over(self.state.ready()) {
                 self.drop_excess();
             }
         }
@@ -427,7 +443,7 @@ impl QueueActor {
     /// dropped message was accepted: its confirm still follows its write.
     fn drop_excess(&mut self) {
         self.dispatch();
-        for _ in 0..self.limits.excess(self.state.ready_len()) {
+        while self.limits.over(self.state.ready()) {
             match self.state.drop_head() {
                 Some(d) => self.discard(d),
                 None => break,

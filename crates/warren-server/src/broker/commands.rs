@@ -304,7 +304,7 @@ impl Broker {
         if let Err(e) = r
             && e.code != ReplyCode::NotFound
         {
-            tracing::warn!(queue = name, cause = %e, "could not delete auto-delete queue");
+            tracing::warn!(queue = name, cause = %e, "could not delete an auto-delete or unused queue");
         }
         self.reconcile().await;
     }

@@ -11,6 +11,7 @@ fn busy_state() -> QuorumSnapshot {
         limits: warren_core::queue::Limits {
             max_length: Some(1000),
             overflow: warren_core::queue::Overflow::RejectPublish,
+            max_bytes: Some(1 << 20),
         },
         message_ttl: Some(60_000),
     });
