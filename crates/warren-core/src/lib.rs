@@ -21,6 +21,8 @@
 //!     disk, owned by the state (a `seq` leaf file holds the sequence number
 //!     both use).
 //! - [`confirms`]: publisher-confirm bookkeeping for one channel.
+//! - [`dead_letter`]: the `x-death` record of a dead-lettered message and
+//!   RabbitMQ's cycle rule, on field tables (the runtime re-encodes them).
 //! - [`vhost`]: [`vhost::VHost`], the metadata of a virtual host, one file per
 //!   concept: `mod.rs` (the type, its lookups, [`vhost::PREDECLARED`],
 //!   [`vhost::Removed`]), `exchanges.rs` (declare, equivalence, delete,
@@ -47,6 +49,7 @@
 
 pub mod binding;
 pub mod confirms;
+pub mod dead_letter;
 pub mod error;
 pub mod exchange;
 pub mod message;

@@ -119,6 +119,8 @@ pub struct QueueState {
     ready_bytes: usize,
     /// Body bytes of the in-memory ready messages (`x-max-length-bytes`).
     ready_body: u64,
+    /// `x-single-active-consumer`: only the oldest consumer gets messages.
+    single_active: bool,
     unacked_bytes: usize,
 }
 
@@ -142,6 +144,13 @@ impl QueueState {
     /// a queue whose messages are written to disk should get a budget.
     pub fn set_page_budget(&mut self, bytes: usize) {
         self.budget = bytes;
+    }
+
+    /// Turns on `x-single-active-consumer`: of the consumers, the one that
+    /// came first takes every delivery and the others wait; when it goes
+    /// (cancel, or its channel closes), the next takes over.
+    pub fn set_single_active(&mut self) {
+        self.single_active = true;
     }
 
     /// Appends a published message; returns its seq.
@@ -278,7 +287,9 @@ impl QueueState {
         queue: &str,
         vhost: &str,
     ) -> Result<(), AmqpError> {
-        if (spec.exclusive && !self.consumers.is_empty())
+        // RabbitMQ refuses an exclusive consume of a single-active-consumer
+        // queue with the same 403.
+        if (spec.exclusive && (self.single_active || !self.consumers.is_empty()))
             || self.consumers.iter().any(|c| c.spec.exclusive)
         {
             return Err(AmqpError::access_refused(format!(
@@ -357,6 +368,11 @@ impl QueueState {
     /// however many there are; a level whose consumers are all full costs a
     /// pass of comparisons over the consumers, never a gate question each.
     fn pick(&self, gate: &mut impl FnMut(&ConsumerSpec) -> bool) -> Option<usize> {
+        if self.single_active {
+            // Consumers are kept in the order they came: the first is active.
+            let c = self.consumers.first()?;
+            return (c.has_credit() && gate(&c.spec)).then_some(0);
+        }
         let n = self.consumers.len();
         for &level in self.levels.keys().rev() {
             for k in 0..n {

@@ -362,3 +362,31 @@ fn ready_bytes_count_bodies_in_memory_and_paged() {
     q.purge();
     assert_eq!(q.ready().bytes, 0);
 }
+
+#[test]
+fn a_single_active_consumer_takes_everything_until_it_goes() {
+    let mut q = QueueState::new();
+    q.set_single_active();
+    q.consume(spec(1, 1, 0), "q", "/").expect("consume");
+    q.consume(spec(2, 2, 0), "q", "/").expect("consume");
+    for i in 0..4 {
+        q.publish(msg(&format!("m{i}")));
+    }
+    let mut to = Vec::new();
+    while let Some(d) = q.next_delivery(&mut |_| true) {
+        to.push(d.consumer);
+    }
+    assert_eq!(to, vec![1; 4], "the first consumer gets every message");
+    // Its channel closes: its messages come back and the next takes over.
+    q.channel_closed(ch(1));
+    let mut to = Vec::new();
+    while let Some(d) = q.next_delivery(&mut |_| true) {
+        to.push((d.consumer, d.entry.redelivered));
+    }
+    assert_eq!(to, vec![(2, true); 4]);
+    // An exclusive consume is refused, as RabbitMQ refuses it.
+    let mut ex = spec(3, 3, 0);
+    ex.exclusive = true;
+    let e = q.consume(ex, "q", "/").expect_err("exclusive on a SAC queue");
+    assert_eq!(e.code, crate::ReplyCode::AccessRefused);
+}

@@ -105,6 +105,7 @@ impl QuorumState {
                 self.drop_consumers(gone)
             }
         };
+        self.activate_next();
         self.dispatch(&mut out, spare);
         if enqueue {
             self.drop_excess(&mut out);
@@ -152,14 +153,22 @@ impl QuorumState {
         if key.is_get() {
             return;
         }
+        let order = self.checkouts;
         let c = self.consumers.entry(key.clone()).or_insert(Consumer {
             node,
             prefetch,
             no_ack,
-            cancelled: false,
+            cancelled: true,
             in_service: false,
             checked: Default::default(),
+            order,
         });
+        if c.cancelled {
+            // New, or back after a cancel: it queues behind the others for
+            // the single active place (a re-attachment keeps its place).
+            c.order = order;
+            self.checkouts += 1;
+        }
         c.node = node;
         c.prefetch = prefetch;
         c.no_ack = no_ack;
@@ -191,6 +200,7 @@ impl QuorumState {
                     cancelled: false,
                     in_service: false,
                     checked: Default::default(),
+                    order: 0,
                 });
             c.checked.insert(msg.id, msg);
             self.checked += 1;
@@ -283,8 +293,12 @@ impl QuorumState {
         done
     }
 
-    /// Puts a consumer that can take a message at the back of the turn.
-    fn enter_service(&mut self, key: &ConsumerKey) {
+    /// Puts a consumer that can take a message at the back of the turn
+    /// (with a single active consumer, only that one).
+    pub(super) fn enter_service(&mut self, key: &ConsumerKey) {
+        if self.config.single_active && !self.is_active(key) {
+            return;
+        }
         if let Some(c) = self.consumers.get_mut(key)
             && !c.in_service
             && c.can_take(key)

@@ -34,6 +34,9 @@
 //!   every entry carries its wall clock, and expiry (`x-message-ttl`, a
 //!   message's `expiration`) compares deadlines with the last one applied,
 //!   at the head of the queue as the classic queue does (`expiry`).
+//! - With `x-single-active-consumer` only the oldest consumer (not
+//!   cancelled) takes deliveries; the next takes over when it goes
+//!   (`active`).
 //! - Credit is the consumer's prefetch (0: unlimited). A no-ack consumer
 //!   holds its deliveries too, until its node settles them once written to
 //!   the client: the runtime gives it a window, so an auto-ack consumer
@@ -45,6 +48,7 @@
 //!
 //! This file holds the state and its read side.
 
+mod active;
 mod apply;
 mod command;
 mod expiry;
@@ -125,6 +129,9 @@ pub struct QuorumConfig {
     /// `x-message-ttl`, milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_ttl: Option<u64>,
+    /// `x-single-active-consumer`: one consumer at a time gets messages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub single_active: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +148,9 @@ struct Consumer {
     in_service: bool,
     /// The messages it holds.
     checked: BTreeMap<MsgId, QMsg>,
+    /// When it checked out, among the queue's consumers (the oldest is the
+    /// single active consumer).
+    order: u64,
 }
 
 impl Consumer {
@@ -172,6 +182,8 @@ pub struct QuorumState {
     /// The log's clock: the last [`Command::Clock`] applied (0: none yet,
     /// and nothing expires).
     now: u64,
+    /// Checkouts so far: the `order` of the next new consumer.
+    checkouts: u64,
 }
 
 impl QuorumState {

@@ -303,9 +303,20 @@ impl Ledger {
                 .zip(service.iter().skip(1))
                 .all(|(a, b)| a != b)
         );
-        // Nobody with credit waits while messages are ready.
+        // Nobody with credit waits while messages are ready (with a single
+        // active consumer, nobody but that one gets any).
+        let sac = s.config().single_active;
         if !s.ready.is_empty() {
-            assert!(s.consumers.iter().all(|(k, c)| !c.can_take(k)));
+            assert!(
+                s.consumers
+                    .iter()
+                    .all(|(k, c)| !c.can_take(k) || (sac && !s.is_active(k)))
+            );
+        }
+        if sac {
+            for d in &a.deliveries {
+                assert!(s.is_active(&d.consumer), "delivery to a waiting consumer");
+            }
         }
     }
 }
@@ -325,12 +336,14 @@ proptest! {
         max_bytes in proptest::option::of(0u64..250),
         reject in any::<bool>(),
         message_ttl in proptest::option::of(0u64..20),
+        single_active in any::<bool>(),
     ) {
         let overflow = if reject { Overflow::RejectPublish } else { Overflow::DropHead };
         let config = QuorumConfig {
             delivery_limit: limit,
             limits: Limits { max_length, overflow, max_bytes },
             message_ttl,
+            single_active,
         };
         let mut a = QuorumState::new(config.clone());
         let mut b = QuorumState::new(config);
@@ -546,4 +559,43 @@ fn a_message_that_arrives_expired_reaches_a_consumer_at_once_or_nobody() {
     let a = enqueue_expiring(&mut old, Some(1));
     assert!(a.removed.is_empty());
     assert_eq!(old.ready_len(), 1);
+}
+
+#[test]
+fn a_single_active_consumer_takes_everything_and_the_next_takes_over() {
+    let mut s = QuorumState::new(QuorumConfig {
+        single_active: true,
+        ..QuorumConfig::default()
+    });
+    consume(&mut s, 1, "a", 0);
+    consume(&mut s, 2, "b", 0);
+    let mut to = Vec::new();
+    for seq in 1..=3 {
+        let a = s.apply(Command::Enqueue {
+            publisher: Some(Publisher { channel: 9, seq }),
+            size: 10,
+            expires: None,
+        });
+        to.extend(a.deliveries.iter().map(|d| d.consumer.tag.to_string()));
+    }
+    assert_eq!(to, vec!["a"; 3]);
+    // `a` re-attaches (a new leader): it keeps its place.
+    consume(&mut s, 1, "a", 0);
+    enqueue(&mut s, 9, 4);
+    assert!(s.is_active(&ConsumerKey::new(1, "a")));
+    // Its channel goes: what it held comes back, and `b` gets it all.
+    let a = s.apply(Command::ChannelDown { channel: 1 });
+    let got: Vec<(String, bool)> = a
+        .deliveries
+        .iter()
+        .map(|d| (d.consumer.tag.to_string(), d.msg.redelivered()))
+        .collect();
+    assert_eq!(got, vec![("b".to_string(), true); 4]);
+    // A consumer that cancels and comes back queues behind the others.
+    consume(&mut s, 3, "c", 0);
+    s.apply(Command::Cancel {
+        consumer: ConsumerKey::new(2, "b"),
+    });
+    consume(&mut s, 2, "b", 0);
+    assert!(s.is_active(&ConsumerKey::new(3, "c")));
 }

@@ -21,6 +21,9 @@ pub struct ConsumerSnapshot {
     pub cancelled: bool,
     /// What it holds, in id order.
     pub checked: Vec<QMsg>,
+    /// Its place among the consumers (the single active consumer's rule).
+    #[serde(default)]
+    pub order: u64,
 }
 
 /// The state of a quorum queue in canonical order.
@@ -41,6 +44,9 @@ pub struct QuorumSnapshot {
     /// The log's clock (see [`super::Command::Clock`]).
     #[serde(default)]
     pub now: u64,
+    /// Checkouts so far (the next consumer's place).
+    #[serde(default)]
+    pub checkouts: u64,
 }
 
 impl QuorumState {
@@ -60,11 +66,13 @@ impl QuorumState {
                     no_ack: c.no_ack,
                     cancelled: c.cancelled,
                     checked: c.checked.values().copied().collect(),
+                    order: c.order,
                 })
                 .collect(),
             service: self.service.iter().cloned().collect(),
             publishers: self.publishers.iter().map(|(c, s)| (*c, *s)).collect(),
             now: self.now,
+            checkouts: self.checkouts,
         }
     }
 
@@ -77,6 +85,7 @@ impl QuorumState {
             ready: s.ready.into(),
             publishers: s.publishers.into_iter().collect(),
             now: s.now,
+            checkouts: s.checkouts,
             ..Self::default()
         };
         for c in s.consumers {
@@ -89,6 +98,7 @@ impl QuorumState {
                     cancelled: c.cancelled,
                     in_service: false,
                     checked: c.checked.into_iter().map(|m| (m.id, m)).collect(),
+                    order: c.order,
                 },
             );
         }

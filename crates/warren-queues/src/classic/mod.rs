@@ -136,6 +136,9 @@ pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &ClassicEnv) -> Que
     if def.durable {
         state.set_page_budget(PAGE_BUDGET);
     }
+    if def.args.single_active_consumer {
+        state.set_single_active();
+    }
     if recover {
         let result = env.store.for_each_message(def.id, |seq, msg| {
             let keep = !state.over_budget();

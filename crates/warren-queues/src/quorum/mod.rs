@@ -210,6 +210,7 @@ fn config_of(def: &QueueDef) -> QuorumConfig {
             .map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
         limits: warren_core::queue::Limits::of(&def.args),
         message_ttl: def.args.message_ttl,
+        single_active: def.args.single_active_consumer,
     }
 }
 

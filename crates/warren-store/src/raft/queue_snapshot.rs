@@ -3,8 +3,8 @@
 //!
 //! **The state** ([`encode_state`]) is binary, format 3: 24 bytes a message
 //! (id, size, delivery count, deadline), so a queue of a million messages
-//! stores 24 MB, not the 45 MB of the JSON of format 1; then the log's
-//! clock. Formats 1 and 2 (no deadlines, no clock) are still read.
+//! stores 24 MB, not the 45 MB of the JSON of format 1; a consumer's
+//! place; then the log's clock and the count of checkouts. Formats 1 and 2 (no deadlines, no clock) are still read.
 //!
 //! **The transfer** is a file, never one buffer: the state, then every live
 //! message's body (id, length, the body's stored encoding), written from a
@@ -67,6 +67,7 @@ pub(super) fn encode_state(s: &QuorumSnapshot) -> Vec<u8> {
             .u32(c.prefetch);
         e.u8(u8::from(c.no_ack) | (u8::from(c.cancelled) << 1));
         msgs(&mut e, &c.checked);
+        e.u64(c.order);
     }
     e.u32(s.service.len() as u32);
     for k in &s.service {
@@ -76,7 +77,7 @@ pub(super) fn encode_state(s: &QuorumSnapshot) -> Vec<u8> {
     for (channel, seq) in &s.publishers {
         e.u64(*channel).u64(*seq);
     }
-    e.u64(s.now);
+    e.u64(s.now).u64(s.checkouts);
     out
 }
 
@@ -128,6 +129,7 @@ pub(super) fn decode_state(b: &[u8]) -> Result<QuorumSnapshot, StoreError> {
             no_ack: flags & 1 != 0,
             cancelled: flags & 2 != 0,
             checked: read_msgs(&mut d, v3)?,
+            order: if v3 { d.u64()? } else { 0 },
         });
     }
     let mut service = Vec::new();
@@ -138,7 +140,7 @@ pub(super) fn decode_state(b: &[u8]) -> Result<QuorumSnapshot, StoreError> {
     for _ in 0..d.u32()? {
         publishers.push((d.u64()?, d.u64()?));
     }
-    let now = if v3 { d.u64()? } else { 0 };
+    let (now, checkouts) = if v3 { (d.u64()?, d.u64()?) } else { (0, 0) };
     if !d.0.is_empty() {
         return Err(corrupt("bytes after the state"));
     }
@@ -150,6 +152,7 @@ pub(super) fn decode_state(b: &[u8]) -> Result<QuorumSnapshot, StoreError> {
         service,
         publishers,
         now,
+        checkouts,
     })
 }
 
