@@ -165,14 +165,15 @@ impl PagedTail {
         (out, missing)
     }
 
-    /// Removes the first paged message; returns its seq (a pinned body is
-    /// dropped with it).
-    pub(crate) fn pop_front(&mut self) -> Option<Seq> {
+    /// Removes the first paged message; returns its seq and its body if it
+    /// was pinned.
+    pub(crate) fn pop_front(&mut self) -> Option<(Seq, Option<Message>)> {
         let p = self.pop()?;
-        if let Some(m) = self.pinned.remove(&p.seq) {
+        let body = self.pinned.remove(&p.seq);
+        if let Some(m) = &body {
             self.pinned_bytes -= m.memory_size();
         }
-        Some(p.seq)
+        Some((p.seq, body))
     }
 
     /// Removes everything; returns the seqs (for deletion from disk).

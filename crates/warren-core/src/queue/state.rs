@@ -97,8 +97,9 @@ pub struct Delivery {
 pub enum Dropped {
     /// Its body was in memory.
     Entry(Entry),
-    /// It was paged: only its seq (its copy on disk, if any, goes too).
-    Paged(Seq),
+    /// It was paged: its seq, and its body if that was still pinned in
+    /// memory (else it is only on disk).
+    Paged(Seq, Option<Message>),
 }
 
 /// Ready list, unacked set and consumers of one queue.
@@ -514,7 +515,10 @@ impl QueueState {
                 self.ready_body -= body_len(&e.msg);
                 Some(Dropped::Entry(e))
             }
-            None => self.paged.pop_front().map(Dropped::Paged),
+            None => self
+                .paged
+                .pop_front()
+                .map(|(seq, body)| Dropped::Paged(seq, body)),
         }
     }
 

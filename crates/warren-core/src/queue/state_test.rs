@@ -253,9 +253,9 @@ fn drop_head_takes_the_oldest_from_memory_then_from_the_paged_tail() {
     }
     assert!(q.memory_bytes() < before, "its body's bytes are released");
     assert!(matches!(q.drop_head(), Some(Dropped::Entry(e)) if e.seq == 2));
-    assert!(matches!(q.drop_head(), Some(Dropped::Paged(3))));
+    assert!(matches!(q.drop_head(), Some(Dropped::Paged(3, None))));
     assert_eq!(q.ready_len(), 1);
-    assert!(matches!(q.drop_head(), Some(Dropped::Paged(4))));
+    assert!(matches!(q.drop_head(), Some(Dropped::Paged(4, None))));
     assert!(q.drop_head().is_none());
     assert_eq!(q.memory_bytes(), 0);
 }
@@ -331,7 +331,7 @@ fn a_paged_message_expires_without_its_body() {
     assert_eq!(q.paged_len(), 2);
     assert!(matches!(q.expire_head(100), Some(Dropped::Entry(e)) if e.seq == 1));
     assert_eq!(q.head_expires(), Some(50), "the paged head's deadline");
-    assert!(matches!(q.expire_head(100), Some(Dropped::Paged(2))));
+    assert!(matches!(q.expire_head(100), Some(Dropped::Paged(2, None))));
     assert!(q.expire_head(100).is_none());
     assert_eq!(q.ready_len(), 1);
 }
@@ -357,7 +357,7 @@ fn ready_bytes_count_bodies_in_memory_and_paged() {
         q.drop_head();
     }
     let before = q.ready().bytes;
-    assert!(matches!(q.drop_head(), Some(Dropped::Paged(_))));
+    assert!(matches!(q.drop_head(), Some(Dropped::Paged(..))));
     assert!(q.ready().bytes < before, "a paged body leaves the count too");
     q.purge();
     assert_eq!(q.ready().bytes, 0);

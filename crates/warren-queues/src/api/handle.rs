@@ -9,7 +9,7 @@ use warren_core::{AmqpError, Name, QueueId, ReplyCode};
 
 use super::events::ConnTx;
 use super::flow::{ByteBudget, ChannelCredit, ConsumerFlow, QueueFlow};
-use super::mailbox::{ConsumerLink, PublishBatch, QueueMsg};
+use super::mailbox::{ConsumerLink, PublishBatch, QueueMsg, Verdict};
 
 /// Why a queue's mailbox closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,14 +199,13 @@ impl QueueHandle {
             .await;
     }
 
-    /// Acks (`requeue == false`, also reject/nack without requeue) or
-    /// requeues messages delivered on `channel`. A queue that is gone has
-    /// nothing left to settle.
-    pub async fn settle(&self, channel: ChannelKey, seqs: Vec<u64>, requeue: bool) {
+    /// Acks, requeues or rejects messages delivered on `channel`. A queue
+    /// that is gone has nothing left to settle.
+    pub async fn settle(&self, channel: ChannelKey, seqs: Vec<u64>, verdict: Verdict) {
         let msg = QueueMsg::Settle {
             channel,
             seqs,
-            requeue,
+            verdict,
         };
         let _ = self.tx.send(msg).await;
     }

@@ -48,6 +48,18 @@ pub struct ConsumerLink {
 /// Result of `basic.get`: the entry and how many messages remain ready.
 pub type GetReply = Result<Option<(Entry, u32)>, AmqpError>;
 
+/// What a consumer's answer does with messages it was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// `basic.ack`: done with.
+    Ack,
+    /// `basic.reject`/`basic.nack` with requeue: back to their places.
+    Requeue,
+    /// `basic.reject`/`basic.nack` without requeue: dropped, or
+    /// dead-lettered by a queue with a dead-letter exchange.
+    Reject,
+}
+
 /// The mailbox protocol of a queue.
 #[derive(Debug)]
 pub enum QueueMsg {
@@ -69,14 +81,14 @@ pub enum QueueMsg {
         /// Answered once the consumer is gone.
         reply: Option<oneshot::Sender<()>>,
     },
-    /// Ack (`requeue == false` also serves reject/nack without requeue) or requeue.
+    /// `basic.ack`, `basic.reject` or `basic.nack`.
     Settle {
         /// The channel the messages were delivered on.
         channel: ChannelKey,
         /// Their seqs.
         seqs: Vec<u64>,
-        /// Put them back instead of removing them.
-        requeue: bool,
+        /// Done with, put back, or refused.
+        verdict: Verdict,
     },
     /// A channel closed: drop its consumers, requeue its unacked messages.
     ChannelClosed(ChannelKey),

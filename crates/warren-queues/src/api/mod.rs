@@ -16,18 +16,21 @@
 //! - [`flow`]: credit between queues and connections (delivery windows,
 //!   channel prefetch, publisher throttling).
 //! - [`backlog`]: when a consumed queue throttles its publishers.
+//! - [`dead_letters`]: what a queue hands to the node to dead-letter.
 //!
 //! This module is the crate's vocabulary: it imports nothing else of the
 //! crate, and every other module builds on it.
 
 pub mod backlog;
+pub mod dead_letters;
 pub mod events;
 pub mod flow;
 pub mod handle;
 pub mod mailbox;
 
 pub use backlog::Backlog;
+pub use dead_letters::{DeadLetterTx, DeadLetters};
 pub use events::{ConnEvent, ConnTx, DeliverEvent};
 pub use flow::{ByteBudget, ChannelCredit, ConsumerFlow, DELIVERY_WINDOW, QueueFlow};
 pub use handle::{Ending, QueueHandle};
-pub use mailbox::{Absent, ConsumerLink, GetReply, PublishBatch, QueueMsg};
+pub use mailbox::{Absent, ConsumerLink, GetReply, PublishBatch, QueueMsg, Verdict};

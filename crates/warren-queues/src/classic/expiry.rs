@@ -14,6 +14,8 @@
 
 use tokio::time::Instant;
 
+use warren_core::dead_letter::Reason;
+
 use super::{AutoDeleted, QueueActor};
 
 impl QueueActor {
@@ -58,7 +60,7 @@ impl QueueActor {
     /// Drops the expired messages at the head, as of this burst's clock.
     pub(super) fn expire_heads(&mut self) {
         while let Some(gone) = self.state.expire_head(self.now) {
-            self.discard(gone);
+            self.discard(gone, Reason::Expired);
         }
     }
 

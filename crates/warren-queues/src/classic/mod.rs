@@ -27,19 +27,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
+use warren_core::dead_letter::Reason;
 use warren_core::queue::{
-    ChannelKey, ConsumerId, ConsumerSpec, Dropped, Entry, Limits, QueueDef, QueueState,
+    ChannelKey, ConsumerId, ConsumerSpec, Dropped, Entry, Limits, Overflow, QueueDef, QueueState,
 };
 use warren_core::{AmqpError, Message, Name, QueueId};
 use warren_store::{Op, Store, Writer};
 
 use crate::api::handle::EndMark;
 use crate::api::{
-    Absent, Backlog, ConnEvent, ConnTx, ConsumerLink, DeliverEvent, Ending, PublishBatch,
-    QueueFlow, QueueHandle, QueueMsg,
+    Absent, Backlog, ConnEvent, ConnTx, ConsumerLink, DeadLetterTx, DeadLetters, DeliverEvent,
+    Ending, PublishBatch, QueueFlow, QueueHandle, QueueMsg, Verdict,
 };
 use crate::memory::Memory;
 
+mod dead_letter;
 mod expiry;
 mod paging;
 
@@ -75,6 +77,12 @@ struct QueueActor {
     /// The wall clock (Unix ms), read once per burst: what expiry compares
     /// deadlines with.
     now: u64,
+    /// `x-dead-letter-exchange` and `x-dead-letter-routing-key`.
+    dlx: Option<(String, Option<String>)>,
+    /// What this burst dead-lettered, sent to the node after it.
+    dead: Vec<DeadLetters>,
+    /// The node's dead-letter publisher.
+    dead_tx: Option<DeadLetterTx>,
     /// `x-expires`: the queue goes after this long unused.
     expires: Option<std::time::Duration>,
     /// Since when nobody used it (no consumer, `basic.get` or declare).
@@ -124,6 +132,8 @@ pub struct ClassicEnv {
     pub auto_deleted: mpsc::UnboundedSender<AutoDeleted>,
     /// Where the actor's task is tracked.
     pub tasks: TaskTracker,
+    /// The node's dead-letter publisher (`None`: dead letters are dropped).
+    pub dead_letters: Option<DeadLetterTx>,
 }
 
 /// Starts the actor of a queue; a durable queue first recovers its messages
@@ -179,6 +189,13 @@ pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &ClassicEnv) -> Que
         ttl: def.args.message_ttl,
         now: crate::clock::unix_ms(),
         expires: def.args.expires.map(std::time::Duration::from_millis),
+        dlx: def
+            .args
+            .dead_letter_exchange
+            .clone()
+            .map(|x| (x, def.args.dead_letter_routing_key.clone())),
+        dead: Vec::new(),
+        dead_tx: env.dead_letters.clone(),
         unused_since: tokio::time::Instant::now(),
         def,
         vhost,
@@ -248,6 +265,7 @@ impl QueueActor {
                 tokio::task::yield_now().await;
             }
             self.flush().await;
+            self.send_dead_letters().await;
             self.account();
             self.flow.update(
                 &mut self.backlog,
@@ -301,15 +319,18 @@ impl QueueActor {
             QueueMsg::Settle {
                 channel,
                 seqs,
-                requeue,
-            } => {
-                if requeue {
-                    self.state.requeue(channel, &seqs);
-                } else {
+                verdict,
+            } => match verdict {
+                Verdict::Requeue => self.state.requeue(channel, &seqs),
+                Verdict::Ack => {
                     let gone = self.state.settle(channel, &seqs);
                     self.forget(gone);
                 }
-            }
+                Verdict::Reject => {
+                    let gone = self.state.settle(channel, &seqs);
+                    self.dead_letter_or_forget(Reason::Rejected, gone);
+                }
+            },
             QueueMsg::ChannelClosed(channel) => {
                 for id in self.state.channel_closed(channel) {
                     self.links.remove(&id);
@@ -400,8 +421,11 @@ impl QueueActor {
             }
             if self.limits.refuses(self.state.ready(), msg.body().len() as u64) {
                 // `reject-publish`: a full queue nacks (under confirms) and
-                // keeps nothing.
+                // keeps nothing; `reject-publish-dlx` dead-letters it too.
                 refused.extend(confirm);
+                if self.limits.overflow == Overflow::RejectPublishDlx {
+                    self.dead_letter(Reason::Maxlen, vec![(0, msg, false)]);
+                }
                 continue;
             }
             let persist = self.persists(&msg);
@@ -448,24 +472,25 @@ impl QueueActor {
         self.dispatch();
         while self.limits.over(self.state.ready()) {
             match self.state.drop_head() {
-                Some(d) => self.discard(d),
+                Some(d) => self.discard(d, Reason::Maxlen),
                 None => break,
             }
         }
     }
 
-    /// A message dropped from the head (over the limit, or expired): its
-    /// disk copy goes.
-    fn discard(&mut self, dropped: Dropped) {
+    /// A message dropped from the head (over the limit, or expired): it is
+    /// dead-lettered, or its disk copy goes.
+    fn discard(&mut self, dropped: Dropped, why: Reason) {
         match dropped {
-            Dropped::Entry(e) => self.forget(vec![e]),
-            Dropped::Paged(seq) if self.def.durable => {
+            Dropped::Entry(e) => self.dead_letter_or_forget(why, vec![e]),
+            Dropped::Paged(seq, body) if self.dlx.is_some() => self.dead_letter_paged(why, seq, body),
+            Dropped::Paged(seq, _) if self.def.durable => {
                 self.ops.push(Op::DeleteMessage {
                     queue: self.def.id,
                     seq,
                 });
             }
-            Dropped::Paged(_) => {}
+            Dropped::Paged(..) => {}
         }
     }
 
@@ -547,7 +572,7 @@ impl QueueActor {
         }
         self.forget(settled);
         for gone in expired {
-            self.discard(gone);
+            self.discard(gone, Reason::Expired);
         }
         self.delivered += delivered as u64;
         delivered

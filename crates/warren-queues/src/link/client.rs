@@ -31,6 +31,7 @@ use super::pending::Pending;
 use super::wire::{channel_from, channel_to, frames, message_from, message_to, up_bytes};
 use crate::api::{
     Absent, ByteBudget, ConnEvent, ConnTx, ConsumerFlow, DeliverEvent, QueueHandle, QueueMsg,
+    Verdict,
 };
 use crate::memory::Memory;
 
@@ -225,11 +226,12 @@ impl State {
             QueueMsg::Settle {
                 channel,
                 seqs,
-                requeue,
+                verdict,
             } => push(Op::Settle(pb::Settle {
                 channel: Some(channel_to(channel)),
                 seqs,
-                requeue,
+                requeue: verdict == Verdict::Requeue,
+                reject: verdict == Verdict::Reject,
             })),
             QueueMsg::ChannelClosed(key) => {
                 self.consumers.retain(|(ch, _), _| *ch != key.id);
@@ -349,6 +351,7 @@ impl State {
                             channel: Some(channel_to(channel)),
                             seqs: vec![d.seq],
                             requeue: true,
+                            reject: false,
                         })),
                     });
                 }

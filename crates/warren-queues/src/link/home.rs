@@ -29,7 +29,7 @@ use super::wire::{
 };
 use crate::api::{
     ChannelCredit, ConnEvent, ConnTx, ConsumerFlow, ConsumerLink, DELIVERY_WINDOW, PublishBatch,
-    QueueHandle, QueueMsg,
+    QueueHandle, QueueMsg, Verdict,
 };
 use crate::ids::Ids;
 
@@ -359,7 +359,11 @@ impl Link {
                         QueueMsg::Settle {
                             channel: key,
                             seqs: s.seqs,
-                            requeue: s.requeue,
+                            verdict: match (s.requeue, s.reject) {
+                                (true, _) => Verdict::Requeue,
+                                (false, true) => Verdict::Reject,
+                                (false, false) => Verdict::Ack,
+                            },
                         },
                     )
                     .await;

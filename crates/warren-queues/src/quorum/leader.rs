@@ -24,7 +24,7 @@ use warren_store::raft::queue::{QueueBatch, QueueOp};
 use super::delivery::{Stalled, Waiting, counted};
 use super::held::Held;
 use super::waiters::{Confirms, Done, Waiter, no_body};
-use crate::api::{ConnEvent, ConsumerLink, DELIVERY_WINDOW, DeliverEvent, QueueMsg};
+use crate::api::{ConnEvent, ConsumerLink, DELIVERY_WINDOW, DeliverEvent, QueueMsg, Verdict};
 
 /// Proposals of one group awaiting their commit at once. One: openraft
 /// 0.9's core waits for each append's flush before it takes the next
@@ -186,18 +186,13 @@ impl Leading {
             QueueMsg::Settle {
                 channel,
                 seqs,
-                requeue,
+                verdict,
             } => {
-                let cmd = if requeue {
-                    Command::Return {
-                        channel: channel.id,
-                        ids: seqs,
-                    }
-                } else {
-                    Command::Settle {
-                        channel: channel.id,
-                        ids: seqs,
-                    }
+                let (channel, ids) = (channel.id, seqs);
+                let cmd = match verdict {
+                    Verdict::Ack => Command::Settle { channel, ids },
+                    Verdict::Requeue => Command::Return { channel, ids },
+                    Verdict::Reject => Command::Discard { channel, ids },
                 };
                 self.push(QueueOp::Command(cmd), Waiter::None);
             }

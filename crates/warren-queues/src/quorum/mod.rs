@@ -441,13 +441,13 @@ impl Front {
             QueueMsg::Settle {
                 channel,
                 seqs,
-                requeue,
+                verdict,
             } => {
                 self.held.settled(channel.id, &seqs);
                 let msg = QueueMsg::Settle {
                     channel,
                     seqs,
-                    requeue,
+                    verdict,
                 };
                 self.send_on(msg).await;
             }

@@ -8,6 +8,7 @@
 //!   single-node store).
 //! - [`follow`]: keeping the queue registry in step with what is applied.
 //! - [`health`]: the group leader declaring silent nodes down.
+//! - `dead_letter`: re-publishing what queues dead-letter.
 //!
 //! Lock order: the metadata replica's lock, then the queue registry's, then
 //! anything else; none is held across an `.await` (see docs/architecture.md).
@@ -15,6 +16,7 @@
 //! its log on the same RocksDB.
 
 mod commands;
+mod dead_letter;
 mod follow;
 mod health;
 mod join;
@@ -49,6 +51,9 @@ use crate::error::ServerError;
 
 /// The only vhost until vhosts are manageable.
 pub const DEFAULT_VHOST: &str = warren_core::meta::DEFAULT_VHOST;
+/// Batches of dead letters queued for the node's publisher before a queue
+/// that dead-letters waits.
+const DEAD_LETTER_BATCHES: usize = 64;
 
 /// What routing reads: the metadata replica and the node's queue handles,
 /// locked in that order.
@@ -137,12 +142,14 @@ impl Broker {
             "node starting"
         );
         let (auto_deleted, auto_deleted_rx) = mpsc::unbounded_channel();
+        let (dead_letters, dead_letters_rx) = mpsc::channel(DEAD_LETTER_BATCHES);
         let env = ClassicEnv {
             writer: writer.clone(),
             store: store.clone(),
             memory: memory.clone(),
             auto_deleted,
             tasks: TaskTracker::new(),
+            dead_letters: Some(dead_letters),
         };
         let channels = Arc::new(LiveChannels::default());
         let quorum = QuorumEnv {
@@ -188,6 +195,11 @@ impl Broker {
         tokio::spawn(forget_auto_deleted(
             Arc::downgrade(&broker),
             auto_deleted_rx,
+        ));
+        tokio::spawn(dead_letter::run(
+            Arc::downgrade(&broker),
+            dead_letters_rx,
+            broker.writer.clone(),
         ));
         Ok(broker)
     }

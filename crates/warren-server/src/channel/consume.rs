@@ -7,6 +7,7 @@ use warren_amqp::encode;
 use warren_core::queue::ConsumerSpec;
 use warren_core::{AmqpError, Name, ReplyCode};
 use warren_queues::DeliverEvent;
+use warren_queues::api::Verdict;
 
 use super::ctx::{ConnCtx, HOLD_IN_HAND};
 use super::{Channel, ChannelConsumer, Mode, Unacked, reply};
@@ -130,7 +131,7 @@ impl Channel {
             if ev.needs_ack
                 && let Some(c) = self.queues_used.get(&ev.queue).cloned()
             {
-                ctx.settle(&c, self.key, ev.seq, true);
+                ctx.settle(&c, self.key, ev.seq, Verdict::Requeue);
             }
             ev.flow.release();
             return;
@@ -242,7 +243,12 @@ impl Channel {
             }
             if let Some(h) = self.queues_used.get(&u.queue) {
                 let h = h.clone();
-                ctx.settle(&h, self.key, u.seq, requeue.unwrap_or(false));
+                let verdict = match requeue {
+                    None => Verdict::Ack,
+                    Some(true) => Verdict::Requeue,
+                    Some(false) => Verdict::Reject,
+                };
+                ctx.settle(&h, self.key, u.seq, verdict);
             }
         }
         if self.credit.release(released) {

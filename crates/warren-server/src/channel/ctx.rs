@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use warren_core::queue::ChannelKey;
 use warren_core::{Message, QueueId};
-use warren_queues::api::PublishBatch;
+use warren_queues::api::{PublishBatch, Verdict};
 use warren_queues::{ConnEvent, ConnTx, QueueFlow, QueueHandle};
 
 use crate::broker::Broker;
@@ -69,8 +69,8 @@ pub struct ConnCtx {
     /// Publishes of the current burst to queues without a handle yet, in
     /// order.
     pub unresolved: Vec<(QueueId, Item)>,
-    /// Settles of the current burst, by (queue, channel, requeue).
-    pub settles: HashMap<(QueueId, ChannelKey, bool), (QueueHandle, Vec<u64>)>,
+    /// Settles of the current burst, by (queue, channel, verdict).
+    pub settles: HashMap<(QueueId, ChannelKey, Verdict), (QueueHandle, Vec<u64>)>,
     /// A queue this connection published to is busy: pause reading until it
     /// drains or until the deadline.
     pub throttled_by: Option<(Arc<QueueFlow>, tokio::time::Instant)>,
@@ -153,9 +153,9 @@ impl ConnCtx {
     }
 
     /// Queues a settle (ack, reject, requeue) for the end of the burst.
-    pub fn settle(&mut self, handle: &QueueHandle, channel: ChannelKey, seq: u64, requeue: bool) {
+    pub fn settle(&mut self, handle: &QueueHandle, channel: ChannelKey, seq: u64, verdict: Verdict) {
         self.settles
-            .entry((handle.id(), channel, requeue))
+            .entry((handle.id(), channel, verdict))
             .or_insert_with(|| (handle.clone(), Vec::new()))
             .1
             .push(seq);
@@ -166,8 +166,8 @@ impl ConnCtx {
     /// eventually stops this connection from reading its socket.
     pub async fn flush(&mut self) {
         let settles: Vec<_> = self.settles.drain().collect();
-        for ((_, channel, requeue), (handle, seqs)) in settles {
-            handle.settle(channel, seqs, requeue).await;
+        for ((_, channel, verdict), (handle, seqs)) in settles {
+            handle.settle(channel, seqs, verdict).await;
         }
         if !self.unresolved.is_empty() {
             self.resolve().await;
