@@ -154,7 +154,10 @@ mod tests {
         assert_eq!(*back.expiration(), None);
         assert_eq!(*back.delivery_mode(), Some(2));
         assert_eq!(*back.priority(), Some(3));
-        assert_eq!(back.correlation_id().as_ref().map(|s| s.as_str()), Some("c1"));
+        assert_eq!(
+            back.correlation_id().as_ref().map(|s| s.as_str()),
+            Some("c1")
+        );
         assert_eq!(back.app_id().as_ref().map(|s| s.as_str()), Some("app"));
         assert_eq!(back.headers().as_ref(), Some(&headers));
         assert!(dead_lettered(b"\xff", |_, _| FieldTable::default()).is_none());

@@ -114,7 +114,10 @@ pub fn record_death(headers: Option<&FieldTable>, death: &Death<'_>) -> FieldTab
                 Some(AMQPValue::LongInt(n)) => i64::from(*n),
                 _ => 0,
             };
-            t.insert("count".into(), AMQPValue::LongLongInt(count.saturating_add(1)));
+            t.insert(
+                "count".into(),
+                AMQPValue::LongLongInt(count.saturating_add(1)),
+            );
             FieldTable::from(t)
         }
         None => {

@@ -12,7 +12,9 @@ fn death(reason: Reason, queue: &'static str, time: u64) -> Death<'static> {
 }
 
 fn get<'a>(t: &'a FieldTable, k: &str) -> &'a AMQPValue {
-    t.inner().get(k).unwrap_or_else(|| panic!("no {k} in {t:?}"))
+    t.inner()
+        .get(k)
+        .unwrap_or_else(|| panic!("no {k} in {t:?}"))
 }
 
 fn s(v: &AMQPValue) -> String {
@@ -57,7 +59,11 @@ fn the_first_death_writes_every_field_as_rabbitmq() {
         get(e, "routing-keys"),
         &AMQPValue::FieldArray(FieldArray::from(vec![long_str("task"), long_str("cc-key")]))
     );
-    for (k, want) in [("reason", "expired"), ("queue", "retry"), ("exchange", "work")] {
+    for (k, want) in [
+        ("reason", "expired"),
+        ("queue", "retry"),
+        ("exchange", "work"),
+    ] {
         assert_eq!(s(get(&h, &format!("x-first-death-{k}"))), want);
         assert_eq!(s(get(&h, &format!("x-last-death-{k}"))), want);
     }
@@ -69,7 +75,10 @@ fn deaths_merge_by_queue_and_reason_newest_first() {
     let mut h = None;
     for round in 0..2u64 {
         let r = record_death(h.as_ref(), &death(Reason::Rejected, "work", 10 + round));
-        h = Some(record_death(Some(&r), &death(Reason::Expired, "retry", 20 + round)));
+        h = Some(record_death(
+            Some(&r),
+            &death(Reason::Expired, "retry", 20 + round),
+        ));
     }
     let h = h.expect("headers");
     let list = deaths(&h);

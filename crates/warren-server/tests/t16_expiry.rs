@@ -316,7 +316,10 @@ async fn an_unused_queue_with_x_expires_goes_and_a_consumer_keeps_it() {
     let mut consumer = consume(&cons, "consumed", "c", true).await;
     // Well past its x-expires, a consumer keeps it.
     assert!(nothing_for(&mut consumer, Duration::from_millis(900)).await);
-    assert!(!gone(&ch, "consumed").await, "a queue with a consumer stays");
+    assert!(
+        !gone(&ch, "consumed").await,
+        "a queue with a consumer stays"
+    );
     assert_eq!(&next(&mut consumer).await.data[..], b"probe");
     cons.basic_cancel("c".into(), Default::default())
         .await

@@ -348,7 +348,11 @@ fn ready_bytes_count_bodies_in_memory_and_paged() {
     assert_eq!((q.ready().len, q.ready().bytes), (4, 1 + 2 + 3 + 4));
     q.consume(spec(1, 1, 1), "q", "/").expect("consume");
     let d = q.next_delivery(&mut |_| true).expect("delivery");
-    assert_eq!(q.ready().bytes, 2 + 3 + 4, "a delivered body leaves the count");
+    assert_eq!(
+        q.ready().bytes,
+        2 + 3 + 4,
+        "a delivered body leaves the count"
+    );
     q.requeue(ch(1), &[d.entry.seq]);
     assert_eq!(q.ready().bytes, 1 + 2 + 3 + 4, "a requeued one comes back");
     q.cancel(1);
@@ -358,7 +362,10 @@ fn ready_bytes_count_bodies_in_memory_and_paged() {
     }
     let before = q.ready().bytes;
     assert!(matches!(q.drop_head(), Some(Dropped::Paged(..))));
-    assert!(q.ready().bytes < before, "a paged body leaves the count too");
+    assert!(
+        q.ready().bytes < before,
+        "a paged body leaves the count too"
+    );
     q.purge();
     assert_eq!(q.ready().bytes, 0);
 }
@@ -387,6 +394,8 @@ fn a_single_active_consumer_takes_everything_until_it_goes() {
     // An exclusive consume is refused, as RabbitMQ refuses it.
     let mut ex = spec(3, 3, 0);
     ex.exclusive = true;
-    let e = q.consume(ex, "q", "/").expect_err("exclusive on a SAC queue");
+    let e = q
+        .consume(ex, "q", "/")
+        .expect_err("exclusive on a SAC queue");
     assert_eq!(e.code, crate::ReplyCode::AccessRefused);
 }

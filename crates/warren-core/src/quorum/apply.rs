@@ -27,7 +27,11 @@ impl QuorumState {
                 }
                 // A refused publish leaves no trace, not even its sequence
                 // number: re-sent after a leader change, it is judged again.
-                if self.config.limits.refuses(self.ready_count(), u64::from(size)) {
+                if self
+                    .config
+                    .limits
+                    .refuses(self.ready_count(), u64::from(size))
+                {
                     return Applied::new(Reply::Rejected);
                 }
                 if let Some(p) = publisher {

@@ -226,8 +226,7 @@ impl Ledger {
                 Reply::Rejected => {
                     assert_eq!(limits.overflow, Overflow::RejectPublish);
                     assert!(
-                        s.ready.len() as u64 >= max
-                            || s.ready_bytes + u64::from(*size) > max_bytes
+                        s.ready.len() as u64 >= max || s.ready_bytes + u64::from(*size) > max_bytes
                     );
                 }
                 Reply::Enqueued(Some(_)) => {
@@ -420,7 +419,11 @@ fn a_bytes_limit_drops_or_refuses_by_body_size() {
     for _ in 0..3 {
         enqueue_expiring(&mut s, None);
     }
-    assert_eq!((s.ready_len(), s.ready_bytes()), (2, 20), "30 bytes: one went");
+    assert_eq!(
+        (s.ready_len(), s.ready_bytes()),
+        (2, 20),
+        "30 bytes: one went"
+    );
     let mut s = bytes(Overflow::RejectPublish);
     for _ in 0..2 {
         enqueue_expiring(&mut s, None);
@@ -436,7 +439,10 @@ fn a_bytes_limit_drops_or_refuses_by_body_size() {
         size: 5,
         expires: None,
     });
-    assert!(matches!(small.reply, Reply::Enqueued(Some(_))), "20 + 5 fits");
+    assert!(
+        matches!(small.reply, Reply::Enqueued(Some(_))),
+        "20 + 5 fits"
+    );
 }
 
 #[test]

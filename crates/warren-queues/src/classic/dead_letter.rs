@@ -9,10 +9,10 @@
 //! are sent after the burst: a publisher that falls behind makes the queue
 //! wait, and so its own publishers and consumers.
 
+use warren_core::Message;
 use warren_core::dead_letter::Reason;
 use warren_core::queue::Entry;
 use warren_core::queue::state::Seq;
-use warren_core::Message;
 
 use super::QueueActor;
 use crate::api::DeadLetters;

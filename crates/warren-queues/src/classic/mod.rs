@@ -419,7 +419,10 @@ impl QueueActor {
                 // Older expired messages go first: this one may be the head.
                 self.expire_heads();
             }
-            if self.limits.refuses(self.state.ready(), msg.body().len() as u64) {
+            if self
+                .limits
+                .refuses(self.state.ready(), msg.body().len() as u64)
+            {
                 // `reject-publish`: a full queue nacks (under confirms) and
                 // keeps nothing; `reject-publish-dlx` dead-letters it too.
                 refused.extend(confirm);
@@ -483,7 +486,9 @@ impl QueueActor {
     fn discard(&mut self, dropped: Dropped, why: Reason) {
         match dropped {
             Dropped::Entry(e) => self.dead_letter_or_forget(why, vec![e]),
-            Dropped::Paged(seq, body) if self.dlx.is_some() => self.dead_letter_paged(why, seq, body),
+            Dropped::Paged(seq, body) if self.dlx.is_some() => {
+                self.dead_letter_paged(why, seq, body)
+            }
             Dropped::Paged(seq, _) if self.def.durable => {
                 self.ops.push(Op::DeleteMessage {
                     queue: self.def.id,

@@ -115,34 +115,45 @@ pub(super) async fn run(broker: Weak<Broker>, mut rx: mpsc::Receiver<DeadLetters
 
 /// The dead-lettered form of `msg` and the queues it goes to (`None`: its
 /// properties did not parse, it is dropped).
-fn republish(b: &Broker, batch: &DeadLetters, msg: &Message) -> Option<(Message, Vec<QueueHandle>)> {
+fn republish(
+    b: &Broker,
+    batch: &DeadLetters,
+    msg: &Message,
+) -> Option<(Message, Vec<QueueHandle>)> {
     let time = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let (props, headers) = warren_amqp::properties::dead_lettered(msg.raw_properties(), |h, exp| {
-        let mut routing_keys = vec![msg.routing_key().to_owned()];
-        routing_keys.extend(cc_keys(h));
-        let death = Death {
-            reason: batch.reason,
-            queue: &batch.queue,
-            exchange: &msg.exchange,
-            routing_keys,
-            time,
-            original_expiration: exp,
-        };
-        let recorded = record_death(h, &death);
-        if batch.routing_key.is_some() {
-            without_cc(recorded)
-        } else {
-            recorded
-        }
-    })?;
+    let (props, headers) =
+        warren_amqp::properties::dead_lettered(msg.raw_properties(), |h, exp| {
+            let mut routing_keys = vec![msg.routing_key().to_owned()];
+            routing_keys.extend(cc_keys(h));
+            let death = Death {
+                reason: batch.reason,
+                queue: &batch.queue,
+                exchange: &msg.exchange,
+                routing_keys,
+                time,
+                original_expiration: exp,
+            };
+            let recorded = record_death(h, &death);
+            if batch.routing_key.is_some() {
+                without_cc(recorded)
+            } else {
+                recorded
+            }
+        })?;
     let key = batch.routing_key.as_deref().unwrap_or(msg.routing_key());
     let flags = MessageFlags {
         expires: None,
         ..msg.flags()
     };
-    let new = Message::new(batch.exchange.as_str().into(), key, &props, [msg.body()], flags);
+    let new = Message::new(
+        batch.exchange.as_str().into(),
+        key,
+        &props,
+        [msg.body()],
+        flags,
+    );
     let st = b.read();
     let mut ids: SmallVec<[QueueId; 4]> = SmallVec::new();
     if st
@@ -172,7 +183,9 @@ fn cc_keys(h: Option<&FieldTable>) -> Vec<String> {
             .as_slice()
             .iter()
             .filter_map(|v| match v {
-                AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+                AMQPValue::LongString(s) => {
+                    Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                }
                 _ => None,
             })
             .collect(),

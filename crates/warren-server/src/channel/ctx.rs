@@ -153,7 +153,13 @@ impl ConnCtx {
     }
 
     /// Queues a settle (ack, reject, requeue) for the end of the burst.
-    pub fn settle(&mut self, handle: &QueueHandle, channel: ChannelKey, seq: u64, verdict: Verdict) {
+    pub fn settle(
+        &mut self,
+        handle: &QueueHandle,
+        channel: ChannelKey,
+        seq: u64,
+        verdict: Verdict,
+    ) {
         self.settles
             .entry((handle.id(), channel, verdict))
             .or_insert_with(|| (handle.clone(), Vec::new()))

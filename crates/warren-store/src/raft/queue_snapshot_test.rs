@@ -14,6 +14,7 @@ fn busy_state() -> QuorumSnapshot {
             max_bytes: Some(1 << 20),
         },
         message_ttl: Some(60_000),
+        single_active: true,
     });
     s.apply(Command::Clock {
         now: 1_700_000_000_000,
@@ -67,7 +68,7 @@ fn the_binary_state_reads_back_as_it_was() {
     // 24 bytes a message, whatever the queue holds.
     let held: usize = snap.consumers.iter().map(|c| c.checked.len()).sum();
     // Plus the settings (JSON), the consumers and the clock.
-    assert!(bytes.len() < 240 + (snap.ready.len() + held) * 24 + 3 * 40);
+    assert!(bytes.len() < 300 + (snap.ready.len() + held) * 24 + 3 * 48);
     // The JSON of format 1 is still read.
     let v1 = super::super::encode(&snap).expect("json");
     assert_eq!(decode_state(&v1).expect("decode v1"), snap);
