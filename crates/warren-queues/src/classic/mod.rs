@@ -16,7 +16,8 @@
 //!
 //! A full queue (`x-max-length`, `x-max-length-bytes`) refuses or drops per
 //! publish, by the rule of
-//! [`Limits`]. Reading a paged backlog back is `paging`. Expired messages
+//! [`Limits`] (`publish`). Reading a paged backlog back is `paging`; how
+//! the queue ends is `ending`. Expired messages
 //! (`x-message-ttl`, `expiration`) leave from the head: before every
 //! delivery, fetch and count, and when a timer set for the head's deadline
 //! fires (`expiry`).
@@ -28,22 +29,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use warren_core::dead_letter::Reason;
-use warren_core::queue::{
-    ChannelKey, ConsumerId, ConsumerSpec, Dropped, Entry, Limits, Overflow, QueueDef, QueueState,
-};
+use warren_core::queue::{ChannelKey, ConsumerId, ConsumerSpec, Limits, QueueDef, QueueState};
 use warren_core::{AmqpError, Message, Name, QueueId};
 use warren_store::{Op, Store, Writer};
 
 use crate::api::handle::EndMark;
 use crate::api::{
-    Absent, Backlog, ConnEvent, ConnTx, ConsumerLink, DeadLetterTx, DeadLetters, DeliverEvent,
-    Ending, PublishBatch, QueueFlow, QueueHandle, QueueMsg, Verdict,
+    Backlog, ConnEvent, ConnTx, ConsumerLink, DeadLetterTx, DeadLetters, DeliverEvent, Ending,
+    QueueFlow, QueueHandle, QueueMsg, Verdict,
 };
 use crate::memory::Memory;
 
 mod dead_letter;
+mod ending;
 mod expiry;
 mod paging;
+mod publish;
 
 /// Mailbox depth of a queue, in messages (each may carry a batch).
 const MAILBOX: usize = 256;
@@ -407,110 +408,6 @@ impl QueueActor {
         }
     }
 
-    fn publish(&mut self, batch: PublishBatch) {
-        let mut confirmed = Vec::new();
-        let mut refused = Vec::new();
-        for (mut msg, confirm) in batch.items {
-            if let Some(ttl) = self.ttl {
-                msg.expire_by(warren_core::queue::expiry::deadline(self.now, ttl));
-            }
-            let expired = warren_core::queue::expiry::expired(msg.expires(), self.now);
-            if expired {
-                // Older expired messages go first: this one may be the head.
-                self.expire_heads();
-            }
-            if self
-                .limits
-                .refuses(self.state.ready(), msg.body().len() as u64)
-            {
-                // `reject-publish`: a full queue nacks (under confirms) and
-                // keeps nothing; `reject-publish-dlx` dead-letters it too.
-                refused.extend(confirm);
-                if self.limits.overflow == Overflow::RejectPublishDlx {
-                    self.dead_letter(Reason::Maxlen, vec![(0, msg, false)]);
-                }
-                continue;
-            }
-            let persist = self.persists(&msg);
-            let seq = self.state.publish(msg.clone());
-            if persist {
-                self.ops.push(Op::PutMessage {
-                    queue: self.def.id,
-                    seq,
-                    msg,
-                });
-                self.ops_need_sync = true;
-                self.burst_max_put = seq;
-            }
-            if let Some(c) = confirm {
-                confirmed.push(c);
-            }
-            if expired {
-                self.deliver_or_expire();
-            }
-            if self.limits.over(self.state.ready()) {
-                self.drop_excess();
-            }
-        }
-        let Some((conn, tx)) = batch.from else {
-            return;
-        };
-        if !refused.is_empty() {
-            release_confirms(vec![(conn, tx.clone(), refused)], false);
-        }
-        if confirmed.is_empty() {
-            return;
-        }
-        match self.confirms.iter_mut().find(|(id, _, _)| *id == conn) {
-            Some((_, _, list)) => list.extend(confirmed),
-            None => self.confirms.push((conn, tx, confirmed)),
-        }
-    }
-
-    /// `drop-head`: a queue past its `x-max-length` first hands what it can
-    /// to waiting consumers (RabbitMQ delivers before it enqueues), then
-    /// drops its oldest ready messages until it is within the limit. A
-    /// dropped message was accepted: its confirm still follows its write.
-    fn drop_excess(&mut self) {
-        self.dispatch();
-        while self.limits.over(self.state.ready()) {
-            match self.state.drop_head() {
-                Some(d) => self.discard(d, Reason::Maxlen),
-                None => break,
-            }
-        }
-    }
-
-    /// A message dropped from the head (over the limit, or expired): it is
-    /// dead-lettered, or its disk copy goes.
-    fn discard(&mut self, dropped: Dropped, why: Reason) {
-        match dropped {
-            Dropped::Entry(e) => self.dead_letter_or_forget(why, vec![e]),
-            Dropped::Paged(seq, body) if self.dlx.is_some() => {
-                self.dead_letter_paged(why, seq, body)
-            }
-            Dropped::Paged(seq, _) if self.def.durable => {
-                self.ops.push(Op::DeleteMessage {
-                    queue: self.def.id,
-                    seq,
-                });
-            }
-            Dropped::Paged(..) => {}
-        }
-    }
-
-    /// Messages that left the queue for good: delete their disk copies.
-    fn forget(&mut self, gone: Vec<Entry>) {
-        for e in gone {
-            if self.persists(&e.msg) {
-                self.ops.push(Op::DeleteMessage {
-                    queue: self.def.id,
-                    seq: e.seq,
-                });
-            }
-        }
-    }
-
     /// Hands ready messages to consumers with credit; how many it handed.
     /// Expired messages reaching the head on the way are dropped, never
     /// delivered.
@@ -618,68 +515,6 @@ impl QueueActor {
         let done: Option<warren_store::WriteDone> = waits.then(|| Box::new(finish) as _);
         if let Err(e) = self.writer.submit(ops, sync, done).await {
             tracing::error!(queue = %self.def.name, cause = %e, "store writer unavailable");
-        }
-    }
-
-    /// An auto-delete queue whose last consumer left asks the node to delete
-    /// it. It keeps serving until the metadata change is applied (then the
-    /// registry deletes it): if the change never commits, it lives on.
-    fn maybe_auto_delete(&mut self) {
-        if self.def.auto_delete && self.had_consumers && self.state.consumer_count() == 0 {
-            self.had_consumers = false;
-            let _ = self.auto_deleted.send(AutoDeleted {
-                name: self.def.name.clone(),
-                id: self.def.id,
-            });
-        }
-    }
-
-    /// Stops the queue: consumers are told, messages and their disk copies go.
-    fn delete(&mut self) {
-        self.deleted = true;
-        self.mark(Ending::Deleted);
-        for spec in self.state.consumers() {
-            if let Some(link) = self.links.get(&spec.id) {
-                let _ = link.out.send(ConnEvent::Cancelled {
-                    channel: spec.channel,
-                    tag: spec.tag.clone(),
-                });
-            }
-        }
-        self.links.clear();
-        self.state.drain_all();
-        if self.def.durable {
-            self.ops.push(Op::DeleteQueue(self.def.id));
-        }
-        self.rx.close();
-    }
-
-    /// Records why the mailbox closes, for the handles that still point here.
-    fn mark(&self, why: Ending) {
-        self.end.mark(why);
-    }
-
-    /// After a stop: what is still in the mailbox is refused (publishes
-    /// nacked), never dropped unanswered or confirmed.
-    fn refuse_after_stop(&mut self) {
-        self.rx.close();
-        let why = Absent::Unreachable(AmqpError::new(
-            warren_core::ReplyCode::InternalError,
-            format!(
-                "queue '{}' in vhost '{}' stopped",
-                self.def.name, self.vhost
-            ),
-        ));
-        while let Ok(m) = self.rx.try_recv() {
-            m.answer_absent(&why);
-        }
-    }
-
-    /// After deletion: answer what is still in the mailbox as a missing queue would.
-    async fn drain_after_delete(&mut self) {
-        let why = Absent::Deleted(AmqpError::not_found("queue", &self.def.name, &self.vhost));
-        while let Ok(m) = self.rx.try_recv() {
-            m.answer_absent(&why);
         }
     }
 }
