@@ -1,9 +1,10 @@
-//! Dead-lettering on classic queues, as RabbitMQ does it: a message
+//! Dead-lettering on classic and quorum queues, as RabbitMQ does it: a message
 //! rejected without requeue, expired, or dropped or refused for a length
 //! limit goes to the queue's `x-dead-letter-exchange` (with
 //! `x-dead-letter-routing-key` if set), carrying an `x-death` record
 //! written field by field as RabbitMQ writes it; a fully automatic cycle is
-//! dropped; a persistent message stays durable on the way.
+//! dropped; a persistent message of a classic queue stays durable on the
+//! way (a quorum queue dead-letters at most once, as RabbitMQ's default).
 
 mod common;
 
@@ -303,5 +304,74 @@ async fn a_dead_lettered_persistent_message_survives_a_restart_once() {
     );
     let d = get_one(&ch, "dlq", true).await;
     assert_eq!(&d.delivery.data[..], b"job");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_queue_dead_letters_what_it_rejects_expires_or_gives_up_on() {
+    let s = TestServer::start().await;
+    let (_c, ch) = s.channel().await;
+    confirms(&ch).await;
+    queue(&ch, "dlq", &[]).await;
+    queue(
+        &ch,
+        "qq",
+        &[
+            ("x-queue-type", "quorum"),
+            ("x-dead-letter-exchange", ""),
+            ("x-dead-letter-routing-key", "dlq"),
+            ("x-delivery-limit", "1"),
+        ],
+    )
+    .await;
+    queue(
+        &ch,
+        "qq-ttl",
+        &[
+            ("x-queue-type", "quorum"),
+            ("x-message-ttl", "50"),
+            ("x-dead-letter-exchange", ""),
+            ("x-dead-letter-routing-key", "dlq"),
+        ],
+    )
+    .await;
+    publish_confirmed(&ch, "", "qq", b"rejected", persistent()).await;
+    publish_confirmed(&ch, "", "qq", b"given-up", persistent()).await;
+    publish_confirmed(&ch, "", "qq-ttl", b"expired", persistent()).await;
+    let (_c2, cons) = s.channel().await;
+    let mut c = consume(&cons, "qq", "c", false).await;
+    let d = next(&mut c).await;
+    assert_eq!(&d.data[..], b"rejected");
+    d.reject(BasicRejectOptions { requeue: false })
+        .await
+        .expect("reject");
+    // Returned twice: past a delivery limit of 1.
+    for _ in 0..2 {
+        let d = next(&mut c).await;
+        assert_eq!(&d.data[..], b"given-up");
+        d.nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .expect("nack");
+    }
+    let mut reasons = Vec::new();
+    for _ in 0..3 {
+        let got = get_one(&ch, "dlq", true).await;
+        let d = &got.delivery;
+        let body = String::from_utf8_lossy(&d.data).into_owned();
+        let e = &deaths(d)[0];
+        reasons.push((body, text(field(e, "reason")), text(field(e, "queue"))));
+    }
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        vec![
+            ("expired".into(), "expired".into(), "qq-ttl".into()),
+            ("given-up".into(), "delivery_limit".into(), "qq".into()),
+            ("rejected".into(), "rejected".into(), "qq".into()),
+        ]
+    );
     s.stop().await;
 }

@@ -1,6 +1,7 @@
 //! [`QuorumState::apply`]: one method per command, then dispatch.
 
 use super::{Applied, Command, Consumer, ConsumerKey, MsgId, QMsg, QuorumState, Reply};
+use crate::dead_letter::Reason;
 use crate::NodeId;
 
 impl QuorumState {
@@ -69,17 +70,24 @@ impl QuorumState {
                 self.forget_if_done(&consumer);
                 Applied::new(Reply::Done)
             }
-            Command::Settle { channel, ids } | Command::Discard { channel, ids } => {
+            Command::Settle { channel, ids } => {
                 let mut out = Applied::new(Reply::Done);
                 for m in self.take(channel, &ids) {
                     out.removed.push(m.id);
                 }
                 out
             }
+            Command::Discard { channel, ids } => {
+                let mut out = Applied::new(Reply::Done);
+                for m in self.take(channel, &ids) {
+                    self.dead(&mut out, m.id, Reason::Rejected);
+                }
+                out
+            }
             Command::Return { channel, ids } => {
                 let mut out = Applied::new(Reply::Done);
                 let back = self.take(channel, &ids);
-                self.put_back(back, &mut out.removed);
+                self.put_back(back, &mut out);
                 out
             }
             Command::Dequeue {
@@ -116,7 +124,7 @@ impl QuorumState {
         }
         // What expired at the head goes (the spared message too if no
         // consumer took it), also what `drop-head` left at the head.
-        self.expire_heads(&mut out.removed, None);
+        self.expire_heads(&mut out, None);
         self.release_drained();
         out
     }
@@ -138,7 +146,16 @@ impl QuorumState {
                 break;
             };
             self.ready_bytes -= u64::from(m.size);
-            out.removed.push(m.id);
+            self.dead(out, m.id, Reason::Maxlen);
+        }
+    }
+
+    /// A message gone for `why`: removed, and named for dead-lettering if
+    /// the queue dead-letters.
+    pub(super) fn dead(&self, out: &mut Applied, id: MsgId, why: Reason) {
+        out.removed.push(id);
+        if self.config.dead_letters {
+            out.dead.push((id, why));
         }
     }
 
@@ -181,16 +198,13 @@ impl QuorumState {
     }
 
     fn dequeue(&mut self, channel: u64, node: NodeId, no_ack: bool) -> Applied {
-        let mut removed = Vec::new();
-        self.expire_heads(&mut removed, None);
+        let mut out = Applied::new(Reply::Got(None));
+        self.expire_heads(&mut out, None);
         let Some(msg) = self.ready.pop_front() else {
-            let mut out = Applied::new(Reply::Got(None));
-            out.removed = removed;
             return out;
         };
         self.ready_bytes -= u64::from(msg.size);
-        let mut out = Applied::new(Reply::Got(Some((msg, self.ready.len() as u64))));
-        out.removed = removed;
+        out.reply = Reply::Got(Some((msg, self.ready.len() as u64)));
         if no_ack {
             out.removed.push(msg.id);
         } else {
@@ -245,8 +259,8 @@ impl QuorumState {
     }
 
     /// Returned messages go back to their places, counted; those past the
-    /// delivery limit go to `removed` instead.
-    fn put_back(&mut self, mut back: Vec<QMsg>, removed: &mut Vec<MsgId>) {
+    /// delivery limit go (dead-lettered if the queue does) instead.
+    fn put_back(&mut self, mut back: Vec<QMsg>, out: &mut Applied) {
         back.sort_unstable_by_key(|m| m.id);
         for mut m in back.into_iter().rev() {
             m.delivery_count = m.delivery_count.saturating_add(1);
@@ -255,7 +269,7 @@ impl QuorumState {
                 .delivery_limit
                 .is_some_and(|limit| m.delivery_count > limit)
             {
-                removed.push(m.id);
+                self.dead(out, m.id, Reason::DeliveryLimit);
                 continue;
             }
             self.ready_bytes += u64::from(m.size);
@@ -280,7 +294,7 @@ impl QuorumState {
                 back.extend(c.checked.into_values());
             }
         }
-        self.put_back(back, &mut out.removed);
+        self.put_back(back, &mut out);
         out
     }
 
@@ -326,7 +340,7 @@ impl QuorumState {
     /// `spare`, see `expiry`).
     fn dispatch(&mut self, out: &mut Applied, spare: Option<MsgId>) {
         loop {
-            self.expire_heads(&mut out.removed, spare);
+            self.expire_heads(out, spare);
             if self.ready.is_empty() {
                 break;
             }

@@ -144,6 +144,9 @@ pub struct Applied {
     /// Messages gone for good (settled, discarded, purged, over the
     /// delivery limit).
     pub removed: Vec<MsgId>,
+    /// Those of `removed` to dead-letter, and why (only for a queue whose
+    /// settings say it dead-letters): the runtime reads their bodies first.
+    pub dead: Vec<(MsgId, crate::dead_letter::Reason)>,
 }
 
 impl Applied {
@@ -152,6 +155,7 @@ impl Applied {
             reply,
             deliveries: Vec::new(),
             removed: Vec::new(),
+            dead: Vec::new(),
         }
     }
 }

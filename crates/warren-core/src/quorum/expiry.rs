@@ -9,7 +9,8 @@
 
 use std::num::NonZeroU64;
 
-use super::{MsgId, QMsg, QuorumState};
+use super::{Applied, MsgId, QMsg, QuorumState};
+use crate::dead_letter::Reason;
 use crate::queue::expiry;
 
 impl QuorumState {
@@ -34,17 +35,17 @@ impl QuorumState {
         self.now > 0 && expiry::expired(m.expires.map(NonZeroU64::get), self.now)
     }
 
-    /// Drops the expired messages at the head into `removed`, stopping at
-    /// `spare` (a message that arrived expired, still owed its chance to
-    /// reach a consumer at once).
-    pub(super) fn expire_heads(&mut self, removed: &mut Vec<MsgId>, spare: Option<MsgId>) {
+    /// Drops the expired messages at the head (dead-lettered if the queue
+    /// does), stopping at `spare` (a message that arrived expired, still
+    /// owed its chance to reach a consumer at once).
+    pub(super) fn expire_heads(&mut self, out: &mut Applied, spare: Option<MsgId>) {
         while let Some(m) = self.ready.front().copied() {
             if Some(m.id) == spare || !self.has_expired(&m) {
                 return;
             }
             self.ready.pop_front();
             self.ready_bytes -= u64::from(m.size);
-            removed.push(m.id);
+            self.dead(out, m.id, Reason::Expired);
         }
     }
 }

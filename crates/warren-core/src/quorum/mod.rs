@@ -132,6 +132,10 @@ pub struct QuorumConfig {
     /// `x-single-active-consumer`: one consumer at a time gets messages.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub single_active: bool,
+    /// `x-dead-letter-exchange` is set: rejected, expired, dropped and
+    /// over-limit messages are named in [`Applied::dead`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dead_letters: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

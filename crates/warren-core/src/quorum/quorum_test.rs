@@ -267,6 +267,15 @@ impl Ledger {
             assert!(c.prefetch == 0 || c.checked.len() <= c.prefetch as usize);
             self.holder.insert(d.msg.id, d.consumer.clone());
         }
+        // What is dead-lettered was removed, and only a queue that
+        // dead-letters names any.
+        assert!(s.config().dead_letters || a.dead.is_empty());
+        for (id, _) in &a.dead {
+            assert!(a.removed.contains(id), "dead-lettered {id} stays");
+        }
+        if let Command::Settle { .. } | Command::Purge = cmd {
+            assert!(a.dead.is_empty(), "acks and purges are not dead-lettered");
+        }
         for id in &a.removed {
             assert!(self.enqueued.contains(id), "removed {id}, never enqueued");
             assert!(self.removed.insert(*id), "removed {id} twice");
@@ -336,6 +345,7 @@ proptest! {
         reject in any::<bool>(),
         message_ttl in proptest::option::of(0u64..20),
         single_active in any::<bool>(),
+        dead_letters in any::<bool>(),
     ) {
         let overflow = if reject { Overflow::RejectPublish } else { Overflow::DropHead };
         let config = QuorumConfig {
@@ -343,6 +353,7 @@ proptest! {
             limits: Limits { max_length, overflow, max_bytes },
             message_ttl,
             single_active,
+            dead_letters,
         };
         let mut a = QuorumState::new(config.clone());
         let mut b = QuorumState::new(config);
@@ -604,4 +615,48 @@ fn a_single_active_consumer_takes_everything_and_the_next_takes_over() {
     });
     consume(&mut s, 2, "b", 0);
     assert!(s.is_active(&ConsumerKey::new(3, "c")));
+}
+
+#[test]
+fn a_dead_lettering_queue_names_what_it_drops_and_why() {
+    use crate::dead_letter::Reason;
+    let mut s = QuorumState::new(QuorumConfig {
+        dead_letters: true,
+        delivery_limit: Some(0),
+        message_ttl: Some(100),
+        limits: Limits {
+            max_length: Some(2),
+            overflow: Overflow::DropHead,
+            max_bytes: None,
+        },
+        ..QuorumConfig::default()
+    });
+    clock(&mut s, 1000);
+    for seq in 1..=3 {
+        enqueue(&mut s, 1, seq);
+    }
+    // The third pushed the first out.
+    consume(&mut s, 5, "a", 2);
+    let a = s.apply(Command::Discard {
+        channel: 5,
+        ids: vec![2],
+    });
+    assert_eq!(a.dead, vec![(2, Reason::Rejected)]);
+    let a = s.apply(Command::Return {
+        channel: 5,
+        ids: vec![3],
+    });
+    assert_eq!(a.dead, vec![(3, Reason::DeliveryLimit)], "limit 0: no second try");
+    enqueue(&mut s, 1, 4);
+    s.apply(Command::Cancel {
+        consumer: ConsumerKey::new(5, "a"),
+    });
+    enqueue(&mut s, 1, 5);
+    let a = clock(&mut s, 1100);
+    assert_eq!(a.dead, vec![(5, Reason::Expired)]);
+    let a = s.apply(Command::Settle {
+        channel: 5,
+        ids: vec![4],
+    });
+    assert!(a.dead.is_empty(), "an ack is no death");
 }

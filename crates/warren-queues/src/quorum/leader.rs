@@ -24,7 +24,11 @@ use warren_store::raft::queue::{QueueBatch, QueueOp};
 use super::delivery::{Stalled, Waiting, counted};
 use super::held::Held;
 use super::waiters::{Confirms, Done, Waiter, no_body};
-use crate::api::{ConnEvent, ConsumerLink, DELIVERY_WINDOW, DeliverEvent, QueueMsg, Verdict};
+use crate::api::{
+    ConnEvent, ConsumerLink, DELIVERY_WINDOW, DeadLetterTx, DeadLetters, DeliverEvent, QueueMsg,
+    Verdict,
+};
+use warren_core::dead_letter::Reason;
 
 /// Proposals of one group awaiting their commit at once. One: openraft
 /// 0.9's core waits for each append's flush before it takes the next
@@ -72,10 +76,20 @@ pub(crate) struct Leading {
     stalled: Stalled,
     /// The head's deadline a clock entry was last proposed for.
     clock_for: Option<u64>,
+    /// The queue's vhost (dead letters name it).
+    vhost: Name,
+    /// The node's dead-letter publisher.
+    dead_tx: Option<DeadLetterTx>,
 }
 
 impl Leading {
-    pub(super) fn new(def: QueueDef, me: NodeId, group: QueueGroup) -> Self {
+    pub(super) fn new(
+        def: QueueDef,
+        vhost: Name,
+        me: NodeId,
+        group: QueueGroup,
+        dead_tx: Option<DeadLetterTx>,
+    ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Self {
             def,
@@ -94,6 +108,8 @@ impl Leading {
             proposed: 0,
             next_done: 0,
             clock_for: None,
+            vhost,
+            dead_tx,
             early: BTreeMap::new(),
             stalled: Stalled::default(),
         }
@@ -266,6 +282,38 @@ impl Leading {
         self.push(QueueOp::Command(Command::NodeDown { node }), Waiter::None);
     }
 
+    /// Hands what the group dead-lettered to the node's publisher. At most
+    /// once, as RabbitMQ's quorum queues do by default: the entry that
+    /// removed them is committed, so a leader that dies now loses them; a
+    /// publisher that is far behind drops them too (and says so), as the
+    /// front must not wait inside its loop.
+    fn dead_letter(&mut self, dead: Vec<(Reason, Message)>) {
+        let (Some(tx), Some(exchange)) = (&self.dead_tx, &self.def.args.dead_letter_exchange)
+        else {
+            return;
+        };
+        let mut batches: Vec<DeadLetters> = Vec::new();
+        for (why, msg) in dead {
+            match batches.iter_mut().find(|b| b.reason == why) {
+                Some(b) => b.messages.push((0, msg, false)),
+                None => batches.push(DeadLetters {
+                    vhost: self.vhost.clone(),
+                    queue: self.def.name.clone(),
+                    queue_id: self.def.id,
+                    exchange: exchange.clone(),
+                    routing_key: self.def.args.dead_letter_routing_key.clone(),
+                    reason: why,
+                    messages: vec![(0, msg, false)],
+                }),
+            }
+        }
+        for b in batches {
+            if let Err(e) = tx.try_send(b) {
+                tracing::warn!(queue = %self.def.name, cause = %e, "dead letters dropped");
+            }
+        }
+    }
+
     /// The deadline of the queue's head, if the leader should wake for it
     /// (no clock entry proposed for it yet).
     pub(super) fn expiry_due(&self) -> Option<u64> {
@@ -389,6 +437,7 @@ impl Leading {
                 return;
             }
         };
+        self.dead_letter(resp.dead);
         let bodies: HashMap<MsgId, Message> = resp.bodies.into_iter().collect();
         let mut confirms = Confirms::default();
         let mut refused = Confirms::default();

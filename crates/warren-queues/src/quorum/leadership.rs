@@ -93,8 +93,10 @@ impl Front {
             Some(l) if l == self.env.me => match &self.group {
                 Some(g) => Role::Leader(Box::new(Leading::new(
                     self.def.clone(),
+                    self.vhost.clone(),
                     self.env.me,
                     g.clone(),
+                    self.env.dead_letters.clone(),
                 ))),
                 None => Role::Waiting,
             },

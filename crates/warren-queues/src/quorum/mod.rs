@@ -97,6 +97,8 @@ pub struct QuorumEnv {
     pub tasks: TaskTracker,
     /// The node is stopping: every front ends (its mailbox may be full).
     pub stopping: CancellationToken,
+    /// The node's dead-letter publisher.
+    pub dead_letters: Option<crate::api::DeadLetterTx>,
 }
 
 /// Where the front sends what it receives.
@@ -211,6 +213,7 @@ fn config_of(def: &QueueDef) -> QuorumConfig {
         limits: warren_core::queue::Limits::of(&def.args),
         message_ttl: def.args.message_ttl,
         single_active: def.args.single_active_consumer,
+        dead_letters: def.args.dead_letter_exchange.is_some(),
     }
 }
 

@@ -160,6 +160,7 @@ impl Broker {
             links: Arc::new(Links::new(Arc::downgrade(&node), memory.clone())),
             tasks: env.tasks.clone(),
             stopping: tokio_util::sync::CancellationToken::new(),
+            dead_letters: env.dead_letters.clone(),
         };
         let registry = Arc::new(Registry::new(
             config.node_id,

@@ -71,6 +71,10 @@ pub struct QueueResponse {
     /// serialized: responses never leave the node that applied them.
     #[serde(skip)]
     pub bodies: Vec<(MsgId, Message)>,
+    /// Messages to dead-letter, with why (on the leader only; not
+    /// serialized either).
+    #[serde(skip)]
+    pub dead: Vec<(warren_core::dead_letter::Reason, Message)>,
 }
 
 openraft::declare_raft_types!(

@@ -295,6 +295,17 @@ impl QueueStateMachine {
                     resp.bodies.push((id, m));
                 }
             }
+            // Dead letters leave with their bodies (the leader re-publishes
+            // them), read before the removals below delete them.
+            for (id, why) in applied.dead.iter().filter(|_| reads) {
+                let body = match self.unwritten.get(*id) {
+                    Some(m) => Some(m.clone()),
+                    None => self.body(*id)?,
+                };
+                if let Some(m) = body {
+                    resp.dead.push((*why, m));
+                }
+            }
             for id in &applied.removed {
                 let only_in_memory = self.unwritten.remove(*id) && *id >= self.stored_below;
                 if !only_in_memory {
