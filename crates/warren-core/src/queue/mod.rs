@@ -6,6 +6,8 @@
 //! - [`expiry`]: `x-message-ttl` and `expiration`, when a message expires.
 //! - [`limits`]: `x-max-length` and `x-overflow`, what a full queue does.
 //! - [`paged`]: the part of the ready list whose bodies are only on disk.
+//! - `ready`: the in-memory ready list, one FIFO or one per priority level
+//!   (`x-max-priority`).
 //! - [`state`]: [`QueueState`], ready messages, unacked messages and consumers
 //!   of one queue, with the dispatch rule (priority, then round-robin, within
 //!   prefetch credit). It owns a [`paged::PagedTail`]; the tail knows nothing
@@ -15,6 +17,7 @@ pub mod args;
 pub mod expiry;
 pub mod limits;
 pub mod paged;
+mod ready;
 mod seq;
 pub mod state;
 

@@ -8,9 +8,10 @@
 //! goes back to its original position, so unacked messages of a closed channel
 //! reappear in their original order ahead of newer ones, as in RabbitMQ.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
 use super::paged::PagedTail;
+use super::ready::ReadyList;
 pub use super::seq::Seq;
 use crate::{AmqpError, Message, Name};
 
@@ -105,7 +106,7 @@ pub enum Dropped {
 /// Ready list, unacked set and consumers of one queue.
 #[derive(Debug, Default)]
 pub struct QueueState {
-    ready: VecDeque<Entry>,
+    ready: ReadyList,
     /// Ready messages past the memory budget (see [`PagedTail`]).
     paged: PagedTail,
     /// Bytes of ready bodies kept in memory before new ones are paged.
@@ -145,6 +146,14 @@ impl QueueState {
     /// a queue whose messages are written to disk should get a budget.
     pub fn set_page_budget(&mut self, bytes: usize) {
         self.budget = bytes;
+    }
+
+    /// Turns on `x-max-priority`: ready messages are served highest
+    /// priority first (see [`super::ready`]). Only for an empty queue, and
+    /// only with no page budget: the paged tail keeps publish order.
+    pub fn set_max_priority(&mut self, max: u8) {
+        debug_assert!(self.ready.is_empty() && self.paged.is_empty());
+        self.ready = ReadyList::with_priorities(max);
     }
 
     /// Turns on `x-single-active-consumer`: of the consumers, the one that
@@ -462,13 +471,7 @@ impl QueueState {
             e.redelivered = true;
             self.ready_bytes += e.msg.memory_size();
             self.ready_body += body_len(&e.msg);
-            // Usually all requeued seqs precede every ready one: O(1) at the front.
-            if self.ready.front().is_none_or(|f| e.seq < f.seq) {
-                self.ready.push_front(e);
-            } else {
-                let pos = self.ready.partition_point(|r| r.seq < e.seq);
-                self.ready.insert(pos, e);
-            }
+            self.ready.restore(e);
         }
     }
 
@@ -502,7 +505,7 @@ impl QueueState {
     pub fn purge(&mut self) -> (Vec<Entry>, Vec<Seq>) {
         self.ready_bytes = 0;
         self.ready_body = 0;
-        (self.ready.drain(..).collect(), self.paged.drain())
+        (self.ready.drain(), self.paged.drain())
     }
 
     /// Removes the oldest ready message (the `drop-head` overflow of a full
@@ -551,7 +554,7 @@ impl QueueState {
     /// Every message still held (ready and unacked), for deletion of the queue.
     pub fn drain_all(&mut self) -> Vec<Entry> {
         self.paged.drain();
-        let mut all: Vec<Entry> = self.ready.drain(..).collect();
+        let mut all: Vec<Entry> = self.ready.drain();
         all.extend(self.unacked.drain().map(|(_, u)| u.entry));
         self.ready_bytes = 0;
         self.ready_body = 0;

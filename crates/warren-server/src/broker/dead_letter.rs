@@ -36,13 +36,6 @@ use warren_store::{Op, Writer};
 
 use super::Broker;
 
-/// The publisher's pretend channel: confirms come back on it.
-const CHANNEL: ChannelKey = ChannelKey {
-    id: u64::MAX,
-    channel: 0,
-};
-/// Its pretend connection's id (queues group confirms by connection).
-const CONN: u64 = u64::MAX;
 
 /// A dead letter waiting for its targets' acceptance.
 struct Waiting {
@@ -54,6 +47,14 @@ struct Waiting {
 /// Runs until the node's queues are gone (the sender side closes) or the
 /// broker is.
 pub(super) async fn run(broker: Weak<Broker>, mut rx: mpsc::Receiver<DeadLetters>, writer: Writer) {
+    // The publisher's own connection and channel, with ids unique in the
+    // cluster like a client's: confirms come back on them, and a quorum
+    // queue tells its re-sends apart by channel.
+    let Some((conn, channel)) = broker.upgrade().map(|b| (b.ids.connection(), b.ids.channel()))
+    else {
+        return;
+    };
+    let channel = ChannelKey { id: channel, channel: 0 };
     let (tx, mut answers) = mpsc::unbounded_channel::<ConnEvent>();
     let mut waiting: HashMap<u64, Waiting> = HashMap::new();
     let mut next = 1u64;
@@ -76,7 +77,7 @@ pub(super) async fn run(broker: Weak<Broker>, mut rx: mpsc::Receiver<DeadLetters
                         let n = next;
                         next += 1;
                         waiting.insert(n, Waiting { targets: targets.len(), copy: (batch.queue_id, seq) });
-                        (CHANNEL, n)
+                        (channel, n)
                     });
                     for h in targets {
                         by_queue
@@ -88,7 +89,7 @@ pub(super) async fn run(broker: Weak<Broker>, mut rx: mpsc::Receiver<DeadLetters
                 }
                 drop(b);
                 for (_, (h, items)) in by_queue {
-                    h.publish(PublishBatch { from: Some((CONN, tx.clone())), items, budget: None }).await;
+                    h.publish(PublishBatch { from: Some((conn, tx.clone())), items, budget: None }).await;
                 }
             }
             Some(ev) = answers.recv() => {

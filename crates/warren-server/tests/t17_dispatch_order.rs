@@ -2,7 +2,9 @@
 //! it: of a queue's consumers the first gets every message and the others
 //! wait; when the active one's connection dies, the next takes over, with
 //! what the dead one held redelivered first. An exclusive consume of a
-//! classic one is refused with 403.
+//! classic one is refused with 403. And `x-max-priority`, the other rule of
+//! who gets what first: a classic priority queue serves the highest
+//! priority first, in publish order within one, also after a restart.
 
 mod common;
 
@@ -121,5 +123,50 @@ async fn the_first_consumer_gets_everything_and_the_next_takes_over_when_it_dies
         .expect_err("an exclusive consume of a single-active-consumer queue");
         assert_eq!(code(&e), Some(403), "{kind}: {e}");
     }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_priority_queue_serves_the_highest_priority_first() {
+    let mut s = TestServer::start().await;
+    {
+        let (_c, ch) = s.channel().await;
+        confirms(&ch).await;
+        let mut args = FieldTable::default();
+        args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(5));
+        ch.queue_declare("prio".into(), durable(), args)
+            .await
+            .expect("declare");
+        // A backlog: priorities 0..=9 twice (above 5 counts as 5), and one
+        // without a priority.
+        for round in 0..2 {
+            for p in 0..10u8 {
+                let props = persistent().with_priority(p);
+                publish_confirmed(&ch, "", "prio", format!("{round}-{p}").as_bytes(), props).await;
+            }
+        }
+        publish_confirmed(&ch, "", "prio", b"none", persistent()).await;
+    }
+    // The order survives a restart (the messages come back from disk).
+    s.restart().await;
+    let (_c, ch) = s.channel().await;
+    wait_ready(&ch, "prio", 21).await;
+    ch.basic_qos(3, Default::default()).await.expect("qos");
+    let mut c = consume(&ch, "prio", "c", false).await;
+    let mut got = Vec::new();
+    for _ in 0..21 {
+        let d = next(&mut c).await;
+        got.push(String::from_utf8_lossy(&d.data).into_owned());
+        d.ack(Default::default()).await.expect("ack");
+    }
+    let want: Vec<String> = [
+        // Level 5 (5 to 9) in publish order, then 4 down to 1, then 0.
+        "0-5", "0-6", "0-7", "0-8", "0-9", "1-5", "1-6", "1-7", "1-8", "1-9", "0-4", "1-4",
+        "0-3", "1-3", "0-2", "1-2", "0-1", "1-1", "0-0", "1-0", "none",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(got, want);
     s.stop().await;
 }

@@ -1,0 +1,121 @@
+"""RabbitMQ's everyday queue features as Python client code uses them: a
+Celery-style delayed retry (message TTL and a dead-letter exchange) with pika
+and with kombu, the x-death record such code reads, and a per-message
+expiration."""
+import time
+
+import kombu
+import pika
+
+from conftest import wait_for
+
+
+def _channel(node):
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.port))
+    return conn, conn.channel()
+
+
+def _retry_topology(ch, work, retry, delay_ms):
+    """`work` dead-letters rejected messages to `retry`, where they wait
+    `delay_ms` and go back to `work`: the delayed retry of Celery and Spring."""
+    ch.queue_declare(work, durable=True, arguments={
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": retry,
+    })
+    ch.queue_declare(retry, durable=True, arguments={
+        "x-message-ttl": delay_ms,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": work,
+    })
+
+
+def test_a_delayed_retry_with_pika_counts_each_round_in_x_death(node):
+    conn, ch = _channel(node)
+    _retry_topology(ch, "tasks", "tasks.retry", 50)
+    ch.confirm_delivery()
+    ch.basic_publish("", "tasks", b"job", pika.BasicProperties(delivery_mode=2, message_id="m-1"))
+    deliveries = []
+    for _ in range(3):
+        method, props, body = wait_for(
+            "a delivery from tasks", lambda: _get(ch, "tasks"))
+        deliveries.append((method, props, body))
+        if len(deliveries) < 3:
+            ch.basic_reject(method.delivery_tag, requeue=False)
+        else:
+            ch.basic_ack(method.delivery_tag)
+    _, props, body = deliveries[-1]
+    assert body == b"job"
+    assert props.message_id == "m-1"
+    assert props.delivery_mode == 2
+    h = props.headers
+    assert [(d["queue"], d["reason"], d["count"]) for d in h["x-death"]] == [
+        ("tasks.retry", "expired", 2),
+        ("tasks", "rejected", 2),
+    ]
+    assert h["x-death"][1]["routing-keys"] == ["tasks"]
+    assert h["x-death"][1]["exchange"] == ""
+    assert h["x-first-death-reason"] == "rejected"
+    assert h["x-first-death-queue"] == "tasks"
+    assert h["x-last-death-reason"] == "expired"
+    assert h["x-last-death-queue"] == "tasks.retry"
+    conn.close()
+
+
+def _get(ch, queue):
+    method, props, body = ch.basic_get(queue, auto_ack=False)
+    return (method, props, body) if method else None
+
+
+def test_a_delayed_retry_with_kombu(node):
+    with kombu.Connection(f"amqp://guest:guest@127.0.0.1:{node.port}//") as conn:
+        ch = conn.channel()
+        work = kombu.Queue("k.tasks", exchange=kombu.Exchange("", type="direct"), routing_key="k.tasks",
+                           durable=True, queue_arguments={
+                               "x-dead-letter-exchange": "",
+                               "x-dead-letter-routing-key": "k.retry"})
+        retry = kombu.Queue("k.retry", exchange=kombu.Exchange("", type="direct"), routing_key="k.retry",
+                            durable=True, queue_arguments={
+                                "x-message-ttl": 50,
+                                "x-dead-letter-exchange": "",
+                                "x-dead-letter-routing-key": "k.tasks"})
+        work(ch).declare()
+        retry(ch).declare()
+        producer = kombu.Producer(ch)
+        producer.publish({"task": "add", "args": [2, 2]}, exchange="", routing_key="k.tasks",
+                         serializer="json", delivery_mode=2)
+        seen = []
+
+        def on_message(body, message):
+            seen.append((body, message.headers))
+            if len(seen) == 1:
+                message.reject()
+            else:
+                message.ack()
+
+        with kombu.Consumer(ch, queues=[work], callbacks=[on_message], accept=["json"]):
+            end = time.monotonic() + 30
+            while len(seen) < 2:
+                assert time.monotonic() < end, f"timed out with {seen}"
+                try:
+                    conn.drain_events(timeout=1)
+                except TimeoutError:
+                    pass
+        body, headers = seen[1]
+        assert body == {"task": "add", "args": [2, 2]}
+        assert [(d["queue"], d["reason"], d["count"]) for d in headers["x-death"]] == [
+            ("k.retry", "expired", 1),
+            ("k.tasks", "rejected", 1),
+        ]
+
+
+def test_an_expired_message_is_never_fetched(node):
+    conn, ch = _channel(node)
+    ch.queue_declare("exp", durable=True)
+    ch.confirm_delivery()
+    ch.basic_publish("", "exp", b"old", pika.BasicProperties(expiration="30"))
+    ch.basic_publish("", "exp", b"new", pika.BasicProperties(expiration="600000"))
+    wait_for("the first message to expire",
+             lambda: ch.queue_declare("exp", passive=True).method.message_count == 1)
+    _, _, body = ch.basic_get("exp", auto_ack=True)
+    assert body == b"new"
+    conn.close()
