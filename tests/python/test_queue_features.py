@@ -119,3 +119,20 @@ def test_an_expired_message_is_never_fetched(node):
     _, _, body = ch.basic_get("exp", auto_ack=True)
     assert body == b"new"
     conn.close()
+
+
+def test_a_kombu_priority_queue_serves_the_highest_priority_first(node):
+    with kombu.Connection(f"amqp://guest:guest@127.0.0.1:{node.port}//") as conn:
+        ch = conn.channel()
+        q = kombu.Queue("k.prio", exchange=kombu.Exchange("", type="direct"), routing_key="k.prio",
+                        durable=True, queue_arguments={"x-max-priority": 10})
+        q(ch).declare()
+        producer = kombu.Producer(ch)
+        for i, p in enumerate([1, 9, 5, 9, 0]):
+            producer.publish({"n": i}, exchange="", routing_key="k.prio", serializer="json", priority=p)
+        wait_for("five ready", lambda: q(ch).queue_declare(passive=True).message_count == 5)
+        got = []
+        for _ in range(5):
+            msg = q(ch).get(no_ack=True, accept=["json"])
+            got.append(msg.payload["n"])
+        assert got == [1, 3, 2, 0, 4]
