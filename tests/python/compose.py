@@ -63,8 +63,6 @@ class ComposeCluster:
     def __init__(self, image=IMAGE):
         ComposeCluster._count += 1
         self.project = f"warrentest{os.getpid()}x{ComposeCluster._count}"
-        self.amqp_ports = [free_port() for _ in range(NODES)]
-        self.http_ports = [free_port() for _ in range(NODES)]
         self.env_vars = dict(
             os.environ,
             WARREN_IMAGE=image,
@@ -73,11 +71,21 @@ class ComposeCluster:
             WARREN_DEFAULT_PASS=PASSWORD,
             COMPOSE_PROJECT_NAME=self.project,
         )
+        self.pick_ports()
+        self.turn = 0
+        self.started = False
+
+    def pick_ports(self):
+        """Six distinct free ports (two picks of `free_port` can repeat one)."""
+        ports = []
+        while len(ports) < 2 * NODES:
+            p = free_port()
+            if p not in ports:
+                ports.append(p)
+        self.amqp_ports, self.http_ports = ports[:NODES], ports[NODES:]
         for i in range(NODES):
             self.env_vars[f"WARREN_PORT_{i + 1}"] = str(self.amqp_ports[i])
             self.env_vars[f"WARREN_HTTP_{i + 1}"] = str(self.http_ports[i])
-        self.turn = 0
-        self.started = False
 
     def compose(self, *args, timeout=180, check=True):
         out = subprocess.run(
@@ -105,7 +113,16 @@ class ComposeCluster:
 
     def start(self):
         self.started = True
-        self.compose("up", "-d")
+        # A port found free can be taken before docker publishes it (docker
+        # may hold it for a project being torn down): new ports, a few times.
+        for attempt in range(3):
+            out = self.compose("up", "-d", check=False)
+            if out.returncode == 0:
+                break
+            taken = "port is already allocated" in out.stdout + out.stderr
+            assert taken and attempt < 2, f"compose up failed:\n{out.stdout}\n{out.stderr}\n{self.logs()}"
+            self.compose("down", "-v", "--remove-orphans", check=False)
+            self.pick_ports()
         self.wait_ready()
         return self
 
