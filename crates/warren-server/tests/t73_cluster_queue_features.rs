@@ -97,7 +97,14 @@ async fn ttl_dead_letters_and_a_single_active_consumer_work_from_every_node() {
     let ch1c = channel(&n1).await;
     confirms(&ch1c).await;
     for i in 0..3 {
-        publish_confirmed(&ch1c, "", "sac", format!("s{i}").as_bytes(), BasicProperties::default()).await;
+        publish_confirmed(
+            &ch1c,
+            "",
+            "sac",
+            format!("s{i}").as_bytes(),
+            BasicProperties::default(),
+        )
+        .await;
     }
     for i in 0..3 {
         assert_eq!(next(&mut first).await.data, format!("s{i}").into_bytes());

@@ -81,7 +81,10 @@ impl ReadyList {
         match self {
             ReadyList::Fifo(q) => q.push_back(e),
             ReadyList::Priority { max, levels, len } => {
-                levels.entry(Self::level(*max, &e)).or_default().push_back(e);
+                levels
+                    .entry(Self::level(*max, &e))
+                    .or_default()
+                    .push_back(e);
                 *len += 1;
             }
         }
@@ -160,7 +163,9 @@ mod tests {
     }
 
     fn order(r: &mut ReadyList) -> Vec<u64> {
-        std::iter::from_fn(|| r.pop_front()).map(|e| e.seq).collect()
+        std::iter::from_fn(|| r.pop_front())
+            .map(|e| e.seq)
+            .collect()
     }
 
     #[test]
@@ -193,6 +198,10 @@ mod tests {
         }
         let one = fifo.pop_front().expect("1");
         fifo.restore(one);
-        assert_eq!(order(&mut fifo), vec![1, 2, 3], "no levels without x-max-priority");
+        assert_eq!(
+            order(&mut fifo),
+            vec![1, 2, 3],
+            "no levels without x-max-priority"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! [`QuorumState::apply`]: one method per command, then dispatch.
 
 use super::{Applied, Command, Consumer, ConsumerKey, MsgId, QMsg, QuorumState, Reply};
-use crate::dead_letter::Reason;
 use crate::NodeId;
+use crate::dead_letter::Reason;
 
 impl QuorumState {
     /// Applies one command of the group's log. Deterministic: the same state

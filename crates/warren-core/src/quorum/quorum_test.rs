@@ -646,7 +646,11 @@ fn a_dead_lettering_queue_names_what_it_drops_and_why() {
         channel: 5,
         ids: vec![3],
     });
-    assert_eq!(a.dead, vec![(3, Reason::DeliveryLimit)], "limit 0: no second try");
+    assert_eq!(
+        a.dead,
+        vec![(3, Reason::DeliveryLimit)],
+        "limit 0: no second try"
+    );
     enqueue(&mut s, 1, 4);
     s.apply(Command::Cancel {
         consumer: ConsumerKey::new(5, "a"),

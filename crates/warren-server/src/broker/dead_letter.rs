@@ -36,7 +36,6 @@ use warren_store::{Op, Writer};
 
 use super::Broker;
 
-
 /// A dead letter waiting for its targets' acceptance.
 struct Waiting {
     targets: usize,
@@ -50,11 +49,16 @@ pub(super) async fn run(broker: Weak<Broker>, mut rx: mpsc::Receiver<DeadLetters
     // The publisher's own connection and channel, with ids unique in the
     // cluster like a client's: confirms come back on them, and a quorum
     // queue tells its re-sends apart by channel.
-    let Some((conn, channel)) = broker.upgrade().map(|b| (b.ids.connection(), b.ids.channel()))
+    let Some((conn, channel)) = broker
+        .upgrade()
+        .map(|b| (b.ids.connection(), b.ids.channel()))
     else {
         return;
     };
-    let channel = ChannelKey { id: channel, channel: 0 };
+    let channel = ChannelKey {
+        id: channel,
+        channel: 0,
+    };
     let (tx, mut answers) = mpsc::unbounded_channel::<ConnEvent>();
     let mut waiting: HashMap<u64, Waiting> = HashMap::new();
     let mut next = 1u64;

@@ -15,6 +15,7 @@ fn busy_state() -> QuorumSnapshot {
         },
         message_ttl: Some(60_000),
         single_active: true,
+        dead_letters: true,
     });
     s.apply(Command::Clock {
         now: 1_700_000_000_000,
