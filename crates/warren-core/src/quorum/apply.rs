@@ -9,11 +9,27 @@ impl QuorumState {
     /// and command give the same state and [`Applied`] on every replica.
     pub fn apply(&mut self, cmd: Command) -> Applied {
         let enqueue = matches!(cmd, Command::Enqueue { .. });
+        if matches!(
+            cmd,
+            Command::Checkout { .. }
+                | Command::Cancel { .. }
+                | Command::Dequeue { .. }
+                | Command::ChannelDown { .. }
+                | Command::NodeDown { .. }
+        ) && self.now > 0
+        {
+            // A consumer came or went, or a `basic.get` asked: in use now.
+            self.last_active = self.now;
+        }
         // A message that arrived expired, spared by the dispatch below.
         let mut spare = None;
         let mut out = match cmd {
             Command::Clock { now } => {
                 self.now = self.now.max(now);
+                if self.last_active == 0 {
+                    // Unused since the first clock the queue saw.
+                    self.last_active = self.now;
+                }
                 Applied::new(Reply::Done)
             }
             Command::Enqueue {

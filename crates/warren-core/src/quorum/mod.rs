@@ -136,6 +136,9 @@ pub struct QuorumConfig {
     /// over-limit messages are named in [`Applied::dead`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dead_letters: bool,
+    /// `x-expires`, milliseconds: the queue goes after this long unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,6 +191,9 @@ pub struct QuorumState {
     now: u64,
     /// Checkouts so far: the `order` of the next new consumer.
     checkouts: u64,
+    /// The log's clock when a consumer last came or went or a `basic.get`
+    /// asked (0: not yet known): where `x-expires` counts from.
+    last_active: u64,
 }
 
 impl QuorumState {
@@ -212,6 +218,20 @@ impl QuorumState {
             .front()
             .and_then(|m| m.expires)
             .map(NonZeroU64::get)
+    }
+
+    /// When the queue has been unused for its `x-expires` (no consumer, no
+    /// `basic.get`), by the log's clock: the leader puts a clock in the log
+    /// then, and deletes the queue once [`QuorumState::is_expired`].
+    pub fn queue_expires(&self) -> Option<u64> {
+        let after = self.config.expires?;
+        (self.last_active > 0 && self.consumer_count() == 0)
+            .then(|| self.last_active.saturating_add(after))
+    }
+
+    /// True when the queue's unused period is over by the log's clock.
+    pub fn is_expired(&self) -> bool {
+        self.queue_expires().is_some_and(|at| self.now >= at)
     }
 
     /// Messages waiting for a consumer (the count of `queue.declare-ok`).

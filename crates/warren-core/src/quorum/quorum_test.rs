@@ -664,3 +664,31 @@ fn a_dead_lettering_queue_names_what_it_drops_and_why() {
     });
     assert!(a.dead.is_empty(), "an ack is no death");
 }
+
+#[test]
+fn an_unused_queue_expires_by_the_logs_clock() {
+    let mut s = QuorumState::new(QuorumConfig {
+        expires: Some(100),
+        ..QuorumConfig::default()
+    });
+    assert_eq!(s.queue_expires(), None, "no clock yet");
+    clock(&mut s, 1000);
+    assert_eq!(s.queue_expires(), Some(1100));
+    enqueue(&mut s, 1, 1);
+    clock(&mut s, 1050);
+    consume(&mut s, 2, "a", 1);
+    assert_eq!(s.queue_expires(), None, "a consumer keeps it");
+    clock(&mut s, 5000);
+    assert!(!s.is_expired());
+    s.apply(Command::Cancel {
+        consumer: ConsumerKey::new(2, "a"),
+    });
+    assert_eq!(s.queue_expires(), Some(5100), "unused from its last consumer");
+    clock(&mut s, 5099);
+    assert!(!s.is_expired());
+    clock(&mut s, 5100);
+    assert!(s.is_expired());
+    // The setting and the time it counts from survive a snapshot.
+    let back = QuorumState::restore(s.snapshot());
+    assert!(back.is_expired());
+}

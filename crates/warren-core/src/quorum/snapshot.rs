@@ -47,6 +47,9 @@ pub struct QuorumSnapshot {
     /// Checkouts so far (the next consumer's place).
     #[serde(default)]
     pub checkouts: u64,
+    /// When it was last used, by the log's clock (`x-expires`).
+    #[serde(default)]
+    pub last_active: u64,
 }
 
 impl QuorumState {
@@ -73,6 +76,7 @@ impl QuorumState {
             publishers: self.publishers.iter().map(|(c, s)| (*c, *s)).collect(),
             now: self.now,
             checkouts: self.checkouts,
+            last_active: self.last_active,
         }
     }
 
@@ -86,6 +90,7 @@ impl QuorumState {
             publishers: s.publishers.into_iter().collect(),
             now: s.now,
             checkouts: s.checkouts,
+            last_active: s.last_active,
             ..Self::default()
         };
         for c in s.consumers {

@@ -74,8 +74,10 @@ pub(crate) struct Leading {
     early: BTreeMap<u64, Done>,
     /// Deliveries waiting for their channel's global prefetch.
     stalled: Stalled,
-    /// The head's deadline a clock entry was last proposed for.
+    /// The deadline a clock entry was last proposed for.
     clock_for: Option<u64>,
+    /// This leader asked for the queue's deletion (`x-expires`).
+    deletion_asked: bool,
     /// The queue's vhost (dead letters name it).
     vhost: Name,
     /// The node's dead-letter publisher.
@@ -91,14 +93,20 @@ impl Leading {
         dead_tx: Option<DeadLetterTx>,
     ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        // A first entry with the new leader's clock: the log's time starts
+        // (or goes on) at once, so deadlines and `x-expires` run even if
+        // nothing else is proposed.
+        let ops = vec![QueueOp::Command(Command::Clock {
+            now: crate::clock::unix_ms(),
+        })];
         Self {
             def,
             me,
             group,
             consumers: HashMap::new(),
             by_id: HashMap::new(),
-            ops: Vec::new(),
-            waiters: Vec::new(),
+            ops,
+            waiters: vec![Waiter::None],
             pending_bytes: 0,
             unapplied: 0,
             in_flight: 0,
@@ -108,6 +116,7 @@ impl Leading {
             proposed: 0,
             next_done: 0,
             clock_for: None,
+            deletion_asked: false,
             vhost,
             dead_tx,
             early: BTreeMap::new(),
@@ -314,15 +323,30 @@ impl Leading {
         }
     }
 
-    /// The deadline of the queue's head, if the leader should wake for it
-    /// (no clock entry proposed for it yet).
+    /// The deadline of the queue's head, or the end of its `x-expires`
+    /// period, whichever comes first, if the leader should wake for it (no
+    /// clock entry proposed for it yet).
     pub(super) fn expiry_due(&self) -> Option<u64> {
-        let at = self.group.counts.head_expires()?;
+        let counts = &self.group.counts;
+        let at = match (counts.head_expires(), counts.queue_expires()) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
         (self.clock_for != Some(at)).then_some(at)
     }
 
-    /// The head's deadline `at` passed with nothing else going on: a clock
-    /// entry makes every replica expire it.
+    /// True, once per leadership, when the queue was unused for its
+    /// `x-expires` by the log's clock: the front asks for its deletion.
+    pub(super) fn expired_once(&mut self) -> bool {
+        if self.deletion_asked || !self.group.counts.expired() {
+            return false;
+        }
+        self.deletion_asked = true;
+        true
+    }
+
+    /// A deadline `at` passed with nothing else going on: a clock entry
+    /// makes every replica expire what it must.
     pub(super) fn clock_passed(&mut self, at: u64) {
         self.clock_for = Some(at);
         self.ops.push(QueueOp::Command(Command::Clock {

@@ -99,6 +99,8 @@ pub struct QuorumEnv {
     pub stopping: CancellationToken,
     /// The node's dead-letter publisher.
     pub dead_letters: Option<crate::api::DeadLetterTx>,
+    /// Where a queue unused for its `x-expires` asks for its deletion.
+    pub auto_deleted: Option<mpsc::UnboundedSender<crate::classic::AutoDeleted>>,
 }
 
 /// Where the front sends what it receives.
@@ -214,6 +216,7 @@ fn config_of(def: &QueueDef) -> QuorumConfig {
         message_ttl: def.args.message_ttl,
         single_active: def.args.single_active_consumer,
         dead_letters: def.args.dead_letter_exchange.is_some(),
+        expires: def.args.expires,
     }
 }
 
@@ -313,10 +316,27 @@ impl Front {
                 l.propose().await;
             }
             self.update_flow();
+            self.delete_if_expired();
             if self.deleted || self.stopped {
                 self.finish().await;
                 return;
             }
+        }
+    }
+
+    /// A queue unused for its `x-expires` (by the log's clock, so every
+    /// replica agrees) asks the node to delete it through group 0, as an
+    /// auto-delete queue does; only its leader asks, once.
+    fn delete_if_expired(&mut self) {
+        if let Role::Leader(l) = &mut self.role
+            && l.expired_once()
+            && let Some(tx) = &self.env.auto_deleted
+        {
+            tracing::info!(queue = %self.def.name, "deleting a queue unused for its x-expires");
+            let _ = tx.send(crate::classic::AutoDeleted {
+                name: self.def.name.clone(),
+                id: self.def.id,
+            });
         }
     }
 

@@ -161,6 +161,7 @@ impl Broker {
             tasks: env.tasks.clone(),
             stopping: tokio_util::sync::CancellationToken::new(),
             dead_letters: env.dead_letters.clone(),
+            auto_deleted: Some(env.auto_deleted.clone()),
         };
         let registry = Arc::new(Registry::new(
             config.node_id,

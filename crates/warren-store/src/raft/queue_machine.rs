@@ -66,6 +66,10 @@ pub struct QuorumCounts {
     snapshot_due: AtomicBool,
     /// [`QuorumState::head_expires`] (0: none), for the leader's timer.
     head_expires: AtomicU64,
+    /// [`QuorumState::queue_expires`] (0: none), for the leader's timer.
+    queue_expires: AtomicU64,
+    /// [`QuorumState::is_expired`]: the leader deletes the queue.
+    expired: AtomicBool,
 }
 
 impl QuorumCounts {
@@ -88,6 +92,16 @@ impl QuorumCounts {
     /// puts a clock in the log then, so it expires with nothing else going on.
     pub fn head_expires(&self) -> Option<u64> {
         Some(self.head_expires.load(Ordering::Acquire)).filter(|at| *at > 0)
+    }
+
+    /// When the queue's `x-expires` period ends, as last applied.
+    pub fn queue_expires(&self) -> Option<u64> {
+        Some(self.queue_expires.load(Ordering::Acquire)).filter(|at| *at > 0)
+    }
+
+    /// The queue was unused for its `x-expires`, as last applied.
+    pub fn expired(&self) -> bool {
+        self.expired.load(Ordering::Acquire)
     }
 
     /// The channels holding consumers or messages, as last applied.
@@ -113,6 +127,9 @@ impl QuorumCounts {
             .store(state.consumer_count() as u64, Ordering::Release);
         self.head_expires
             .store(state.head_expires().unwrap_or(0), Ordering::Release);
+        self.queue_expires
+            .store(state.queue_expires().unwrap_or(0), Ordering::Release);
+        self.expired.store(state.is_expired(), Ordering::Release);
         let mut channels = self
             .channels
             .lock()

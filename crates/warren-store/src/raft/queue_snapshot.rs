@@ -4,7 +4,8 @@
 //! **The state** ([`encode_state`]) is binary, format 3: 24 bytes a message
 //! (id, size, delivery count, deadline), so a queue of a million messages
 //! stores 24 MB, not the 45 MB of the JSON of format 1; a consumer's
-//! place; then the log's clock and the count of checkouts. Formats 1 and 2 (no deadlines, no clock) are still read.
+//! place; then the log's clock, the count of checkouts and when the queue
+//! was last used. Formats 1 and 2 (no deadlines, no clock) are still read.
 //!
 //! **The transfer** is a file, never one buffer: the state, then every live
 //! message's body (id, length, the body's stored encoding), written from a
@@ -77,7 +78,7 @@ pub(super) fn encode_state(s: &QuorumSnapshot) -> Vec<u8> {
     for (channel, seq) in &s.publishers {
         e.u64(*channel).u64(*seq);
     }
-    e.u64(s.now).u64(s.checkouts);
+    e.u64(s.now).u64(s.checkouts).u64(s.last_active);
     out
 }
 
@@ -140,7 +141,11 @@ pub(super) fn decode_state(b: &[u8]) -> Result<QuorumSnapshot, StoreError> {
     for _ in 0..d.u32()? {
         publishers.push((d.u64()?, d.u64()?));
     }
-    let (now, checkouts) = if v3 { (d.u64()?, d.u64()?) } else { (0, 0) };
+    let (now, checkouts, last_active) = if v3 {
+        (d.u64()?, d.u64()?, d.u64()?)
+    } else {
+        (0, 0, 0)
+    };
     if !d.0.is_empty() {
         return Err(corrupt("bytes after the state"));
     }
@@ -153,6 +158,7 @@ pub(super) fn decode_state(b: &[u8]) -> Result<QuorumSnapshot, StoreError> {
         publishers,
         now,
         checkouts,
+        last_active,
     })
 }
 
