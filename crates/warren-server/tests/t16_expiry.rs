@@ -6,8 +6,8 @@
 //! can take the message at once and expires it otherwise. Deadlines are
 //! kept on disk: a restart does not make a message live longer. Every test
 //! but the paged backlog's (a classic queue's paging) runs on both queue
-//! types. A classic queue with `x-expires` goes when it has been unused
-//! (no consumer, fetch or declaration) that long.
+//! types. A queue with `x-expires` goes when it has been unused (no
+//! consumer or fetch; for a classic queue, no declaration either) that long.
 
 mod common;
 
@@ -297,36 +297,40 @@ async fn an_unused_queue_with_x_expires_goes_and_a_consumer_keeps_it() {
     let s = TestServer::start().await;
     let (_c, ch) = s.channel().await;
     confirms(&ch).await;
-    let declare = |name: &'static str| {
+    let declare = |name: String, kind: &'static str| {
         let ch = ch.clone();
         async move {
             let mut args = FieldTable::default();
             args.insert("x-expires".into(), AMQPValue::LongLongInt(300));
-            ch.queue_declare(name.into(), durable(), args)
+            args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+            ch.queue_declare(name.as_str().into(), durable(), args)
                 .await
                 .expect("declare");
+            name
         }
     };
-    declare("unused").await;
-    publish_confirmed(&ch, "", "unused", b"m", persistent()).await;
-    wait_for_async("the unused queue to go", || gone(&ch, "unused")).await;
+    for kind in KINDS {
+        let unused = declare(format!("unused-{kind}"), kind).await;
+        publish_confirmed(&ch, "", &unused, b"m", persistent()).await;
+        wait_for_async("the unused queue to go", || gone(&ch, &unused)).await;
 
-    declare("consumed").await;
-    let (_c2, cons) = s.channel().await;
-    let mut consumer = consume(&cons, "consumed", "c", true).await;
-    // Well past its x-expires, a consumer keeps it.
-    assert!(nothing_for(&mut consumer, Duration::from_millis(900)).await);
-    assert!(
-        !gone(&ch, "consumed").await,
-        "a queue with a consumer stays"
-    );
-    assert_eq!(&next(&mut consumer).await.data[..], b"probe");
-    cons.basic_cancel("c".into(), Default::default())
-        .await
-        .expect("cancel");
-    wait_for_async("the queue to go after its last consumer", || {
-        gone(&ch, "consumed")
-    })
-    .await;
+        let consumed = declare(format!("consumed-{kind}"), kind).await;
+        let (_c2, cons) = s.channel().await;
+        let mut consumer = consume(&cons, &consumed, "c", true).await;
+        // Well past its x-expires, a consumer keeps it.
+        assert!(nothing_for(&mut consumer, Duration::from_millis(900)).await);
+        assert!(
+            !gone(&ch, &consumed).await,
+            "{kind}: a queue with a consumer stays"
+        );
+        assert_eq!(&next(&mut consumer).await.data[..], b"probe", "{kind}");
+        cons.basic_cancel("c".into(), Default::default())
+            .await
+            .expect("cancel");
+        wait_for_async("the queue to go after its last consumer", || {
+            gone(&ch, &consumed)
+        })
+        .await;
+    }
     s.stop().await;
 }
