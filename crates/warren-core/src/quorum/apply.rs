@@ -61,8 +61,10 @@ impl QuorumState {
                     id,
                     size,
                     delivery_count: 0,
-                    expires: self.deadline(expires),
                 };
+                if let Some(at) = self.deadline(expires) {
+                    self.deadlines.insert(id, at);
+                }
                 if self.has_expired(&msg) {
                     spare = Some(id);
                 }
@@ -142,6 +144,7 @@ impl QuorumState {
         // consumer took it), also what `drop-head` left at the head.
         self.expire_heads(&mut out, None);
         self.release_drained();
+        self.forget_deadlines(&out.removed);
         out
     }
 

@@ -7,15 +7,13 @@
 //! that arrives expired (a TTL of 0) may still go to a consumer in the
 //! dispatch of the very command that brought it; otherwise it expires then.
 
-use std::num::NonZeroU64;
-
 use super::{Applied, MsgId, QMsg, QuorumState};
 use crate::dead_letter::Reason;
 use crate::queue::expiry;
 
 impl QuorumState {
     /// The deadline of a message enqueued now with its own `expires`.
-    pub(super) fn deadline(&self, own: Option<u64>) -> Option<NonZeroU64> {
+    pub(super) fn deadline(&self, own: Option<u64>) -> Option<u64> {
         // Before the first clock (entries written before clocks existed)
         // a TTL has nothing to count from.
         let ttl = self
@@ -27,12 +25,23 @@ impl QuorumState {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        at.and_then(|a| NonZeroU64::new(a.max(1)))
+        // Never 0, which the runtime's counters read as "none".
+        at.map(|a| a.max(1))
     }
 
     /// True when `m` has expired by the log's clock.
     pub(super) fn has_expired(&self, m: &QMsg) -> bool {
-        self.now > 0 && expiry::expired(m.expires.map(NonZeroU64::get), self.now)
+        self.now > 0 && expiry::expired(self.deadlines.get(&m.id).copied(), self.now)
+    }
+
+    /// Forgets the deadlines of messages gone for good (every removal of a
+    /// command is in its `removed`).
+    pub(super) fn forget_deadlines(&mut self, removed: &[MsgId]) {
+        if !self.deadlines.is_empty() {
+            for id in removed {
+                self.deadlines.remove(id);
+            }
+        }
     }
 
     /// Drops the expired messages at the head (dead-lettered if the queue

@@ -55,7 +55,6 @@ mod expiry;
 mod snapshot;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::num::NonZeroU64;
 
 pub use command::{Applied, Command, Delivery, Publisher, Reply};
 pub use snapshot::{ConsumerSnapshot, QuorumSnapshot};
@@ -74,9 +73,6 @@ pub struct QMsg {
     pub size: u32,
     /// How many times it was returned (requeued, or its consumer went).
     pub delivery_count: u32,
-    /// When it expires, Unix milliseconds by the log's clock.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires: Option<NonZeroU64>,
 }
 
 impl QMsg {
@@ -191,6 +187,10 @@ pub struct QuorumState {
     now: u64,
     /// Checkouts so far: the `order` of the next new consumer.
     checkouts: u64,
+    /// Deadlines (Unix ms by the log's clock) of the messages that have one,
+    /// beside the messages rather than in them: a message stays 16 bytes in
+    /// a queue without expiry, ready or held.
+    deadlines: BTreeMap<MsgId, u64>,
     /// The log's clock when a consumer last came or went or a `basic.get`
     /// asked (0: not yet known): where `x-expires` counts from.
     last_active: u64,
@@ -216,8 +216,7 @@ impl QuorumState {
     pub fn head_expires(&self) -> Option<u64> {
         self.ready
             .front()
-            .and_then(|m| m.expires)
-            .map(NonZeroU64::get)
+            .and_then(|m| self.deadlines.get(&m.id).copied())
     }
 
     /// When the queue has been unused for its `x-expires` (no consumer, no

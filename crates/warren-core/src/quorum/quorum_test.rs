@@ -346,6 +346,7 @@ proptest! {
         message_ttl in proptest::option::of(0u64..20),
         single_active in any::<bool>(),
         dead_letters in any::<bool>(),
+        expires in proptest::option::of(0u64..30),
     ) {
         let overflow = if reject { Overflow::RejectPublish } else { Overflow::DropHead };
         let config = QuorumConfig {
@@ -354,6 +355,7 @@ proptest! {
             message_ttl,
             single_active,
             dead_letters,
+            expires,
         };
         let mut a = QuorumState::new(config.clone());
         let mut b = QuorumState::new(config);
@@ -683,7 +685,11 @@ fn an_unused_queue_expires_by_the_logs_clock() {
     s.apply(Command::Cancel {
         consumer: ConsumerKey::new(2, "a"),
     });
-    assert_eq!(s.queue_expires(), Some(5100), "unused from its last consumer");
+    assert_eq!(
+        s.queue_expires(),
+        Some(5100),
+        "unused from its last consumer"
+    );
     clock(&mut s, 5099);
     assert!(!s.is_expired());
     clock(&mut s, 5100);

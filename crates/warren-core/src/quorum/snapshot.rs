@@ -50,6 +50,9 @@ pub struct QuorumSnapshot {
     /// When it was last used, by the log's clock (`x-expires`).
     #[serde(default)]
     pub last_active: u64,
+    /// The deadlines of the messages that have one, in id order.
+    #[serde(default)]
+    pub deadlines: Vec<(MsgId, u64)>,
 }
 
 impl QuorumState {
@@ -77,6 +80,7 @@ impl QuorumState {
             now: self.now,
             checkouts: self.checkouts,
             last_active: self.last_active,
+            deadlines: self.deadlines.iter().map(|(id, at)| (*id, *at)).collect(),
         }
     }
 
@@ -91,6 +95,7 @@ impl QuorumState {
             now: s.now,
             checkouts: s.checkouts,
             last_active: s.last_active,
+            deadlines: s.deadlines.into_iter().collect(),
             ..Self::default()
         };
         for c in s.consumers {

@@ -1,11 +1,12 @@
 //! A quorum queue's snapshot in bytes: the state as it is stored, and the
 //! file a leader streams to a replica that is too far behind for its log.
 //!
-//! **The state** ([`encode_state`]) is binary, format 3: 24 bytes a message
-//! (id, size, delivery count, deadline), so a queue of a million messages
-//! stores 24 MB, not the 45 MB of the JSON of format 1; a consumer's
-//! place; then the log's clock, the count of checkouts and when the queue
-//! was last used. Formats 1 and 2 (no deadlines, no clock) are still read.
+//! **The state** ([`encode_state`]) is binary, format 3: 16 bytes a message
+//! (id, size, delivery count), so a queue of a million messages stores
+//! 16 MB, not the 45 MB of the JSON of format 1; a consumer's place; then
+//! the log's clock, the count of checkouts, when the queue was last used,
+//! and 16 bytes per message that has a deadline. Formats 1 and 2 (no
+//! deadlines, no clock) are still read. Formats 1 and 2 (no deadlines, no clock) are still read.
 //!
 //! **The transfer** is a file, never one buffer: the state, then every live
 //! message's body (id, length, the body's stored encoding), written from a
@@ -32,16 +33,11 @@ const STATE_V2: u8 = 2;
 const STATE_V3: u8 = 3;
 /// The first bytes of a transfer file.
 const TRANSFER_MAGIC: &[u8; 8] = b"WQSNAP02";
-/// Bytes of one message in the state of format 2.
-const MSG_BYTES_V2: usize = 16;
-/// Bytes of one message in the state of format 3.
-const MSG_BYTES: usize = 24;
+/// Bytes of one message in the state.
+const MSG_BYTES: usize = 16;
 
 fn msg(e: &mut Enc<'_>, m: &QMsg) {
-    e.u64(m.id)
-        .u32(m.size)
-        .u32(m.delivery_count)
-        .u64(m.expires.map_or(0, std::num::NonZeroU64::get));
+    e.u64(m.id).u32(m.size).u32(m.delivery_count);
 }
 
 fn msgs(e: &mut Enc<'_>, ms: &[QMsg]) {
@@ -79,15 +75,18 @@ pub(super) fn encode_state(s: &QuorumSnapshot) -> Vec<u8> {
         e.u64(*channel).u64(*seq);
     }
     e.u64(s.now).u64(s.checkouts).u64(s.last_active);
+    e.u64(s.deadlines.len() as u64);
+    for (id, at) in &s.deadlines {
+        e.u64(*id).u64(*at);
+    }
     out
 }
 
 /// Counts read from the input bound nothing but a loop: every vector
 /// grows as its elements are actually read.
-fn read_msgs(d: &mut Dec<'_>, v3: bool) -> Result<Vec<QMsg>, StoreError> {
+fn read_msgs(d: &mut Dec<'_>) -> Result<Vec<QMsg>, StoreError> {
     let n = d.u64()?;
-    let size = if v3 { MSG_BYTES } else { MSG_BYTES_V2 };
-    if n > (d.0.len() / size) as u64 {
+    if n > (d.0.len() / MSG_BYTES) as u64 {
         return Err(corrupt("message count past the end"));
     }
     let mut out = Vec::with_capacity(n as usize);
@@ -96,11 +95,6 @@ fn read_msgs(d: &mut Dec<'_>, v3: bool) -> Result<Vec<QMsg>, StoreError> {
             id: d.u64()?,
             size: d.u32()?,
             delivery_count: d.u32()?,
-            expires: if v3 {
-                std::num::NonZeroU64::new(d.u64()?)
-            } else {
-                None
-            },
         });
     }
     Ok(out)
@@ -116,7 +110,7 @@ pub(super) fn decode_state(b: &[u8]) -> Result<QuorumSnapshot, StoreError> {
     let mut d = Dec(&b[1..]);
     let config = serde_json::from_str(d.str()?).map_err(|e| corrupt(&e.to_string()))?;
     let next_id = d.u64()?;
-    let ready = read_msgs(&mut d, v3)?;
+    let ready = read_msgs(&mut d)?;
     let mut consumers = Vec::new();
     for _ in 0..d.u32()? {
         let key = ConsumerKey::new(d.u64()?, d.str()?);
@@ -129,7 +123,7 @@ pub(super) fn decode_state(b: &[u8]) -> Result<QuorumSnapshot, StoreError> {
             prefetch,
             no_ack: flags & 1 != 0,
             cancelled: flags & 2 != 0,
-            checked: read_msgs(&mut d, v3)?,
+            checked: read_msgs(&mut d)?,
             order: if v3 { d.u64()? } else { 0 },
         });
     }
@@ -146,6 +140,16 @@ pub(super) fn decode_state(b: &[u8]) -> Result<QuorumSnapshot, StoreError> {
     } else {
         (0, 0, 0)
     };
+    let mut deadlines = Vec::new();
+    if v3 {
+        let n = d.u64()?;
+        if n > (d.0.len() / 16) as u64 {
+            return Err(corrupt("deadline count past the end"));
+        }
+        for _ in 0..n {
+            deadlines.push((d.u64()?, d.u64()?));
+        }
+    }
     if !d.0.is_empty() {
         return Err(corrupt("bytes after the state"));
     }
@@ -159,6 +163,7 @@ pub(super) fn decode_state(b: &[u8]) -> Result<QuorumSnapshot, StoreError> {
         now,
         checkouts,
         last_active,
+        deadlines,
     })
 }
 

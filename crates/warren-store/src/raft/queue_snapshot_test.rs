@@ -16,6 +16,7 @@ fn busy_state() -> QuorumSnapshot {
         message_ttl: Some(60_000),
         single_active: true,
         dead_letters: true,
+        expires: Some(1_800_000),
     });
     s.apply(Command::Clock {
         now: 1_700_000_000_000,
@@ -65,11 +66,13 @@ fn the_binary_state_reads_back_as_it_was() {
     let bytes = encode_state(&snap);
     assert_eq!(decode_state(&bytes).expect("decode"), snap);
     assert_eq!(snap.now, 1_700_000_000_000);
-    assert!(snap.ready.iter().all(|m| m.expires.is_some()));
-    // 24 bytes a message, whatever the queue holds.
+    assert!(!snap.deadlines.is_empty());
+    // 16 bytes a message, whatever the queue holds, and 16 per deadline.
     let held: usize = snap.consumers.iter().map(|c| c.checked.len()).sum();
     // Plus the settings (JSON), the consumers and the clock.
-    assert!(bytes.len() < 300 + (snap.ready.len() + held) * 24 + 3 * 48);
+    assert!(
+        bytes.len() < 300 + (snap.ready.len() + held) * 16 + snap.deadlines.len() * 16 + 3 * 48
+    );
     // The JSON of format 1 is still read.
     let v1 = super::super::encode(&snap).expect("json");
     assert_eq!(decode_state(&v1).expect("decode v1"), snap);
