@@ -321,3 +321,7 @@ impl QuorumState {
 #[cfg(test)]
 #[path = "quorum_test.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "features_test.rs"]
+mod features_tests;

@@ -111,4 +111,20 @@ impl Front {
             own.attached = false;
         }
     }
+
+    /// A queue unused for its `x-expires` (by the log's clock, so every
+    /// replica agrees) asks the node to delete it through group 0, as an
+    /// auto-delete queue does; only its leader asks, once.
+    pub(super) fn delete_if_expired(&mut self) {
+        if let Role::Leader(l) = &mut self.role
+            && l.expired_once()
+            && let Some(tx) = &self.env.auto_deleted
+        {
+            tracing::info!(queue = %self.def.name, "deleting a queue unused for its x-expires");
+            let _ = tx.send(crate::classic::AutoDeleted {
+                name: self.def.name.clone(),
+                id: self.def.id,
+            });
+        }
+    }
 }

@@ -36,6 +36,7 @@
 //! fails nacks its batch.
 
 mod audit;
+mod config;
 mod consumers;
 mod delivery;
 mod held;
@@ -54,13 +55,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use warren_cluster::{LiveChannels, MetaNode, QueueGroup, QueueGroups};
 use warren_core::queue::{QueueDef, connection_node};
-use warren_core::quorum::QuorumConfig;
 use warren_core::{AmqpError, Name, NodeId, ReplyCode};
 
 use crate::api::handle::EndMark;
 use crate::api::{Absent, Backlog, ConnEvent, ConnTx, Ending, QueueFlow, QueueHandle, QueueMsg};
 use crate::link::Links;
 use audit::Found;
+use config::config_of;
 use consumers::{Attaching, Own};
 use held::Held;
 use leader::Leading;
@@ -205,21 +206,6 @@ pub fn spawn(def: QueueDef, vhost: Name, env: &QuorumEnv) -> QueueHandle {
     handle
 }
 
-/// The quorum settings a queue's arguments give.
-fn config_of(def: &QueueDef) -> QuorumConfig {
-    QuorumConfig {
-        delivery_limit: def
-            .args
-            .delivery_limit
-            .map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
-        limits: warren_core::queue::Limits::of(&def.args),
-        message_ttl: def.args.message_ttl,
-        single_active: def.args.single_active_consumer,
-        dead_letters: def.args.dead_letter_exchange.is_some(),
-        expires: def.args.expires,
-    }
-}
-
 impl Front {
     async fn run(mut self) {
         if let Err(e) = self.join_group().await {
@@ -321,22 +307,6 @@ impl Front {
                 self.finish().await;
                 return;
             }
-        }
-    }
-
-    /// A queue unused for its `x-expires` (by the log's clock, so every
-    /// replica agrees) asks the node to delete it through group 0, as an
-    /// auto-delete queue does; only its leader asks, once.
-    fn delete_if_expired(&mut self) {
-        if let Role::Leader(l) = &mut self.role
-            && l.expired_once()
-            && let Some(tx) = &self.env.auto_deleted
-        {
-            tracing::info!(queue = %self.def.name, "deleting a queue unused for its x-expires");
-            let _ = tx.send(crate::classic::AutoDeleted {
-                name: self.def.name.clone(),
-                id: self.def.id,
-            });
         }
     }
 
