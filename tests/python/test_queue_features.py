@@ -136,3 +136,27 @@ def test_a_kombu_priority_queue_serves_the_highest_priority_first(node):
             msg = q(ch).get(no_ack=True, accept=["json"])
             got.append(msg.payload["n"])
         assert got == [1, 3, 2, 0, 4]
+
+
+def test_direct_reply_to_rpc_with_the_tutorial_programs(node, run):
+    """The seed's RPC programs, the client changed only to consume its
+    replies from `amq.rabbitmq.reply-to` instead of a callback queue."""
+    servers = [run("rpc_server.py") for _ in range(2)]
+    for s in servers:
+        s.wait_line("Awaiting RPC requests")
+    fib = {20: 6765, 25: 75025, 10: 55, 15: 610, 22: 17711, 12: 144}
+    args = [(25, 10), (20, 15), (22, 12)]
+    clients = [run("rpc_client_direct.py", *map(str, ns)) for ns in args]
+    for c, ns in zip(clients, args):
+        lines = c.finish(timeout=60)
+        got = [int(l.split()[-1]) for l in lines if "Got" in l]
+        assert got == [fib[n] for n in ns], lines
+    served = sum(1 for s in servers for l in s.output() if "fib(" in l)
+    assert served == 6
+    # The pseudo-queue answers a passive declare, as RabbitMQ's does.
+    conn, ch = _channel(node)
+    try:
+        ok = ch.queue_declare("amq.rabbitmq.reply-to", passive=True)
+        assert (ok.method.message_count, ok.method.consumer_count) == (0, 1)
+    finally:
+        conn.close()

@@ -25,6 +25,19 @@ pub fn with_header(raw: &[u8], key: &str, value: AMQPValue) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The raw properties `raw` with `reply_to` set to `to` (direct reply-to
+/// names the requester's channel there); `None` if `raw` does not parse.
+pub fn with_reply_to(raw: &[u8], to: &str) -> Option<(Vec<u8>, BasicProperties)> {
+    let props = match parse_properties(raw) {
+        Ok(([], p)) => p,
+        _ => return None,
+    };
+    let props = props.with_reply_to(to.into());
+    let mut out = Vec::with_capacity(raw.len() + to.len());
+    run(&mut out, gen_properties(&props)).ok()?;
+    Some((out, props))
+}
+
 /// The raw properties `raw` as a dead-lettered message carries them: the
 /// headers replaced by what `headers` makes of the old ones and of the
 /// `expiration` property, which is removed (RabbitMQ keeps it in `x-death`

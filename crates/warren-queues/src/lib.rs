@@ -21,6 +21,8 @@
 //!   publishers.
 //! - [`ids`]: connection, channel and consumer ids unique in the cluster.
 //! - [`clock`]: the wall clock of message deadlines.
+//! - [`reply_to`]: direct reply-to, the `amq.rabbitmq.reply-to`
+//!   pseudo-queue: replies go to a channel, not through a queue.
 //!
 //! The crate sits between the server (connections and channels,
 //! above) and the cluster (gRPC, Raft, below): server → queues → cluster →
@@ -34,6 +36,7 @@ pub mod link;
 pub mod memory;
 pub mod quorum;
 pub mod registry;
+pub mod reply_to;
 
 pub use api::{ChannelCredit, ConnEvent, ConnTx, DeliverEvent, QueueFlow, QueueHandle};
 pub use ids::Ids;

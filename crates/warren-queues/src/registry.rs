@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use warren_cluster::QueueGroups;
 use warren_core::queue::QueueDef;
@@ -24,6 +24,7 @@ use crate::api::{Ending, QueueHandle};
 use crate::classic::{self, ClassicEnv};
 use crate::link;
 use crate::quorum::{self, QuorumEnv};
+use crate::reply_to;
 
 /// How this node serves a queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +73,8 @@ pub struct Registry {
     ready: AtomicBool,
     /// The node is stopping: no queue starts any more.
     stopping: AtomicBool,
+    /// Proxies that carry direct replies to other nodes, by node.
+    reply_routes: Mutex<HashMap<NodeId, QueueHandle>>,
 }
 
 /// A read of the registry (see the lock order above).
@@ -97,7 +100,37 @@ impl Registry {
             quorum,
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            reply_routes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The proxy that carries direct replies to channels of `node` over
+    /// the queue link to it, started on first use if `is_member` says the
+    /// node is one (see [`reply_to`]); `None` for a node that is not.
+    pub fn reply_route(
+        &self,
+        node: NodeId,
+        is_member: impl FnOnce() -> bool,
+    ) -> Option<QueueHandle> {
+        let mut routes = self
+            .reply_routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(h) = routes.get(&node) {
+            return Some(h.clone());
+        }
+        if !is_member() {
+            return None;
+        }
+        let h = link::spawn_forwarder(
+            reply_to::link_id(node),
+            reply_to::PSEUDO_QUEUE.into(),
+            false,
+            self.vhost.clone(),
+            self.quorum.links.to(node),
+        );
+        routes.insert(node, h.clone());
+        Some(h)
     }
 
     /// Read access (never hold across `.await`).
@@ -214,6 +247,11 @@ impl Registry {
             .drain()
             .map(|(_, s)| s)
             .collect();
+        // Their proxies end with their handles.
+        self.reply_routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         for s in slots {
             if s.kind == Kind::ClassicRemote {
                 s.handle.mark(Ending::Stopped);

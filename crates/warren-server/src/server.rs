@@ -91,6 +91,7 @@ impl Server {
                 Arc::downgrade(&node),
                 broker.ids().clone(),
                 broker.memory().local_alarm(),
+                broker.replies().clone(),
             );
             tracker.spawn(serve_cluster(
                 listener,

@@ -375,3 +375,47 @@ async fn a_quorum_queue_dead_letters_what_it_rejects_expires_or_gives_up_on() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internal_exchange_takes_dead_letters_but_not_publishers() {
+    let s = TestServer::start().await;
+    let (_c, ch) = s.channel().await;
+    confirms(&ch).await;
+    let internal = lapin::options::ExchangeDeclareOptions {
+        internal: true,
+        ..durable_exchange()
+    };
+    declare_exchange(&ch, "dlx-internal", lapin::ExchangeKind::Fanout, internal)
+        .await
+        .expect("exchange");
+    queue(&ch, "dlq", &[]).await;
+    bind(&ch, "dlq", "dlx-internal", "").await.expect("bind");
+    queue(&ch, "work", &[("x-dead-letter-exchange", "dlx-internal")]).await;
+    publish_confirmed(&ch, "", "work", b"job", persistent()).await;
+    let got = get_one(&ch, "work", false).await;
+    got.delivery
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .expect("reject");
+    let dead = get_one(&ch, "dlq", true).await;
+    assert_eq!(&dead.delivery.data[..], b"job");
+    assert_eq!(dead.delivery.exchange.as_str(), "dlx-internal");
+
+    // A publisher is still refused, as RabbitMQ refuses it.
+    let (_c2, ch2) = s.channel().await;
+    let r = match try_publish(&ch2, "dlx-internal", "", b"x", BasicProperties::default()).await {
+        Ok(confirm) => confirm.await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let e = match r {
+        Err(e) => e,
+        Ok(()) => {
+            wait_for_async("the channel to close", || async {
+                ch2.basic_qos(1, Default::default()).await.err()
+            })
+            .await
+        }
+    };
+    assert_eq!(code(&e), Some(403));
+    s.stop().await;
+}

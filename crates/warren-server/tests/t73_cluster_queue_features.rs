@@ -118,3 +118,48 @@ async fn ttl_dead_letters_and_a_single_active_consumer_work_from_every_node() {
         d.ack(Default::default()).await.expect("ack");
     }
 }
+
+/// Direct reply-to across nodes: the requester on node 3, the request queue
+/// homed on node 1, the server consuming and replying through node 2. The
+/// reply goes from node 2 to node 3 over their queue link, to the
+/// requester's channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_reply_crosses_nodes_to_the_requesting_channel() {
+    let c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
+    let [n1, n2, n3] = c.connect_each([1, 2, 3]).await;
+    c.wait_leader(&[1, 2, 3]).await;
+    let ch1 = channel(&n1).await;
+    queue(&ch1, "rpc", &[]).await;
+    let applied = c.applied(1).await.expect("node 1 applied index");
+    c.wait_applied(&[2, 3], applied).await;
+
+    let srv = channel(&n2).await;
+    confirms(&srv).await;
+    let mut requests = consume(&srv, "rpc", "server", false).await;
+    let cli = channel(&n3).await;
+    let mut replies = consume(&cli, "amq.rabbitmq.reply-to", "", true).await;
+    for i in 0..20 {
+        let props = BasicProperties::default()
+            .with_reply_to("amq.rabbitmq.reply-to".into())
+            .with_correlation_id(format!("c-{i}").as_str().into());
+        try_publish(&cli, "", "rpc", format!("{i}").as_bytes(), props)
+            .await
+            .expect("request");
+        let req = next(&mut requests).await;
+        let to = req.properties.reply_to().clone().expect("reply_to");
+        assert!(to.as_str().starts_with("amq.rabbitmq.reply-to."), "{to}");
+        let props =
+            BasicProperties::default().with_correlation_id(format!("c-{i}").as_str().into());
+        publish_confirmed(&srv, "", to.as_str(), format!("re {i}").as_bytes(), props).await;
+        req.ack(Default::default()).await.expect("ack");
+        let got = next(&mut replies).await;
+        assert_eq!(got.data, format!("re {i}").into_bytes());
+        assert_eq!(
+            got.properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.to_string()),
+            Some(format!("c-{i}"))
+        );
+    }
+}

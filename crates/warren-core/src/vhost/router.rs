@@ -26,11 +26,35 @@ impl VHost {
         headers: Option<&FieldTable>,
         out: &mut SmallVec<[QueueId; 4]>,
     ) -> Result<(), AmqpError> {
+        self.route_as(false, exchange, routing_key, headers, out)
+    }
+
+    /// Routes as [`VHost::route`] does, for the broker itself: an internal
+    /// exchange takes the message (RabbitMQ's dead-lettering publishes to
+    /// one as to any other).
+    pub fn route_internal(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut SmallVec<[QueueId; 4]>,
+    ) -> Result<(), AmqpError> {
+        self.route_as(true, exchange, routing_key, headers, out)
+    }
+
+    fn route_as(
+        &self,
+        broker: bool,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut SmallVec<[QueueId; 4]>,
+    ) -> Result<(), AmqpError> {
         let e = self
             .exchanges
             .get(exchange)
             .ok_or_else(|| self.not_found("exchange", exchange))?;
-        if e.def.internal {
+        if e.def.internal && !broker {
             return Err(AmqpError::access_refused(format!(
                 "cannot publish to internal exchange '{exchange}' in vhost '{}'",
                 self.name

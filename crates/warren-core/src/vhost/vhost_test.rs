@@ -312,3 +312,25 @@ fn deletes_cascade() {
     assert!(v.exchange("auto").is_none());
     assert!(route(&v, "", "a").is_empty());
 }
+
+#[test]
+fn an_internal_exchange_refuses_publishers_but_not_the_broker() {
+    let mut v = VHost::new("/");
+    let none = FieldTable::default();
+    let internal = ExchangeDeclare {
+        internal: true,
+        ..ex("dlx", "fanout", &none)
+    };
+    v.declare_exchange(&internal).expect("declare");
+    let id = v.declare_queue(&q("dead", &none), 1).expect("queue").0.id;
+    bind(&mut v, "dead", "dlx", "");
+    let mut out = SmallVec::new();
+    let e = v
+        .route("dlx", "k", None, &mut out)
+        .expect_err("a publisher is refused");
+    assert_eq!(e.code, ReplyCode::AccessRefused);
+    assert!(out.is_empty());
+    v.route_internal("dlx", "k", None, &mut out)
+        .expect("dead-lettering routes");
+    assert_eq!(out.to_vec(), vec![id]);
+}

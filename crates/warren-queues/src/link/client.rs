@@ -74,8 +74,19 @@ impl LinkTx {
 
 /// Starts the proxy of a queue homed on another node, feeding `link`.
 pub fn spawn_proxy(def: &QueueDef, vhost: Name, link: LinkTx) -> QueueHandle {
+    spawn_forwarder(def.id, def.name.clone(), def.durable, vhost, link)
+}
+
+/// Starts the proxy of what the other node serves under `id` (a queue, or
+/// the direct reply-to consumers of [`crate::reply_to::link_id`]).
+pub fn spawn_forwarder(
+    id: QueueId,
+    name: Name,
+    durable: bool,
+    vhost: Name,
+    link: LinkTx,
+) -> QueueHandle {
     let (tx, mut rx) = mpsc::channel::<QueueMsg>(MAILBOX);
-    let id = def.id;
     let LinkTx {
         tx: link,
         budget,
@@ -89,8 +100,7 @@ pub fn spawn_proxy(def: &QueueDef, vhost: Name, link: LinkTx) -> QueueHandle {
             }
         }
     });
-    let handle =
-        QueueHandle::new(def.id, def.name.clone(), vhost, def.durable, tx).with_budget(budget);
+    let handle = QueueHandle::new(id, name, vhost, durable, tx).with_budget(budget);
     mirrors.register(id, handle.flow());
     handle
 }

@@ -32,6 +32,7 @@ use crate::api::{
     QueueHandle, QueueMsg, Verdict,
 };
 use crate::ids::Ids;
+use crate::reply_to::{self, ReplyConsumers};
 
 /// Frames buffered towards the other node.
 const DOWN_FRAMES: usize = 64;
@@ -72,21 +73,25 @@ pub struct QueuesService {
     registry: Weak<dyn LocalQueues>,
     ids: Arc<Ids>,
     alarm: watch::Receiver<bool>,
+    replies: Arc<ReplyConsumers>,
 }
 
 impl QueuesService {
     /// The service for the queues of `registry`; each link is a connection
     /// of this node with an id from `ids`, and tells the other node of
-    /// `alarm` (this node's own memory alarm).
+    /// `alarm` (this node's own memory alarm). Direct replies that come
+    /// over a link go to `replies`.
     pub fn new(
         registry: Weak<dyn LocalQueues>,
         ids: Arc<Ids>,
         alarm: watch::Receiver<bool>,
+        replies: Arc<ReplyConsumers>,
     ) -> Self {
         Self {
             registry,
             ids,
             alarm,
+            replies,
         }
     }
 
@@ -120,6 +125,7 @@ impl Queues for QueuesService {
             conn: self.ids.connection(),
             conn_tx,
             reply_tx,
+            replies: self.replies.clone(),
             reports: Reports::default(),
             consumers: HashMap::new(),
             credits: HashMap::new(),
@@ -141,6 +147,8 @@ struct Link {
     conn_tx: ConnTx,
     /// Replies to requests and flow reports, for the pump.
     reply_tx: mpsc::UnboundedSender<pb::down_item::Op>,
+    /// This node's direct reply-to consumers.
+    replies: Arc<ReplyConsumers>,
     /// What the other node was told of each queue's flow signal.
     reports: Reports,
     consumers: HashMap<ConsumerId, (QueueId, ChannelKey, Arc<ConsumerFlow>)>,
@@ -226,6 +234,14 @@ impl Link {
 
     async fn flush(&mut self, batches: &mut Vec<Batch>) {
         for (q, items) in batches.drain(..) {
+            if reply_to::is_link_id(q) {
+                // Direct replies: never confirmed by anyone (the publisher's
+                // node confirmed them when it routed them).
+                for (msg, _) in items {
+                    self.replies.deliver_routed(msg);
+                }
+                continue;
+            }
             let batch = PublishBatch {
                 from: Some((self.conn, self.conn_tx.clone())),
                 items,

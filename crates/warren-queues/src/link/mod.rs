@@ -18,7 +18,7 @@ pub mod home;
 mod pending;
 pub mod wire;
 
-pub use client::{LINK_BUDGET, LinkTx, Routed, spawn_link, spawn_proxy};
+pub use client::{LINK_BUDGET, LinkTx, Routed, spawn_forwarder, spawn_link, spawn_proxy};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};

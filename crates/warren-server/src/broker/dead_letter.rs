@@ -163,7 +163,7 @@ fn republish(
     let mut ids: SmallVec<[QueueId; 4]> = SmallVec::new();
     if st
         .vhost()
-        .route(&batch.exchange, key, Some(&headers), &mut ids)
+        .route_internal(&batch.exchange, key, Some(&headers), &mut ids)
         .is_err()
     {
         // No such exchange (any more): RabbitMQ drops the message too.

@@ -43,6 +43,7 @@ use warren_queues::classic::{AutoDeleted, ClassicEnv};
 use warren_queues::link::{Links, LocalQueues, Lookup, LookupFuture};
 use warren_queues::quorum::QuorumEnv;
 use warren_queues::registry::RegistryView;
+use warren_queues::reply_to::ReplyConsumers;
 use warren_queues::{Ids, Memory, QueueHandle, Registry};
 use warren_store::{Recovered, Store, Writer};
 
@@ -89,6 +90,8 @@ pub struct Broker {
     ids: Arc<Ids>,
     /// The channels open on this node (quorum queue leaders ask).
     channels: Arc<LiveChannels>,
+    /// Direct reply-to consumers of this node's channels.
+    replies: Arc<ReplyConsumers>,
     /// Metadata the store held before Raft, until it is seeded (see
     /// [`join`]).
     legacy: Mutex<Option<(Recovered, QueueId)>>,
@@ -183,6 +186,7 @@ impl Broker {
                 })
             })),
             channels,
+            replies: Arc::new(ReplyConsumers::new(config.node_id)),
             config,
             node,
             node_options: opts,
@@ -262,6 +266,11 @@ impl Broker {
     /// The channels open on this node.
     pub fn channels(&self) -> &Arc<LiveChannels> {
         &self.channels
+    }
+
+    /// Direct reply-to consumers of this node's channels.
+    pub fn replies(&self) -> &Arc<ReplyConsumers> {
+        &self.replies
     }
 
     /// Where a queue declared on this node lives.

@@ -68,6 +68,9 @@ impl Channel {
         c: basic::Consume,
         ctx: &mut ConnCtx,
     ) -> Result<(), AmqpError> {
+        if c.queue.as_str() == warren_queues::reply_to::PSEUDO_QUEUE {
+            return self.consume_reply(c, ctx);
+        }
         let name = self.queue_name(c.queue.as_str())?;
         let handle = ctx.broker.queue_handle(&name, ctx.id)?;
         let tag: Name = if c.consumer_tag.as_str().is_empty() {
@@ -75,7 +78,7 @@ impl Channel {
         } else {
             c.consumer_tag.as_str().into()
         };
-        if self.consumers.contains_key(&tag) {
+        if self.has_consumer(&tag) {
             return Err(AmqpError::new(
                 ReplyCode::NotAllowed,
                 format!("attempt to reuse consumer tag '{tag}'"),
@@ -111,6 +114,9 @@ impl Channel {
         c: basic::Cancel,
         ctx: &mut ConnCtx,
     ) -> Result<(), AmqpError> {
+        if self.cancel_reply(&c, ctx)? {
+            return Ok(());
+        }
         if let Some(cons) = self.consumers.remove(c.consumer_tag.as_str()) {
             cons.queue.cancel(cons.id).await;
         }
@@ -125,7 +131,12 @@ impl Channel {
 
     /// A message for one of this channel's consumers.
     pub fn on_deliver(&mut self, ev: DeliverEvent, ctx: &mut ConnCtx) {
-        let live = !self.closing && self.consumers.contains_key(&ev.tag);
+        let live = !self.closing
+            && if warren_queues::reply_to::is_link_id(ev.queue) {
+                self.reply.as_ref().is_some_and(|r| *r.tag() == ev.tag)
+            } else {
+                self.consumers.contains_key(&ev.tag)
+            };
         if !live {
             // Cancelled or closing meanwhile: hand an unacked message back.
             if ev.needs_ack

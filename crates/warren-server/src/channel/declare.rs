@@ -14,6 +14,7 @@ use super::Channel;
 use super::consume::generated_name;
 use super::ctx::ConnCtx;
 use super::in_flight::Done;
+use super::reply_to;
 
 /// The four binding methods: `queue.bind`, `queue.unbind`, `exchange.bind`
 /// and `exchange.unbind`. They differ only in their destination's kind,
@@ -73,8 +74,11 @@ impl Channel {
     pub(super) fn queue_declare(
         &mut self,
         d: queue::Declare,
-        ctx: &ConnCtx,
+        ctx: &mut ConnCtx,
     ) -> Result<(), AmqpError> {
+        if reply_to::is_reply_name(d.queue.as_str()) {
+            return self.declare_reply(&d, ctx);
+        }
         let server_named = d.queue.as_str().is_empty() && !d.passive;
         let name: Name = if server_named {
             generated_name("amq.gen-").into()

@@ -8,7 +8,7 @@
 //!   `process_frame`); the handlers live in files by concept: [`publish`]
 //!   (routing, mandatory returns), [`consume`] (consumers, deliveries, acks,
 //!   get, qos), [`declare`] (exchanges, queues, bindings), [`modes`] (confirm
-//!   and tx modes).
+//!   and tx modes), [`reply_to`] (direct reply-to).
 //!
 //! Channels reach queues only through [`QueueHandle`], the same for every
 //! queue type. Handlers return `AmqpError`; [`table`] turns a channel-level
@@ -21,6 +21,7 @@ mod declare;
 mod in_flight;
 mod modes;
 mod publish;
+mod reply_to;
 mod table;
 
 pub use ctx::{ClientCaps, ConnCtx, HOLD_FOR, HOLD_MAX_BYTES};
@@ -78,6 +79,8 @@ pub struct Channel {
     next_tag: u64,
     unacked: BTreeMap<u64, Unacked>,
     consumers: HashMap<Name, ChannelConsumer>,
+    /// The direct reply-to consumer, if the channel has one.
+    reply: Option<warren_queues::reply_to::Registration>,
     /// `basic.qos` prefetch for consumers created from now on.
     prefetch: u16,
     credit: Arc<ChannelCredit>,
@@ -119,6 +122,7 @@ impl Channel {
             next_tag: 1,
             unacked: BTreeMap::new(),
             consumers: HashMap::new(),
+            reply: None,
             prefetch: 0,
             credit: Arc::new(ChannelCredit::default()),
             last_queue: None,
@@ -277,6 +281,7 @@ impl Channel {
             h.channel_closed(self.key).await;
         }
         self.consumers.clear();
+        self.reply = None;
         self.unacked.clear();
         // What it held outside queues is dropped with it.
         ctx.held -= (self.tx.bytes + self.assembler.received()) as i64;

@@ -11,7 +11,7 @@ use super::ctx::{ConnCtx, PendingPublish};
 use super::{Channel, Mode, reply};
 
 impl Channel {
-    pub(super) fn publish(&mut self, c: Content, ctx: &mut ConnCtx) -> Result<(), AmqpError> {
+    pub(super) fn publish(&mut self, mut c: Content, ctx: &mut ConnCtx) -> Result<(), AmqpError> {
         // Its body was counted as held while it arrived; queues count it now.
         ctx.held -= c.header.body_size as i64;
         if c.method.immediate {
@@ -27,6 +27,7 @@ impl Channel {
                 ctx.user
             )));
         }
+        self.set_reply_to(&mut c)?;
         ctx.has_published = true;
         if self.mode == Mode::Tx {
             // Checked at once, as RabbitMQ does; its clock starts at commit.
@@ -61,6 +62,14 @@ impl Channel {
             priority: props.priority().unwrap_or(0),
             expires,
         };
+        if c.method.exchange.as_str().is_empty()
+            && c.method
+                .routing_key
+                .as_str()
+                .starts_with(warren_queues::reply_to::PREFIX)
+        {
+            return self.route_reply(&c, flags, ctx);
+        }
         let exchange = c.method.exchange.as_str();
         let routing_key = c.method.routing_key.as_str();
         let mut ids: SmallVec<[QueueId; 4]> = SmallVec::new();
@@ -118,7 +127,7 @@ impl Channel {
         Ok(())
     }
 
-    fn basic_return(
+    pub(super) fn basic_return(
         &mut self,
         msg: &Message,
         exchange: &str,
