@@ -23,6 +23,8 @@
 //! - [`confirms`]: publisher-confirm bookkeeping for one channel.
 //! - [`dead_letter`]: the `x-death` record of a dead-lettered message and
 //!   RabbitMQ's cycle rule, on field tables (the runtime re-encodes them).
+//! - [`access`]: users' password hashes (RabbitMQ's salted SHA-256) and their
+//!   permission expressions, with RabbitMQ's 403 texts.
 //! - [`vhost`]: [`vhost::VHost`], the metadata of a virtual host, one file per
 //!   concept: `mod.rs` (the type, its lookups, [`vhost::PREDECLARED`],
 //!   [`vhost::Removed`]), `exchanges.rs` (declare, equivalence, delete,
@@ -47,6 +49,7 @@
 //! It must not depend on tokio, RocksDB, or the wire codec: field tables come from
 //! `amq-protocol-types`, and that is the only protocol type it knows.
 
+pub mod access;
 pub mod binding;
 pub mod confirms;
 pub mod dead_letter;
