@@ -249,19 +249,7 @@ async fn an_invalid_expiration_closes_the_channel_with_406() {
         let ch = channel(&c).await;
         confirms(&ch).await;
         let props = BasicProperties::default().with_expiration(ShortString::from(value));
-        let r = match try_publish(&ch, "", &q, b"x", props).await {
-            Ok(confirm) => confirm.await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        let e = match r {
-            Err(e) => e,
-            Ok(()) => {
-                wait_for_async("the channel to close", || async {
-                    ch.basic_qos(1, BasicQosOptions::default()).await.err()
-                })
-                .await
-            }
-        };
+        let e = refused_publish(&ch, "", &q, b"x", props).await;
         assert_eq!(code(&e), Some(406), "{value}: {e}");
         assert!(text(&e).contains(want), "{value}: {e}");
     }

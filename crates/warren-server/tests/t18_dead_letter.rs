@@ -403,19 +403,8 @@ async fn an_internal_exchange_takes_dead_letters_but_not_publishers() {
 
     // A publisher is still refused, as RabbitMQ refuses it.
     let (_c2, ch2) = s.channel().await;
-    let r = match try_publish(&ch2, "dlx-internal", "", b"x", BasicProperties::default()).await {
-        Ok(confirm) => confirm.await.map(|_| ()),
-        Err(e) => Err(e),
-    };
-    let e = match r {
-        Err(e) => e,
-        Ok(()) => {
-            wait_for_async("the channel to close", || async {
-                ch2.basic_qos(1, Default::default()).await.err()
-            })
-            .await
-        }
-    };
+    confirms(&ch2).await;
+    let e = refused_publish(&ch2, "dlx-internal", "", b"x", BasicProperties::default()).await;
     assert_eq!(code(&e), Some(403));
     s.stop().await;
 }

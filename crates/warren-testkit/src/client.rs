@@ -224,6 +224,31 @@ pub async fn try_publish(
     .await
 }
 
+/// Publishes on `ch` (in confirm mode) what the broker refuses with a
+/// channel error: the error, from the confirm or, if the confirm came
+/// first, from the channel once it is closed.
+pub async fn refused_publish(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> lapin::Error {
+    let r = match try_publish(ch, exchange, key, body, props).await {
+        Ok(confirm) => confirm.await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match r {
+        Err(e) => e,
+        Ok(()) => {
+            wait_for_async("the channel to close", || async {
+                ch.basic_qos(1, Default::default()).await.err()
+            })
+            .await
+        }
+    }
+}
+
 /// Publishes `body` with default properties.
 pub async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8]) {
     try_publish(ch, exchange, key, body, BasicProperties::default())

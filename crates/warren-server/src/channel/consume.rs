@@ -63,6 +63,30 @@ impl Channel {
         )
     }
 
+    /// Whether `tag` names a consumer of this channel, of a queue or of
+    /// replies.
+    pub(super) fn has_consumer(&self, tag: &str) -> bool {
+        self.consumers.contains_key(tag) || self.reply.as_ref().is_some_and(|r| &**r.tag() == tag)
+    }
+
+    /// The tag of a new consumer: `requested`, or a generated one when it
+    /// is empty; 530 if a consumer of this channel (of a queue or of
+    /// replies) has it already.
+    pub(super) fn new_consumer_tag(&self, requested: &str) -> Result<Name, AmqpError> {
+        let tag: Name = if requested.is_empty() {
+            generated_name("amq.ctag-").into()
+        } else {
+            requested.into()
+        };
+        if self.has_consumer(&tag) {
+            return Err(AmqpError::new(
+                ReplyCode::NotAllowed,
+                format!("attempt to reuse consumer tag '{tag}'"),
+            ));
+        }
+        Ok(tag)
+    }
+
     pub(super) async fn consume(
         &mut self,
         c: basic::Consume,
@@ -73,17 +97,7 @@ impl Channel {
         }
         let name = self.queue_name(c.queue.as_str())?;
         let handle = ctx.broker.queue_handle(&name, ctx.id)?;
-        let tag: Name = if c.consumer_tag.as_str().is_empty() {
-            generated_name("amq.ctag-").into()
-        } else {
-            c.consumer_tag.as_str().into()
-        };
-        if self.has_consumer(&tag) {
-            return Err(AmqpError::new(
-                ReplyCode::NotAllowed,
-                format!("attempt to reuse consumer tag '{tag}'"),
-            ));
-        }
+        let tag = self.new_consumer_tag(c.consumer_tag.as_str())?;
         let id = ctx.broker.ids().consumer();
         let spec = ConsumerSpec {
             id,

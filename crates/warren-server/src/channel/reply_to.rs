@@ -7,10 +7,9 @@ use amq_protocol::protocol::{AMQPClass, basic, queue};
 use rand::Rng;
 use warren_amqp::Content;
 use warren_core::message::MessageFlags;
-use warren_core::{AmqpError, Message, Name, ReplyCode};
+use warren_core::{AmqpError, Message, ReplyCode};
 use warren_queues::reply_to::{Address, Handed, PREFIX, PSEUDO_QUEUE, link_id};
 
-use super::consume::generated_name;
 use super::ctx::{ConnCtx, PendingPublish};
 use super::{Channel, Mode, reply};
 
@@ -20,29 +19,13 @@ pub(super) fn is_reply_name(name: &str) -> bool {
 }
 
 impl Channel {
-    /// Whether `tag` names a consumer of this channel, of a queue or of
-    /// replies.
-    pub(super) fn has_consumer(&self, tag: &str) -> bool {
-        self.consumers.contains_key(tag) || self.reply.as_ref().is_some_and(|r| &**r.tag() == tag)
-    }
-
     /// `basic.consume` from `amq.rabbitmq.reply-to`.
     pub(super) fn consume_reply(
         &mut self,
         c: basic::Consume,
         ctx: &mut ConnCtx,
     ) -> Result<(), AmqpError> {
-        let tag: Name = if c.consumer_tag.as_str().is_empty() {
-            generated_name("amq.ctag-").into()
-        } else {
-            c.consumer_tag.as_str().into()
-        };
-        if self.has_consumer(&tag) {
-            return Err(AmqpError::new(
-                ReplyCode::NotAllowed,
-                format!("attempt to reuse consumer tag '{tag}'"),
-            ));
-        }
+        let tag = self.new_consumer_tag(c.consumer_tag.as_str())?;
         if !c.no_ack {
             return Err(AmqpError::precondition("reply consumer cannot acknowledge"));
         }
