@@ -288,8 +288,13 @@ impl MetaNode {
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 /// Whether a forwarded membership change that failed with `status` is tried
-/// again once another leader is known: the leader could not be reached (it
-/// died, so the change was not made) and there is time left.
+/// again once another leader is known: the leader could not be reached, or
+/// its connection broke before it answered (`Cancelled`: a leader killed a
+/// moment ago whose connection was still open), and there is time left.
+/// Both changes are idempotent, so a retry of one that was made is harmless.
 fn retry_elsewhere(status: &tonic::Status, deadline: Instant) -> bool {
-    status.code() == tonic::Code::Unavailable && Instant::now() < deadline
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Cancelled
+    ) && Instant::now() < deadline
 }
