@@ -19,7 +19,7 @@ use crate::raft_client::PeerChannel;
 
 /// Bound on each admin call but membership changes (which wait for a new
 /// node to catch up).
-const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound on a membership change.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -80,7 +80,7 @@ fn index(i: i64) -> Option<u64> {
     u64::try_from(i).ok()
 }
 
-async fn client(
+pub(crate) async fn client(
     sec: &Security,
     addr: &str,
     timeout: Duration,

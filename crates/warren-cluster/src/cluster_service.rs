@@ -12,7 +12,8 @@ use crate::live_channels::{LiveChannels, MAX_ASKED};
 use crate::meta_node::MetaNode;
 use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::{
-    AddNodeRequest, GroupElectRequest, GroupMembersRequest, LiveChannelsReply, LiveChannelsRequest,
+    AccessChange, AccessChangeReply, AccessList, AddNodeRequest, GroupElectRequest,
+    GroupMembersRequest, ListAccessRequest, LiveChannelsReply, LiveChannelsRequest,
     MembershipReply, NodeStatus, PingReply, PingRequest, ProposeReply, ProposeRequest,
     QueueMembersReply, QueueMembersRequest, QueueStatusReply, QueueStatusRequest,
     RemoveNodeRequest, StatusRequest, WaitAppliedReply, WaitAppliedRequest,
@@ -162,6 +163,52 @@ impl Cluster for ClusterService {
     async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
         Ok(Response::new(PingReply {
             incarnation: crate::peer_watch::incarnation(),
+        }))
+    }
+
+    async fn change_access(
+        &self,
+        request: Request<AccessChange>,
+    ) -> Result<Response<AccessChangeReply>, Status> {
+        let cmd: Command = serde_json::from_slice(&request.into_inner().command)
+            .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
+        if !matches!(
+            cmd,
+            Command::AddUser(_)
+                | Command::DeleteUser { .. }
+                | Command::SetPermissions(_)
+                | Command::ClearPermissions { .. }
+        ) {
+            return Err(Status::invalid_argument(
+                "only users and permissions are changed here",
+            ));
+        }
+        let result = self.node.propose(cmd).await;
+        let outcome = serde_json::to_vec(&result)
+            .map_err(|e| Status::internal(format!("encoding outcome: {e}")))?;
+        Ok(Response::new(AccessChangeReply { outcome }))
+    }
+
+    async fn list_access(
+        &self,
+        _: Request<ListAccessRequest>,
+    ) -> Result<Response<AccessList>, Status> {
+        let (users, permissions) = {
+            let meta = self
+                .node
+                .meta()
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let a = meta.access();
+            (
+                serde_json::to_vec(&a.users().collect::<Vec<_>>()),
+                serde_json::to_vec(&a.permissions().collect::<Vec<_>>()),
+            )
+        };
+        let encoding = |e: serde_json::Error| Status::internal(format!("encoding: {e}"));
+        Ok(Response::new(AccessList {
+            users: users.map_err(encoding)?,
+            permissions: permissions.map_err(encoding)?,
         }))
     }
 

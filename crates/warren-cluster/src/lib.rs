@@ -26,7 +26,8 @@
 //! - [`bootstrap`]: forming group 0 from a static peer list.
 //! - [`cluster_service`]: the server side of `proto/cluster.proto`.
 //! - [`admin_client`]: the client side of `proto/cluster.proto` for
-//!   `warren cluster status|add-node|remove-node`.
+//!   `warren cluster status|add-node|remove-node`; [`admin_access`]: the
+//!   same for `warren users|permissions`.
 //! - [`stats`]: counters of queue traffic between nodes.
 //! - [`error`]: [`ClusterError`], this crate's error.
 //! - [`pb`]: the code generated from `proto/raft.proto`,
@@ -34,6 +35,7 @@
 //!
 //! The openraft type configuration and the storage are `warren_store::raft`'s.
 
+pub mod admin_access;
 pub mod admin_client;
 pub mod auth;
 pub mod bootstrap;

@@ -1,5 +1,7 @@
 //! The `warren` binary: thin on purpose; everything lives in the library.
 
+mod access_cli;
+
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use warren_cluster::pb::MemberChange;
@@ -23,6 +25,13 @@ enum Command {
     /// Inspect quorum queues through a node's cluster listener.
     #[command(subcommand)]
     Queues(QueuesCommand),
+    /// Add, delete or list AMQP users through a node's cluster listener.
+    #[command(subcommand)]
+    Users(access_cli::UsersCommand),
+    /// Set, clear or list users' permissions through a node's cluster
+    /// listener.
+    #[command(subcommand)]
+    Permissions(access_cli::PermissionsCommand),
     /// Ask a node's HTTP listener whether it is alive or ready: exits 0 on
     /// 200, 1 otherwise (the image's HEALTHCHECK).
     Probe {
@@ -191,6 +200,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Cluster(cmd) => admin_runtime()?.block_on(cluster(cmd)),
         Command::Queues(cmd) => admin_runtime()?.block_on(queues(cmd)),
+        Command::Users(cmd) => admin_runtime()?.block_on(access_cli::users(cmd)),
+        Command::Permissions(cmd) => admin_runtime()?.block_on(access_cli::permissions(cmd)),
         Command::Probe {
             what,
             http,

@@ -11,7 +11,7 @@ use super::{Command, MetaSnapshot, MetaState, Outcome};
 use crate::binding::Binding;
 use crate::queue::{ConnectionId, QueueDef};
 use crate::vhost::{ExchangeDeclare, QueueDeclare, Removed, VHost};
-use crate::{AmqpError, Name, NodeId, QueueId};
+use crate::{AmqpError, Name, NodeId, QueueId, ReplyCode};
 
 /// Queues one command deleted, each with what went with it.
 type Deleted = Vec<(QueueDef, Removed)>;
@@ -105,6 +105,32 @@ impl MetaState {
             Command::ChooseClusterId(id) => {
                 Ok(Outcome::ClusterId(*self.cluster_id.get_or_insert(*id)))
             }
+            Command::AddUser(user) => {
+                self.access.add_user(user)?;
+                Ok(Outcome::AccessChanged { changed: true })
+            }
+            Command::DeleteUser { name } => {
+                self.access.delete_user(name)?;
+                Ok(Outcome::AccessChanged { changed: true })
+            }
+            Command::SetPermissions(e) => {
+                if self.vhost(&e.vhost).is_none() {
+                    return Err(AmqpError::new(
+                        ReplyCode::NotFound,
+                        format!("no vhost '{}'", e.vhost),
+                    ));
+                }
+                self.access
+                    .set_permission(&e.vhost, &e.user, &e.permission)?;
+                Ok(Outcome::AccessChanged { changed: true })
+            }
+            Command::ClearPermissions { vhost, user } => {
+                self.access.clear_permission(vhost, user)?;
+                Ok(Outcome::AccessChanged { changed: true })
+            }
+            Command::SeedUsers { users, permissions } => Ok(Outcome::AccessChanged {
+                changed: self.access.seed(users, permissions),
+            }),
         }
     }
 
@@ -217,8 +243,10 @@ impl MetaState {
             ));
         }
         let (mut state, dropped) = Self::restore(snap);
-        // The seed is a single node's old store: the cluster keeps its id.
+        // The seed is a single node's old store: the cluster keeps its id
+        // and its users (an old store has none).
         state.cluster_id = self.cluster_id.or(snap.cluster_id);
+        state.access = std::mem::take(&mut self.access);
         *self = state;
         Ok(Outcome::Seeded { dropped })
     }

@@ -7,6 +7,7 @@
 //! `#[serde(default)]` so entries written before it still decode.
 
 use super::snapshot::MetaSnapshot;
+use super::users::{PermissionEntry, UserDef};
 use crate::binding::Binding;
 use crate::queue::{ConnectionId, Home, QueueDef};
 use crate::vhost::Removed;
@@ -140,6 +141,31 @@ pub enum Command {
     /// first one committed stays, later ones change nothing, so every
     /// replica ends with the same id whoever proposed first.
     ChooseClusterId(u128),
+    /// `warren users add`: a new user (406 if the name is taken).
+    AddUser(UserDef),
+    /// `warren users delete`: the user and its permissions go (404 if none).
+    DeleteUser {
+        /// Login name.
+        name: Name,
+    },
+    /// `warren permissions add`: sets (or replaces) a user's permissions in
+    /// a vhost (404 for an unknown user or vhost).
+    SetPermissions(PermissionEntry),
+    /// `warren permissions delete`: clears a user's permissions in a vhost.
+    ClearPermissions {
+        /// The vhost.
+        vhost: Name,
+        /// The user.
+        user: Name,
+    },
+    /// A node's config file users (hashed by the proposer), applied once:
+    /// the first seed committed stays, later ones change nothing.
+    SeedUsers {
+        /// The users.
+        users: Vec<UserDef>,
+        /// Their permissions.
+        permissions: Vec<PermissionEntry>,
+    },
 }
 
 /// What a command did, for the proposer to answer its client and for the
@@ -182,4 +208,10 @@ pub enum Outcome {
     /// The cluster's id as it now is (the proposed one, or the one chosen
     /// before it).
     ClusterId(u128),
+    /// Users or permissions changed (`changed` is false for a seed that
+    /// came after the first).
+    AccessChanged {
+        /// Something changed.
+        changed: bool,
+    },
 }

@@ -411,6 +411,47 @@ fn command() -> impl Strategy<Value = Command> {
             conn: c,
         }),
         conn.prop_map(|conn| Command::DropConnection { conn }),
+        access_command(),
+    ]
+}
+
+/// Users and permissions over two users and two vhosts (one missing).
+fn access_command() -> impl Strategy<Value = Command> {
+    let user = prop::sample::select(vec!["u0", "u1"]);
+    let vhost = prop::sample::select(vec![VHOST, "missing"]);
+    let perm = prop::sample::select(vec![".*", "^q", ""]);
+    let def = |name: &str, salt: u8| UserDef {
+        name: name.into(),
+        password: Some(crate::access::PasswordHash::new(
+            crate::access::HashAlgorithm::Sha256,
+            [salt; 4],
+            "pw",
+        )),
+        tags: vec!["administrator".into()],
+    };
+    prop_oneof![
+        (user.clone(), any::<u8>()).prop_map(move |(u, salt)| Command::AddUser(def(u, salt))),
+        user.clone()
+            .prop_map(|u| Command::DeleteUser { name: u.into() }),
+        (vhost.clone(), user.clone(), perm.clone(), perm).prop_map(|(v, u, c, w)| {
+            Command::SetPermissions(PermissionEntry {
+                vhost: v.into(),
+                user: u.into(),
+                permission: crate::access::Permission::new(c, w, ".*").expect("valid"),
+            })
+        }),
+        (vhost, user.clone()).prop_map(|(v, u)| Command::ClearPermissions {
+            vhost: v.into(),
+            user: u.into(),
+        }),
+        user.prop_map(move |u| Command::SeedUsers {
+            users: vec![def(u, 9)],
+            permissions: vec![PermissionEntry {
+                vhost: VHOST.into(),
+                user: u.into(),
+                permission: crate::access::Permission::all(),
+            }],
+        }),
     ]
 }
 

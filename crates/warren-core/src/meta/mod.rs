@@ -1,4 +1,5 @@
-//! The metadata state machine: every change of exchanges, queues and bindings
+//! The metadata state machine: every change of exchanges, queues, bindings,
+//! users and permissions
 //! as a [`Command`], applied by [`MetaState::apply`].
 //!
 //! In a cluster these commands are the entries of Raft group 0: each node
@@ -16,17 +17,21 @@
 //! - `command`: [`Command`] and [`Outcome`], the replicated protocol.
 //! - `apply`: [`MetaState::apply`], one small method per command.
 //! - `snapshot`: [`MetaSnapshot`], snapshot and restore, canonical order.
+//! - `users`: [`AccessState`], users and permissions, and the checks
+//!   logins and operations make against them.
 //!
 //! This file holds the state itself and its read side.
 
 mod apply;
 mod command;
 mod snapshot;
+mod users;
 
 use std::collections::BTreeMap;
 
 pub use command::{Command, Outcome};
 pub use snapshot::{MetaSnapshot, VHostSnapshot, sort_bindings};
+pub use users::{AccessState, LoginRefused, PermissionEntry, UserDef};
 
 use crate::vhost::{PREDECLARED, VHost};
 use crate::{AmqpError, Name, QueueId, ReplyCode};
@@ -45,6 +50,8 @@ pub struct MetaState {
     next_queue_id: QueueId,
     /// The cluster's id, once chosen (see [`Command::ChooseClusterId`]).
     cluster_id: Option<u128>,
+    /// Users and their permissions.
+    access: AccessState,
 }
 
 impl Default for MetaState {
@@ -61,6 +68,7 @@ impl MetaState {
             others: BTreeMap::new(),
             next_queue_id: 1,
             cluster_id: None,
+            access: AccessState::default(),
         }
     }
 
@@ -86,6 +94,11 @@ impl MetaState {
     /// The cluster's id, once one was chosen.
     pub fn cluster_id(&self) -> Option<u128> {
         self.cluster_id
+    }
+
+    /// Users and permissions.
+    pub fn access(&self) -> &AccessState {
+        &self.access
     }
 
     /// Nothing declared yet: no queues, no bindings, no vhost but the
@@ -122,3 +135,7 @@ impl MetaState {
 #[cfg(test)]
 #[path = "meta_test.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "users_test.rs"]
+mod users_tests;

@@ -6,6 +6,7 @@
 //! sorted, never left in hash-map order. The same orders make the removals an
 //! [`super::Outcome`] reports identical on every node ([`canonical`]).
 
+use super::users::{AccessState, PermissionEntry, UserDef};
 use super::{DEFAULT_VHOST, MetaState};
 use crate::binding::Binding;
 use crate::exchange::ExchangeDef;
@@ -23,6 +24,15 @@ pub struct MetaSnapshot {
     /// The cluster's id, once chosen (absent in snapshots of older versions).
     #[serde(default)]
     pub cluster_id: Option<u128>,
+    /// Users by name (absent in snapshots of older versions).
+    #[serde(default)]
+    pub users: Vec<UserDef>,
+    /// Permissions by vhost, then user.
+    #[serde(default)]
+    pub permissions: Vec<PermissionEntry>,
+    /// A config file's users were seeded.
+    #[serde(default)]
+    pub users_seeded: bool,
 }
 
 /// One vhost in a [`MetaSnapshot`].
@@ -44,6 +54,9 @@ impl MetaState {
         let mut snap = MetaSnapshot {
             next_queue_id: self.next_queue_id,
             cluster_id: self.cluster_id,
+            users: self.access.users().cloned().collect(),
+            permissions: self.access.permissions().collect(),
+            users_seeded: self.access.seeded(),
             ..MetaSnapshot::default()
         };
         for v in self.vhosts() {
@@ -72,6 +85,7 @@ impl MetaState {
         let mut state = Self {
             next_queue_id: snap.next_queue_id.max(1),
             cluster_id: snap.cluster_id,
+            access: AccessState::restore(&snap.users, &snap.permissions, snap.users_seeded),
             ..Self::new()
         };
         let mut dropped = 0;

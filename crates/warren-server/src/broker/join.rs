@@ -44,6 +44,8 @@ impl Broker {
         // The cluster's id, chosen once (by whichever node proposes first)
         // and carried by every call between nodes from then on.
         retry(&mut attempts, || self.node.ensure_cluster_id()).await;
+        // The config file's users, once per cluster.
+        retry(&mut attempts, || self.seed_users()).await;
         self.node.refresh_own_addr().await;
         self.seed_from_legacy().await?;
         self.drop_orphan_messages().await?;
@@ -96,7 +98,7 @@ impl Broker {
         let image = MetaSnapshot {
             vhosts: predeclared.vhosts,
             next_queue_id,
-            cluster_id: None,
+            ..MetaSnapshot::default()
         };
         let pristine = self
             .node

@@ -8,6 +8,8 @@
 //!   single-node store).
 //! - [`follow`]: keeping the queue registry in step with what is applied.
 //! - [`health`]: the group leader declaring silent nodes down.
+//! - [`access`]: logins, vhost access and permission checks against the
+//!   replicated users.
 //! - `dead_letter`: re-publishing what queues dead-letter.
 //!
 //! Lock order: the metadata replica's lock, then the queue registry's, then
@@ -15,6 +17,7 @@
 //! A node without cluster options is a one-member group: the same code path,
 //! its log on the same RocksDB.
 
+mod access;
 mod commands;
 mod dead_letter;
 mod follow;

@@ -4,6 +4,7 @@ use amq_protocol::protocol::{AMQPClass, basic};
 use amq_protocol::types::AMQPValue;
 use rand::Rng;
 use warren_amqp::encode;
+use warren_core::access::{Access, Resource};
 use warren_core::queue::ConsumerSpec;
 use warren_core::{AmqpError, Name, ReplyCode};
 use warren_queues::DeliverEvent;
@@ -96,6 +97,7 @@ impl Channel {
             return self.consume_reply(c, ctx);
         }
         let name = self.queue_name(c.queue.as_str())?;
+        ctx.check(Access::Read, Resource::Queue(&name))?;
         let handle = ctx.broker.queue_handle(&name, ctx.id)?;
         let tag = self.new_consumer_tag(c.consumer_tag.as_str())?;
         let id = ctx.broker.ids().consumer();
@@ -303,6 +305,7 @@ impl Channel {
 
     pub(super) async fn get(&mut self, g: basic::Get, ctx: &mut ConnCtx) -> Result<(), AmqpError> {
         let name = self.queue_name(g.queue.as_str())?;
+        ctx.check(Access::Read, Resource::Queue(&name))?;
         let handle = ctx.broker.queue_handle(&name, ctx.id)?;
         // Before the answer: a get that failed may still have taken a
         // message, which this channel's close then returns.

@@ -17,8 +17,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use warren_core::access::{Access, Resource};
 use warren_core::queue::ChannelKey;
-use warren_core::{Message, QueueId};
+use warren_core::{AmqpError, Message, QueueId};
 use warren_queues::api::{PublishBatch, Verdict};
 use warren_queues::{ConnEvent, ConnTx, QueueFlow, QueueHandle};
 
@@ -134,6 +135,12 @@ impl ConnCtx {
             unfinished: 0,
             deferrable: 0,
         }
+    }
+
+    /// Whether this connection's user may do `access` to `resource`: the
+    /// 403 RabbitMQ closes the channel with otherwise.
+    pub fn check(&self, access: Access, resource: Resource<'_>) -> Result<(), AmqpError> {
+        self.broker.check(&self.user, access, resource)
     }
 
     /// Tells the node's memory monitor how [`ConnCtx::held`] changed since

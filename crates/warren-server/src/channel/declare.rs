@@ -6,6 +6,8 @@
 //! channel's reply.
 
 use amq_protocol::protocol::{AMQPClass, exchange, queue};
+use amq_protocol::types::{AMQPValue, FieldTable};
+use warren_core::access::{Access, Resource};
 use warren_core::binding::{Binding, DestinationKind};
 use warren_core::vhost::{ExchangeDeclare, QueueDeclare};
 use warren_core::{AmqpError, Name, ReplyCode};
@@ -32,7 +34,21 @@ pub(super) enum BindMethod {
 }
 
 impl Channel {
-    pub(super) fn exchange_declare(&mut self, d: exchange::Declare, ctx: &ConnCtx) {
+    pub(super) fn exchange_declare(
+        &mut self,
+        d: exchange::Declare,
+        ctx: &ConnCtx,
+    ) -> Result<(), AmqpError> {
+        if !d.passive {
+            let name = d.exchange.as_str();
+            ctx.check(Access::Configure, Resource::Exchange(name))?;
+            // As RabbitMQ: an alternate exchange is written to with what
+            // is read from this one.
+            if let Some(ae) = string_arg(&d.arguments, "alternate-exchange") {
+                ctx.check(Access::Write, Resource::Exchange(ae))?;
+                ctx.check(Access::Read, Resource::Exchange(name))?;
+            }
+        }
         let broker = ctx.broker.clone();
         self.defer(async move {
             broker
@@ -51,9 +67,15 @@ impl Channel {
                 AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})),
             ))
         });
+        Ok(())
     }
 
-    pub(super) fn exchange_delete(&mut self, d: exchange::Delete, ctx: &ConnCtx) {
+    pub(super) fn exchange_delete(
+        &mut self,
+        d: exchange::Delete,
+        ctx: &ConnCtx,
+    ) -> Result<(), AmqpError> {
+        ctx.check(Access::Configure, Resource::Exchange(d.exchange.as_str()))?;
         let broker = ctx.broker.clone();
         self.defer(async move {
             match broker
@@ -69,6 +91,7 @@ impl Channel {
                 AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
             ))
         });
+        Ok(())
     }
 
     pub(super) fn queue_declare(
@@ -85,6 +108,15 @@ impl Channel {
         } else {
             self.queue_name(d.queue.as_str())?
         };
+        if !d.passive {
+            ctx.check(Access::Configure, Resource::Queue(&name))?;
+            // As RabbitMQ: dead letters are read from this queue and
+            // written to their exchange.
+            if let Some(dlx) = string_arg(&d.arguments, "x-dead-letter-exchange") {
+                ctx.check(Access::Read, Resource::Queue(&name))?;
+                ctx.check(Access::Write, Resource::Exchange(dlx))?;
+            }
+        }
         let (broker, owner) = (ctx.broker.clone(), ctx.id);
         self.defer(async move {
             let (def, messages, consumers) = broker
@@ -117,6 +149,7 @@ impl Channel {
 
     pub(super) fn queue_purge(&mut self, p: queue::Purge, ctx: &ConnCtx) -> Result<(), AmqpError> {
         let name = self.queue_name(p.queue.as_str())?;
+        ctx.check(Access::Read, Resource::Queue(&name))?;
         let (broker, conn) = (ctx.broker.clone(), ctx.id);
         self.defer(async move {
             let n = broker.purge_queue(&name, conn).await?;
@@ -136,6 +169,7 @@ impl Channel {
         ctx: &ConnCtx,
     ) -> Result<(), AmqpError> {
         let name = self.queue_name(d.queue.as_str())?;
+        ctx.check(Access::Configure, Resource::Queue(&name))?;
         let (broker, conn) = (ctx.broker.clone(), ctx.id);
         self.defer(async move {
             let n = match broker
@@ -194,6 +228,14 @@ impl Channel {
             DestinationKind::Queue => self.queue_name(destination.as_str())?,
             DestinationKind::Exchange => destination.as_str().into(),
         };
+        // As RabbitMQ: a binding is written to its destination and read
+        // from its source, both ways (bind and unbind).
+        let target = match kind {
+            DestinationKind::Queue => Resource::Queue(&destination),
+            DestinationKind::Exchange => Resource::Exchange(&destination),
+        };
+        ctx.check(Access::Write, target)?;
+        ctx.check(Access::Read, Resource::Exchange(source.as_str()))?;
         let binding = Binding {
             source: source.as_str().into(),
             destination,
@@ -229,5 +271,16 @@ impl Channel {
             Ok(Done::reply(nowait, ok))
         });
         Ok(())
+    }
+}
+
+/// A string argument (`alternate-exchange`, `x-dead-letter-exchange`) for
+/// the permission checks; a value of another type is left to the
+/// declaration's own checks (406).
+fn string_arg<'a>(args: &'a FieldTable, key: &str) -> Option<&'a str> {
+    match args.inner().get(key)? {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+        AMQPValue::ShortString(s) => Some(s.as_str()),
+        _ => None,
     }
 }

@@ -161,14 +161,8 @@ impl Channel {
         use AMQPClass as C;
         match m {
             C::Channel(channel::AMQPMethod::Flow(f)) => self.flow(f.active, ctx),
-            C::Exchange(exchange::AMQPMethod::Declare(d)) => {
-                self.exchange_declare(d, ctx);
-                Ok(())
-            }
-            C::Exchange(exchange::AMQPMethod::Delete(d)) => {
-                self.exchange_delete(d, ctx);
-                Ok(())
-            }
+            C::Exchange(exchange::AMQPMethod::Declare(d)) => self.exchange_declare(d, ctx),
+            C::Exchange(exchange::AMQPMethod::Delete(d)) => self.exchange_delete(d, ctx),
             C::Exchange(exchange::AMQPMethod::Bind(b)) => {
                 self.change_binding(BindMethod::ExchangeBind(b), ctx)
             }

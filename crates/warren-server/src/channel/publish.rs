@@ -3,6 +3,7 @@
 use amq_protocol::protocol::{AMQPClass, basic};
 use smallvec::SmallVec;
 use warren_amqp::{Content, encode};
+use warren_core::access::{Access, Resource};
 use warren_core::message::MessageFlags;
 use warren_core::queue::expiry;
 use warren_core::{AmqpError, Message, Name, QueueId, ReplyCode};
@@ -30,6 +31,11 @@ impl Channel {
         self.set_reply_to(&mut c)?;
         ctx.has_published = true;
         if self.mode == Mode::Tx {
+            // Checked at once, as RabbitMQ does (and again when routed).
+            ctx.check(
+                Access::Write,
+                Resource::Exchange(c.method.exchange.as_str()),
+            )?;
             // Checked at once, as RabbitMQ does; its clock starts at commit.
             if let Some(e) = c.header.properties.expiration() {
                 expiry::parse_expiration(e.as_str())?;
@@ -68,6 +74,7 @@ impl Channel {
                 .as_str()
                 .starts_with(warren_queues::reply_to::PREFIX)
         {
+            ctx.check(Access::Write, Resource::Exchange(""))?;
             return self.route_reply(&c, flags, ctx);
         }
         let exchange = c.method.exchange.as_str();
@@ -76,6 +83,7 @@ impl Channel {
         let exchange_name: Name;
         {
             let st = ctx.broker.read();
+            st.check(&ctx.user, Access::Write, Resource::Exchange(exchange))?;
             st.vhost()
                 .route(exchange, routing_key, props.headers().as_ref(), &mut ids)?;
             exchange_name = st

@@ -2,7 +2,8 @@
 //! open/open-ok.
 //!
 //! RabbitMQ's rules: a wrong protocol header gets the header we speak and a
-//! closed socket; SASL PLAIN and AMQPLAIN against the configured users; `guest`
+//! closed socket; SASL PLAIN and AMQPLAIN against the users group 0 keeps
+//! (see `broker::access`); `guest`
 //! only from a loopback address; `frame_max` and `channel_max` above ours, or a
 //! `frame_max` below the protocol minimum, are refused with 530.
 
@@ -19,9 +20,8 @@ use warren_amqp::methods::{CONNECTION_OPEN, CONNECTION_START_OK, CONNECTION_TUNE
 use warren_amqp::{Frame, FrameDecoder, PROTOCOL_HEADER, encode};
 use warren_core::{AmqpError, ReplyCode};
 
-use crate::broker::DEFAULT_VHOST;
+use crate::broker::Broker;
 use crate::channel::ClientCaps;
-use crate::config::Config;
 
 /// The outcome of a successful handshake.
 #[derive(Debug)]
@@ -186,21 +186,9 @@ fn credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)> {
     }
 }
 
-/// RabbitMQ's rules: known user, right password, and `guest` only from a
-/// loopback address (its `loopback_users` default).
-fn login_allowed(
-    config: &Config,
-    user: &str,
-    pass: &str,
-    peer: SocketAddr,
-) -> Result<(), &'static str> {
-    if !config
-        .users
-        .iter()
-        .any(|u| u.name == user && u.password == pass)
-    {
-        return Err("invalid credentials");
-    }
+/// RabbitMQ's `loopback_users` default: `guest` logs in only from a
+/// loopback address.
+fn loopback_rule(user: &str, peer: SocketAddr) -> Result<(), &'static str> {
     if user == "guest" && !peer.ip().is_loopback() {
         return Err("user 'guest' can only connect via localhost");
     }
@@ -224,9 +212,10 @@ pub async fn run(
     rbuf: &mut BytesMut,
     out: &mut Vec<u8>,
     decoder: &mut FrameDecoder,
-    config: &Config,
+    broker: &Broker,
     peer: SocketAddr,
 ) -> Result<Negotiated, HandshakeError> {
+    let config = broker.config();
     while rbuf.len() < PROTOCOL_HEADER.len() {
         if stream.read_buf(rbuf).await? == 0 {
             return Err(HandshakeError::Io(std::io::ErrorKind::UnexpectedEof.into()));
@@ -272,7 +261,10 @@ pub async fn run(
     let Some((user, pass)) = credentials(mechanism, ok.response.as_bytes()) else {
         return Err(io.refuse(refused, CONNECTION_START_OK).await);
     };
-    if let Err(why) = login_allowed(config, &user, &pass, peer) {
+    if let Err(why) = broker
+        .login(&user, &pass)
+        .and_then(|()| loopback_rule(&user, peer))
+    {
         tracing::warn!(%peer, user, why, "login refused");
         return Err(io.refuse(refused, CONNECTION_START_OK).await);
     }
@@ -322,9 +314,9 @@ pub async fn run(
             .refuse(command_invalid("connection.open"), CONNECTION_OPEN)
             .await);
     };
-    if open.virtual_host.as_str() != DEFAULT_VHOST {
-        let text = format!("vhost {} not found", open.virtual_host.as_str());
-        return Err(io.refuse(not_allowed(text), CONNECTION_OPEN).await);
+    if let Err(e) = broker.open_vhost(open.virtual_host.as_str(), &user) {
+        tracing::warn!(%peer, user, vhost = open.virtual_host.as_str(), "vhost access refused");
+        return Err(io.refuse(e, CONNECTION_OPEN).await);
     }
     io.send(connection::AMQPMethod::OpenOk(connection::OpenOk {}))
         .await?;
@@ -343,20 +335,13 @@ mod tests {
 
     #[test]
     fn guest_only_from_loopback() {
-        let c = Config::default();
         let local: SocketAddr = "127.0.0.1:1".parse().expect("addr");
         let local6: SocketAddr = "[::1]:1".parse().expect("addr");
         let remote: SocketAddr = "10.1.2.3:1".parse().expect("addr");
-        assert_eq!(login_allowed(&c, "guest", "guest", local), Ok(()));
-        assert_eq!(login_allowed(&c, "guest", "guest", local6), Ok(()));
-        assert!(login_allowed(&c, "guest", "guest", remote).is_err());
-        assert!(login_allowed(&c, "guest", "wrong", local).is_err());
-        let mut c = Config::default();
-        c.users.push(crate::config::User {
-            name: "app".into(),
-            password: "pw".into(),
-        });
-        assert_eq!(login_allowed(&c, "app", "pw", remote), Ok(()));
+        assert_eq!(loopback_rule("guest", local), Ok(()));
+        assert_eq!(loopback_rule("guest", local6), Ok(()));
+        assert!(loopback_rule("guest", remote).is_err());
+        assert_eq!(loopback_rule("app", remote), Ok(()));
     }
 
     #[test]

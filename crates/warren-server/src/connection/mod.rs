@@ -95,7 +95,7 @@ pub async fn serve(
     let negotiated = tokio::select! {
         r = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
-            handshake::run(&mut stream, &mut rbuf, &mut out, &mut decoder, broker.config(), peer),
+            handshake::run(&mut stream, &mut rbuf, &mut out, &mut decoder, &broker, peer),
         ) => r,
         _ = token.cancelled() => return,
     };

@@ -1,0 +1,147 @@
+//! Who may log in and what they may do, against the users and permissions
+//! group 0 replicates ([`warren_core::meta::AccessState`]).
+//!
+//! Until a config file's users were seeded into group 0 (the first start of
+//! a cluster, or of a node upgraded from a version without replicated
+//! users), a node logs in its config file's users and grants them
+//! everything, which is what it did before users were replicated. The seed
+//! is proposed once at start ([`Broker::seed_users`]); the first one
+//! committed stays, as RabbitMQ creates its default user on a blank node's
+//! first start only.
+
+use std::sync::PoisonError;
+
+use warren_core::access::{Access, HashAlgorithm, PasswordHash, Permission, Resource};
+use warren_core::meta::{Command, LoginRefused, MetaState, PermissionEntry, UserDef};
+use warren_core::{AmqpError, ReplyCode};
+
+use super::{Broker, DEFAULT_VHOST, View};
+
+/// The tag RabbitMQ gives its default user; config file users get it too.
+const ADMIN_TAG: &str = "administrator";
+
+impl Broker {
+    /// A password login: the user exists and the password matches (group
+    /// 0's users once seeded, the config file's before). The error says
+    /// why, for the log only.
+    pub fn login(&self, user: &str, password: &str) -> Result<(), &'static str> {
+        let seeded = {
+            let meta = self.meta();
+            let access = meta.access();
+            if access.seeded() {
+                match access.login(user, password) {
+                    Ok(()) => true,
+                    Err(LoginRefused::InvalidCredentials) => return Err("invalid credentials"),
+                    Err(LoginRefused::NoPassword) => return Err("the user has no password"),
+                }
+            } else {
+                false
+            }
+        };
+        if !seeded
+            && !self
+                .config
+                .users
+                .iter()
+                .any(|u| u.name == user && u.password == password)
+        {
+            return Err("invalid credentials");
+        }
+        Ok(())
+    }
+
+    /// `connection.open`: the vhost exists and the user has permissions in
+    /// it (530 otherwise, RabbitMQ's texts).
+    pub fn open_vhost(&self, vhost: &str, user: &str) -> Result<(), AmqpError> {
+        // Only `/` is served until vhosts can be managed.
+        if vhost != DEFAULT_VHOST {
+            return Err(AmqpError::new(
+                ReplyCode::NotAllowed,
+                format!("vhost {vhost} not found"),
+            ));
+        }
+        let meta = self.meta();
+        if meta.access().seeded() {
+            meta.access().check_vhost(vhost, user)?;
+        }
+        Ok(())
+    }
+
+    /// An operation's permission check (403 with RabbitMQ's text).
+    pub fn check(
+        &self,
+        user: &str,
+        access: Access,
+        resource: Resource<'_>,
+    ) -> Result<(), AmqpError> {
+        check(&self.meta(), user, access, resource)
+    }
+
+    /// Proposes the config file's users (each with every permission in
+    /// `/`), unless group 0 already holds a seed.
+    pub(super) async fn seed_users(&self) -> Result<(), AmqpError> {
+        if self.meta().access().seeded() {
+            return Ok(());
+        }
+        let users: Vec<UserDef> = self
+            .config
+            .users
+            .iter()
+            .map(|u| UserDef {
+                name: u.name.as_str().into(),
+                password: Some(PasswordHash::new(
+                    HashAlgorithm::Sha256,
+                    rand::random(),
+                    &u.password,
+                )),
+                tags: vec![ADMIN_TAG.to_owned()],
+            })
+            .collect();
+        let permissions = users
+            .iter()
+            .map(|u| PermissionEntry {
+                vhost: DEFAULT_VHOST.into(),
+                user: u.name.clone(),
+                permission: Permission::all(),
+            })
+            .collect();
+        self.node
+            .propose(Command::SeedUsers { users, permissions })
+            .await?;
+        Ok(())
+    }
+
+    fn meta(&self) -> std::sync::RwLockReadGuard<'_, MetaState> {
+        self.node
+            .meta()
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl View<'_> {
+    /// [`Broker::check`] under the read lock routing already holds.
+    pub fn check(
+        &self,
+        user: &str,
+        access: Access,
+        resource: Resource<'_>,
+    ) -> Result<(), AmqpError> {
+        check(&self.meta, user, access, resource)
+    }
+}
+
+/// Before the seed is applied every logged-in user is one of the config
+/// file's, which have every permission.
+fn check(
+    meta: &MetaState,
+    user: &str,
+    access: Access,
+    resource: Resource<'_>,
+) -> Result<(), AmqpError> {
+    let a = meta.access();
+    if !a.seeded() {
+        return Ok(());
+    }
+    a.check(DEFAULT_VHOST, user, access, resource)
+}
