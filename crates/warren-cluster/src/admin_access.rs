@@ -1,5 +1,5 @@
-//! The client side of the users and permissions RPCs, for `warren users`
-//! and `warren permissions`: changes go to any node (which forwards them to
+//! The client side of the vhosts, users and permissions RPCs, for `warren
+//! vhosts`, `warren users` and `warren permissions`: changes go to any node (which forwards them to
 //! group 0's leader), listings come from the asked node's replica.
 
 use warren_core::AmqpError;
@@ -10,7 +10,7 @@ use crate::auth::Security;
 use crate::error::ClusterError;
 use crate::pb::{AccessChange, ListAccessRequest};
 
-/// Proposes a users or permissions command through the node at `server`;
+/// Proposes a vhosts, users or permissions command through the node at `server`;
 /// the outer error is the call's, the inner one the state machine's answer
 /// (a user that exists, a vhost that does not...).
 pub async fn change_access(
@@ -28,16 +28,25 @@ pub async fn change_access(
         .map_err(|e| ClusterError::Refused(format!("undecodable answer: {e}")))
 }
 
-/// Every user and permission, as the node at `server` applied them.
-pub async fn list_access(
-    sec: &Security,
-    server: &str,
-) -> Result<(Vec<UserDef>, Vec<PermissionEntry>), ClusterError> {
+/// What the node at `server` applied.
+#[derive(Clone, Debug)]
+pub struct AccessList {
+    /// Vhosts by name, `/` first.
+    pub vhosts: Vec<String>,
+    /// Users by name.
+    pub users: Vec<UserDef>,
+    /// Permissions by vhost, then user.
+    pub permissions: Vec<PermissionEntry>,
+}
+
+/// Every vhost, user and permission, as the node at `server` applied them.
+pub async fn list_access(sec: &Security, server: &str) -> Result<AccessList, ClusterError> {
     let mut c = client(sec, server, CALL_TIMEOUT).await?;
     let list = c.list_access(ListAccessRequest {}).await?.into_inner();
     let undecodable = |e: serde_json::Error| ClusterError::Refused(format!("undecodable: {e}"));
-    Ok((
-        serde_json::from_slice(&list.users).map_err(undecodable)?,
-        serde_json::from_slice(&list.permissions).map_err(undecodable)?,
-    ))
+    Ok(AccessList {
+        vhosts: serde_json::from_slice(&list.vhosts).map_err(undecodable)?,
+        users: serde_json::from_slice(&list.users).map_err(undecodable)?,
+        permissions: serde_json::from_slice(&list.permissions).map_err(undecodable)?,
+    })
 }

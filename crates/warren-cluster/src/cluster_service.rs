@@ -108,9 +108,15 @@ impl Cluster for ClusterService {
                 .meta()
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            meta.default_vhost()
-                .queues()
-                .map(|q| (q.id, q.name.to_string()))
+            meta.all_queues()
+                .map(|(v, q)| {
+                    let name = if v.name() == warren_core::meta::DEFAULT_VHOST {
+                        q.name.to_string()
+                    } else {
+                        format!("{}/{}", v.name(), q.name)
+                    };
+                    (q.id, name)
+                })
                 .collect()
         };
         let reply = self
@@ -174,13 +180,15 @@ impl Cluster for ClusterService {
             .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
         if !matches!(
             cmd,
-            Command::AddUser(_)
+            Command::AddVhost { .. }
+                | Command::DeleteVhost { .. }
+                | Command::AddUser(_)
                 | Command::DeleteUser { .. }
                 | Command::SetPermissions(_)
                 | Command::ClearPermissions { .. }
         ) {
             return Err(Status::invalid_argument(
-                "only users and permissions are changed here",
+                "only vhosts, users and permissions are changed here",
             ));
         }
         let result = self.node.propose(cmd).await;
@@ -193,7 +201,7 @@ impl Cluster for ClusterService {
         &self,
         _: Request<ListAccessRequest>,
     ) -> Result<Response<AccessList>, Status> {
-        let (users, permissions) = {
+        let (users, permissions, vhosts) = {
             let meta = self
                 .node
                 .meta()
@@ -203,12 +211,14 @@ impl Cluster for ClusterService {
             (
                 serde_json::to_vec(&a.users().collect::<Vec<_>>()),
                 serde_json::to_vec(&a.permissions().collect::<Vec<_>>()),
+                serde_json::to_vec(&meta.vhost_names().collect::<Vec<_>>()),
             )
         };
         let encoding = |e: serde_json::Error| Status::internal(format!("encoding: {e}"));
         Ok(Response::new(AccessList {
             users: users.map_err(encoding)?,
             permissions: permissions.map_err(encoding)?,
+            vhosts: vhosts.map_err(encoding)?,
         }))
     }
 

@@ -61,7 +61,6 @@ struct Slot {
 #[derive(Debug)]
 pub struct Registry {
     me: NodeId,
-    vhost: Name,
     queues: RwLock<HashMap<QueueId, Slot>>,
     /// Serialises reconciliations (each compares, then starts and stops
     /// queues; two interleaved could undo each other).
@@ -89,11 +88,10 @@ impl RegistryView<'_> {
 }
 
 impl Registry {
-    /// An empty registry of node `me` for the queues of `vhost`.
-    pub fn new(me: NodeId, vhost: Name, env: ClassicEnv, quorum: QuorumEnv) -> Self {
+    /// An empty registry of node `me`.
+    pub fn new(me: NodeId, env: ClassicEnv, quorum: QuorumEnv) -> Self {
         Self {
             me,
-            vhost,
             queues: RwLock::new(HashMap::new()),
             reconciling: tokio::sync::Mutex::new(()),
             env,
@@ -126,7 +124,7 @@ impl Registry {
             reply_to::link_id(node),
             reply_to::PSEUDO_QUEUE.into(),
             false,
-            self.vhost.clone(),
+            warren_core::meta::DEFAULT_VHOST.into(),
             self.quorum.links.to(node),
         );
         routes.insert(node, h.clone());
@@ -172,10 +170,10 @@ impl Registry {
     }
 
     /// Brings the handles in line with what `wanted` gives: every queue of
-    /// the metadata as applied on this node. `wanted` is read once the
+    /// the metadata as applied on this node, with its vhost. `wanted` is read once the
     /// reconciliations before this one are done, so a slower one never
     /// applies an older picture over a newer one.
-    pub async fn reconcile(&self, wanted: impl FnOnce() -> HashMap<QueueId, QueueDef>) {
+    pub async fn reconcile(&self, wanted: impl FnOnce() -> HashMap<QueueId, (Name, QueueDef)>) {
         let _serial = self.reconciling.lock().await;
         if self.is_stopping() {
             return;
@@ -189,9 +187,9 @@ impl Registry {
                 .copied()
                 .collect();
             let gone = gone_ids.iter().filter_map(|id| queues.remove(id)).collect();
-            for (id, def) in wanted {
+            for (id, (vhost, def)) in wanted {
                 if let Entry::Vacant(slot) = queues.entry(id) {
-                    slot.insert(self.start(def));
+                    slot.insert(self.start(vhost, def));
                 }
             }
             gone
@@ -216,19 +214,19 @@ impl Registry {
     }
 
     /// Starts the handle of a queue that has none.
-    fn start(&self, def: QueueDef) -> Slot {
+    fn start(&self, vhost: Name, def: QueueDef) -> Slot {
         let kind = Kind::of(&def, self.me);
         let handle = match kind {
             Kind::ClassicRemote => {
                 let link = self.quorum.links.to(def.home.node);
-                link::spawn_proxy(&def, self.vhost.clone(), link)
+                link::spawn_proxy(&def, vhost, link)
             }
-            Kind::Quorum => quorum::spawn(def, self.vhost.clone(), &self.quorum),
+            Kind::Quorum => quorum::spawn(def, vhost, &self.quorum),
             Kind::ClassicHome => {
                 // Durable queues may have messages on disk from before a
                 // restart; a new id has none, so the scan is one seek.
                 let recover = def.durable;
-                classic::spawn(def, self.vhost.clone(), recover, &self.env)
+                classic::spawn(def, vhost, recover, &self.env)
             }
         };
         Slot { handle, kind }

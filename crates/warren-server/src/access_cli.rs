@@ -1,7 +1,7 @@
-//! `warren users add|delete|list` and `warren permissions add|delete|list`
-//! (a module of the binary, beside `main.rs`):
-//! users and permissions through any node's cluster port, as
-//! `rabbitmqctl add_user`, `set_permissions` and their kin.
+//! `warren vhosts|users|permissions add|delete|list`
+//! (a module of the binary, beside `main.rs`): vhosts, users and
+//! permissions through any node's cluster port, as `rabbitmqctl add_vhost`,
+//! `add_user`, `set_permissions` and their kin.
 //!
 //! A password is hashed here, with a fresh salt, as RabbitMQ stores it
 //! (salted SHA-256): only the hash crosses the network and enters the
@@ -27,6 +27,34 @@ pub struct Target {
     /// The cluster secret (and TLS files) to prove.
     #[command(flatten)]
     pub auth: ClusterClientArgs,
+}
+
+/// `warren vhosts ...`.
+#[derive(Subcommand, Debug)]
+pub enum VhostsCommand {
+    /// Add a vhost, with the predeclared exchanges.
+    Add {
+        /// Name.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a vhost: its exchanges, queues and their messages, bindings
+    /// and permissions go (`/` cannot be deleted).
+    Delete {
+        /// Name.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The vhosts.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 /// `warren users ...`.
@@ -102,6 +130,45 @@ pub enum PermissionsCommand {
     },
 }
 
+/// Runs a `warren vhosts` command.
+pub async fn vhosts(cmd: VhostsCommand) -> anyhow::Result<()> {
+    match cmd {
+        VhostsCommand::Add { name, target } => {
+            change(
+                &target,
+                &Command::AddVhost {
+                    name: name.as_str().into(),
+                },
+            )
+            .await?;
+            println!("vhost '{name}' added");
+        }
+        VhostsCommand::Delete { name, target } => {
+            change(
+                &target,
+                &Command::DeleteVhost {
+                    name: name.as_str().into(),
+                },
+            )
+            .await?;
+            println!("vhost '{name}' deleted");
+        }
+        VhostsCommand::List { json, target } => {
+            let vhosts = admin_access::list_access(&security(target.auth)?, &target.server)
+                .await?
+                .vhosts;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&vhosts)?);
+            } else {
+                for v in &vhosts {
+                    println!("{v}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs a `warren users` command.
 pub async fn users(cmd: UsersCommand) -> anyhow::Result<()> {
     match cmd {
@@ -138,8 +205,9 @@ pub async fn users(cmd: UsersCommand) -> anyhow::Result<()> {
             println!("user '{name}' deleted");
         }
         UsersCommand::List { json, target } => {
-            let (users, _) =
-                admin_access::list_access(&security(target.auth)?, &target.server).await?;
+            let users = admin_access::list_access(&security(target.auth)?, &target.server)
+                .await?
+                .users;
             if json {
                 let shown: Vec<_> = users
                     .iter()
@@ -194,8 +262,9 @@ pub async fn permissions(cmd: PermissionsCommand) -> anyhow::Result<()> {
             println!("permissions of '{user}' in vhost '{vhost}' cleared");
         }
         PermissionsCommand::List { json, target } => {
-            let (_, entries) =
-                admin_access::list_access(&security(target.auth)?, &target.server).await?;
+            let entries = admin_access::list_access(&security(target.auth)?, &target.server)
+                .await?
+                .permissions;
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
             } else {

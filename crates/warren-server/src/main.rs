@@ -25,6 +25,9 @@ enum Command {
     /// Inspect quorum queues through a node's cluster listener.
     #[command(subcommand)]
     Queues(QueuesCommand),
+    /// Add, delete or list vhosts through a node's cluster listener.
+    #[command(subcommand)]
+    Vhosts(access_cli::VhostsCommand),
     /// Add, delete or list AMQP users through a node's cluster listener.
     #[command(subcommand)]
     Users(access_cli::UsersCommand),
@@ -200,6 +203,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Cluster(cmd) => admin_runtime()?.block_on(cluster(cmd)),
         Command::Queues(cmd) => admin_runtime()?.block_on(queues(cmd)),
+        Command::Vhosts(cmd) => admin_runtime()?.block_on(access_cli::vhosts(cmd)),
         Command::Users(cmd) => admin_runtime()?.block_on(access_cli::users(cmd)),
         Command::Permissions(cmd) => admin_runtime()?.block_on(access_cli::permissions(cmd)),
         Command::Probe {

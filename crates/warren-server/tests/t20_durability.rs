@@ -113,7 +113,11 @@ async fn an_unreadable_record_does_not_let_new_messages_overwrite_the_rest() {
         }
         let broker = s.server.as_ref().expect("running").broker.clone();
         let st = broker.read();
-        st.vhost().queue("scarred").expect("queue").id
+        st.vhost("/")
+            .expect("vhost")
+            .queue("scarred")
+            .expect("queue")
+            .id
     };
     if let Some(server) = s.server.take() {
         server.shutdown().await;

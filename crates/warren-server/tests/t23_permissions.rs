@@ -339,3 +339,106 @@ async fn a_user_added_through_one_node_logs_in_on_the_others() {
         "{listed}"
     );
 }
+
+/// The node's queues with messages on disk (the node is stopped).
+fn stored_queues(c: &Cluster, id: u64) -> Vec<u64> {
+    let store = warren_store::Store::open(&c.node(id).data_dir.join("rocksdb"))
+        .expect("open the node's store");
+    store.message_queue_ids().expect("list queues")
+}
+
+async fn connect_to(c: &Cluster, vhost: &str) -> lapin::Result<Connection> {
+    let uri = format!("amqp://guest:guest@{}/{vhost}", c.amqp_addr(1).await);
+    Connection::connect(&uri, ConnectionProperties::default()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vhost_is_its_own_namespace_and_its_delete_takes_its_messages() {
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::start_all(BIN, &[1], Options::default());
+    c.wait_leader(&[1]).await;
+    ok(&c, 1, &["vhosts", "add", "prod"]);
+    assert_eq!(ok(&c, 1, &["vhosts", "list"]), "/\nprod\n");
+    refused(
+        &c,
+        &["vhosts", "add", "prod"],
+        "vhost 'prod' already exists",
+    );
+    refused(&c, &["vhosts", "delete", "/"], "cannot be deleted");
+    let e = connect_to(&c, "nowhere").await.expect_err("no such vhost");
+    assert_eq!(code(&e), Some(530), "{e:?}");
+    // guest has permissions in `/` only.
+    let e = connect_to(&c, "prod").await.expect_err("no permissions");
+    assert_eq!(code(&e), Some(530), "{e:?}");
+    assert!(
+        text(&e).contains("access to vhost 'prod' refused for user 'guest'"),
+        "{e:?}"
+    );
+    ok(
+        &c,
+        1,
+        &[
+            "permissions",
+            "add",
+            "guest",
+            ".*",
+            ".*",
+            ".*",
+            "--vhost",
+            "prod",
+        ],
+    );
+
+    // The same names in two vhosts are two queues.
+    let prod = connect_to(&c, "prod").await.expect("prod opens");
+    let root = c.connect(1).await;
+    let (pch, rch) = (channel(&prod).await, channel(&root).await);
+    for ch in [&pch, &rch] {
+        ch.queue_declare("orders".into(), durable(), FieldTable::default())
+            .await
+            .expect("declare orders");
+        confirms(ch).await;
+    }
+    pch.queue_declare("prod-only".into(), durable(), FieldTable::default())
+        .await
+        .expect("declare prod-only");
+    for body in [&b"a"[..], b"b", b"c"] {
+        publish_confirmed(&pch, "", "orders", body, persistent()).await;
+    }
+    publish_confirmed(&rch, "", "orders", b"root", persistent()).await;
+    assert_eq!(count(&pch, "orders").await, 3);
+    assert_eq!(count(&rch, "orders").await, 1);
+    let e = passive(&channel(&root).await, "prod-only")
+        .await
+        .expect_err("not in /");
+    assert_eq!(code(&e), Some(404), "{e:?}");
+    assert!(
+        text(&e).contains("no queue 'prod-only' in vhost '/'"),
+        "{e:?}"
+    );
+    drop((prod, root));
+    assert!(c.terminate(1), "node 1 stops");
+    assert_eq!(stored_queues(&c, 1).len(), 2, "both vhosts' orders on disk");
+
+    // Deleting the vhost deletes its queues' messages from disk; `/` keeps
+    // its own.
+    c.restart(1);
+    wait_for_async("node 1 to serve prod again", || async {
+        connect_to(&c, "prod").await.ok()
+    })
+    .await;
+    ok(&c, 1, &["vhosts", "delete", "prod"]);
+    assert_eq!(ok(&c, 1, &["vhosts", "list"]), "/\n");
+    let e = connect_to(&c, "prod").await.expect_err("deleted");
+    assert_eq!(code(&e), Some(530), "{e:?}");
+    assert!(!ok(&c, 1, &["permissions", "list"]).contains("prod"));
+    let root = c.connect(1).await;
+    assert_eq!(count(&channel(&root).await, "orders").await, 1);
+    drop(root);
+    assert!(c.terminate(1), "node 1 stops");
+    assert_eq!(
+        stored_queues(&c, 1).len(),
+        1,
+        "only /'s orders left on disk"
+    );
+}

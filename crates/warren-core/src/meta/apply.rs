@@ -7,7 +7,7 @@
 //! so every replica reports the same thing.
 
 use super::snapshot::canonical;
-use super::{Command, MetaSnapshot, MetaState, Outcome};
+use super::{Command, DEFAULT_VHOST, MetaSnapshot, MetaState, Outcome};
 use crate::binding::Binding;
 use crate::queue::{ConnectionId, QueueDef};
 use crate::vhost::{ExchangeDeclare, QueueDeclare, Removed, VHost};
@@ -105,6 +105,8 @@ impl MetaState {
             Command::ChooseClusterId(id) => {
                 Ok(Outcome::ClusterId(*self.cluster_id.get_or_insert(*id)))
             }
+            Command::AddVhost { name } => self.add_vhost(name),
+            Command::DeleteVhost { name } => self.delete_vhost(name),
             Command::AddUser(user) => {
                 self.access.add_user(user)?;
                 Ok(Outcome::AccessChanged { changed: true })
@@ -231,6 +233,42 @@ impl MetaState {
             delete_queues(v, is_transient, &mut gone)?;
             delete_transient_exchanges(v)?;
         }
+        Ok(Outcome::QueuesDeleted(gone))
+    }
+
+    /// A new vhost with the predeclared exchanges.
+    fn add_vhost(&mut self, name: &Name) -> Result<Outcome, AmqpError> {
+        if name.is_empty() || name.len() > 255 {
+            return Err(AmqpError::precondition(
+                "a vhost name is 1 to 255 bytes long",
+            ));
+        }
+        if self.vhost(name).is_some() {
+            return Err(AmqpError::precondition(format!(
+                "vhost '{name}' already exists"
+            )));
+        }
+        self.others.insert(name.clone(), VHost::new(name));
+        Ok(Outcome::VhostAdded)
+    }
+
+    /// A vhost and all it holds: its queues are reported as deleted (by
+    /// name), so every node drops their actors and stored messages.
+    fn delete_vhost(&mut self, name: &str) -> Result<Outcome, AmqpError> {
+        if name == DEFAULT_VHOST {
+            return Err(AmqpError::precondition(format!(
+                "the default vhost '{DEFAULT_VHOST}' cannot be deleted"
+            )));
+        }
+        let Some(mut v) = self.others.remove(name) else {
+            return Err(AmqpError::new(
+                ReplyCode::NotFound,
+                format!("no vhost '{name}'"),
+            ));
+        };
+        let mut gone = Deleted::new();
+        delete_queues(&mut v, |_| true, &mut gone)?;
+        self.access.drop_vhost(name);
         Ok(Outcome::QueuesDeleted(gone))
     }
 

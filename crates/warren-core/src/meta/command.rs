@@ -141,6 +141,19 @@ pub enum Command {
     /// first one committed stays, later ones change nothing, so every
     /// replica ends with the same id whoever proposed first.
     ChooseClusterId(u128),
+    /// `warren vhosts add`: a new vhost with the predeclared exchanges (406
+    /// if it exists).
+    AddVhost {
+        /// Name.
+        name: Name,
+    },
+    /// `warren vhosts delete`: the vhost, its exchanges, queues (their
+    /// messages go with them, as for `DeleteQueue`), bindings and
+    /// permissions. `/` cannot be deleted (406).
+    DeleteVhost {
+        /// Name.
+        name: Name,
+    },
     /// `warren users add`: a new user (406 if the name is taken).
     AddUser(UserDef),
     /// `warren users delete`: the user and its permissions go (404 if none).
@@ -208,6 +221,8 @@ pub enum Outcome {
     /// The cluster's id as it now is (the proposed one, or the one chosen
     /// before it).
     ClusterId(u128),
+    /// A vhost was added.
+    VhostAdded,
     /// Users or permissions changed (`changed` is false for a seed that
     /// came after the first).
     AccessChanged {

@@ -334,6 +334,65 @@ fn a_snapshot_restores_the_same_state_and_routing() {
     assert_eq!(route(&restored, "app.error").len(), 1);
 }
 
+#[test]
+fn a_deleted_vhost_takes_its_queues_and_permissions() {
+    let mut m = MetaState::new();
+    let add = Command::AddVhost {
+        name: "prod".into(),
+    };
+    assert_eq!(m.apply(&add), Ok(Outcome::VhostAdded));
+    assert_eq!(
+        m.apply(&add).expect_err("exists").code,
+        ReplyCode::PreconditionFailed
+    );
+    assert_eq!(m.vhost_names().collect::<Vec<_>>(), ["/", "prod"]);
+    let prod = m.vhost("prod").expect("prod");
+    assert!(
+        prod.exchange("amq.topic").is_some(),
+        "predeclared exchanges"
+    );
+    let mut q = declare_queue("orders", false, 1);
+    if let Command::DeclareQueue { vhost, .. } = &mut q {
+        *vhost = "prod".into();
+    }
+    m.apply(&q).expect("declare in prod");
+    m.apply(&declare_queue("orders", false, 1))
+        .expect("declare in /");
+    m.apply(&Command::AddUser(UserDef {
+        name: "bob".into(),
+        password: None,
+        tags: Vec::new(),
+    }))
+    .expect("user");
+    m.apply(&Command::SetPermissions(PermissionEntry {
+        vhost: "prod".into(),
+        user: "bob".into(),
+        permission: crate::access::Permission::all(),
+    }))
+    .expect("grant");
+
+    let Ok(Outcome::QueuesDeleted(gone)) = m.apply(&Command::DeleteVhost {
+        name: "prod".into(),
+    }) else {
+        panic!("vhost deleted");
+    };
+    assert_eq!(gone.len(), 1);
+    assert_eq!(&*gone[0].0.name, "orders");
+    assert!(m.vhost("prod").is_none());
+    assert!(m.access().permission("prod", "bob").is_none());
+    assert!(m.vhost(VHOST).and_then(|v| v.queue("orders")).is_some());
+    let e = m
+        .apply(&Command::DeleteVhost { name: VHOST.into() })
+        .expect_err("/ stays");
+    assert_eq!(e.code, ReplyCode::PreconditionFailed);
+    let e = m
+        .apply(&Command::DeleteVhost {
+            name: "prod".into(),
+        })
+        .expect_err("gone");
+    assert_eq!(e.code, ReplyCode::NotFound);
+}
+
 /// Commands over a small universe of names, so that sequences collide often:
 /// redeclares with other properties, binds to deleted queues, cycles of
 /// exchange-to-exchange bindings, auto-delete cascades.
@@ -440,10 +499,14 @@ fn access_command() -> impl Strategy<Value = Command> {
                 permission: crate::access::Permission::new(c, w, ".*").expect("valid"),
             })
         }),
-        (vhost, user.clone()).prop_map(|(v, u)| Command::ClearPermissions {
+        (vhost.clone(), user.clone()).prop_map(|(v, u)| Command::ClearPermissions {
             vhost: v.into(),
             user: u.into(),
         }),
+        vhost
+            .clone()
+            .prop_map(|v| Command::AddVhost { name: v.into() }),
+        vhost.prop_map(|v| Command::DeleteVhost { name: v.into() }),
         user.prop_map(move |u| Command::SeedUsers {
             users: vec![def(u, 9)],
             permissions: vec![PermissionEntry {

@@ -33,6 +33,7 @@ pub use command::{Command, Outcome};
 pub use snapshot::{MetaSnapshot, VHostSnapshot, sort_bindings};
 pub use users::{AccessState, LoginRefused, PermissionEntry, UserDef};
 
+use crate::queue::QueueDef;
 use crate::vhost::{PREDECLARED, VHost};
 use crate::{AmqpError, Name, QueueId, ReplyCode};
 
@@ -45,7 +46,7 @@ pub struct MetaState {
     /// `/`, always present, so the hot path reaches it without a lookup that
     /// could fail.
     default: VHost,
-    /// Other vhosts by name (none can be created yet).
+    /// Other vhosts by name.
     others: BTreeMap<Name, VHost>,
     next_queue_id: QueueId,
     /// The cluster's id, once chosen (see [`Command::ChooseClusterId`]).
@@ -79,6 +80,21 @@ impl MetaState {
         } else {
             self.others.get(name)
         }
+    }
+
+    /// Every vhost's name, `/` first, then by name.
+    pub fn vhost_names(&self) -> impl Iterator<Item = &str> {
+        self.vhosts().map(VHost::name)
+    }
+
+    /// Every queue of every vhost, with its vhost (`/` first).
+    pub fn all_queues(&self) -> impl Iterator<Item = (&VHost, &QueueDef)> {
+        self.vhosts().flat_map(|v| v.queues().map(move |q| (v, q)))
+    }
+
+    /// The queue with id `id` and its vhost (a scan: for rare paths only).
+    pub fn queue_by_id(&self, id: QueueId) -> Option<(&VHost, &QueueDef)> {
+        self.all_queues().find(|(_, q)| q.id == id)
     }
 
     /// The default vhost `/`.

@@ -192,6 +192,11 @@ impl AccessState {
         Ok(())
     }
 
+    /// A vhost's permissions go with it.
+    pub(super) fn drop_vhost(&mut self, vhost: &str) {
+        self.permissions.remove(vhost);
+    }
+
     /// The config file's users, once: false (nothing changed) if a seed was
     /// applied before. A seeded user keeps any permission the state already
     /// gave it; a user the state already has is left as it is.

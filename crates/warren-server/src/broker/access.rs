@@ -11,9 +11,9 @@
 
 use std::sync::PoisonError;
 
+use warren_core::AmqpError;
 use warren_core::access::{Access, HashAlgorithm, PasswordHash, Permission, Resource};
 use warren_core::meta::{Command, LoginRefused, MetaState, PermissionEntry, UserDef};
-use warren_core::{AmqpError, ReplyCode};
 
 use super::{Broker, DEFAULT_VHOST, View};
 
@@ -53,28 +53,26 @@ impl Broker {
     /// `connection.open`: the vhost exists and the user has permissions in
     /// it (530 otherwise, RabbitMQ's texts).
     pub fn open_vhost(&self, vhost: &str, user: &str) -> Result<(), AmqpError> {
-        // Only `/` is served until vhosts can be managed.
-        if vhost != DEFAULT_VHOST {
-            return Err(AmqpError::new(
-                ReplyCode::NotAllowed,
-                format!("vhost {vhost} not found"),
-            ));
-        }
         let meta = self.meta();
+        if meta.vhost(vhost).is_none() {
+            return Err(super::no_vhost(vhost));
+        }
         if meta.access().seeded() {
             meta.access().check_vhost(vhost, user)?;
         }
         Ok(())
     }
 
-    /// An operation's permission check (403 with RabbitMQ's text).
+    /// An operation's permission check in `vhost` (403 with RabbitMQ's
+    /// text).
     pub fn check(
         &self,
+        vhost: &str,
         user: &str,
         access: Access,
         resource: Resource<'_>,
     ) -> Result<(), AmqpError> {
-        check(&self.meta(), user, access, resource)
+        check(&self.meta(), vhost, user, access, resource)
     }
 
     /// Proposes the config file's users (each with every permission in
@@ -123,11 +121,12 @@ impl View<'_> {
     /// [`Broker::check`] under the read lock routing already holds.
     pub fn check(
         &self,
+        vhost: &str,
         user: &str,
         access: Access,
         resource: Resource<'_>,
     ) -> Result<(), AmqpError> {
-        check(&self.meta, user, access, resource)
+        check(&self.meta, vhost, user, access, resource)
     }
 }
 
@@ -135,6 +134,7 @@ impl View<'_> {
 /// file's, which have every permission.
 fn check(
     meta: &MetaState,
+    vhost: &str,
     user: &str,
     access: Access,
     resource: Resource<'_>,
@@ -143,5 +143,5 @@ fn check(
     if !a.seeded() {
         return Ok(());
     }
-    a.check(DEFAULT_VHOST, user, access, resource)
+    a.check(vhost, user, access, resource)
 }

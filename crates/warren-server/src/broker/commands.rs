@@ -11,10 +11,10 @@ use warren_core::binding::Binding;
 use warren_core::meta::{Command, Outcome};
 use warren_core::queue::{ConnectionId, QueueArgs, QueueDef};
 use warren_core::vhost::{ExchangeDeclare, QueueDeclare};
-use warren_core::{AMQPValue, AmqpError, FieldTable, NodeId, QueueId, ReplyCode};
+use warren_core::{AMQPValue, AmqpError, FieldTable, Name, NodeId, QueueId, ReplyCode};
 use warren_queues::QueueHandle;
 
-use super::{Broker, DEFAULT_VHOST};
+use super::Broker;
 use crate::config::QueueType;
 
 /// Replicas of a quorum queue unless `x-quorum-initial-group-size` says.
@@ -46,15 +46,19 @@ impl Broker {
     }
 
     /// `exchange.declare`.
-    pub async fn declare_exchange(&self, d: &ExchangeDeclare<'_>) -> Result<(), AmqpError> {
+    pub async fn declare_exchange(
+        &self,
+        vhost: &str,
+        d: &ExchangeDeclare<'_>,
+    ) -> Result<(), AmqpError> {
         if d.passive {
-            return match self.read().vhost().exchange(d.name) {
+            return match self.read().vhost(vhost)?.exchange(d.name) {
                 Some(_) => Ok(()),
-                None => Err(AmqpError::not_found("exchange", d.name, DEFAULT_VHOST)),
+                None => Err(AmqpError::not_found("exchange", d.name, vhost)),
             };
         }
         let cmd = Command::DeclareExchange {
-            vhost: DEFAULT_VHOST.into(),
+            vhost: vhost.into(),
             name: d.name.into(),
             kind: d.kind.into(),
             durable: d.durable,
@@ -69,9 +73,14 @@ impl Broker {
     }
 
     /// `exchange.delete`.
-    pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
+    pub async fn delete_exchange(
+        &self,
+        vhost: &str,
+        name: &str,
+        if_unused: bool,
+    ) -> Result<(), AmqpError> {
         let cmd = Command::DeleteExchange {
-            vhost: DEFAULT_VHOST.into(),
+            vhost: vhost.into(),
             name: name.into(),
             if_unused,
         };
@@ -85,18 +94,22 @@ impl Broker {
     /// ready-message and consumer counts.
     pub async fn declare_queue(
         &self,
+        vhost: &str,
         d: &QueueDeclare<'_>,
     ) -> Result<(QueueDef, u32, u32), AmqpError> {
         let def = if d.passive {
-            self.read().vhost().queue_for(d.name, d.owner)?.clone()
+            self.read()
+                .vhost(vhost)?
+                .queue_for(d.name, d.owner)?
+                .clone()
         } else {
-            let arguments = self.typed_arguments(d);
+            let arguments = self.typed_arguments(vhost, d)?;
             let d = &QueueDeclare {
                 arguments: &arguments,
                 ..d.clone()
             };
             let cmd = Command::DeclareQueue {
-                vhost: DEFAULT_VHOST.into(),
+                vhost: vhost.into(),
                 name: d.name.into(),
                 durable: d.durable,
                 exclusive: d.exclusive,
@@ -105,7 +118,7 @@ impl Broker {
                 owner: d.owner,
                 server_named: d.server_named,
                 home: self.home(),
-                replicas: self.replica_set(d),
+                replicas: self.replica_set(vhost, d),
             };
             let (queue, created) = self
                 .propose(cmd, |o| match o {
@@ -116,7 +129,7 @@ impl Broker {
             if created {
                 self.reconcile().await;
                 if queue.is_quorum() {
-                    self.wait_quorum_leader(&queue).await?;
+                    self.wait_quorum_leader(vhost, &queue).await?;
                 }
                 return Ok((queue, 0, 0));
             }
@@ -135,12 +148,16 @@ impl Broker {
     /// (a redeclare matches what is there), else the node's default type
     /// if the queue may be a quorum queue: durable, not exclusive, not
     /// auto-delete, named by the client (as RabbitMQ's default queue type).
-    fn typed_arguments(&self, d: &QueueDeclare<'_>) -> FieldTable {
+    fn typed_arguments(&self, vhost: &str, d: &QueueDeclare<'_>) -> Result<FieldTable, AmqpError> {
         let mut args = d.arguments.clone();
         if args.inner().contains_key("x-queue-type") {
-            return args;
+            return Ok(args);
         }
-        let existing = self.read().vhost().queue(d.name).map(QueueDef::is_quorum);
+        let existing = self
+            .read()
+            .vhost(vhost)?
+            .queue(d.name)
+            .map(QueueDef::is_quorum);
         let quorum = existing.unwrap_or_else(|| {
             self.config.default_queue_type == QueueType::Quorum
                 && d.durable
@@ -154,15 +171,15 @@ impl Broker {
                 AMQPValue::LongString("quorum".into()),
             );
         }
-        args
+        Ok(args)
     }
 
     /// A new quorum queue's replica set: `x-quorum-initial-group-size`
     /// voters of group 0 (default 3, at most all of them), starting at a
     /// place that turns with each quorum queue declared, so that replica
     /// sets, and with them first leaders, spread over the nodes.
-    fn replica_set(&self, d: &QueueDeclare<'_>) -> Vec<NodeId> {
-        let quorum = QueueArgs::parse(d.arguments, d.name, DEFAULT_VHOST)
+    fn replica_set(&self, vhost: &str, d: &QueueDeclare<'_>) -> Vec<NodeId> {
+        let quorum = QueueArgs::parse(d.arguments, d.name, vhost)
             .ok()
             .filter(QueueArgs::is_quorum);
         let Some(args) = quorum else {
@@ -176,9 +193,9 @@ impl Broker {
             .clamp(1, n);
         let existing = self
             .read()
-            .vhost()
-            .queues()
-            .filter(|q| q.is_quorum())
+            .meta
+            .all_queues()
+            .filter(|(_, q)| q.is_quorum())
             .count();
         voters.rotate_left(existing % n);
         voters.truncate(size);
@@ -188,7 +205,7 @@ impl Broker {
     /// Waits until a new quorum queue's group has a leader, so that a
     /// publish right after `declare-ok` is not nacked. This node waits on
     /// its own replica; a node outside the replica set does not wait.
-    async fn wait_quorum_leader(&self, q: &QueueDef) -> Result<(), AmqpError> {
+    async fn wait_quorum_leader(&self, vhost: &str, q: &QueueDef) -> Result<(), AmqpError> {
         if !q.replicas.contains(&self.config.node_id) {
             return Ok(());
         }
@@ -220,7 +237,7 @@ impl Broker {
             Err(AmqpError::new(
                 ReplyCode::InternalError,
                 format!(
-                    "quorum queue '{}' in vhost '{DEFAULT_VHOST}' has no leader yet (too few of its replicas are up)",
+                    "quorum queue '{}' in vhost '{vhost}' has no leader yet (too few of its replicas are up)",
                     q.name
                 ),
             )
@@ -229,14 +246,19 @@ impl Broker {
     }
 
     /// The queue `conn` may use (404 / 405 otherwise), whatever its type.
-    pub fn queue_handle(&self, name: &str, conn: ConnectionId) -> Result<QueueHandle, AmqpError> {
+    pub fn queue_handle(
+        &self,
+        vhost: &str,
+        name: &str,
+        conn: ConnectionId,
+    ) -> Result<QueueHandle, AmqpError> {
         let st = self.read();
-        let def = st.vhost().queue_for(name, conn)?;
+        let def = st.vhost(vhost)?.queue_for(name, conn)?;
         st.queue(def.id).cloned().ok_or_else(|| {
             AmqpError::new(
                 ReplyCode::NotFound,
                 format!(
-                    "queue '{name}' in vhost '{DEFAULT_VHOST}' lives on node {}, which this node cannot reach it on yet",
+                    "queue '{name}' in vhost '{vhost}' lives on node {}, which this node cannot reach it on yet",
                     def.home.node
                 ),
             )
@@ -246,6 +268,7 @@ impl Broker {
     /// `queue.delete`. Returns the number of messages deleted.
     pub async fn delete_queue(
         &self,
+        vhost: &str,
         name: &str,
         conn: ConnectionId,
         if_unused: bool,
@@ -253,7 +276,7 @@ impl Broker {
     ) -> Result<u32, AmqpError> {
         let (handle, home) = {
             let st = self.read();
-            let def = st.vhost().queue_for(name, conn)?;
+            let def = st.vhost(vhost)?.queue_for(name, conn)?;
             (st.queue(def.id).cloned(), def.home.node)
         };
         // The queue checks if-unused / if-empty (its consumers and messages
@@ -267,7 +290,7 @@ impl Broker {
             _ => 0,
         };
         let cmd = Command::DeleteQueue {
-            vhost: DEFAULT_VHOST.into(),
+            vhost: vhost.into(),
             name: name.into(),
             conn: Some(conn),
             id: None,
@@ -289,13 +312,14 @@ impl Broker {
     /// Removes a stopped queue's metadata (auto-delete fired). Only if the
     /// name still maps to `id` when the command applies.
     pub async fn forget_queue(&self, name: &str, id: QueueId) {
-        if self.read().vhost().queue(name).map(|q| q.id) != Some(id) {
-            return;
-        }
+        let vhost: Name = match self.read().queue_def(id) {
+            Some((v, q)) if &*q.name == name => v.name().into(),
+            _ => return,
+        };
         let r = self
             .node
             .propose(Command::DeleteQueue {
-                vhost: DEFAULT_VHOST.into(),
+                vhost,
                 name: name.into(),
                 conn: None,
                 id: Some(id),
@@ -334,7 +358,7 @@ impl Broker {
     /// One attempt at dropping `conn`'s exclusive queues: true when none
     /// is left.
     async fn try_drop_connection(&self, conn: ConnectionId) -> bool {
-        if self.exclusive_queues_of(conn).is_empty() {
+        if !self.has_exclusive_queues(conn) {
             return true;
         }
         let done = match self.node.propose(Command::DropConnection { conn }).await {
@@ -349,13 +373,24 @@ impl Broker {
     }
 
     /// `queue.purge`.
-    pub async fn purge_queue(&self, name: &str, conn: ConnectionId) -> Result<u32, AmqpError> {
-        self.queue_handle(name, conn)?.purge().await
+    pub async fn purge_queue(
+        &self,
+        vhost: &str,
+        name: &str,
+        conn: ConnectionId,
+    ) -> Result<u32, AmqpError> {
+        self.queue_handle(vhost, name, conn)?.purge().await
     }
 
     /// `queue.bind` / `exchange.bind` (`bind`), or the unbinds.
-    pub async fn bind(&self, b: Binding, conn: ConnectionId, bind: bool) -> Result<(), AmqpError> {
-        let vhost = DEFAULT_VHOST.into();
+    pub async fn bind(
+        &self,
+        vhost: &str,
+        b: Binding,
+        conn: ConnectionId,
+        bind: bool,
+    ) -> Result<(), AmqpError> {
+        let vhost = vhost.into();
         if bind {
             let cmd = Command::Bind {
                 vhost,

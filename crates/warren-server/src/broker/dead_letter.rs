@@ -162,8 +162,8 @@ fn republish(
     let st = b.read();
     let mut ids: SmallVec<[QueueId; 4]> = SmallVec::new();
     if st
-        .vhost()
-        .route_internal(&batch.exchange, key, Some(&headers), &mut ids)
+        .vhost(&batch.vhost)
+        .and_then(|v| v.route_internal(&batch.exchange, key, Some(&headers), &mut ids))
         .is_err()
     {
         // No such exchange (any more): RabbitMQ drops the message too.

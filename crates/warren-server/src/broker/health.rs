@@ -102,7 +102,6 @@ async fn rebalance(security: warren_cluster::Security, addr: String) {
 /// Whether node `id` is home to queues that go with it.
 fn has_droppable(b: &Broker, id: NodeId) -> bool {
     let meta = b.node.meta().read().unwrap_or_else(PoisonError::into_inner);
-    meta.default_vhost()
-        .queues()
-        .any(|q| q.home.node == id && (!q.durable || q.exclusive_owner.is_some()))
+    meta.all_queues()
+        .any(|(_, q)| q.home.node == id && (!q.durable || q.exclusive_owner.is_some()))
 }

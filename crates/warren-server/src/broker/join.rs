@@ -139,10 +139,9 @@ impl Broker {
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
             let homed: HashSet<QueueId> = meta
-                .default_vhost()
-                .queues()
-                .filter(|q| q.home.node == me)
-                .map(|q| q.id)
+                .all_queues()
+                .filter(|(_, q)| q.home.node == me)
+                .map(|(_, q)| q.id)
                 .collect();
             ids.into_iter()
                 .filter(|id| !homed.contains(id))

@@ -41,7 +41,7 @@ use warren_cluster::{
 use warren_core::meta::MetaState;
 use warren_core::queue::{ConnectionId, Home, QueueDef};
 use warren_core::vhost::VHost;
-use warren_core::{Name, QueueId};
+use warren_core::{AmqpError, Name, QueueId};
 use warren_queues::classic::{AutoDeleted, ClassicEnv};
 use warren_queues::link::{Links, LocalQueues, Lookup, LookupFuture};
 use warren_queues::quorum::QuorumEnv;
@@ -53,8 +53,17 @@ use warren_store::{Recovered, Store, Writer};
 use crate::config::Config;
 use crate::error::ServerError;
 
-/// The only vhost until vhosts are manageable.
+/// The vhost every node has, which cannot be deleted.
 pub const DEFAULT_VHOST: &str = warren_core::meta::DEFAULT_VHOST;
+
+/// A vhost that does not exist (any more): a connection-level 530, as
+/// RabbitMQ closes the connections of a deleted vhost.
+pub fn no_vhost(name: &str) -> AmqpError {
+    AmqpError::new(
+        warren_core::ReplyCode::NotAllowed,
+        format!("vhost {name} not found"),
+    )
+}
 /// Batches of dead letters queued for the node's publisher before a queue
 /// that dead-letters waits.
 const DEAD_LETTER_BATCHES: usize = 64;
@@ -68,9 +77,15 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
-    /// The default vhost's metadata.
-    pub fn vhost(&self) -> &VHost {
-        self.meta.default_vhost()
+    /// A vhost's metadata; 530 if it is gone (deleted while a connection
+    /// had it open).
+    pub fn vhost(&self, name: &str) -> Result<&VHost, AmqpError> {
+        self.meta.vhost(name).ok_or_else(|| no_vhost(name))
+    }
+
+    /// The vhost holding queue `id`, and its definition.
+    pub fn queue_def(&self, id: QueueId) -> Option<(&VHost, &QueueDef)> {
+        self.meta.queue_by_id(id)
     }
 
     /// The handle of queue `id`, whatever its type.
@@ -169,12 +184,7 @@ impl Broker {
             dead_letters: env.dead_letters.clone(),
             auto_deleted: Some(env.auto_deleted.clone()),
         };
-        let registry = Arc::new(Registry::new(
-            config.node_id,
-            DEFAULT_VHOST.into(),
-            env,
-            quorum,
-        ));
+        let registry = Arc::new(Registry::new(config.node_id, env, quorum));
         let has_legacy = !legacy.exchanges.is_empty()
             || !legacy.queues.is_empty()
             || !legacy.bindings.is_empty();
@@ -286,15 +296,14 @@ impl Broker {
 
     /// Brings the queue registry in line with the metadata applied so far.
     pub async fn reconcile(&self) {
-        let wanted = || -> HashMap<QueueId, QueueDef> {
+        let wanted = || -> HashMap<QueueId, (Name, QueueDef)> {
             let meta = self
                 .node
                 .meta()
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
-            meta.default_vhost()
-                .queues()
-                .map(|q| (q.id, q.clone()))
+            meta.all_queues()
+                .map(|(v, q)| (q.id, (Name::from(v.name()), q.clone())))
                 .collect()
         };
         self.registry.reconcile(wanted).await;
@@ -322,8 +331,8 @@ impl Broker {
                 .unwrap_or_else(PoisonError::into_inner);
             let next = meta.next_queue_id();
             let live: std::collections::HashSet<QueueId> = meta
-                .default_vhost()
-                .queues()
+                .all_queues()
+                .map(|(_, q)| q)
                 .filter(|q| q.is_quorum() && q.replicas.contains(&me))
                 .map(|q| q.id)
                 .collect();
@@ -342,9 +351,13 @@ impl Broker {
         }
     }
 
-    /// Exclusive queues of a connection that is closing.
-    pub fn exclusive_queues_of(&self, conn: ConnectionId) -> Vec<Name> {
-        self.read().vhost().exclusive_queues_of(conn)
+    /// Whether a connection that is closing has exclusive queues (in any
+    /// vhost: `DropConnection` deletes them wherever they are).
+    pub fn has_exclusive_queues(&self, conn: ConnectionId) -> bool {
+        let st = self.read();
+        st.meta
+            .all_queues()
+            .any(|(_, q)| q.exclusive_owner == Some(conn))
     }
 }
 
@@ -363,7 +376,7 @@ impl LocalQueues for Broker {
             if let Some(h) = self.registry.local(id) {
                 return Lookup::Here(h);
             }
-            let known = self.read().vhost().queues().any(|q| q.id == id);
+            let known = self.read().queue_def(id).is_some();
             if known {
                 Lookup::Unavailable
             } else {

@@ -98,7 +98,7 @@ impl Channel {
         }
         let name = self.queue_name(c.queue.as_str())?;
         ctx.check(Access::Read, Resource::Queue(&name))?;
-        let handle = ctx.broker.queue_handle(&name, ctx.id)?;
+        let handle = ctx.broker.queue_handle(&ctx.vhost, &name, ctx.id)?;
         let tag = self.new_consumer_tag(c.consumer_tag.as_str())?;
         let id = ctx.broker.ids().consumer();
         let spec = ConsumerSpec {
@@ -306,7 +306,7 @@ impl Channel {
     pub(super) async fn get(&mut self, g: basic::Get, ctx: &mut ConnCtx) -> Result<(), AmqpError> {
         let name = self.queue_name(g.queue.as_str())?;
         ctx.check(Access::Read, Resource::Queue(&name))?;
-        let handle = ctx.broker.queue_handle(&name, ctx.id)?;
+        let handle = ctx.broker.queue_handle(&ctx.vhost, &name, ctx.id)?;
         // Before the answer: a get that failed may still have taken a
         // message, which this channel's close then returns.
         self.queues_used.insert(handle.id(), handle.clone());

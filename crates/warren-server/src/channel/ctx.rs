@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use warren_core::access::{Access, Resource};
 use warren_core::queue::ChannelKey;
-use warren_core::{AmqpError, Message, QueueId};
+use warren_core::{AmqpError, Message, Name, QueueId};
 use warren_queues::api::{PublishBatch, Verdict};
 use warren_queues::{ConnEvent, ConnTx, QueueFlow, QueueHandle};
 
@@ -55,6 +55,8 @@ pub struct ConnCtx {
     pub broker: Arc<Broker>,
     /// Authenticated user.
     pub user: String,
+    /// The vhost the connection opened.
+    pub vhost: Name,
     /// Negotiated frame size.
     pub frame_max: u32,
     /// Outgoing bytes, written with one syscall per wake-up.
@@ -111,7 +113,7 @@ impl ConnCtx {
     pub fn new(
         id: u64,
         broker: Arc<Broker>,
-        user: String,
+        (user, vhost): (String, Name),
         frame_max: u32,
         out: Vec<u8>,
         events: ConnTx,
@@ -121,6 +123,7 @@ impl ConnCtx {
             id,
             broker,
             user,
+            vhost,
             frame_max,
             out,
             events,
@@ -140,7 +143,7 @@ impl ConnCtx {
     /// Whether this connection's user may do `access` to `resource`: the
     /// 403 RabbitMQ closes the channel with otherwise.
     pub fn check(&self, access: Access, resource: Resource<'_>) -> Result<(), AmqpError> {
-        self.broker.check(&self.user, access, resource)
+        self.broker.check(&self.vhost, &self.user, access, resource)
     }
 
     /// Tells the node's memory monitor how [`ConnCtx::held`] changed since
@@ -226,7 +229,7 @@ impl ConnCtx {
                         .items
                         .push((msg, confirm)),
                     // Deleted since it was routed to: confirmed, as RabbitMQ.
-                    None if !st.vhost().queues().any(|q| q.id == id) => gone.extend(confirm),
+                    None if st.queue_def(id).is_none() => gone.extend(confirm),
                     // Still no handle: nothing took the message.
                     None => lost.extend(confirm),
                 }

@@ -49,18 +49,21 @@ impl Channel {
                 ctx.check(Access::Read, Resource::Exchange(name))?;
             }
         }
-        let broker = ctx.broker.clone();
+        let (broker, vhost) = (ctx.broker.clone(), ctx.vhost.clone());
         self.defer(async move {
             broker
-                .declare_exchange(&ExchangeDeclare {
-                    name: d.exchange.as_str(),
-                    kind: d.kind.as_str(),
-                    passive: d.passive,
-                    durable: d.durable,
-                    auto_delete: d.auto_delete,
-                    internal: d.internal,
-                    arguments: &d.arguments,
-                })
+                .declare_exchange(
+                    &vhost,
+                    &ExchangeDeclare {
+                        name: d.exchange.as_str(),
+                        kind: d.kind.as_str(),
+                        passive: d.passive,
+                        durable: d.durable,
+                        auto_delete: d.auto_delete,
+                        internal: d.internal,
+                        arguments: &d.arguments,
+                    },
+                )
                 .await?;
             Ok(Done::reply(
                 d.nowait,
@@ -76,10 +79,10 @@ impl Channel {
         ctx: &ConnCtx,
     ) -> Result<(), AmqpError> {
         ctx.check(Access::Configure, Resource::Exchange(d.exchange.as_str()))?;
-        let broker = ctx.broker.clone();
+        let (broker, vhost) = (ctx.broker.clone(), ctx.vhost.clone());
         self.defer(async move {
             match broker
-                .delete_exchange(d.exchange.as_str(), d.if_unused)
+                .delete_exchange(&vhost, d.exchange.as_str(), d.if_unused)
                 .await
             {
                 // Deleting a missing exchange succeeds in RabbitMQ 3.x and later.
@@ -117,21 +120,24 @@ impl Channel {
                 ctx.check(Access::Write, Resource::Exchange(dlx))?;
             }
         }
-        let (broker, owner) = (ctx.broker.clone(), ctx.id);
+        let (broker, owner, vhost) = (ctx.broker.clone(), ctx.id, ctx.vhost.clone());
         self.defer(async move {
             let (def, messages, consumers) = broker
-                .declare_queue(&QueueDeclare {
-                    name: &name,
-                    passive: d.passive,
-                    durable: d.durable,
-                    exclusive: d.exclusive,
-                    auto_delete: d.auto_delete,
-                    arguments: &d.arguments,
-                    owner,
-                    server_named,
-                    home: broker.home(),
-                    replicas: &[],
-                })
+                .declare_queue(
+                    &vhost,
+                    &QueueDeclare {
+                        name: &name,
+                        passive: d.passive,
+                        durable: d.durable,
+                        exclusive: d.exclusive,
+                        auto_delete: d.auto_delete,
+                        arguments: &d.arguments,
+                        owner,
+                        server_named,
+                        home: broker.home(),
+                        replicas: &[],
+                    },
+                )
                 .await?;
             let mut done = Done::reply(
                 d.nowait,
@@ -150,9 +156,9 @@ impl Channel {
     pub(super) fn queue_purge(&mut self, p: queue::Purge, ctx: &ConnCtx) -> Result<(), AmqpError> {
         let name = self.queue_name(p.queue.as_str())?;
         ctx.check(Access::Read, Resource::Queue(&name))?;
-        let (broker, conn) = (ctx.broker.clone(), ctx.id);
+        let (broker, conn, vhost) = (ctx.broker.clone(), ctx.id, ctx.vhost.clone());
         self.defer(async move {
-            let n = broker.purge_queue(&name, conn).await?;
+            let n = broker.purge_queue(&vhost, &name, conn).await?;
             Ok(Done::reply(
                 p.nowait,
                 AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
@@ -170,10 +176,10 @@ impl Channel {
     ) -> Result<(), AmqpError> {
         let name = self.queue_name(d.queue.as_str())?;
         ctx.check(Access::Configure, Resource::Queue(&name))?;
-        let (broker, conn) = (ctx.broker.clone(), ctx.id);
+        let (broker, conn, vhost) = (ctx.broker.clone(), ctx.id, ctx.vhost.clone());
         self.defer(async move {
             let n = match broker
-                .delete_queue(&name, conn, d.if_unused, d.if_empty)
+                .delete_queue(&vhost, &name, conn, d.if_unused, d.if_empty)
                 .await
             {
                 Ok(n) => n,
@@ -265,9 +271,9 @@ impl Channel {
                 AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
             ),
         };
-        let (broker, conn) = (ctx.broker.clone(), ctx.id);
+        let (broker, conn, vhost) = (ctx.broker.clone(), ctx.id, ctx.vhost.clone());
         self.defer(async move {
-            broker.bind(binding, conn, bind).await?;
+            broker.bind(&vhost, binding, conn, bind).await?;
             Ok(Done::reply(nowait, ok))
         });
         Ok(())

@@ -83,11 +83,15 @@ impl Channel {
         let exchange_name: Name;
         {
             let st = ctx.broker.read();
-            st.check(&ctx.user, Access::Write, Resource::Exchange(exchange))?;
-            st.vhost()
-                .route(exchange, routing_key, props.headers().as_ref(), &mut ids)?;
-            exchange_name = st
-                .vhost()
+            st.check(
+                &ctx.vhost,
+                &ctx.user,
+                Access::Write,
+                Resource::Exchange(exchange),
+            )?;
+            let vhost = st.vhost(&ctx.vhost)?;
+            vhost.route(exchange, routing_key, props.headers().as_ref(), &mut ids)?;
+            exchange_name = vhost
                 .exchange(exchange)
                 .map(|e| e.name.clone())
                 .unwrap_or_else(|| "".into());

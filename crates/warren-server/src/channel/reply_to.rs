@@ -179,7 +179,7 @@ impl Channel {
         if !exists {
             return Err(AmqpError::new(
                 ReplyCode::NotFound,
-                format!("no queue '{name}' in vhost '/'"),
+                format!("no queue '{name}' in vhost '{}'", ctx.vhost),
             ));
         }
         self.last_queue = Some(name.into());

@@ -28,6 +28,8 @@ use crate::channel::ClientCaps;
 pub struct Negotiated {
     /// Authenticated user.
     pub user: String,
+    /// The vhost opened.
+    pub vhost: String,
     /// Largest frame both sides accept.
     pub frame_max: u32,
     /// Most channels.
@@ -322,6 +324,7 @@ pub async fn run(
         .await?;
     Ok(Negotiated {
         user,
+        vhost: open.virtual_host.as_str().to_owned(),
         frame_max,
         channel_max,
         heartbeat: t.heartbeat,
