@@ -21,6 +21,12 @@ use tokio::io::AsyncWriteExt;
 use warren_testkit::client::*;
 use warren_testkit::{DEADLINE, SingleNode, wait_for, wait_for_async};
 
+/// One test at a time: each measures a broker (its RSS, or how closely a
+/// publisher is kept to its consumer's pace), and on CI's two cores the
+/// load of another (a million messages) made the quorum queue's backlog
+/// peak at 3,380 where it is about 550 alone.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const MIB: u64 = 1024 * 1024;
 
 /// Prints the broker's RSS after `what` (and `before` it), and checks that
@@ -37,6 +43,7 @@ fn assert_rss_within(p: &SingleNode, what: &str, before: u64, limit: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watermark_blocks_a_fast_publisher_and_nothing_is_lost() {
+    let _serial = SERIAL.lock().await;
     let p = SingleNode::start(BIN, &["--memory-high-watermark", "8MiB"]).await;
     const N: u32 = 60_000;
     const SIZE: usize = 4096; // 240 MiB published in all, 30x the watermark
@@ -138,6 +145,7 @@ async fn watermark_blocks_a_fast_publisher_and_nothing_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_million_small_messages_fit_in_300_mib() {
+    let _serial = SERIAL.lock().await;
     let p = SingleNode::start(BIN, &[]).await;
     let c = p.connect().await;
     let ch = channel(&c).await;
@@ -156,6 +164,7 @@ async fn one_million_small_messages_fit_in_300_mib() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_idle_connections_fit_in_100_mib() {
+    let _serial = SERIAL.lock().await;
     let p = SingleNode::start(BIN, &[]).await;
     let before = p.rss();
     let mut conns = Vec::with_capacity(1000);
@@ -200,11 +209,13 @@ async fn slowed_publisher(queue_type: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumed_classic_queue_slows_its_publisher() {
+    let _serial = SERIAL.lock().await;
     slowed_publisher("classic").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumed_quorum_queue_slows_its_publisher() {
+    let _serial = SERIAL.lock().await;
     slowed_publisher("quorum").await;
 }
 
@@ -216,6 +227,7 @@ const HALF_SENT_CAP: u64 = 768 * MIB;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_that_never_finish_count_against_the_watermark() {
+    let _serial = SERIAL.lock().await;
     let p = SingleNode::start(BIN, &["--memory-high-watermark", "64MiB"]).await;
     let before = p.rss();
     // Another client's queue, with a message waiting, before anything; the
@@ -345,6 +357,7 @@ async fn bodies_that_never_finish_count_against_the_watermark() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_transaction_counts_against_the_watermark() {
+    let _serial = SERIAL.lock().await;
     let p = SingleNode::start(BIN, &["--memory-high-watermark", "64MiB"]).await;
     const MSG: usize = 1024 * 1024;
     let body = vec![3u8; MSG];
