@@ -6,12 +6,12 @@
 //! - [`expiry`]: `x-message-ttl` and `expiration`, when a message expires.
 //! - [`limits`]: `x-max-length` and `x-overflow`, what a full queue does.
 //! - [`paged`]: the part of the ready list whose bodies are only on disk.
-//! - `ready`: the in-memory ready list, one FIFO or one per priority level
-//!   (`x-max-priority`).
+//! - `ready`: the ready list, one FIFO or one per priority level
+//!   (`x-max-priority`), each an in-memory head and a [`paged::PagedTail`].
 //! - [`state`]: [`QueueState`], ready messages, unacked messages and consumers
 //!   of one queue, with the dispatch rule (priority, then round-robin, within
-//!   prefetch credit). It owns a [`paged::PagedTail`]; the tail knows nothing
-//!   of the state.
+//!   prefetch credit), and the memory budget that decides what is paged. The
+//!   tail knows nothing of the state.
 
 pub mod args;
 pub mod expiry;

@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::paged::PagedTail;
 use super::ready::ReadyList;
 pub use super::seq::Seq;
 use crate::{AmqpError, Message, Name};
@@ -106,9 +105,9 @@ pub enum Dropped {
 /// Ready list, unacked set and consumers of one queue.
 #[derive(Debug, Default)]
 pub struct QueueState {
+    /// Ready messages: in memory, and past the memory budget paged (see
+    /// [`super::paged::PagedTail`]), in one or more priority levels.
     ready: ReadyList,
-    /// Ready messages past the memory budget (see [`PagedTail`]).
-    paged: PagedTail,
     /// Bytes of ready bodies kept in memory before new ones are paged.
     budget: usize,
     unacked: HashMap<Seq, Unacked>,
@@ -149,10 +148,10 @@ impl QueueState {
     }
 
     /// Turns on `x-max-priority`: ready messages are served highest
-    /// priority first (see [`super::ready`]). Only for an empty queue, and
-    /// only with no page budget: the paged tail keeps publish order.
+    /// priority first (see [`super::ready`]), each level paged on its own.
+    /// Only for an empty queue.
     pub fn set_max_priority(&mut self, max: u8) {
-        debug_assert!(self.ready.is_empty() && self.paged.is_empty());
+        debug_assert!(self.ready_len() == 0);
         self.ready = ReadyList::with_priorities(max);
     }
 
@@ -167,17 +166,11 @@ impl QueueState {
     pub fn publish(&mut self, msg: Message) -> Seq {
         let seq = self.next_seq;
         self.next_seq += 1;
-        if !self.paged.is_empty() || self.ready_bytes > self.budget {
-            self.paged.push_pinned(seq, msg, false);
-            return seq;
+        let (memory, body) = (msg.memory_size(), body_len(&msg));
+        if self.ready.publish(seq, msg, self.ready_bytes > self.budget) {
+            self.ready_bytes += memory;
+            self.ready_body += body;
         }
-        self.ready_bytes += msg.memory_size();
-        self.ready_body += body_len(&msg);
-        self.ready.push_back(Entry {
-            seq,
-            msg,
-            redelivered: false,
-        });
         seq
     }
 
@@ -193,27 +186,22 @@ impl QueueState {
     /// deadline are kept (`keep_body` false: the runtime chose not to hold it).
     pub fn recover(&mut self, seq: Seq, msg: Message, keep_body: bool) {
         self.next_seq = self.next_seq.max(seq + 1);
-        if keep_body && self.paged.is_empty() && self.ready_bytes <= self.budget {
-            self.ready_bytes += msg.memory_size();
-            self.ready_body += body_len(&msg);
-            self.ready.push_back(Entry {
-                seq,
-                msg,
-                redelivered: true,
-            });
-        } else {
-            self.paged.push_on_disk(seq, true, &msg);
+        let (memory, body) = (msg.memory_size(), body_len(&msg));
+        let keep = keep_body && self.ready_bytes <= self.budget;
+        if self.ready.recover(seq, msg, keep) {
+            self.ready_bytes += memory;
+            self.ready_body += body;
         }
     }
 
     /// True when recovery should stop reading bodies (the budget is spent).
     pub fn over_budget(&self) -> bool {
-        !self.paged.is_empty() || self.ready_bytes > self.budget
+        self.ready_bytes > self.budget
     }
 
     /// Messages ready for delivery (in memory or paged).
     pub fn ready_len(&self) -> usize {
-        self.ready.len() + self.paged.len()
+        self.ready.len() + self.ready.paged_len()
     }
 
     /// Messages ready for delivery and their body bytes: what a length
@@ -221,26 +209,27 @@ impl QueueState {
     pub fn ready(&self) -> super::limits::Ready {
         super::limits::Ready {
             len: self.ready_len(),
-            bytes: self.ready_body + self.paged.body_bytes(),
+            bytes: self.ready_body + self.ready.paged_body_bytes(),
         }
     }
 
     /// Drops the bodies of paged messages with seq <= `durable_upto` for which
     /// `on_disk` holds: their writes have completed and they can be read back.
     pub fn unpin(&mut self, durable_upto: Seq, on_disk: impl Fn(&Message) -> bool) {
-        self.paged.unpin(durable_upto, on_disk);
+        self.ready.unpin(durable_upto, on_disk);
     }
 
-    /// True when the in-memory head has fewer than `low` messages and a paged
-    /// tail exists: the runtime should call [`QueueState::page_in`].
+    /// True when the in-memory head of the messages served next (their
+    /// priority level's) has fewer than `low` messages and more are paged:
+    /// the runtime should call [`QueueState::page_in`].
     pub fn needs_page_in(&self, low: usize) -> bool {
-        !self.paged.is_empty() && self.ready.len() < low
+        self.ready.needs_page_in(low)
     }
 
     /// Seqs among the next `batch` paged messages whose bodies must be read
     /// from disk (the others are pinned in memory).
     pub fn paged_to_read(&self, batch: usize) -> Vec<Seq> {
-        self.paged.to_read(batch)
+        self.ready.to_read(batch)
     }
 
     /// Moves up to `batch` paged messages into the in-memory head, bodies from
@@ -251,22 +240,15 @@ impl QueueState {
         batch: usize,
         read: std::collections::BTreeMap<Seq, Message>,
     ) -> Vec<Seq> {
-        let (loaded, missing) = self.paged.take(batch, read);
-        for (seq, msg, redelivered) in loaded {
-            self.ready_bytes += msg.memory_size();
-            self.ready_body += body_len(&msg);
-            self.ready.push_back(Entry {
-                seq,
-                msg,
-                redelivered,
-            });
-        }
+        let (memory, body, missing) = self.ready.page_in(batch, read);
+        self.ready_bytes += memory;
+        self.ready_body += body;
         missing
     }
 
     /// Messages of the paged tail (their bodies are on disk or pinned).
     pub fn paged_len(&self) -> usize {
-        self.paged.len()
+        self.ready.paged_len()
     }
 
     /// Messages delivered and not yet acked.
@@ -281,7 +263,7 @@ impl QueueState {
 
     /// Bytes held by the queue's messages (see [`Message::memory_size`]).
     pub fn memory_bytes(&self) -> usize {
-        self.ready_bytes + self.unacked_bytes + self.paged.memory_bytes()
+        self.ready_bytes + self.unacked_bytes + self.ready.paged_memory_bytes()
     }
 
     /// True when `id` is a consumer of this queue.
@@ -335,7 +317,7 @@ impl QueueState {
         &mut self,
         gate: &mut impl FnMut(&ConsumerSpec) -> bool,
     ) -> Option<Delivery> {
-        if self.ready.is_empty() || self.consumers.is_empty() {
+        if self.ready.front().is_none() || self.consumers.is_empty() {
             return None;
         }
         let i = self.pick(gate)?;
@@ -505,33 +487,25 @@ impl QueueState {
     pub fn purge(&mut self) -> (Vec<Entry>, Vec<Seq>) {
         self.ready_bytes = 0;
         self.ready_body = 0;
-        (self.ready.drain(), self.paged.drain())
+        self.ready.drain()
     }
 
     /// Removes the oldest ready message (the `drop-head` overflow of a full
     /// queue): from the in-memory head, or from the paged tail when the
     /// head is empty, as its seq only.
     pub fn drop_head(&mut self) -> Option<Dropped> {
-        match self.ready.pop_front() {
-            Some(e) => {
-                self.ready_bytes -= e.msg.memory_size();
-                self.ready_body -= body_len(&e.msg);
-                Some(Dropped::Entry(e))
-            }
-            None => self
-                .paged
-                .pop_front()
-                .map(|(seq, body)| Dropped::Paged(seq, body)),
+        let dropped = self.ready.drop_front()?;
+        if let Dropped::Entry(e) = &dropped {
+            self.ready_bytes -= e.msg.memory_size();
+            self.ready_body -= body_len(&e.msg);
         }
+        Some(dropped)
     }
 
     /// The deadline of the oldest ready message (in memory or paged), if it
     /// has one: when the runtime should look at the head again.
     pub fn head_expires(&self) -> Option<u64> {
-        match self.ready.front() {
-            Some(e) => e.msg.expires(),
-            None => self.paged.front_expires(),
-        }
+        self.ready.front_expires()
     }
 
     /// Removes the oldest ready message if it has expired at `now` (see
@@ -553,8 +527,7 @@ impl QueueState {
 
     /// Every message still held (ready and unacked), for deletion of the queue.
     pub fn drain_all(&mut self) -> Vec<Entry> {
-        self.paged.drain();
-        let mut all: Vec<Entry> = self.ready.drain();
+        let (mut all, _paged) = self.ready.drain();
         all.extend(self.unacked.drain().map(|(_, u)| u.entry));
         self.ready_bytes = 0;
         self.ready_body = 0;

@@ -144,12 +144,11 @@ pub fn spawn(def: QueueDef, vhost: Name, recover: bool, env: &ClassicEnv) -> Que
     let handle = QueueHandle::new(def.id, def.name.clone(), vhost.clone(), def.durable, tx);
     let mut state = QueueState::new();
     let mut durable_upto = 0;
-    match def.args.max_priority {
-        // A priority queue keeps its backlog in memory: the paged tail is
-        // in publish order.
-        Some(max) => state.set_max_priority(max),
-        None if def.durable => state.set_page_budget(PAGE_BUDGET),
-        None => {}
+    if let Some(max) = def.args.max_priority {
+        state.set_max_priority(max);
+    }
+    if def.durable {
+        state.set_page_budget(PAGE_BUDGET);
     }
     if def.args.single_active_consumer {
         state.set_single_active();
