@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use amq_protocol_types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 
 /// Why a message was dead-lettered (the `reason` of its `x-death` entry).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Reason {
     /// `basic.reject` or `basic.nack` without requeue.
     Rejected,

@@ -3,8 +3,9 @@
 //! limit goes to the queue's `x-dead-letter-exchange` (with
 //! `x-dead-letter-routing-key` if set), carrying an `x-death` record
 //! written field by field as RabbitMQ writes it; a fully automatic cycle is
-//! dropped; a persistent message of a classic queue is never lost on the
-//! way (a quorum queue dead-letters at most once, as RabbitMQ's default).
+//! dropped; a persistent message is never lost on the way (a quorum queue
+//! keeps its dead letters in its replicated state until they are
+//! re-published: at least once, where RabbitMQ's default is at most once).
 
 mod common;
 
@@ -406,5 +407,59 @@ async fn an_internal_exchange_takes_dead_letters_but_not_publishers() {
     confirms(&ch2).await;
     let e = refused_publish(&ch2, "dlx-internal", "", b"x", BasicProperties::default()).await;
     assert_eq!(code(&e), Some(403));
+    s.stop().await;
+}
+
+/// A quorum queue's dead letters are re-published, then forgotten: after a
+/// restart (a new leader asks for every dead letter not yet re-published)
+/// none comes again and none is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_queues_dead_letters_are_neither_lost_nor_repeated_in_a_restart() {
+    let mut s = TestServer::start().await;
+    {
+        let (_c, ch) = s.channel().await;
+        confirms(&ch).await;
+        queue(&ch, "dlq", &[]).await;
+        queue(
+            &ch,
+            "qq",
+            &[
+                ("x-queue-type", "quorum"),
+                ("x-dead-letter-exchange", ""),
+                ("x-dead-letter-routing-key", "dlq"),
+            ],
+        )
+        .await;
+        for body in ["one", "two", "three"] {
+            publish_confirmed(&ch, "", "qq", body.as_bytes(), persistent()).await;
+        }
+        let (_c2, cons) = s.channel().await;
+        let mut c = consume(&cons, "qq", "c", false).await;
+        for _ in 0..3 {
+            next(&mut c)
+                .await
+                .reject(BasicRejectOptions { requeue: false })
+                .await
+                .expect("reject");
+        }
+        wait_ready(&ch, "dlq", 3).await;
+    }
+    s.restart().await;
+    let (_c, ch) = s.channel().await;
+    confirms(&ch).await;
+    // The queue's new leader is up and has applied its first entries (the
+    // ask for dead letters is in its first one).
+    publish_confirmed(&ch, "", "qq", b"after", persistent()).await;
+    let got = get_one(&ch, "qq", true).await;
+    assert_eq!(&got.delivery.data[..], b"after");
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let got = get_one(&ch, "dlq", true).await;
+        bodies.push(String::from_utf8_lossy(&got.delivery.data).into_owned());
+    }
+    bodies.sort();
+    assert_eq!(bodies, vec!["one", "three", "two"]);
+    assert_eq!(count(&ch, "dlq").await, 0, "none re-published twice");
+    assert_eq!(count(&ch, "qq").await, 0);
     s.stop().await;
 }

@@ -134,6 +134,20 @@ impl QuorumState {
                     .collect();
                 self.drop_consumers(gone)
             }
+            Command::DeadLettered { ids } => {
+                let mut out = Applied::new(Reply::Done);
+                out.removed.extend(
+                    ids.into_iter()
+                        .filter(|id| self.dead_letters.remove(id).is_some()),
+                );
+                out
+            }
+            Command::DeadLetterAgain => {
+                let mut out = Applied::new(Reply::Done);
+                out.dead
+                    .extend(self.dead_letters.iter().map(|(id, why)| (*id, *why)));
+                out
+            }
         };
         self.activate_next();
         self.dispatch(&mut out, spare);
@@ -169,12 +183,16 @@ impl QuorumState {
         }
     }
 
-    /// A message gone for `why`: removed, and named for dead-lettering if
-    /// the queue dead-letters.
-    pub(super) fn dead(&self, out: &mut Applied, id: MsgId, why: Reason) {
-        out.removed.push(id);
+    /// A message gone for `why`: removed, or, if the queue dead-letters,
+    /// kept aside until it is re-published (at least once: a leader that
+    /// dies first leaves it to the next).
+    pub(super) fn dead(&mut self, out: &mut Applied, id: MsgId, why: Reason) {
         if self.config.dead_letters {
+            self.dead_letters.insert(id, why);
+            self.deadlines.remove(&id);
             out.dead.push((id, why));
+        } else {
+            out.removed.push(id);
         }
     }
 

@@ -70,8 +70,8 @@ pub enum Command {
         /// Which.
         ids: Vec<MsgId>,
     },
-    /// `basic.reject`/`basic.nack` without requeue: dropped (dead-lettered
-    /// once dead-lettering exists).
+    /// `basic.reject`/`basic.nack` without requeue: dropped, or
+    /// dead-lettered by a queue with a dead-letter exchange.
     Discard {
         /// The channel they were delivered on (any of its consumers, or
         /// its `basic.get`, may hold them).
@@ -101,6 +101,15 @@ pub enum Command {
         /// The node.
         node: NodeId,
     },
+    /// Dead letters the node's publisher re-published (every queue they
+    /// were routed to accepted them) or had nowhere to send: they go.
+    DeadLettered {
+        /// Which.
+        ids: Vec<MsgId>,
+    },
+    /// A new leader's ask for every dead letter not yet re-published: the
+    /// old leader may have died with them on their way.
+    DeadLetterAgain,
 }
 
 /// What a command answers to whoever proposed it.
@@ -142,10 +151,12 @@ pub struct Applied {
     /// Messages now held by consumers, in the order they were given.
     pub deliveries: Vec<Delivery>,
     /// Messages gone for good (settled, discarded, purged, over the
-    /// delivery limit).
+    /// delivery limit, dead letters re-published).
     pub removed: Vec<MsgId>,
-    /// Those of `removed` to dead-letter, and why (only for a queue whose
-    /// settings say it dead-letters): the runtime reads their bodies first.
+    /// Messages to dead-letter, and why (only for a queue whose settings
+    /// say it dead-letters): the leader re-publishes them and proposes
+    /// [`Command::DeadLettered`] once they are accepted. They are not in
+    /// `removed`: their bodies stay until then.
     pub dead: Vec<(MsgId, crate::dead_letter::Reason)>,
 }
 

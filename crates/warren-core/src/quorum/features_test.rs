@@ -300,3 +300,51 @@ fn an_unused_queue_expires_by_the_logs_clock() {
     let back = QuorumState::restore(s.snapshot());
     assert!(back.is_expired());
 }
+
+#[test]
+fn dead_letters_stay_until_re_published_and_a_new_leader_asks_again() {
+    use crate::dead_letter::Reason;
+    let mut s = QuorumState::new(QuorumConfig {
+        dead_letters: true,
+        ..QuorumConfig::default()
+    });
+    for seq in 1..=3 {
+        enqueue(&mut s, 1, seq);
+    }
+    consume(&mut s, 5, "a", 0);
+    let a = s.apply(Command::Discard {
+        channel: 5,
+        ids: vec![1, 2],
+    });
+    assert_eq!(a.dead, vec![(1, Reason::Rejected), (2, Reason::Rejected)]);
+    assert!(a.removed.is_empty(), "kept until re-published");
+    assert_eq!(s.dead_letters_len(), 2);
+    let mut held: Vec<MsgId> = s.ids().collect();
+    held.sort_unstable();
+    assert_eq!(held, vec![1, 2, 3], "their bodies are kept");
+    // A new leader (here: a restored replica) asks for them again.
+    let mut back = QuorumState::restore(s.snapshot());
+    assert_eq!(back, s, "they survive a snapshot");
+    let a = back.apply(Command::DeadLetterAgain);
+    assert_eq!(a.dead, vec![(1, Reason::Rejected), (2, Reason::Rejected)]);
+    assert!(a.removed.is_empty());
+    // Re-published: they go, once (a repeated report changes nothing).
+    let a = s.apply(Command::DeadLettered { ids: vec![2, 9] });
+    assert_eq!(a.removed, vec![2]);
+    let a = s.apply(Command::DeadLettered { ids: vec![2] });
+    assert!(a.removed.is_empty());
+    assert_eq!(
+        s.apply(Command::DeadLetterAgain).dead,
+        vec![(1, Reason::Rejected)]
+    );
+    // A queue that does not dead-letter removes at once.
+    let mut plain = QuorumState::new(QuorumConfig::default());
+    enqueue(&mut plain, 1, 1);
+    consume(&mut plain, 5, "a", 0);
+    let a = plain.apply(Command::Discard {
+        channel: 5,
+        ids: vec![1],
+    });
+    assert_eq!((a.removed, a.dead), (vec![1], vec![]));
+    assert_eq!(plain.dead_letters_len(), 0);
+}

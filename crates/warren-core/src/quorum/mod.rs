@@ -37,6 +37,11 @@
 //! - With `x-single-active-consumer` only the oldest consumer (not
 //!   cancelled) takes deliveries; the next takes over when it goes
 //!   (`active`).
+//! - Dead-lettering is at least once: a message a dead-lettering queue
+//!   rejects, expires or drops leaves the ready list and the consumers but
+//!   stays in the state (`dead_letters`, bodies kept) until the leader has
+//!   it re-published and proposes [`Command::DeadLettered`]; a new leader
+//!   asks for them all again ([`Command::DeadLetterAgain`]).
 //! - Credit is the consumer's prefetch (0: unlimited). A no-ack consumer
 //!   holds its deliveries too, until its node settles them once written to
 //!   the client: the runtime gives it a window, so an auto-ack consumer
@@ -194,6 +199,8 @@ pub struct QuorumState {
     /// The log's clock when a consumer last came or went or a `basic.get`
     /// asked (0: not yet known): where `x-expires` counts from.
     last_active: u64,
+    /// Messages dead-lettered and not yet re-published, and why.
+    dead_letters: BTreeMap<MsgId, crate::dead_letter::Reason>,
 }
 
 impl QuorumState {
@@ -307,14 +314,24 @@ impl QuorumState {
         })
     }
 
-    /// Every message id the queue holds, ready or checked out, in no
-    /// particular order: what the runtime keeps bodies for.
+    /// Every message id the queue holds, ready, checked out or waiting to
+    /// be dead-lettered, in no particular order: what the runtime keeps
+    /// bodies for.
     pub fn ids(&self) -> impl Iterator<Item = MsgId> + '_ {
-        self.ready.iter().map(|m| m.id).chain(
-            self.consumers
-                .values()
-                .flat_map(|c| c.checked.keys().copied()),
-        )
+        self.ready
+            .iter()
+            .map(|m| m.id)
+            .chain(
+                self.consumers
+                    .values()
+                    .flat_map(|c| c.checked.keys().copied()),
+            )
+            .chain(self.dead_letters.keys().copied())
+    }
+
+    /// Dead letters not yet re-published.
+    pub fn dead_letters_len(&self) -> usize {
+        self.dead_letters.len()
     }
 }
 

@@ -201,6 +201,8 @@ fn command() -> impl Strategy<Value = Command> {
         1 => Just(Command::Purge),
         1 => (1u64..4).prop_map(|channel| Command::ChannelDown { channel }),
         1 => (1u64..3).prop_map(|node| Command::NodeDown { node }),
+        1 => proptest::collection::vec(1u64..30, 0..4).prop_map(|ids| Command::DeadLettered { ids }),
+        1 => Just(Command::DeadLetterAgain),
     ]
 }
 
@@ -267,11 +269,25 @@ impl Ledger {
             assert!(c.prefetch == 0 || c.checked.len() <= c.prefetch as usize);
             self.holder.insert(d.msg.id, d.consumer.clone());
         }
-        // What is dead-lettered was removed, and only a queue that
-        // dead-letters names any.
+        // What is dead-lettered waits aside until it is re-published (not
+        // removed yet), and only a queue that dead-letters names any.
         assert!(s.config().dead_letters || a.dead.is_empty());
-        for (id, _) in &a.dead {
-            assert!(a.removed.contains(id), "dead-lettered {id} stays");
+        for (id, why) in &a.dead {
+            assert!(
+                !a.removed.contains(id),
+                "dead-lettered {id} removed at once"
+            );
+            assert_eq!(
+                s.dead_letters.get(id),
+                Some(why),
+                "dead letter {id} not kept"
+            );
+            self.holder.remove(id);
+        }
+        if let Command::DeadLettered { ids } = cmd {
+            for id in &a.removed {
+                assert!(ids.contains(id), "removed {id} it did not name");
+            }
         }
         // An ack dead-letters nothing of its own; the delivery it frees may
         // bring an expired message to the head, which expires then.
@@ -309,6 +325,9 @@ impl Ledger {
             }
         }
         assert_eq!(checked, s.checked);
+        for id in s.dead_letters.keys() {
+            assert!(seen.insert(*id), "dead letter {id} also elsewhere");
+        }
         let live: BTreeSet<MsgId> = self.enqueued.difference(&self.removed).copied().collect();
         assert_eq!(seen, live, "a message was lost or invented");
         let mut service = s.service.clone();

@@ -53,6 +53,9 @@ pub struct QuorumSnapshot {
     /// The deadlines of the messages that have one, in id order.
     #[serde(default)]
     pub deadlines: Vec<(MsgId, u64)>,
+    /// Dead letters not yet re-published, in id order.
+    #[serde(default)]
+    pub dead_letters: Vec<(MsgId, crate::dead_letter::Reason)>,
 }
 
 impl QuorumState {
@@ -81,6 +84,7 @@ impl QuorumState {
             checkouts: self.checkouts,
             last_active: self.last_active,
             deadlines: self.deadlines.iter().map(|(id, at)| (*id, *at)).collect(),
+            dead_letters: self.dead_letters.iter().map(|(id, w)| (*id, *w)).collect(),
         }
     }
 
@@ -96,6 +100,7 @@ impl QuorumState {
             checkouts: s.checkouts,
             last_active: s.last_active,
             deadlines: s.deadlines.into_iter().collect(),
+            dead_letters: s.dead_letters.into_iter().collect(),
             ..Self::default()
         };
         for c in s.consumers {

@@ -6,7 +6,9 @@
 //! the node's metadata, which queues do not hold). A persistent message of a
 //! durable queue keeps its copy on the queue's disk until every queue it
 //! was routed to has accepted it; the publisher deletes it then, so a crash
-//! in between brings it back to its queue rather than losing it.
+//! in between brings it back to its queue rather than losing it. A quorum
+//! queue keeps its dead letters in its replicated state instead, and the
+//! publisher tells it (`settle`) which it may forget.
 
 use tokio::sync::mpsc;
 use warren_core::dead_letter::Reason;
@@ -29,8 +31,13 @@ pub struct DeadLetters {
     /// Why.
     pub reason: Reason,
     /// Each message with its seq, and whether its copy on the queue's disk
-    /// waits for the re-publish to be deleted.
+    /// waits for the re-publish to be deleted (or, with `settle`, whether
+    /// its queue waits to hear of it).
     pub messages: Vec<(Seq, Message, bool)>,
+    /// Where the seqs of messages done with (accepted by every queue they
+    /// were routed to, or routed nowhere) go, in place of deleting a copy
+    /// on disk: a quorum queue's leader, which then proposes their removal.
+    pub settle: Option<mpsc::UnboundedSender<Vec<Seq>>>,
 }
 
 /// Where queues send what they dead-letter (bounded: a queue that

@@ -78,6 +78,7 @@ impl QueueActor {
                 queue: self.def.name.clone(),
                 queue_id: self.def.id,
                 exchange: exchange.clone(),
+                settle: None,
                 routing_key: routing_key.clone(),
                 reason: why,
                 messages: msgs,

@@ -17,17 +17,17 @@ use std::collections::{BTreeMap, HashMap};
 use tokio::sync::mpsc;
 use warren_cluster::QueueGroup;
 use warren_core::queue::{ConsumerId, ConsumerSpec, Entry, QueueDef, connection_node};
-use warren_core::quorum::{Command, ConsumerKey, Delivery, MsgId, Publisher, Reply};
+use warren_core::quorum::{Command, ConsumerKey, MsgId, Publisher, Reply};
 use warren_core::{Message, Name, NodeId};
 use warren_store::raft::queue::{QueueBatch, QueueOp};
 
-use super::delivery::{Stalled, Waiting, counted};
+use super::delivery::{Stalled, counted};
 use super::held::Held;
 use super::waiters::{Confirms, Done, Waiter, no_body};
-use crate::api::{
-    ConnEvent, ConsumerLink, DELIVERY_WINDOW, DeadLetterTx, DeliverEvent, QueueMsg, Verdict,
-};
+use crate::api::{ConsumerLink, DELIVERY_WINDOW, DeadLetterTx, QueueMsg, Verdict};
 
+#[path = "leader_deliver.rs"]
+mod deliver;
 /// Proposals of one group awaiting their commit at once. One: openraft
 /// 0.9's core waits for each append's flush before it takes the next
 /// proposal, so a second one in flight never overlapped the first's sync;
@@ -83,6 +83,18 @@ pub(crate) struct Leading {
     vhost: Name,
     /// The node's dead-letter publisher.
     dead_tx: Option<DeadLetterTx>,
+    /// Dead letters waiting for room at the publisher.
+    unsent_dead: Vec<crate::api::DeadLetters>,
+    /// Where the publisher reports dead letters done with.
+    settle_tx: mpsc::UnboundedSender<Vec<MsgId>>,
+    settle_rx: mpsc::UnboundedReceiver<Vec<MsgId>>,
+}
+
+/// What the leader's own channels bring: a proposal's outcome, or dead
+/// letters the publisher is done with.
+pub(super) enum Outcome {
+    Done(Done),
+    DeadLettered(Vec<MsgId>),
 }
 
 impl Leading {
@@ -96,10 +108,15 @@ impl Leading {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         // A first entry with the new leader's clock: the log's time starts
         // (or goes on) at once, so deadlines and `x-expires` run even if
-        // nothing else is proposed.
-        let ops = vec![QueueOp::Command(Command::Clock {
-            now: crate::clock::unix_ms(),
-        })];
+        // nothing else is proposed; and it asks for the dead letters an
+        // earlier leader may not have re-published.
+        let ops = vec![
+            QueueOp::Command(Command::Clock {
+                now: crate::clock::unix_ms(),
+            }),
+            QueueOp::Command(Command::DeadLetterAgain),
+        ];
+        let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         Self {
             def,
             me,
@@ -107,7 +124,7 @@ impl Leading {
             consumers: HashMap::new(),
             by_id: HashMap::new(),
             ops,
-            waiters: vec![Waiter::None],
+            waiters: vec![Waiter::None, Waiter::None],
             pending_bytes: 0,
             unapplied: 0,
             in_flight: 0,
@@ -120,14 +137,29 @@ impl Leading {
             deletion_asked: false,
             vhost,
             dead_tx,
+            unsent_dead: Vec::new(),
+            settle_tx,
+            settle_rx,
             early: BTreeMap::new(),
             stalled: Stalled::default(),
         }
     }
 
-    /// Where proposals' outcomes arrive.
-    pub(super) fn done_rx(&mut self) -> &mut mpsc::UnboundedReceiver<Done> {
-        &mut self.done_rx
+    /// The next proposal's outcome or report of dead letters done with.
+    pub(super) async fn next(&mut self) -> Option<Outcome> {
+        tokio::select! {
+            Some(done) = self.done_rx.recv() => Some(Outcome::Done(done)),
+            Some(ids) = self.settle_rx.recv() => Some(Outcome::DeadLettered(ids)),
+            else => None,
+        }
+    }
+
+    /// Acts on what [`Leading::next`] brought.
+    pub(super) fn outcome(&mut self, out: Outcome, held: &mut Held) {
+        match out {
+            Outcome::Done(done) => self.committed(done, held),
+            Outcome::DeadLettered(ids) => self.settled(ids),
+        }
     }
 
     /// Enqueues taken and not applied yet.
@@ -451,97 +483,6 @@ impl Leading {
         }
         for d in resp.resent {
             self.deliver(d, true, &bodies, held);
-        }
-    }
-
-    /// Sends one delivery the state machine made to its consumer, if it is
-    /// attached here (else the consumer's node attaches it soon, and it is
-    /// sent again then), or holds it back while its channel has no credit.
-    fn deliver(
-        &mut self,
-        d: Delivery,
-        redelivered: bool,
-        bodies: &HashMap<MsgId, Message>,
-        held: &mut Held,
-    ) {
-        let key = (d.consumer.channel, d.consumer.tag.clone());
-        let (Some(a), Some(msg)) = (self.consumers.get(&key), bodies.get(&d.msg.id)) else {
-            tracing::debug!(
-                queue = %self.def.name,
-                channel = d.consumer.channel,
-                tag = %d.consumer.tag,
-                id = d.msg.id,
-                attached = self.consumers.contains_key(&key),
-                "quorum delivery not sent: consumer not attached here or no body"
-            );
-            return;
-        };
-        let channel = d.consumer.channel;
-        // A channel of this node that still holds it gets it once (other
-        // nodes' fronts do the same for theirs).
-        if !d.no_ack && connection_node(channel) == self.me && held.holds(channel, d.msg.id) {
-            tracing::debug!(queue = %self.def.name, channel, id = d.msg.id, "quorum delivery dropped: the channel holds it");
-            return;
-        }
-        // Mirrors the classic queue: the channel releases its credit on ack.
-        if !d.no_ack && (self.stalled.has(channel) || !a.link.credit.try_acquire()) {
-            let msg = msg.clone();
-            self.stalled.push(Waiting {
-                d,
-                redelivered,
-                msg,
-            });
-            return;
-        }
-        let msg = msg.clone();
-        self.send(d, redelivered, &msg, held);
-    }
-
-    /// Sends a delivery whose credit is taken.
-    fn send(&mut self, d: Delivery, redelivered: bool, msg: &Message, held: &mut Held) {
-        let key = (d.consumer.channel, d.consumer.tag.clone());
-        let Some(a) = self.consumers.get(&key) else {
-            return;
-        };
-        if !d.no_ack && connection_node(d.consumer.channel) == self.me {
-            held.deliver(d.consumer.channel, d.msg.id);
-        }
-        let _ = a.link.flow.try_acquire();
-        let ev = ConnEvent::Deliver(DeliverEvent {
-            channel: a.spec.channel,
-            tag: a.spec.tag.clone(),
-            queue: self.def.id,
-            seq: d.msg.id,
-            needs_ack: !d.no_ack,
-            redelivered,
-            msg: counted(msg, d.msg.delivery_count),
-            flow: a.link.flow.clone(),
-        });
-        let _ = a.link.out.send(ev);
-        if d.no_ack {
-            self.sent_no_ack
-                .entry(d.consumer.channel)
-                .or_default()
-                .push(d.msg.id);
-        }
-    }
-
-    /// A channel's credit was released (an ack, a larger limit): sends
-    /// what waited for it, in order, while it lasts.
-    pub(super) fn resume(&mut self, held: &mut Held) {
-        for channel in self.stalled.channels() {
-            while let Some(w) = self.stalled.pop(channel) {
-                let key = (channel, w.d.consumer.tag.clone());
-                let Some(a) = self.consumers.get(&key) else {
-                    // Cancelled or gone: returned when that was handled.
-                    continue;
-                };
-                if !a.link.credit.try_acquire() {
-                    self.stalled.push_front(w);
-                    break;
-                }
-                self.send(w.d, w.redelivered, &w.msg, held);
-            }
         }
     }
 

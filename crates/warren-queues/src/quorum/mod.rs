@@ -117,7 +117,7 @@ enum Role {
 /// What woke the front.
 enum Event {
     Mail(Option<QueueMsg>),
-    Committed(waiters::Done),
+    Committed(leader::Outcome),
     Passed(ConnEvent),
     Found(Found),
     Metrics(bool),
@@ -226,18 +226,18 @@ impl Front {
                 _ => None,
             };
             let event = {
-                let done_rx = match &mut self.role {
-                    Role::Leader(l) => Some(l.done_rx()),
+                let leading = match &mut self.role {
+                    Role::Leader(l) => Some(l),
                     _ => None,
                 };
                 tokio::select! {
                     m = self.rx.recv(), if !busy => Event::Mail(m),
-                    Some(done) = async {
-                        match done_rx {
-                            Some(rx) => rx.recv().await,
+                    Some(out) = async {
+                        match leading {
+                            Some(l) => l.next().await,
                             None => std::future::pending().await,
                         }
-                    } => Event::Committed(done),
+                    } => Event::Committed(out),
                     Some(ev) = self.events_rx.recv() => Event::Passed(ev),
                     Some(found) = self.found_rx.recv() => Event::Found(found),
                     changed = async {
@@ -262,9 +262,9 @@ impl Front {
             match event {
                 Event::Mail(Some(m)) => self.handle(m).await,
                 Event::Mail(None) => return,
-                Event::Committed(done) => {
+                Event::Committed(out) => {
                     if let Role::Leader(l) = &mut self.role {
-                        l.committed(done, &mut self.held);
+                        l.outcome(out, &mut self.held);
                     }
                 }
                 Event::Passed(ev) => self.passed_through(ev),
@@ -280,6 +280,9 @@ impl Front {
                     }
                 }
                 Event::Tick => {
+                    if let Role::Leader(l) = &mut self.role {
+                        l.send_dead_letters();
+                    }
                     self.check_replicas().await;
                     self.expire_parked();
                     self.check_target().await;

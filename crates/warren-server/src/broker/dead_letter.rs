@@ -15,7 +15,9 @@
 //! queue's disk: it is deleted once every target accepted the message
 //! (written and synced where it is persistent), or at once when nothing
 //! took it. A crash before that brings it back to its queue: dead-lettering
-//! is at least once, never lost. A target that refuses it (a full queue
+//! is at least once, never lost. A quorum queue keeps its dead letters in
+//! its replicated state: it is told instead (`DeadLetters::settle`), and
+//! its leader proposes their removal. A target that refuses it (a full queue
 //! under `reject-publish`) counts as an answer: the message is dropped, as
 //! RabbitMQ drops it.
 
@@ -39,8 +41,29 @@ use super::Broker;
 /// A dead letter waiting for its targets' acceptance.
 struct Waiting {
     targets: usize,
-    /// Where its copy is (queue, seq).
-    copy: (QueueId, Seq),
+    copy: Copy,
+}
+
+/// What waits for a dead letter to be accepted.
+enum Copy {
+    /// A classic queue's copy on disk (queue, seq): deleted.
+    Stored(QueueId, Seq),
+    /// A quorum queue's leader: told the seq.
+    Settle(mpsc::UnboundedSender<Vec<Seq>>, Seq),
+}
+
+impl Copy {
+    /// Acts on the message's acceptance: a delete for `deletes`, or the
+    /// quorum queue told.
+    fn done(self, deletes: &mut Vec<Op>) {
+        match self {
+            Copy::Stored(queue, seq) => deletes.push(Op::DeleteMessage { queue, seq }),
+            Copy::Settle(tx, seq) => {
+                // A leader gone meanwhile: its successor sends it again.
+                let _ = tx.send(vec![seq]);
+            }
+        }
+    }
 }
 
 /// Runs until the node's queues are gone (the sender side closes) or the
@@ -70,17 +93,21 @@ pub(super) async fn run(broker: Weak<Broker>, mut rx: mpsc::Receiver<DeadLetters
                 let Some(b) = broker.upgrade() else { return };
                 let mut by_queue: HashMap<QueueId, (QueueHandle, Vec<_>)> = HashMap::new();
                 for (seq, msg, stored) in batch.messages.iter().cloned() {
+                    let copy = stored.then(|| match &batch.settle {
+                        Some(tx) => Copy::Settle(tx.clone(), seq),
+                        None => Copy::Stored(batch.queue_id, seq),
+                    });
                     let targets = republish(&b, &batch, &msg);
                     let Some((new, targets)) = targets.filter(|(_, t)| !t.is_empty()) else {
-                        if stored {
-                            deletes.push(Op::DeleteMessage { queue: batch.queue_id, seq });
+                        if let Some(c) = copy {
+                            c.done(&mut deletes);
                         }
                         continue;
                     };
-                    let confirm = stored.then(|| {
+                    let confirm = copy.map(|copy| {
                         let n = next;
                         next += 1;
-                        waiting.insert(n, Waiting { targets: targets.len(), copy: (batch.queue_id, seq) });
+                        waiting.insert(n, Waiting { targets: targets.len(), copy });
                         (channel, n)
                     });
                     for h in targets {
@@ -104,7 +131,7 @@ pub(super) async fn run(broker: Weak<Broker>, mut rx: mpsc::Receiver<DeadLetters
                             w.targets == 0
                         });
                         if done && let Some(w) = waiting.remove(&n) {
-                            deletes.push(Op::DeleteMessage { queue: w.copy.0, seq: w.copy.1 });
+                            w.copy.done(&mut deletes);
                         }
                     }
                 }

@@ -71,10 +71,10 @@ pub struct QueueResponse {
     /// serialized: responses never leave the node that applied them.
     #[serde(skip)]
     pub bodies: Vec<(MsgId, Message)>,
-    /// Messages to dead-letter, with why (on the leader only; not
+    /// Messages to dead-letter: id, why and body (on the leader only; not
     /// serialized either).
     #[serde(skip)]
-    pub dead: Vec<(warren_core::dead_letter::Reason, Message)>,
+    pub dead: Vec<(MsgId, warren_core::dead_letter::Reason, Message)>,
 }
 
 openraft::declare_raft_types!(
@@ -161,6 +161,8 @@ mod tag {
     pub const CHANNEL_DOWN: u8 = 8;
     pub const NODE_DOWN: u8 = 9;
     pub const CLOCK: u8 = 10;
+    pub const DEAD_LETTERED: u8 = 11;
+    pub const DEAD_LETTER_AGAIN: u8 = 12;
 }
 
 /// Appends the binary form of a batch to `out`.
@@ -250,6 +252,13 @@ fn encode_command(c: &Command, out: &mut Vec<u8>) {
         Command::Clock { now } => {
             e.u8(tag::CLOCK).u64(*now);
         }
+        Command::DeadLettered { ids: i } => {
+            e.u8(tag::DEAD_LETTERED);
+            ids(&mut e, i);
+        }
+        Command::DeadLetterAgain => {
+            e.u8(tag::DEAD_LETTER_AGAIN);
+        }
     }
 }
 
@@ -330,6 +339,8 @@ fn decode_op(d: &mut Dec<'_>) -> Result<QueueOp, StoreError> {
         tag::CHANNEL_DOWN => Command::ChannelDown { channel: d.u64()? },
         tag::NODE_DOWN => Command::NodeDown { node: d.u64()? },
         tag::CLOCK => Command::Clock { now: d.u64()? },
+        tag::DEAD_LETTERED => Command::DeadLettered { ids: ids(d)? },
+        tag::DEAD_LETTER_AGAIN => Command::DeadLetterAgain,
         _ => return Err(corrupt("queue op tag")),
     };
     Ok(QueueOp::Command(command))

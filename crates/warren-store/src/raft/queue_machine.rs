@@ -313,14 +313,14 @@ impl QueueStateMachine {
                 }
             }
             // Dead letters leave with their bodies (the leader re-publishes
-            // them), read before the removals below delete them.
+            // them; they are removed once it has).
             for (id, why) in applied.dead.iter().filter(|_| reads) {
                 let body = match self.unwritten.get(*id) {
                     Some(m) => Some(m.clone()),
                     None => self.body(*id)?,
                 };
                 if let Some(m) = body {
-                    resp.dead.push((*why, m));
+                    resp.dead.push((*id, *why, m));
                 }
             }
             for id in &applied.removed {

@@ -425,3 +425,83 @@ async fn a_body_an_earlier_process_spilled_is_deleted_with_its_message() {
     );
     writer.close().await.expect("close");
 }
+
+/// A dead letter of a dead-lettering queue keeps its body until the leader
+/// reports it re-published: across a snapshot and a restart, a new
+/// leader's `DeadLetterAgain` gets it back with its body, and only
+/// `DeadLettered` deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_keeps_its_body_until_re_published_across_a_restart() {
+    use warren_core::dead_letter::Reason;
+    let config = QuorumConfig {
+        dead_letters: true,
+        ..QuorumConfig::default()
+    };
+    let open = |dir: &std::path::Path| {
+        let store = Store::open(dir).expect("open");
+        let writer = store.start_writer();
+        let sm =
+            QueueStateMachine::open(&store, writer.clone(), GROUP, config.clone()).expect("open");
+        (store, writer, sm)
+    };
+    let dead = |r: &QueueResponse| -> Vec<(MsgId, Reason, String)> {
+        r.dead
+            .iter()
+            .map(|(id, why, m)| (*id, *why, String::from_utf8_lossy(m.body()).into_owned()))
+            .collect()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, writer, mut sm) = open(dir.path());
+    let consumer = ConsumerKey::new(3, "worker");
+    let out = sm
+        .apply([
+            batch(1, vec![enqueue(1, "a"), enqueue(2, "b")]),
+            batch(
+                2,
+                vec![QueueOp::Command(Command::Checkout {
+                    consumer: consumer.clone(),
+                    node: 2,
+                    prefetch: 0,
+                    no_ack: false,
+                })],
+            ),
+            batch(
+                3,
+                vec![QueueOp::Command(Command::Discard {
+                    channel: 3,
+                    ids: vec![1],
+                })],
+            ),
+        ])
+        .await
+        .expect("apply");
+    assert_eq!(dead(&out[2]), vec![(1, Reason::Rejected, "a".into())]);
+    // The snapshot spills the live bodies, the dead letter's among them.
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    assert!(stored(&sm, 1).await.is_some(), "kept until re-published");
+    writer.close().await.expect("close");
+    drop(sm);
+    drop(store);
+
+    // The leader died before re-publishing it: the next one asks again.
+    let (_store, writer, mut sm) = open(dir.path());
+    assert_eq!(sm.applied_state().await.expect("applied").0, Some(id(3)));
+    assert_eq!(sm.state().dead_letters_len(), 1);
+    let again = batch(4, vec![QueueOp::Command(Command::DeadLetterAgain)]);
+    let out = sm.apply([again]).await.expect("apply");
+    assert_eq!(dead(&out[0]), vec![(1, Reason::Rejected, "a".into())]);
+    let settled = batch(
+        5,
+        vec![QueueOp::Command(Command::DeadLettered { ids: vec![1] })],
+    );
+    let out = sm.apply([settled]).await.expect("apply");
+    assert!(dead(&out[0]).is_empty());
+    assert_eq!(sm.state().dead_letters_len(), 0);
+    assert!(stored(&sm, 1).await.is_none(), "gone once re-published");
+    assert!(stored(&sm, 2).await.is_some(), "the live message stays");
+    writer.close().await.expect("close");
+}

@@ -20,6 +20,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt, BufReader};
 use warren_core::NodeId;
+use warren_core::dead_letter::Reason;
 use warren_core::quorum::{ConsumerKey, ConsumerSnapshot, MsgId, QMsg, QuorumSnapshot};
 
 use super::{GroupId, decode, key};
@@ -29,8 +30,11 @@ use crate::db::{CF_QUORUM_BODIES, Db};
 
 /// The state format before deadlines (format 1 was `decode`'s JSON).
 const STATE_V2: u8 = 2;
-/// The state format written now: deadlines and the log's clock.
+/// The state format with deadlines and the log's clock.
 const STATE_V3: u8 = 3;
+/// The state format written now: format 3 and the dead letters not yet
+/// re-published.
+const STATE_V4: u8 = 4;
 /// The first bytes of a transfer file.
 const TRANSFER_MAGIC: &[u8; 8] = b"WQSNAP02";
 /// Bytes of one message in the state.
@@ -54,7 +58,7 @@ pub(super) fn encode_state(s: &QuorumSnapshot) -> Vec<u8> {
     let mut e = Enc(&mut out);
     // The settings are a few bytes and grow with RabbitMQ's arguments.
     let config = serde_json::to_string(&s.config).unwrap_or_else(|_| "{}".into());
-    e.u8(STATE_V3).str(&config).u64(s.next_id);
+    e.u8(STATE_V4).str(&config).u64(s.next_id);
     msgs(&mut e, &s.ready);
     e.u32(s.consumers.len() as u32);
     for c in &s.consumers {
@@ -79,7 +83,30 @@ pub(super) fn encode_state(s: &QuorumSnapshot) -> Vec<u8> {
     for (id, at) in &s.deadlines {
         e.u64(*id).u64(*at);
     }
+    e.u64(s.dead_letters.len() as u64);
+    for (id, why) in &s.dead_letters {
+        e.u64(*id).u8(reason_tag(*why));
+    }
     out
+}
+
+fn reason_tag(r: Reason) -> u8 {
+    match r {
+        Reason::Rejected => 0,
+        Reason::Expired => 1,
+        Reason::Maxlen => 2,
+        Reason::DeliveryLimit => 3,
+    }
+}
+
+fn reason_of(t: u8) -> Result<Reason, StoreError> {
+    Ok(match t {
+        0 => Reason::Rejected,
+        1 => Reason::Expired,
+        2 => Reason::Maxlen,
+        3 => Reason::DeliveryLimit,
+        _ => return Err(corrupt("dead letter reason")),
+    })
 }
 
 /// Counts read from the input bound nothing but a loop: every vector
@@ -102,9 +129,10 @@ fn read_msgs(d: &mut Dec<'_>) -> Result<Vec<QMsg>, StoreError> {
 
 /// The state from its bytes, in either format.
 pub(super) fn decode_state(b: &[u8]) -> Result<QuorumSnapshot, StoreError> {
-    let v3 = match b.first() {
-        Some(&STATE_V3) => true,
-        Some(&STATE_V2) => false,
+    let (v3, v4) = match b.first() {
+        Some(&STATE_V4) => (true, true),
+        Some(&STATE_V3) => (true, false),
+        Some(&STATE_V2) => (false, false),
         _ => return decode(b).map_err(|e| corrupt(&e.to_string())),
     };
     let mut d = Dec(&b[1..]);
@@ -150,6 +178,16 @@ pub(super) fn decode_state(b: &[u8]) -> Result<QuorumSnapshot, StoreError> {
             deadlines.push((d.u64()?, d.u64()?));
         }
     }
+    let mut dead_letters = Vec::new();
+    if v4 {
+        let n = d.u64()?;
+        if n > (d.0.len() / 9) as u64 {
+            return Err(corrupt("dead letter count past the end"));
+        }
+        for _ in 0..n {
+            dead_letters.push((d.u64()?, reason_of(d.u8()?)?));
+        }
+    }
     if !d.0.is_empty() {
         return Err(corrupt("bytes after the state"));
     }
@@ -164,6 +202,7 @@ pub(super) fn decode_state(b: &[u8]) -> Result<QuorumSnapshot, StoreError> {
         checkouts,
         last_active,
         deadlines,
+        dead_letters,
     })
 }
 
@@ -174,6 +213,7 @@ pub(super) fn live_ids(s: &QuorumSnapshot) -> Vec<MsgId> {
         .iter()
         .chain(s.consumers.iter().flat_map(|c| c.checked.iter()))
         .map(|m| m.id)
+        .chain(s.dead_letters.iter().map(|(id, _)| *id))
         .collect();
     ids.sort_unstable();
     ids.dedup();

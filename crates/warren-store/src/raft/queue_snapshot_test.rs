@@ -4,7 +4,7 @@ use super::*;
 
 /// A state with ready messages, consumers holding some (one cancelled, one
 /// auto-ack, one `basic.get` holder), a delivery limit, a length limit and
-/// publishers, a TTL and the log's clock.
+/// publishers, a TTL, the log's clock and dead letters waiting.
 fn busy_state() -> QuorumSnapshot {
     let mut s = QuorumState::new(QuorumConfig {
         delivery_limit: Some(5),
@@ -53,7 +53,14 @@ fn busy_state() -> QuorumSnapshot {
         channel: 7,
         ids: vec![1],
     });
-    s.snapshot()
+    // Two rejected, not yet re-published.
+    s.apply(Command::Discard {
+        channel: 7,
+        ids: vec![2, 3],
+    });
+    let snap = s.snapshot();
+    assert_eq!(snap.dead_letters.len(), 2, "dead letters pending");
+    snap
 }
 
 #[test]
@@ -94,10 +101,13 @@ fn a_damaged_state_is_refused_not_misread() {
 }
 
 #[test]
-fn live_ids_are_ready_and_held_ascending() {
+fn live_ids_are_ready_held_and_dead_letters_ascending() {
     let snap = busy_state();
     let ids = live_ids(&snap);
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
     let held: usize = snap.consumers.iter().map(|c| c.checked.len()).sum();
-    assert_eq!(ids.len(), snap.ready.len() + held);
+    assert_eq!(ids.len(), snap.ready.len() + held + snap.dead_letters.len());
+    for (id, _) in &snap.dead_letters {
+        assert!(ids.contains(id), "dead letter {id} keeps its body");
+    }
 }
