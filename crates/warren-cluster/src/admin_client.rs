@@ -295,22 +295,52 @@ pub async fn queue_status(
     Ok(out)
 }
 
-/// Adds node `node` to quorum queue `queue`'s replicas, removes it, or
-/// makes it the leader, through the node at `server`. Returns the replica
-/// set after the change.
+/// Adds node `node` to quorum queue `queue`'s replicas (in vhost
+/// `vhost`), removes it, or makes it the leader, through the node at
+/// `server`. Returns the replica set after the change.
 pub async fn queue_members(
     sec: &Security,
     server: &str,
+    vhost: &str,
     queue: &str,
     node: u64,
     change: MemberChange,
 ) -> Result<Vec<u64>, ClusterError> {
-    let mut c = client(sec, server, CHANGE_TIMEOUT).await?;
     let req = QueueMembersRequest {
         queue: queue.to_owned(),
         node,
         change: change as i32,
+        vhost: vhost.to_owned(),
+        group: 0,
     };
+    change_members(sec, server, req).await
+}
+
+/// The same for the quorum queue whose group is `group` (whatever its
+/// vhost): what `grow`, `shrink`, `rebalance` and `drain` use, from a
+/// status report.
+async fn group_queue_members(
+    sec: &Security,
+    server: &str,
+    group: u64,
+    node: u64,
+    change: MemberChange,
+) -> Result<Vec<u64>, ClusterError> {
+    let req = QueueMembersRequest {
+        node,
+        change: change as i32,
+        group,
+        ..Default::default()
+    };
+    change_members(sec, server, req).await
+}
+
+async fn change_members(
+    sec: &Security,
+    server: &str,
+    req: QueueMembersRequest,
+) -> Result<Vec<u64>, ClusterError> {
+    let mut c = client(sec, server, CHANGE_TIMEOUT).await?;
     Ok(c.queue_members(req).await?.into_inner().members)
 }
 
@@ -325,15 +355,15 @@ pub async fn regrow(
     add: bool,
 ) -> Result<Vec<(String, Result<Vec<u64>, String>)>, ClusterError> {
     let status = queue_status(sec, server).await?;
-    let mut queues: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    let mut queues: std::collections::BTreeMap<(String, u64), Vec<u64>> = Default::default();
     for r in status {
-        let members = queues.entry(r.queue).or_default();
+        let members = queues.entry((r.queue, r.group)).or_default();
         if r.members.len() > members.len() {
             *members = r.members;
         }
     }
     let mut out = Vec::new();
-    for (queue, members) in queues {
+    for ((queue, group), members) in queues {
         let has = members.contains(&node);
         if has == add || (!add && members.len() < 2) {
             continue;
@@ -343,7 +373,7 @@ pub async fn regrow(
         } else {
             MemberChange::DeleteMember
         };
-        let r = queue_members(sec, server, &queue, node, change)
+        let r = group_queue_members(sec, server, group, node, change)
             .await
             .map_err(|e| e.to_string());
         out.push((queue, r));
@@ -361,16 +391,16 @@ pub async fn rebalance(
 ) -> Result<Vec<(String, u64, u64, Result<(), String>)>, ClusterError> {
     let status = queue_status(sec, server).await?;
     // Each queue's leader and members, from its leader's report.
-    let mut queues: Vec<(String, u64, Vec<u64>)> = status
+    let mut queues: Vec<(String, u64, Vec<u64>, u64)> = status
         .iter()
         .filter(|r| r.state == "leader")
-        .map(|r| (r.queue.clone(), r.node, r.members.clone()))
+        .map(|r| (r.queue.clone(), r.node, r.members.clone(), r.group))
         .collect();
     let mut nodes: std::collections::BTreeMap<u64, usize> = Default::default();
     for r in &status {
         nodes.entry(r.node).or_insert(0);
     }
-    for (_, leader, _) in &queues {
+    for (_, leader, _, _) in &queues {
         *nodes.entry(*leader).or_insert(0) += 1;
     }
     let mut moves = Vec::new();
@@ -379,7 +409,7 @@ pub async fn rebalance(
         let best = queues
             .iter()
             .enumerate()
-            .filter_map(|(i, (_, leader, members))| {
+            .filter_map(|(i, (_, leader, members, _))| {
                 let from = nodes.get(leader).copied().unwrap_or(0);
                 let (to, n) = members
                     .iter()
@@ -389,8 +419,8 @@ pub async fn rebalance(
             })
             .max_by_key(|(_, _, gap)| *gap);
         let Some((i, to, _)) = best else { break };
-        let (queue, from) = (queues[i].0.clone(), queues[i].1);
-        let r = queue_members(sec, server, &queue, to, MemberChange::TransferLeader)
+        let (queue, from, group) = (queues[i].0.clone(), queues[i].1, queues[i].3);
+        let r = group_queue_members(sec, server, group, to, MemberChange::TransferLeader)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string());
@@ -442,7 +472,7 @@ pub async fn drain(
         else {
             continue;
         };
-        let outcome = queue_members(sec, server, &r.queue, to, MemberChange::TransferLeader)
+        let outcome = group_queue_members(sec, server, r.group, to, MemberChange::TransferLeader)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string());

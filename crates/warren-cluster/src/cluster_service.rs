@@ -148,7 +148,14 @@ impl Cluster for ClusterService {
         let change = req.change();
         let members = self
             .node
-            .change_queue_members(&self.queues, &req.queue, req.node, change)
+            .change_queue_members(
+                &self.queues,
+                &req.vhost,
+                &req.queue,
+                req.group,
+                req.node,
+                change,
+            )
             .await?;
         Ok(Response::new(QueueMembersReply { members }))
     }

@@ -26,7 +26,7 @@ use openraft::BasicNode;
 use tonic::Status;
 use warren_core::meta::{Command, DEFAULT_VHOST, Outcome};
 use warren_core::queue::QueueDef;
-use warren_core::{AmqpError, NodeId};
+use warren_core::{AmqpError, Name, NodeId};
 
 use crate::MetaNode;
 use crate::pb::cluster_client::ClusterClient;
@@ -165,17 +165,21 @@ impl QueueGroups {
 }
 
 impl MetaNode {
-    /// Adds `node` to quorum queue `queue`'s replicas, removes it, or
+    /// Adds `node` to the replicas of quorum queue `queue` of `vhost` (or,
+    /// with `group` not 0, of the queue with that id), removes it, or
     /// makes it the queue's leader; any node runs it. Returns the replica
     /// set after the change.
     pub async fn change_queue_members(
         &self,
         groups: &QueueGroups,
+        vhost: &str,
         queue: &str,
+        group: u64,
         node: NodeId,
         change: MemberChange,
     ) -> Result<Vec<NodeId>, Status> {
-        let def = self.quorum_queue(queue)?;
+        let (vhost, def) = self.quorum_queue(vhost, queue, group)?;
+        let queue = &*def.name;
         // A node removed from the cluster can still be removed from a
         // replica set; only a node that joins or leads needs an address.
         let addr = match (self.peer_addr(node), change) {
@@ -192,7 +196,7 @@ impl MetaNode {
             MemberChange::AddMember => {
                 if !replicas.contains(&node) {
                     replicas.push(node);
-                    self.set_replicas(&def, replicas.clone()).await?;
+                    self.set_replicas(&vhost, &def, replicas.clone()).await?;
                 }
                 self.on_group_leader(groups, &def, node, change, &addr)
                     .await?;
@@ -209,7 +213,7 @@ impl MetaNode {
                 }
                 self.on_group_leader(groups, &def, node, change, &addr)
                     .await?;
-                self.set_replicas(&def, replicas.clone()).await?;
+                self.set_replicas(&vhost, &def, replicas.clone()).await?;
             }
             MemberChange::TransferLeader => {
                 if !replicas.contains(&node) {
@@ -236,7 +240,7 @@ impl MetaNode {
             let mut load: std::collections::BTreeMap<NodeId, usize> =
                 self.voter_ids().into_iter().map(|n| (n, 0)).collect();
             let mut queues = Vec::new();
-            for q in meta.default_vhost().queues().filter(|q| q.is_quorum()) {
+            for (_, q) in meta.all_queues().filter(|(_, q)| q.is_quorum()) {
                 for n in &q.replicas {
                     if let Some(l) = load.get_mut(n) {
                         *l += 1;
@@ -246,7 +250,7 @@ impl MetaNode {
                     queues.push(q.clone());
                 }
             }
-            queues.sort_by(|a, b| a.name.cmp(&b.name));
+            queues.sort_by_key(|q| q.id);
             (queues, load)
         };
         for q in queues {
@@ -257,7 +261,7 @@ impl MetaNode {
                 .map(|(n, _)| *n);
             if let Some(n) = spare {
                 match self
-                    .change_queue_members(groups, &q.name, n, MemberChange::AddMember)
+                    .change_queue_members(groups, "", "", q.id, n, MemberChange::AddMember)
                     .await
                 {
                     Ok(_) => *load.entry(n).or_insert(0) += 1,
@@ -267,7 +271,7 @@ impl MetaNode {
                 }
             }
             match self
-                .change_queue_members(groups, &q.name, gone, MemberChange::DeleteMember)
+                .change_queue_members(groups, "", "", q.id, gone, MemberChange::DeleteMember)
                 .await
             {
                 Ok(r) => {
@@ -280,27 +284,54 @@ impl MetaNode {
         }
     }
 
-    /// The quorum queue `name` of the default vhost.
-    fn quorum_queue(&self, name: &str) -> Result<QueueDef, Status> {
+    /// The quorum queue `name` of `vhost` (empty: `/`), or with `group`
+    /// not 0 the queue with that id, and its vhost's name.
+    fn quorum_queue(
+        &self,
+        vhost: &str,
+        name: &str,
+        group: u64,
+    ) -> Result<(Name, QueueDef), Status> {
         let meta = self
             .meta()
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let q = meta
-            .default_vhost()
-            .queue(name)
-            .ok_or_else(|| Status::not_found(format!("no queue '{name}' in vhost '/'")))?;
+        let vhost = if vhost.is_empty() {
+            DEFAULT_VHOST
+        } else {
+            vhost
+        };
+        let found = if group != 0 {
+            meta.queue_by_id(group)
+                .ok_or_else(|| Status::not_found(format!("no queue with id {group}")))?
+        } else {
+            let v = meta
+                .vhost(vhost)
+                .ok_or_else(|| Status::not_found(format!("no vhost '{vhost}'")))?;
+            let q = v.queue(name).ok_or_else(|| {
+                Status::not_found(format!("no queue '{name}' in vhost '{vhost}'"))
+            })?;
+            (v, q)
+        };
+        let (v, q) = found;
         if !q.is_quorum() {
             return Err(Status::failed_precondition(format!(
-                "'{name}' is not a quorum queue"
+                "'{}' in vhost '{}' is not a quorum queue",
+                q.name,
+                v.name()
             )));
         }
-        Ok(q.clone())
+        Ok((v.name().into(), q.clone()))
     }
 
-    async fn set_replicas(&self, def: &QueueDef, replicas: Vec<NodeId>) -> Result<(), Status> {
+    async fn set_replicas(
+        &self,
+        vhost: &str,
+        def: &QueueDef,
+        replicas: Vec<NodeId>,
+    ) -> Result<(), Status> {
         let cmd = Command::SetReplicas {
-            vhost: DEFAULT_VHOST.into(),
+            vhost: vhost.into(),
             name: def.name.clone(),
             id: def.id,
             replicas,

@@ -112,10 +112,13 @@ enum QueuesCommand {
 
 #[derive(clap::Args, Debug)]
 struct MemberArgs {
-    /// The quorum queue (vhost `/`).
+    /// The quorum queue.
     queue: String,
     /// The node's id.
     node: u64,
+    /// The queue's vhost.
+    #[arg(long, default_value = "/")]
+    vhost: String,
     /// A node's cluster address.
     #[arg(long, env = "WARREN_SERVER", default_value = DEFAULT_CLUSTER_SERVER)]
     server: String,
@@ -321,8 +324,9 @@ async fn queues(cmd: QueuesCommand) -> anyhow::Result<()> {
 
 async fn member(a: MemberArgs, change: MemberChange) -> anyhow::Result<()> {
     use warren_cluster::admin_client as admin;
+    let sec = security(a.auth)?;
     let replicas =
-        admin::queue_members(&security(a.auth)?, &a.server, &a.queue, a.node, change).await?;
+        admin::queue_members(&sec, &a.server, &a.vhost, &a.queue, a.node, change).await?;
     println!("{}: replicas {replicas:?}", a.queue);
     Ok(())
 }

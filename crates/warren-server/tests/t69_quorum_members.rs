@@ -308,3 +308,82 @@ async fn leaders_spread_again_when_a_node_returns() {
         publish_all(&ch, q, 0, 3).await;
     }
 }
+
+/// `warren <args>` against node `via`: its output, success or not.
+fn warren(c: &Cluster, via: u64, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .args(["--server", &c.node(via).cluster_addr()])
+        .env("WARREN_CLUSTER_SECRET", TEST_SECRET)
+        .env_remove("WARREN_CLUSTER_SECRET_FILE")
+        .output()
+        .expect("run warren")
+}
+
+/// A quorum queue of another vhost is managed like one of `/`: by name
+/// with `--vhost`, and by `grow` and `shrink`, which take every vhost's
+/// queues; the same name in `/` is another queue (or none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_of_another_vhost_has_its_members_changed() {
+    let c = Cluster::start_all(BIN, &[1, 2, 3], Options::default());
+    c.wait_leader(&[1, 2, 3]).await;
+    for args in [
+        &["vhosts", "add", "prod"][..],
+        &[
+            "permissions",
+            "add",
+            "guest",
+            ".*",
+            ".*",
+            ".*",
+            "--vhost",
+            "prod",
+        ],
+    ] {
+        let out = warren(&c, 1, args);
+        assert!(out.status.success(), "warren {args:?}: {out:?}");
+    }
+    let uri = format!("amqp://guest:guest@{}/prod", c.amqp_addr(1).await);
+    let conn = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default())
+        .await
+        .expect("prod opens");
+    let ch = channel(&conn).await;
+    ch.queue_declare("orders".into(), durable(), quorum_of(2))
+        .await
+        .expect("declare");
+    let shown = "prod/orders";
+    let rs = wait_for_async("the queue's two replicas", || async {
+        let rs = c.replica_nodes(1, shown).await;
+        (rs.len() == 2).then_some(rs)
+    })
+    .await;
+    let missing = [1, 2, 3]
+        .into_iter()
+        .find(|n| !rs.contains(n))
+        .expect("a node without a replica");
+    let node = missing.to_string();
+
+    // By name: `/` has no such queue; `--vhost prod` names it.
+    let out = warren(&c, 2, &["queues", "add-member", "orders", &node]);
+    assert!(!out.status.success(), "found in '/': {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no queue 'orders' in vhost '/'"),
+        "{out:?}"
+    );
+    cli(&c, 2, &["add-member", "orders", &node, "--vhost", "prod"]);
+    wait_for_async("a third replica in prod/orders", || async {
+        c.replica_nodes(1, shown).await.len() == 3
+    })
+    .await;
+
+    // `shrink` takes it off the node again, whatever its vhost.
+    cli(&c, 1, &["shrink", &node]);
+    wait_for_async("prod/orders without the node", || async {
+        let rs = c.replica_nodes(1, shown).await;
+        rs.len() == 2 && !rs.contains(&missing)
+    })
+    .await;
+    confirms(&ch).await;
+    publish_all(&ch, "orders", 0, 5).await;
+    assert_eq!(count(&ch, "orders").await, 5);
+}

@@ -420,7 +420,7 @@ impl Cluster {
     }
 
     /// `warren queues add-member|delete-member|transfer-leader` through
-    /// node `via`: the queue's replica set after the change.
+    /// node `via`, for a queue of `/`: its replica set after the change.
     pub async fn queue_members(
         &self,
         via: u64,
@@ -429,7 +429,8 @@ impl Cluster {
         change: warren_cluster::pb::MemberChange,
     ) -> Result<Vec<u64>, warren_cluster::ClusterError> {
         let addr = self.node(via).cluster_addr();
-        warren_cluster::admin_client::queue_members(&self.admin, &addr, queue, node, change).await
+        warren_cluster::admin_client::queue_members(&self.admin, &addr, "/", queue, node, change)
+            .await
     }
 
     /// `warren cluster remove-node` through node `via`.
