@@ -86,3 +86,38 @@ def test_a_pika_application_gets_rabbitmqs_refusals(managed):
     assert "/\tapp\t^app\\.\t^app\\.\t^(app\\.|orders$)" in listed, listed
     conn.close()
     admin.close()
+
+
+def closed_by_broker(conn):
+    """Waits (bounded) for the broker to close `conn`; returns pika's error."""
+    for _ in range(100):
+        try:
+            conn.process_data_events(time_limit=0.1)
+        except pika.exceptions.ConnectionClosedByBroker as e:
+            return e
+    raise AssertionError("the broker did not close the connection within 10 s")
+
+
+def test_deleting_a_vhost_or_a_user_closes_their_connections(managed):
+    warren(managed, "vhosts", "add", "shop")
+    warren(managed, "users", "add", "clerk", "clerk-pw")
+    warren(managed, "permissions", "add", "clerk", ".*", ".*", ".*", "--vhost", "shop")
+    warren(managed, "permissions", "add", "clerk", ".*", ".*", ".*")
+    creds = pika.PlainCredentials("clerk", "clerk-pw")
+
+    def open_in(vhost):
+        return pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", managed.port, virtual_host=vhost, credentials=creds))
+
+    in_shop, in_root = open_in("shop"), open_in("/")
+    in_shop.channel().queue_declare("carts")
+    # RabbitMQ closes every connection of a deleted vhost at once, with 320.
+    warren(managed, "vhosts", "delete", "shop")
+    e = closed_by_broker(in_shop)
+    assert (e.reply_code, e.reply_text) == (320, "CONNECTION_FORCED - vhost 'shop' is deleted"), e
+    # The user's connection to another vhost is untouched...
+    in_root.channel().queue_declare("still-here")
+    # ...until the user is deleted.
+    warren(managed, "users", "delete", "clerk")
+    e = closed_by_broker(in_root)
+    assert (e.reply_code, e.reply_text) == (320, "CONNECTION_FORCED - user 'clerk' is deleted"), e

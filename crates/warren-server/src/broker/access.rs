@@ -11,16 +11,59 @@
 
 use std::sync::PoisonError;
 
-use warren_core::AmqpError;
 use warren_core::access::{Access, HashAlgorithm, PasswordHash, Permission, Resource};
 use warren_core::meta::{Command, LoginRefused, MetaState, PermissionEntry, UserDef};
+use warren_core::{AmqpError, ReplyCode};
 
 use super::{Broker, DEFAULT_VHOST, View};
 
 /// The tag RabbitMQ gives its default user; config file users get it too.
 const ADMIN_TAG: &str = "administrator";
 
+/// Why a connection must close: its vhost or its user was deleted.
+pub fn gone_reason(broker: &Broker, vhost: &str, user: &str) -> Option<AmqpError> {
+    let meta = broker.meta();
+    let why = if meta.vhost(vhost).is_none() {
+        format!("vhost '{vhost}' is deleted")
+    } else if meta.access().seeded() && meta.access().user(user).is_none() {
+        format!("user '{user}' is deleted")
+    } else {
+        return None;
+    };
+    Some(AmqpError::new(ReplyCode::ConnectionForced, why))
+}
+
 impl Broker {
+    /// Where connections learn that vhosts or users changed (see
+    /// [`gone_reason`]).
+    pub fn access_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.access_seen.subscribe()
+    }
+
+    /// After an applied metadata entry: tells connections when the set of
+    /// vhosts or users changed (a fingerprint of their names, so other
+    /// entries, queue declarations among them, wake nobody).
+    pub(super) fn note_access(&self) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        {
+            let meta = self.meta();
+            for v in meta.vhost_names() {
+                v.hash(&mut h);
+            }
+            meta.access().seeded().hash(&mut h);
+            for u in meta.access().users() {
+                u.name.hash(&mut h);
+            }
+        }
+        let seen = h.finish();
+        self.access_seen.send_if_modified(|old| {
+            let changed = *old != seen;
+            *old = seen;
+            changed
+        });
+    }
+
     /// A password login: the user exists and the password matches (group
     /// 0's users once seeded, the config file's before). The error says
     /// why, for the log only.

@@ -23,6 +23,7 @@ pub async fn follow_applied(broker: Weak<Broker>) {
             last = applied;
             let Some(b) = broker.upgrade() else { return };
             b.reconcile().await;
+            b.note_access();
         }
         if rx.changed().await.is_err() {
             return;

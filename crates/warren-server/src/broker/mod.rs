@@ -18,6 +18,7 @@
 //! its log on the same RocksDB.
 
 mod access;
+pub use access::gone_reason;
 mod commands;
 mod dead_letter;
 mod follow;
@@ -115,6 +116,9 @@ pub struct Broker {
     legacy: Mutex<Option<(Recovered, QueueId)>>,
     /// Quorum queue groups left behind by deleted queues were looked for.
     orphans_checked: AtomicBool,
+    /// The vhosts and users as last applied, as a fingerprint: connections
+    /// watch it to close when theirs is deleted (`access::Gone`).
+    access_seen: tokio::sync::watch::Sender<u64>,
 }
 
 impl Broker {
@@ -210,6 +214,7 @@ impl Broker {
             memory,
             legacy: Mutex::new(has_legacy.then_some((legacy, legacy_next))),
             orphans_checked: AtomicBool::new(false),
+            access_seen: tokio::sync::watch::Sender::new(0),
         });
         tokio::spawn(forget_auto_deleted(
             Arc::downgrade(&broker),

@@ -72,6 +72,8 @@ struct Connection {
     last_recv: Instant,
     last_send: Instant,
     blocked: watch::Receiver<bool>,
+    /// Vhosts or users changed: this connection's may be gone.
+    access: watch::Receiver<u64>,
     blocked_sent: bool,
     closing: Option<Instant>,
     /// A `basic.publish` read while the memory alarm was on: it waits, and
@@ -117,6 +119,7 @@ pub async fn serve(
     let (tx, rx) = mpsc::unbounded_channel();
     let (reader, writer) = stream.into_split();
     let blocked = broker.memory().subscribe();
+    let access = broker.access_changes();
     let mut conn = Connection {
         reader,
         writer,
@@ -140,6 +143,7 @@ pub async fn serve(
         last_recv: Instant::now(),
         last_send: Instant::now(),
         blocked,
+        access,
         blocked_sent: false,
         closing: None,
         stashed: None,
@@ -243,6 +247,7 @@ impl Connection {
                     Ok(()) => self.on_alarm().await,
                     Err(_) => Ok(()),
                 },
+                Ok(()) = self.access.changed(), if self.closing.is_none() => self.still_allowed(),
             };
             match step {
                 Ok(()) => {}
@@ -283,6 +288,16 @@ impl Connection {
         self.ctx.out.clear();
         self.written = 0;
         self.ctx.deferrable = 0;
+    }
+
+    /// Closes the connection (320, RabbitMQ's texts) when its vhost or its
+    /// user was deleted, as RabbitMQ does at once.
+    fn still_allowed(&self) -> Result<(), Stop> {
+        let ctx = &self.ctx;
+        match crate::broker::gone_reason(&ctx.broker, &ctx.vhost, &ctx.user) {
+            Some(e) => Err(Stop::Close(ConnectionFault::new(e, (0, 0)))),
+            None => Ok(()),
+        }
     }
 
     fn on_tick(&mut self, reading: bool) -> Result<(), Stop> {
