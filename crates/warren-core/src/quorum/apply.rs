@@ -142,6 +142,10 @@ impl QuorumState {
                 );
                 out
             }
+            Command::Configure { config } => {
+                self.config = config;
+                Applied::new(Reply::Done)
+            }
             Command::DeadLetterAgain => {
                 let mut out = Applied::new(Reply::Done);
                 out.dead

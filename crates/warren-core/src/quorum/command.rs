@@ -110,6 +110,14 @@ pub enum Command {
     /// A new leader's ask for every dead letter not yet re-published: the
     /// old leader may have died with them on their way.
     DeadLetterAgain,
+    /// The queue's settings as its arguments give them now, from a new
+    /// leader: a group created by a version that knew fewer arguments
+    /// takes up the ones it ignored (messages already queued keep the
+    /// deadlines they were given).
+    Configure {
+        /// The settings.
+        config: super::QuorumConfig,
+    },
 }
 
 /// What a command answers to whoever proposed it.

@@ -348,3 +348,45 @@ fn dead_letters_stay_until_re_published_and_a_new_leader_asks_again() {
     assert_eq!((a.removed, a.dead), (vec![1], vec![]));
     assert_eq!(plain.dead_letters_len(), 0);
 }
+
+/// A group created before its queue's arguments were understood takes
+/// them up when a leader puts them in the log: from then on, new messages
+/// expire and drops are dead-lettered; what was queued before keeps no
+/// deadline. The same settings again change nothing.
+#[test]
+fn a_group_takes_up_its_settings_from_a_configure() {
+    use crate::dead_letter::Reason;
+    let mut s = QuorumState::new(QuorumConfig::default());
+    clock(&mut s, 1000);
+    enqueue_expiring(&mut s, None);
+    let config = QuorumConfig {
+        message_ttl: Some(100),
+        dead_letters: true,
+        ..QuorumConfig::default()
+    };
+    s.apply(Command::Configure {
+        config: config.clone(),
+    });
+    assert_eq!(s.config(), &config);
+    let before = s.clone();
+    s.apply(Command::Configure {
+        config: config.clone(),
+    });
+    assert_eq!(s, before, "the same settings again change nothing");
+    enqueue_expiring(&mut s, None);
+    let a = clock(&mut s, 1200);
+    assert!(
+        a.dead.is_empty(),
+        "the old one, at the head, has no deadline"
+    );
+    let got = s.apply(Command::Dequeue {
+        channel: 9,
+        node: 1,
+        no_ack: true,
+    });
+    assert!(matches!(got.reply, Reply::Got(Some((m, _))) if m.id == 1));
+    // The new message reached the head past its deadline.
+    assert_eq!(got.dead, vec![(2, Reason::Expired)], "dead-lettered");
+    assert_eq!(s.ready_len(), 0);
+    assert_eq!(QuorumState::restore(s.snapshot()), s, "kept in snapshots");
+}

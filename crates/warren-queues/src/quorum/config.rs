@@ -1,5 +1,7 @@
-//! A quorum queue's group settings, from the queue's arguments: fixed when
-//! the group is created, carried in its state machine and snapshots.
+//! A quorum queue's group settings, from the queue's arguments: set when
+//! the group is created, carried in its state machine and snapshots, and
+//! put in the log again by every new leader (`Command::Configure`), so a
+//! group created by a version that ignored an argument takes it up.
 
 use warren_core::queue::QueueDef;
 use warren_core::quorum::QuorumConfig;

@@ -108,11 +108,16 @@ impl Leading {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         // A first entry with the new leader's clock: the log's time starts
         // (or goes on) at once, so deadlines and `x-expires` run even if
-        // nothing else is proposed; and it asks for the dead letters an
-        // earlier leader may not have re-published.
+        // nothing else is proposed; the queue's settings as its arguments
+        // give them (a group an older version created takes up what it
+        // ignored); and the dead letters an earlier leader may not have
+        // re-published.
         let ops = vec![
             QueueOp::Command(Command::Clock {
                 now: crate::clock::unix_ms(),
+            }),
+            QueueOp::Command(Command::Configure {
+                config: super::config::config_of(&def),
             }),
             QueueOp::Command(Command::DeadLetterAgain),
         ];
@@ -124,7 +129,7 @@ impl Leading {
             consumers: HashMap::new(),
             by_id: HashMap::new(),
             ops,
-            waiters: vec![Waiter::None, Waiter::None],
+            waiters: vec![Waiter::None, Waiter::None, Waiter::None],
             pending_bytes: 0,
             unapplied: 0,
             in_flight: 0,

@@ -163,6 +163,7 @@ mod tag {
     pub const CLOCK: u8 = 10;
     pub const DEAD_LETTERED: u8 = 11;
     pub const DEAD_LETTER_AGAIN: u8 = 12;
+    pub const CONFIGURE: u8 = 13;
 }
 
 /// Appends the binary form of a batch to `out`.
@@ -259,6 +260,11 @@ fn encode_command(c: &Command, out: &mut Vec<u8>) {
         Command::DeadLetterAgain => {
             e.u8(tag::DEAD_LETTER_AGAIN);
         }
+        Command::Configure { config } => {
+            // The settings grow with RabbitMQ's arguments, as in a snapshot.
+            let json = serde_json::to_string(config).unwrap_or_else(|_| "{}".into());
+            e.u8(tag::CONFIGURE).str(&json);
+        }
     }
 }
 
@@ -341,6 +347,9 @@ fn decode_op(d: &mut Dec<'_>) -> Result<QueueOp, StoreError> {
         tag::CLOCK => Command::Clock { now: d.u64()? },
         tag::DEAD_LETTERED => Command::DeadLettered { ids: ids(d)? },
         tag::DEAD_LETTER_AGAIN => Command::DeadLetterAgain,
+        tag::CONFIGURE => Command::Configure {
+            config: serde_json::from_str(d.str()?).map_err(|e| corrupt(&e.to_string()))?,
+        },
         _ => return Err(corrupt("queue op tag")),
     };
     Ok(QueueOp::Command(command))

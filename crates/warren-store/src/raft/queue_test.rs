@@ -62,6 +62,15 @@ fn every_op() -> Vec<QueueOp> {
         QueueOp::Command(Command::Purge),
         QueueOp::Command(Command::ChannelDown { channel: 7 }),
         QueueOp::Command(Command::NodeDown { node: 3 }),
+        QueueOp::Command(Command::DeadLettered { ids: vec![4, 5] }),
+        QueueOp::Command(Command::DeadLetterAgain),
+        QueueOp::Command(Command::Configure {
+            config: warren_core::quorum::QuorumConfig {
+                message_ttl: Some(60_000),
+                dead_letters: true,
+                ..Default::default()
+            },
+        }),
     ]
 }
 
