@@ -43,6 +43,7 @@ mod held;
 mod leader;
 mod leadership;
 mod members;
+mod parking;
 mod waiters;
 
 use std::collections::{HashMap, VecDeque};
@@ -65,21 +66,17 @@ use config::config_of;
 use consumers::{Attaching, Own};
 use held::Held;
 use leader::Leading;
+use parking::PARK_MAX;
 
 /// Mailbox depth of a quorum queue's front.
 const MAILBOX: usize = 256;
 /// How often consumers whose link broke are attached again.
 const REATTACH_EVERY: Duration = Duration::from_millis(300);
-/// Messages kept while no leader is known; past this the mailbox waits.
-const PARK_MAX: usize = 4096;
 /// Bound on one probe of a node.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Outside the replica set: how long the link to the member forwarded to
 /// may stay down before the front forwards to the next member.
 const TARGET_DOWN_AFTER: Duration = Duration::from_secs(1);
-/// How long a message waits for a leader before it is refused (a publish
-/// nacked): a group without a majority does not hold its publishers forever.
-const PARK_LIMIT: Duration = Duration::from_secs(15);
 
 /// What a quorum queue's front needs from the node.
 #[derive(Clone, Debug)]
@@ -338,59 +335,6 @@ impl Front {
             .await?;
         self.group = Some(g);
         Ok(())
-    }
-
-    /// Hands `msg` to the current leader.
-    async fn send_on(&mut self, msg: QueueMsg) {
-        match &mut self.role {
-            Role::Leader(l) => l.handle(msg),
-            // Publishes take their bytes from the link's budget first.
-            Role::Forward { proxy, .. } => match msg {
-                QueueMsg::Publish(batch) => proxy.publish(batch).await,
-                msg => {
-                    if let Err(mpsc::error::SendError(m)) = proxy.mailbox().send(msg).await {
-                        m.answer_absent(&Absent::Unreachable(unreachable(&self.def.name)));
-                    }
-                }
-            },
-            Role::Waiting => self.parked.push_back((Instant::now(), msg)),
-        }
-    }
-
-    /// Hands what waited for a leader to the one now known.
-    async fn unpark(&mut self) {
-        while !matches!(self.role, Role::Waiting) {
-            let Some((_, msg)) = self.parked.pop_front() else {
-                return;
-            };
-            // A consumer of this node gets the link the new role wants (its
-            // own on the leader): one delivery path, so no reordering.
-            let msg = match msg {
-                QueueMsg::Consume { spec, link, reply } => {
-                    let link = match self.own.get(&(spec.channel.id, spec.tag.clone())) {
-                        Some(o) => self.route_link(&o.link),
-                        None => link,
-                    };
-                    QueueMsg::Consume { spec, link, reply }
-                }
-                other => other,
-            };
-            self.send_on(msg).await;
-        }
-    }
-
-    /// Refuses what waited for a leader too long.
-    fn expire_parked(&mut self) {
-        let now = Instant::now();
-        while self
-            .parked
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) >= PARK_LIMIT)
-        {
-            if let Some((_, msg)) = self.parked.pop_front() {
-                msg.answer_absent(&Absent::Unreachable(unreachable(&self.def.name)));
-            }
-        }
     }
 
     async fn handle(&mut self, msg: QueueMsg) {
