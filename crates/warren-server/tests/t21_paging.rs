@@ -23,12 +23,25 @@ async fn publish_backlog(ch: &Channel) {
 async fn publish_to(ch: &Channel, queue: &str, n: u32) {
     declare_with(ch, queue, durable()).await.expect("declare");
     confirms(ch).await;
+    publish_numbered(ch, queue, 0, n, 0).await;
+}
+
+/// Publishes `n` persistent 1 KiB messages of priority `p` to `queue`,
+/// numbered from `from` (the number in bytes 0..4, the priority in byte 4),
+/// confirmed (the channel is in confirm mode).
+async fn publish_numbered(ch: &Channel, queue: &str, from: u32, n: u32, p: u8) {
     let mut body = vec![0u8; SIZE];
+    body[4] = p;
+    let props = if p == 0 {
+        persistent()
+    } else {
+        persistent().with_priority(p)
+    };
     let mut pending = Vec::new();
-    for i in 0..n {
+    for i in from..from + n {
         body[..4].copy_from_slice(&i.to_be_bytes());
         pending.push(
-            try_publish(ch, "", queue, &body, persistent())
+            try_publish(ch, "", queue, &body, props.clone())
                 .await
                 .expect("publish"),
         );
@@ -132,32 +145,6 @@ async fn a_paged_backlog_drains_to_no_ack_consumers() {
     s.stop().await;
 }
 
-/// Publishes `n` persistent 1 KiB messages of priority `p` to `queue`,
-/// numbered from `from` (the number in bytes 0..4, the priority in byte 4),
-/// confirmed.
-async fn publish_priority(ch: &Channel, queue: &str, p: u8, from: u32, n: u32) {
-    let mut body = vec![0u8; SIZE];
-    body[4] = p;
-    let mut pending = Vec::new();
-    for i in from..from + n {
-        body[..4].copy_from_slice(&i.to_be_bytes());
-        let props = persistent().with_priority(p);
-        pending.push(
-            try_publish(ch, "", queue, &body, props)
-                .await
-                .expect("publish"),
-        );
-        if pending.len() == 500 {
-            for c in pending.drain(..) {
-                assert!(c.await.expect("confirm").is_ack());
-            }
-        }
-    }
-    for c in pending {
-        assert!(c.await.expect("confirm").is_ack());
-    }
-}
-
 /// Consumes `n` messages of `queue`: (number, priority) of each, acked.
 async fn take(ch: &Channel, queue: &str, n: u32) -> Vec<(u32, u8)> {
     ch.basic_qos(200, BasicQosOptions::default())
@@ -199,9 +186,9 @@ async fn a_priority_backlog_pages_per_level_and_keeps_priority_order() {
             .await
             .expect("declare");
         confirms(&ch).await;
-        publish_priority(&ch, queue, 1, 0, LOW).await;
-        publish_priority(&ch, queue, 7, LOW, HIGH).await;
-        publish_priority(&ch, queue, 1, LOW + HIGH, TAIL).await;
+        publish_numbered(&ch, queue, 0, LOW, 1).await;
+        publish_numbered(&ch, queue, LOW, HIGH, 7).await;
+        publish_numbered(&ch, queue, LOW + HIGH, TAIL, 1).await;
         let broker = s.server.as_ref().expect("running").broker.clone();
         let used = broker.memory().used() as usize;
         assert!(

@@ -84,7 +84,7 @@ pub(crate) struct Leading {
     /// The node's dead-letter publisher.
     dead_tx: Option<DeadLetterTx>,
     /// Dead letters waiting for room at the publisher.
-    unsent_dead: Vec<crate::api::DeadLetters>,
+    unsent_dead: std::collections::VecDeque<crate::api::DeadLetters>,
     /// Where the publisher reports dead letters done with.
     settle_tx: mpsc::UnboundedSender<Vec<MsgId>>,
     settle_rx: mpsc::UnboundedReceiver<Vec<MsgId>>,
@@ -142,7 +142,7 @@ impl Leading {
             deletion_asked: false,
             vhost,
             dead_tx,
-            unsent_dead: Vec::new(),
+            unsent_dead: Default::default(),
             settle_tx,
             settle_rx,
             early: BTreeMap::new(),

@@ -54,12 +54,12 @@ impl Leading {
         let Some(tx) = &self.dead_tx else {
             return;
         };
-        while let Some(b) = self.unsent_dead.pop() {
+        while let Some(b) = self.unsent_dead.pop_front() {
             match tx.try_send(b) {
                 Ok(()) => {}
                 Err(TrySendError::Full(b)) => {
                     tracing::debug!(queue = %self.def.name, "dead-letter publisher behind: sent at the next tick");
-                    self.unsent_dead.push(b);
+                    self.unsent_dead.push_front(b);
                     return;
                 }
                 Err(TrySendError::Closed(_)) => {
