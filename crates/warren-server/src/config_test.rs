@@ -127,6 +127,38 @@ fn watermark_forms() {
 }
 
 #[test]
+fn the_wal_preallocated_at_start_is_64_mib_unless_told_otherwise() {
+    let c = Config::resolve(&ServerArgs::default()).expect("defaults");
+    assert_eq!(c.wal_preallocate, 64 << 20);
+    let flag = |v: &str| ServerArgs {
+        wal_preallocate: Some(v.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        Config::resolve(&flag("16MiB"))
+            .expect("16MiB")
+            .wal_preallocate,
+        16 << 20
+    );
+    assert_eq!(Config::resolve(&flag("0")).expect("off").wal_preallocate, 0);
+    assert!(Config::resolve(&flag("lots")).is_err());
+    assert!(Config::resolve(&flag("3XB")).is_err());
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("warren.toml");
+    std::fs::write(&path, "wal-preallocate = 1048576\n").expect("write");
+    let file = ServerArgs {
+        config: Some(path),
+        ..Default::default()
+    };
+    assert_eq!(
+        Config::resolve(&file).expect("file").wal_preallocate,
+        1 << 20
+    );
+    // The library's own default (embedded nodes, tests) writes none.
+    assert_eq!(Config::default().wal_preallocate, 0);
+}
+
+#[test]
 fn http_listens_on_15672_unless_told_otherwise() {
     let c = Config::resolve(&ServerArgs::default()).expect("defaults");
     assert_eq!(

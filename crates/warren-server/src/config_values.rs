@@ -29,6 +29,27 @@ impl QueueType {
     }
 }
 
+/// Parses a size: `512MiB`, `2GB`, `64k`, `1000000`.
+pub fn parse_size(setting: &'static str, s: &str) -> Result<u64, ConfigError> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| bad(setting, s, "expected a size (512MiB, 2GB, 1000000)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" | "k" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" | "m" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" | "g" => 1 << 30,
+        other => return Err(bad(setting, s, format!("unknown size unit '{other}'"))),
+    };
+    Ok(n.saturating_mul(mult))
+}
+
 /// The memory limit for messages.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Watermark {
@@ -51,22 +72,7 @@ impl Watermark {
             }
             return Err(bad(format!("a fraction must be in (0, 1], not {f}")));
         }
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| bad("expected a fraction or a size".into()))?;
-        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "kb" => 1000,
-            "kib" | "k" => 1 << 10,
-            "mb" => 1_000_000,
-            "mib" | "m" => 1 << 20,
-            "gb" => 1_000_000_000,
-            "gib" | "g" => 1 << 30,
-            other => return Err(bad(format!("unknown size unit '{other}'"))),
-        };
-        Ok(Self::Bytes(n.saturating_mul(mult)))
+        parse_size("memory-high-watermark", s).map(Self::Bytes)
     }
 
     /// The limit in bytes, given the memory available to the process.

@@ -38,7 +38,7 @@ pub struct Recovery {
 /// The node's store. Reads happen here; writes go through the [`crate::Writer`].
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Db>,
+    pub(crate) db: Arc<Db>,
     /// Bytes of Raft log entries the node's groups keep in memory
     /// (`raft::recent`), shared so that one bound holds for all of them.
     log_tails: Arc<std::sync::atomic::AtomicUsize>,
@@ -46,7 +46,7 @@ pub struct Store {
 
 impl Store {
     /// The column family `name` (created when the store was opened).
-    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+    pub(crate) fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
         self.db
             .cf_handle(name)
             .ok_or_else(|| StoreError::Rocks(format!("no {name} column family")))
@@ -96,6 +96,9 @@ impl Store {
         opts.set_db_write_buffer_size(128 << 20);
         opts.set_max_total_wal_size(256 << 20);
         opts.set_keep_log_file_num(4);
+        // Write new WALs over obsolete ones: a sync of an overwrite writes
+        // no inode (crate::wal).
+        opts.set_recycle_log_file_num(crate::wal::RECYCLED_WALS);
         let cfs = [
             CF_META,
             CF_MESSAGES,

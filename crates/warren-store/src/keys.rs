@@ -8,6 +8,9 @@ pub const EXCHANGE: u8 = b'e';
 pub const QUEUE: u8 = b'q';
 /// Prefix of binding records in `meta`.
 pub const BINDING: u8 = b'b';
+/// A key of `meta` written and deleted at once: something for a flush to
+/// switch the WAL with (`wal`), never read.
+pub const WAL_MARKER: u8 = b'w';
 
 /// `kind ++ vhost ++ 0 ++ name`: the key of an exchange or queue record.
 pub fn entity(kind: u8, vhost: &str, name: &str) -> Vec<u8> {

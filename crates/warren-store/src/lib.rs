@@ -14,6 +14,8 @@
 //!   format version, so a later format can still read today's files).
 //! - [`raft`]: openraft's log storage and the metadata state machine on this
 //!   database (Raft group 0), writing through the same group-commit writer.
+//! - [`wal`]: a first WAL that syncs without growing (RocksDB's WAL reuse,
+//!   prepared at start).
 //! - [`writer`]: the group-commit writer: one thread that drains every pending
 //!   write into one `WriteBatch` and one WAL sync, then completes them all.
 //!
@@ -24,6 +26,7 @@ pub mod codec;
 pub mod db;
 pub mod keys;
 pub mod raft;
+pub mod wal;
 pub mod writer;
 
 pub use db::{Recovered, Recovery, Store};

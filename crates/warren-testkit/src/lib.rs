@@ -319,6 +319,11 @@ impl Cluster {
             .arg(opts.election_timeout_ms.to_string())
             .arg("--metadata-timeout-ms")
             .arg(opts.metadata_timeout_ms.to_string())
+            // Every start prepares a reused WAL as `warren server` does
+            // (kills and restarts included), at 4 MiB rather than 64: the
+            // suite starts hundreds of nodes.
+            .arg("--wal-preallocate")
+            .arg("4MiB")
             .args(&opts.extra)
             .env_remove("RUST_LOG")
             .env_remove("WARREN_CLUSTER_SECRET")

@@ -126,6 +126,9 @@ impl Broker {
     /// serving yet: [`Broker::join`] waits for the group.
     pub async fn open(config: Config) -> Result<Arc<Self>, ServerError> {
         let store = Store::open(&config.data_dir.join("rocksdb"))?;
+        if config.wal_preallocate > 0 && !store.prepare_wal(config.wal_preallocate)? {
+            tracing::warn!("the first WAL could not be a reused file: its syncs grow it");
+        }
         let epoch = store.bump_epoch()?;
         let legacy = store.recover()?;
         let legacy_next = store.max_queue_id(&legacy)? + 1;
