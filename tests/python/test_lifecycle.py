@@ -63,3 +63,27 @@ def test_options_from_environment_and_toml_file(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=DEADLINE) == 0
+
+
+def _live_wal(data_dir):
+    """RocksDB's live WAL: the highest-numbered `NNNNNN.log`."""
+    return max((data_dir / "rocksdb").glob("*.log"), key=lambda p: int(p.stem))
+
+
+def test_the_first_wal_is_a_reused_file_that_confirms_overwrite(node):
+    # `warren server` prepares a reused 64 MiB WAL at start (--wal-preallocate):
+    # a confirm's fdatasync then overwrites written blocks instead of growing
+    # the file (docs/decisions.md, "The first WAL is a reused file").
+    wal = _live_wal(node.data_dir)
+    size = wal.stat().st_size
+    assert size >= 64 << 20, f"{wal.name} is {size} bytes"
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.port))
+    ch = conn.channel()
+    ch.queue_declare("synced", durable=True)
+    ch.confirm_delivery()
+    for i in range(200):
+        ch.basic_publish("", "synced", b"x" * 1024, pika.BasicProperties(delivery_mode=2))
+    assert ch.queue_declare("synced", passive=True).method.message_count == 200
+    assert _live_wal(node.data_dir) == wal, "still the same WAL"
+    assert wal.stat().st_size == size, "200 synced publishes overwrote the file, never grew it"
+    conn.close()

@@ -24,6 +24,11 @@ pub(crate) const CF_QUORUM_BODIES: &str = "quorum_bodies";
 
 pub(crate) type Db = rocksdb::DB;
 
+/// Obsolete WAL files RocksDB keeps for reuse (`crate::wal`). Two: one in
+/// use while another is being flushed out of use; a third would only hold
+/// disk.
+const RECYCLED_WALS: usize = 2;
+
 /// What a scan of a queue's stored messages found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovery {
@@ -98,7 +103,7 @@ impl Store {
         opts.set_keep_log_file_num(4);
         // Write new WALs over obsolete ones: a sync of an overwrite writes
         // no inode (crate::wal).
-        opts.set_recycle_log_file_num(crate::wal::RECYCLED_WALS);
+        opts.set_recycle_log_file_num(RECYCLED_WALS);
         let cfs = [
             CF_META,
             CF_MESSAGES,

@@ -28,10 +28,6 @@ use rocksdb::{FlushOptions, WriteBatch, WriteOptions};
 use crate::db::CF_META;
 use crate::{Store, StoreError, keys};
 
-/// Obsolete WAL files RocksDB keeps for reuse. Two: one in use while
-/// another is being flushed out of use; a third would only hold disk.
-pub(crate) const RECYCLED_WALS: usize = 2;
-
 /// Filler per write: one RocksDB record at a time, never `bytes` at once
 /// in memory.
 const CHUNK: usize = 1 << 20;
