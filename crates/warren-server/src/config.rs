@@ -24,8 +24,8 @@ mod security;
 pub use security::{ClusterClientArgs, SECRET_ENV, SecurityArgs};
 use security::{NO_SECRET, resolve_security};
 
-use values::parse_size;
 pub use values::{QueueType, Watermark};
+use values::{number_or_text, parse_size};
 
 impl ServerArgs {
     /// Takes the secrets only the environment carries: the cluster secret
@@ -400,32 +400,21 @@ impl Config {
             }
             c.worker_threads = n;
         }
-        let wm = match (&args.memory_high_watermark, file.memory_high_watermark) {
-            (Some(s), _) => Some(s.clone()),
-            (None, Some(toml::Value::String(s))) => Some(s),
-            (None, Some(toml::Value::Float(f))) => Some(format!("{f:?}")),
-            (None, Some(toml::Value::Integer(i))) => Some(i.to_string()),
-            (None, Some(other)) => {
-                return Err(bad(
-                    "memory-high-watermark",
-                    other.to_string(),
-                    "expected a number or a string",
-                ));
-            }
-            (None, None) => None,
-        };
+        let wm = number_or_text(
+            "memory-high-watermark",
+            &args.memory_high_watermark,
+            file.memory_high_watermark,
+        )?;
         if let Some(w) = wm {
             c.memory_high_watermark = Watermark::parse(&w)?;
         }
-        c.wal_preallocate = match (&args.wal_preallocate, file.wal_preallocate) {
-            (Some(s), _) => parse_size("wal-preallocate", s)?,
-            (None, Some(toml::Value::String(s))) => parse_size("wal-preallocate", &s)?,
-            (None, Some(toml::Value::Integer(i))) => u64::try_from(i)
-                .map_err(|_| bad("wal-preallocate", i.to_string(), "must not be negative"))?,
-            (None, Some(other)) => {
-                return Err(bad("wal-preallocate", other.to_string(), "expected a size"));
-            }
-            (None, None) => DEFAULT_WAL_PREALLOCATE,
+        c.wal_preallocate = match number_or_text(
+            "wal-preallocate",
+            &args.wal_preallocate,
+            file.wal_preallocate,
+        )? {
+            Some(size) => parse_size("wal-preallocate", &size)?,
+            None => DEFAULT_WAL_PREALLOCATE,
         };
         set(&mut c.heartbeat, args.heartbeat.or(file.heartbeat));
         set(&mut c.frame_max, args.frame_max.or(file.frame_max));

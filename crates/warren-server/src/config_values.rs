@@ -1,5 +1,6 @@
 //! Settings whose values are more than a number or a string: the memory
-//! watermark (a fraction or a size) and the default queue type.
+//! watermark (a fraction or a size), sizes such as the WAL preallocated,
+//! the default queue type, and the TOML forms they may take.
 
 use super::{ConfigError, bad};
 
@@ -27,6 +28,29 @@ impl QueueType {
             )),
         }
     }
+}
+
+/// A setting given as a flag's text or as a TOML number or string (a size,
+/// a fraction): its text, for the setting's own parser.
+pub fn number_or_text(
+    setting: &'static str,
+    flag: &Option<String>,
+    file: Option<toml::Value>,
+) -> Result<Option<String>, ConfigError> {
+    Ok(match (flag, file) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(toml::Value::String(s))) => Some(s),
+        (None, Some(toml::Value::Float(f))) => Some(format!("{f:?}")),
+        (None, Some(toml::Value::Integer(i))) => Some(i.to_string()),
+        (None, Some(other)) => {
+            return Err(bad(
+                setting,
+                other.to_string(),
+                "expected a number or a string",
+            ));
+        }
+        (None, None) => None,
+    })
 }
 
 /// Parses a size: `512MiB`, `2GB`, `64k`, `1000000`.

@@ -117,7 +117,7 @@ pub struct Broker {
     /// Quorum queue groups left behind by deleted queues were looked for.
     orphans_checked: AtomicBool,
     /// The vhosts and users as last applied, as a fingerprint: connections
-    /// watch it to close when theirs is deleted (`access::Gone`).
+    /// watch it to close when theirs is deleted (`access::gone_reason`).
     access_seen: tokio::sync::watch::Sender<u64>,
 }
 
